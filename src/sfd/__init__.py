@@ -1,0 +1,7 @@
+"""Semantic-First Diffusion (SFD).
+
+Pan et al., "Semantics Lead the Way: Harmonizing Semantic and Texture Modeling with Asynchronous
+Latent Diffusion", CVPR 2026 (arXiv 2512.04926).
+"""
+
+__version__ = "0.1.0"
