@@ -1,0 +1,320 @@
+"""Configuration: frozen dataclasses, named presets and typed ``key=value`` overrides.
+
+Presets follow METHOD.md §2.5 (LightningDiT widths/depths/heads, as in Pan et al. 2026 and
+Yao et al. 2025, "Reconstruction vs. Generation", LightningDiT). Training defaults are the
+release's recipe (METHOD.md §3): AdamW lr 1e-4, betas (0.9, 0.999), no weight decay, EMA
+0.9999, global batch 256, Δt = 0.3, β = 2.0, REPA weight 1.0 on block 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The LightningDiT backbone with dual timestep conditioning (METHOD.md §2.5-2.8)."""
+
+    depth: int = 12
+    width: int = 384
+    num_heads: int = 6
+    mlp_ratio: float = 4.0
+    patch_size: int = 1
+    num_classes: int = 1000
+    class_dropout_prob: float = 0.1
+    dual_timestep: bool = True  # two half-width embedders; False: one full-width (Δt = 0)
+    use_qknorm: bool = True
+    use_swiglu: bool = True
+    use_rope: bool = True
+    use_rmsnorm: bool = True
+    repa_depth: int = 2  # 1-indexed block whose output tokens feed the REPA projector
+    repa_projector_dim: int = 2048
+    repa_dim: int = 768  # channels of the REPA target features; 0 disables the projector
+
+    def __post_init__(self) -> None:
+        _check(self.depth >= 1, "model.depth", "an integer >= 1", self.depth)
+        _check(self.width % self.num_heads == 0, "model.width",
+               f"a multiple of model.num_heads={self.num_heads}", self.width)
+        head_dim = self.width // self.num_heads
+        if self.use_rope:
+            _check(head_dim % 4 == 0, "model.width / model.num_heads",
+                   "a head dimension divisible by 4 (2D RoPE)", head_dim)
+        if self.dual_timestep:
+            _check(self.width % 2 == 0, "model.width", "even (two half-width embedders)", self.width)
+        _check(self.num_classes >= 1, "model.num_classes", "an integer >= 1", self.num_classes)
+        _check(0.0 <= self.class_dropout_prob < 1.0, "model.class_dropout_prob", "in [0, 1)",
+               self.class_dropout_prob)
+        if self.repa_dim > 0:
+            _check(1 <= self.repa_depth <= self.depth, "model.repa_depth",
+                   f"in [1, model.depth={self.depth}] (1-indexed)", self.repa_depth)
+
+
+@dataclass(frozen=True)
+class LatentConfig:
+    """The composite latent c = [z, s]: texture channels first, semantic last (METHOD.md §1)."""
+
+    tex_channels: int = 32
+    sem_channels: int = 16
+    size: int = 16  # H = W of the latent grid
+
+    def __post_init__(self) -> None:
+        _check(self.tex_channels >= 1, "latent.tex_channels", "an integer >= 1", self.tex_channels)
+        _check(self.sem_channels >= 0, "latent.sem_channels", "an integer >= 0", self.sem_channels)
+        _check(self.size >= 1, "latent.size", "an integer >= 1", self.size)
+
+    @property
+    def channels(self) -> int:
+        return self.tex_channels + self.sem_channels
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """Asynchronous flow matching (METHOD.md §3)."""
+
+    delta_t: float = 0.3
+    time_dist: Literal["logit_normal", "uniform"] = "logit_normal"
+    sem_weight: float = 2.0  # β on the semantic squared errors
+    cos_weight: float = 1.0
+    repa_weight: float = 1.0
+    repa_mode: Literal["cos", "mse", "cos_mse"] = "cos"
+    mask_clamped: bool = False  # drop targets of parts whose time is clamped (off = release)
+
+    def __post_init__(self) -> None:
+        _check(0.0 <= self.delta_t <= 1.0, "flow.delta_t", "a number in [0, 1]", self.delta_t)
+        _check(self.time_dist in ("logit_normal", "uniform"), "flow.time_dist",
+               "'logit_normal' or 'uniform'", self.time_dist)
+        _check(self.repa_mode in ("cos", "mse", "cos_mse"), "flow.repa_mode",
+               "'cos', 'mse' or 'cos_mse'", self.repa_mode)
+        _check(self.sem_weight >= 0, "flow.sem_weight", "a number >= 0", self.sem_weight)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, EMA, precision, reproducibility and logging."""
+
+    global_batch_size: int = 256
+    grad_accum_steps: int = 1
+    total_steps: int = 400_000
+    lr: float = 1e-4
+    beta1: float = 0.9
+    beta2: float = 0.999
+    weight_decay: float = 0.0
+    grad_clip: float = 0.0  # 0 disables clipping (release)
+    ema_decay: float = 0.9999
+    seed: int = 0
+    precision: Literal["fp32", "bf16"] = "fp32"
+    compile: bool = False
+    activation_checkpointing: bool = False
+    fused_adamw: bool = False
+    sample_posterior: bool = True  # draw latents from the stored posterior, else use its mean
+    hflip: bool = True  # use the stored flipped latents half of the time
+    skip_nonfinite: bool = True  # skip an update whose loss or gradient is not finite
+    log_every: int = 50
+    ckpt_every: int = 5000
+    keep_last: int = 3
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.global_batch_size >= 1, "train.global_batch_size", "an integer >= 1",
+               self.global_batch_size)
+        _check(self.grad_accum_steps >= 1, "train.grad_accum_steps", "an integer >= 1",
+               self.grad_accum_steps)
+        _check(self.global_batch_size % self.grad_accum_steps == 0, "train.global_batch_size",
+               f"divisible by train.grad_accum_steps={self.grad_accum_steps}",
+               self.global_batch_size)
+        _check(self.total_steps >= 0, "train.total_steps", "an integer >= 0", self.total_steps)
+        _check(self.lr > 0, "train.lr", "a number > 0", self.lr)
+        _check(0.0 <= self.ema_decay <= 1.0, "train.ema_decay", "in [0, 1]", self.ema_decay)
+        _check(self.precision in ("fp32", "bf16"), "train.precision", "'fp32' or 'bf16'",
+               self.precision)
+        _check(self.log_every >= 1, "train.log_every", "an integer >= 1", self.log_every)
+        _check(self.ckpt_every >= 1, "train.ckpt_every", "an integer >= 1", self.ckpt_every)
+        _check(self.keep_last >= 1, "train.keep_last", "an integer >= 1", self.keep_last)
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """The three-stage sampler and guidance (METHOD.md §4-5)."""
+
+    method: Literal["euler", "heun", "dopri5"] = "euler"
+    num_steps: int = 50  # solver steps (intervals); dopri5: ignored except for the output grid
+    atol: float = 1e-6
+    rtol: float = 1e-3
+    timestep_shift: float = 0.0  # 0 disables the shift
+    cfg_scale_tex: float = 1.0
+    cfg_scale_sem: float = 1.0
+    cfg_interval_tex: tuple[float, float] = (0.0, 1.0)
+    cfg_interval_sem: tuple[float, float] = (0.0, 1.0)
+    guide: Literal["cfg", "autoguidance"] = "cfg"
+
+    def __post_init__(self) -> None:
+        _check(self.method in ("euler", "heun", "dopri5"), "sample.method",
+               "'euler', 'heun' or 'dopri5'", self.method)
+        _check(self.num_steps >= 1, "sample.num_steps", "an integer >= 1", self.num_steps)
+        _check(self.timestep_shift >= 0, "sample.timestep_shift", "a number >= 0",
+               self.timestep_shift)
+        for name in ("cfg_interval_tex", "cfg_interval_sem"):
+            lo, hi = getattr(self, name)
+            _check(0.0 <= lo <= hi <= 1.0, f"sample.{name}", "lo <= hi within [0, 1]", (lo, hi))
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything that defines a run. Stored with every run directory and checkpoint."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    latent: LatentConfig = field(default_factory=LatentConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    preset: str = "custom"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        return _from_dict(cls, data, prefix="")
+
+
+def _check(ok: bool, name: str, expected: str, got: Any) -> None:
+    if not ok:
+        raise ValueError(f"{name} must be {expected}; got {got!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# Presets (METHOD.md §2.5). Parameter counts at 48 input channels: S ~33M, B 130M, L 458M,
+# XL 675M, XXL 1.03B. `tiny` is for tests: seconds on a CPU.
+
+_BACKBONES: dict[str, dict[str, Any]] = {
+    "tiny": dict(depth=2, width=64, num_heads=2, repa_projector_dim=64),
+    "S": dict(depth=12, width=384, num_heads=6),
+    "B": dict(depth=12, width=768, num_heads=12),
+    "L": dict(depth=24, width=1024, num_heads=16),
+    "XL": dict(depth=28, width=1152, num_heads=16),
+    "XXL": dict(depth=24, width=1536, num_heads=24),
+}
+
+PRESETS: tuple[str, ...] = tuple(_BACKBONES)
+
+
+def preset(name: str) -> Config:
+    """The named preset: backbone size on the ImageNet-256 latent (32 + 16 channels, 16x16).
+
+    ``tiny`` is a small latent (4 + 2 channels on 8x8, 10 classes) so tests run in seconds.
+    """
+    if name not in _BACKBONES:
+        raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
+    model = ModelConfig(**_BACKBONES[name])
+    latent = LatentConfig()
+    train = TrainConfig()
+    if name == "tiny":
+        model = dataclasses.replace(model, num_classes=10, repa_depth=1, repa_dim=32)
+        latent = LatentConfig(tex_channels=4, sem_channels=2, size=8)
+        train = dataclasses.replace(train, global_batch_size=16, total_steps=200, log_every=10,
+                                    ckpt_every=100)
+    return Config(model=model, latent=latent, train=train, preset=name)
+
+
+# --------------------------------------------------------------------------------------------
+# Typed overrides: "train.lr=2e-4", "flow.delta_t=0", "sample.cfg_interval_tex=0.1,1".
+
+
+def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
+    """Return ``cfg`` with ``section.key=value`` overrides applied, each parsed to its field type.
+
+    Unknown sections or keys and values that do not parse to the field's type are errors.
+    """
+    data = cfg.to_dict()
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like section.key=value")
+        path, raw = item.split("=", 1)
+        parts = path.strip().split(".")
+        if len(parts) != 2:
+            raise ValueError(f"override key {path!r} must be section.key, e.g. train.lr")
+        section, key = parts
+        sub_cls = _section_class(section)
+        fields = {f.name: f for f in dataclasses.fields(sub_cls)}
+        if key not in fields:
+            raise ValueError(f"unknown key {key!r} in section {section!r}; "
+                             f"expected one of {', '.join(sorted(fields))}")
+        hint = typing.get_type_hints(sub_cls)[key]
+        data[section][key] = parse_value(raw.strip(), hint, f"{section}.{key}")
+    return Config.from_dict(data)
+
+
+def _section_class(section: str) -> type:
+    hints = typing.get_type_hints(Config)
+    if section not in hints or not dataclasses.is_dataclass(hints[section]):
+        names = [f.name for f in dataclasses.fields(Config) if dataclasses.is_dataclass(hints[f.name])]
+        raise ValueError(f"unknown config section {section!r}; expected one of {', '.join(names)}")
+    return hints[section]
+
+
+def parse_value(raw: str, hint: Any, name: str) -> Any:
+    """Parse ``raw`` into the type ``hint`` (bool, int, float, str, Literal, tuple of floats)."""
+    origin = typing.get_origin(hint)
+    try:
+        if hint is bool:
+            low = raw.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if hint is int:
+            return int(raw)
+        if hint is float:
+            return float(raw)
+        if hint is str:
+            return raw
+        if origin is Literal:
+            if raw not in typing.get_args(hint):
+                raise ValueError
+            return raw
+        if origin is tuple:
+            args = typing.get_args(hint)
+            items = [x for x in raw.strip("()[] ").split(",") if x.strip()]
+            if len(items) != len(args):
+                raise ValueError
+            return tuple(parse_value(x.strip(), a, name) for x, a in zip(items, args, strict=True))
+    except ValueError:
+        raise ValueError(f"cannot parse {raw!r} for {name}: expected {_describe(hint)}") from None
+    raise TypeError(f"unsupported config type {hint!r} for {name}")
+
+
+def _describe(hint: Any) -> str:
+    if typing.get_origin(hint) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    if typing.get_origin(hint) is tuple:
+        return "a comma-separated tuple of " + ", ".join(a.__name__ for a in typing.get_args(hint))
+    return getattr(hint, "__name__", str(hint))
+
+
+def _from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ValueError(f"config section {prefix or 'root'!r} must be a mapping; got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"unknown config keys {sorted(unknown)} in {prefix or 'root'}")
+    kwargs = {}
+    for key, value in data.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _from_dict(hint, value, f"{prefix}{key}.")
+        elif typing.get_origin(hint) is tuple:
+            kwargs[key] = tuple(value)
+        else:
+            kwargs[key] = value
+    return cls(**kwargs)
+
