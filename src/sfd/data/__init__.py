@@ -1,0 +1,1 @@
+"""Datasets: image folders, Fashion-MNIST, safetensors shards of features and latents."""

@@ -1,0 +1,150 @@
+"""Safetensors shards: atomic writes, verification, and zero-copy memory-mapped reads.
+
+A shard set is a directory::
+
+    DIR/meta.json                   # written last, atomically: describes the whole set
+    DIR/shard-00000.safetensors     # tensors whose first axis is the sample axis
+    DIR/shard-00000.json            # sidecar: count + sha256, written after the shard
+    ...
+
+A shard counts as finished only when its sidecar exists and agrees with the file (size, and
+sha256 when verifying), so a crash loses at most the shard being written and a rerun skips
+finished ones. Reads go through ``numpy.memmap`` on the safetensors data section: each shard is
+opened once and random access copies only the rows asked for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+_NP_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64,
+              "I32": np.int32, "U8": np.uint8, "I16": np.int16, "BOOL": np.bool_}
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(Path(path), json.dumps(obj, indent=2, sort_keys=True).encode())
+
+
+def atomic_save_safetensors(path: Path, tensors: Mapping[str, torch.Tensor],
+                            metadata: Mapping[str, str] | None = None) -> None:
+    """``safetensors.torch.save_file`` through a temporary file and an atomic rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
+              metadata=dict(metadata) if metadata else None)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}.safetensors"
+
+
+def write_shard(directory: Path, index: int, tensors: Mapping[str, torch.Tensor]) -> dict:
+    """Write shard ``index`` of a set atomically, then its sidecar. Returns the sidecar dict."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    counts = {k: int(v.shape[0]) for k, v in tensors.items()}
+    if len(set(counts.values())) != 1:
+        raise ValueError(f"all tensors of a shard need the same number of rows; got {counts}")
+    path = directory / shard_name(index)
+    atomic_save_safetensors(path, tensors)
+    info = {"file": path.name, "count": next(iter(counts.values())),
+            "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    atomic_write_json(path.with_suffix(".json"), info)
+    return info
+
+
+def finished_shard(directory: Path, index: int, verify: bool = True) -> dict | None:
+    """The sidecar of shard ``index`` if the shard is complete (and its hash matches), else None."""
+    path = Path(directory) / shard_name(index)
+    side = path.with_suffix(".json")
+    if not (path.exists() and side.exists()):
+        return None
+    try:
+        info = json.loads(side.read_text())
+    except json.JSONDecodeError:
+        return None
+    if path.stat().st_size != info.get("bytes"):
+        return None
+    if verify and sha256_file(path) != info.get("sha256"):
+        return None
+    return info
+
+
+class MappedShard:
+    """Zero-copy view of one safetensors file: ``shard[name]`` is a read-only numpy memmap."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        with open(self.path, "rb") as f:
+            raw = f.read(8)
+            if len(raw) != 8:
+                raise ValueError(f"{self.path} is not a safetensors file (truncated header)")
+            (header_len,) = struct.unpack("<Q", raw)
+            try:
+                header = json.loads(f.read(header_len))
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise ValueError(f"{self.path} has a corrupt safetensors header") from err
+        self.metadata = header.pop("__metadata__", {}) or {}
+        base = 8 + header_len
+        size = self.path.stat().st_size
+        self.arrays: dict[str, np.ndarray] = {}
+        for name, spec in header.items():
+            if spec["dtype"] not in _NP_DTYPES:
+                raise ValueError(f"{self.path}: tensor {name!r} has unsupported dtype "
+                                 f"{spec['dtype']}")
+            start, end = spec["data_offsets"]
+            if base + end > size:
+                raise ValueError(f"{self.path} is truncated (tensor {name!r} ends past the file)")
+            dtype = np.dtype(_NP_DTYPES[spec["dtype"]])
+            shape = tuple(spec["shape"])
+            if end == start:
+                self.arrays[name] = np.zeros(shape, dtype)
+                continue
+            self.arrays[name] = np.memmap(self.path, dtype=dtype, mode="r", offset=base + start,
+                                          shape=shape)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.arrays[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.arrays
+
+    def __len__(self) -> int:
+        return int(next(iter(self.arrays.values())).shape[0]) if self.arrays else 0
+
+
+def rows(array: np.ndarray, index: np.ndarray) -> torch.Tensor:
+    """Copy the rows ``index`` (sorted or not) of a memmap into a new torch tensor."""
+    return torch.from_numpy(np.ascontiguousarray(array[index]))

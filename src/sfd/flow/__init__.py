@@ -1,0 +1,1 @@
+"""Asynchronous flow matching: time convention, staged schedule, solvers, guidance."""

@@ -1,0 +1,1 @@
+"""Latent spaces: the composite latent, Semantic VAE, texture autoencoders, frozen encoders."""

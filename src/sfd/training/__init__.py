@@ -1,0 +1,1 @@
+"""Training: loss, one step, loop, EMA, checkpoints."""
