@@ -115,7 +115,7 @@ class TrainConfig:
     skip_nonfinite: bool = True  # skip an update whose loss or gradient is not finite
     log_every: int = 50
     ckpt_every: int = 5000
-    keep_last: int = 3
+    keep_last: int = 0  # keep only the newest N checkpoints; 0 keeps all
     num_workers: int = 0
 
     def __post_init__(self) -> None:
@@ -133,7 +133,7 @@ class TrainConfig:
                self.precision)
         _check(self.log_every >= 1, "train.log_every", "an integer >= 1", self.log_every)
         _check(self.ckpt_every >= 1, "train.ckpt_every", "an integer >= 1", self.ckpt_every)
-        _check(self.keep_last >= 1, "train.keep_last", "an integer >= 1", self.keep_last)
+        _check(self.keep_last >= 0, "train.keep_last", "an integer >= 0", self.keep_last)
 
 
 @dataclass(frozen=True)

@@ -276,7 +276,9 @@ class FIDInceptionV3(nn.Module):
         x = F.max_pool2d(x, 3, stride=2)  # (B, 64, 73, 73)
         x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
         x = F.max_pool2d(x, 3, stride=2)  # (B, 192, 35, 35)
-        x = self.Mixed_6c(self.Mixed_6b(self.Mixed_6a(self.Mixed_5d(self.Mixed_5c(self.Mixed_5b(x))))))
+        x = self.Mixed_6c(
+            self.Mixed_6b(self.Mixed_6a(self.Mixed_5d(self.Mixed_5c(self.Mixed_5b(x)))))
+        )
         branches = self.Mixed_6d.branches(x)
         conv = branches[0][:, :SPATIAL_CHANNELS]  # mixed_6/conv, (B, 7, 17, 17)
         spatial = conv.permute(0, 2, 3, 1).reshape(len(conv), -1)  # NHWC flatten, (B, 2023)
@@ -299,7 +301,9 @@ def load_inception(path: str | Path, device: str | torch.device = "cpu") -> FIDI
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"Inception weights file {path} does not exist (expected {WEIGHTS_FILENAME})")
+        raise ValueError(
+            f"Inception weights file {path} does not exist (expected {WEIGHTS_FILENAME})"
+        )
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")

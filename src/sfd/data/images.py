@@ -1,0 +1,148 @@
+"""Image folders with the ADM centre crop, mapped to float [-1, 1] CHW tensors.
+
+The crop is the one of ADM (Dhariwal & Nichol 2021, ``guided_diffusion/image_datasets.py``,
+``center_crop_arr``), used by DiT, LightningDiT and SFD for ImageNet: while the short side is
+at least twice the target, box-downsample by 2; then a bicubic resize so the short side equals
+the target; then a centre crop.
+
+Layout: ``root/<class>/<image>`` (the ImageNet ``train`` layout); class folders sorted by name
+give the label indices. Bad files (unreadable, truncated, not an image) follow ``on_error``:
+
+- ``"raise"``: ``__getitem__`` raises :class:`BadImageError` naming the file.
+- ``"skip"``: ``__getitem__`` logs a warning and returns ``None``; :func:`collate_images` drops
+  such items and the dataset lists the files skipped in this process in ``skipped``. Consumers
+  that need the count across DataLoader workers compare the batch sizes with the requested
+  indices (as :mod:`sfd.extract` does).
+
+Both datasets of :mod:`sfd.data` yield ``(image, label)`` with ``image`` a (C, H, W) float32
+tensor in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm")
+ON_ERROR = ("skip", "raise")
+
+
+class BadImageError(ValueError):
+    """An image file that cannot be decoded (unreadable, truncated or not an image)."""
+
+
+def adm_center_crop(image: Image.Image, size: int) -> Image.Image:
+    """The ADM centre crop of ``image`` to ``size`` x ``size`` (see the module docstring)."""
+    if size < 1:
+        raise ValueError(f"crop size must be >= 1; got {size}")
+    while min(image.size) >= 2 * size:
+        image = image.resize(tuple(x // 2 for x in image.size), resample=Image.BOX)
+    scale = size / min(image.size)
+    image = image.resize(tuple(round(x * scale) for x in image.size), resample=Image.BICUBIC)
+    left = (image.size[0] - size) // 2
+    top = (image.size[1] - size) // 2
+    return image.crop((left, top, left + size, top + size))
+
+
+def to_tensor(image: Image.Image | np.ndarray) -> torch.Tensor:
+    """A uint8 PIL image or (H, W[, C]) array -> float32 (C, H, W) tensor in [-1, 1]."""
+    array = np.array(image)  # a writable copy
+    if array.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image; got dtype {array.dtype}")
+    if array.ndim == 2:
+        array = array[:, :, None]
+    tensor = torch.from_numpy(array.transpose(2, 0, 1).copy())  # (C, H, W)
+    return tensor.float() / 127.5 - 1.0
+
+
+def hflip(images: torch.Tensor) -> torch.Tensor:
+    """Horizontal flip of (..., H, W) images (the width axis is last)."""
+    return images.flip(-1)
+
+
+def load_image(path: Path, mode: str = "RGB") -> Image.Image:
+    """Decode ``path`` fully (so truncated files fail here), converted to ``mode``."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.convert(mode)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise BadImageError(f"cannot read image file {path}: {err}") from err
+
+
+def collate_images(batch: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack ``(image, label)`` items into ``(images (B, C, H, W), labels (B,))``, dropping the
+    ``None`` items of skipped bad files. An all-skipped batch gives B = 0."""
+    items = [item for item in batch if item is not None]
+    if not items:
+        return torch.zeros(0), torch.zeros(0, dtype=torch.long)
+    images = torch.stack([image for image, _ in items])
+    labels = torch.tensor([int(label) for _, label in items], dtype=torch.long)
+    return images, labels
+
+
+class ImageFolder(torch.utils.data.Dataset):
+    """Class-subfolder image dataset with the ADM centre crop to ``size``, in [-1, 1].
+
+    Args:
+        root: directory holding one sub-directory per class (sorted names -> labels 0, 1, ...).
+        size: output height and width in pixels.
+        flip: return the horizontally flipped image (deterministic; random flips are the
+            training loop's job, with its own generator).
+        on_error: ``"raise"`` or ``"skip"`` for undecodable files (module docstring).
+        mode: PIL mode the images are converted to (``"RGB"`` or ``"L"``).
+    """
+
+    def __init__(self, root: str | Path, size: int, flip: bool = False, on_error: str = "raise",
+                 mode: str = "RGB") -> None:
+        if on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR}; got {on_error!r}")
+        if mode not in ("RGB", "L"):
+            raise ValueError(f"mode must be 'RGB' or 'L'; got {mode!r}")
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"image folder {self.root} does not exist")
+        self.size, self.flip, self.on_error, self.mode = size, flip, on_error, mode
+        self.classes = sorted(p.name for p in self.root.iterdir() if p.is_dir())
+        if not self.classes:
+            raise ValueError(f"{self.root} has no class sub-directories; expected the "
+                             f"ImageNet layout root/<class>/<image>")
+        self.samples: list[tuple[Path, int]] = []
+        for label, name in enumerate(self.classes):
+            files = sorted(p for p in (self.root / name).rglob("*")
+                           if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            self.samples.extend((p, label) for p in files)
+        if not self.samples:
+            raise ValueError(f"{self.root} has no image files with extensions "
+                             f"{', '.join(IMAGE_EXTENSIONS)}")
+        self.skipped: list[Path] = []
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def channels(self) -> int:
+        return 3 if self.mode == "RGB" else 1
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | None:
+        path, label = self.samples[index]
+        try:
+            image = load_image(path, self.mode)
+        except BadImageError as err:
+            if self.on_error == "raise":
+                raise
+            log.warning("skipping %s", err)
+            self.skipped.append(path)
+            return None
+        tensor = to_tensor(adm_center_crop(image, self.size))
+        return (hflip(tensor) if self.flip else tensor), label

@@ -1,0 +1,141 @@
+"""``sfd eval`` and ``sfd ref-stats``: thin click shells over :mod:`sfd.eval`.
+
+Run in one process (CPU or one GPU) or under ``torchrun`` (each rank scores a shard of the
+images; the process group is created and destroyed here, in the entry point).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+import torch
+import torch.distributed as dist
+
+from sfd.eval.evaluate import ALL_METRICS, evaluate, format_results, write_results
+from sfd.eval.images import open_images
+from sfd.eval.inception import WEIGHTS_FILENAME, load_inception
+from sfd.eval.reference import compute_reference_stats, load_reference
+
+_existing = click.Path(exists=True, path_type=Path)
+_weights_option = click.option(
+    "--inception-weights",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help=f"Local FID Inception weights ({WEIGHTS_FILENAME}, as published by pytorch-fid).",
+)
+_batch_option = click.option(
+    "--batch-size", default=250, show_default=True, type=click.IntRange(min=1), help="Per process."
+)
+_device_option = click.option(
+    "--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, or auto."
+)
+
+
+@contextmanager
+def _process_setup(device: str):
+    """Resolve ``device``; under torchrun (WORLD_SIZE > 1) create the process group."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    started = False
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        if device.startswith("cuda"):
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        started = True
+    try:
+        yield torch.device(device)
+    finally:
+        if started:
+            dist.destroy_process_group()
+
+
+def _checked(fn: Callable, value, hint: str):
+    """``fn(value)``, turning a ``ValueError`` into a click error on parameter ``hint``."""
+    try:
+        return fn(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint=hint) from e
+
+
+def _is_main() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+@click.command("eval")
+@click.argument("samples", type=_existing)
+@click.option(
+    "--ref",
+    required=True,
+    type=_existing,
+    help="ADM reference batch .npz, image .npz/folder, or `sfd ref-stats` .safetensors.",
+)
+@_weights_option
+@_batch_option
+@_device_option
+@click.option(
+    "--metrics", default=",".join(ALL_METRICS), show_default=True, help="Comma-separated subset."
+)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write JSON here.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def eval_command(samples, ref, inception_weights, batch_size, device, metrics, out, progress):
+    """Score SAMPLES (.npz with uint8 arr_0, or an image folder) with the ADM evaluator metrics."""
+    names = tuple(m.strip() for m in metrics.split(",") if m.strip())
+    unknown = sorted(set(names) - set(ALL_METRICS))
+    if unknown or not names:
+        raise click.BadParameter(
+            f"unknown {unknown}; choose from {ALL_METRICS}", param_hint="--metrics"
+        )
+    with _process_setup(device) as dev:
+        reference = _checked(load_reference, ref, "--ref")
+        source = _checked(open_images, samples, "SAMPLES")
+        net = _checked(lambda p: load_inception(p, dev), inception_weights, "--inception-weights")
+        try:
+            results = evaluate(
+                source, reference, feature_net=net, batch_size=batch_size, device=dev,
+                metrics=names, progress=progress,
+            )  # fmt: skip
+        except ValueError as e:
+            raise click.ClickException(str(e)) from e
+        if _is_main():
+            click.echo(format_results(results))
+            if out is not None:
+                write_results(results, out)
+                click.echo(f"wrote {out}")
+
+
+@click.command("ref-stats")
+@click.argument("images", type=_existing)
+@_weights_option
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Output statistics file (.safetensors).",
+)
+@_batch_option
+@_device_option
+@click.option(
+    "--features/--no-features",
+    default=True,
+    show_default=True,
+    help="Also store the pool3 vectors (needed for precision/recall).",
+)
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def ref_stats_command(images, inception_weights, out, batch_size, device, features, progress):
+    """Compute reference Inception statistics of IMAGES (.npz arr_0 or an image folder)."""
+    if out.suffix != ".safetensors":
+        raise click.BadParameter(f"{out} must end in .safetensors", param_hint="--out")
+    with _process_setup(device) as dev:
+        source = _checked(open_images, images, "IMAGES")
+        net = _checked(lambda p: load_inception(p, dev), inception_weights, "--inception-weights")
+        ref = compute_reference_stats(
+            source, out, feature_net=net, batch_size=batch_size, device=dev,
+            keep_features=features, progress=progress,
+        )  # fmt: skip
+        if _is_main():
+            click.echo(f"wrote {out} ({ref.num_images} images)")

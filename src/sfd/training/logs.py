@@ -1,0 +1,47 @@
+"""Training logs: JSON lines (``RUN/log.jsonl``), TensorBoard (``RUN/tb``) and ``logging``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from sfd.data.shards import atomic_write_bytes
+
+log = logging.getLogger("sfd.train")
+
+
+class MetricLog:
+    """Appends one JSON object per logged step; on resume drops entries past the resume step."""
+
+    def __init__(self, run_dir: Path, resume_step: int, tensorboard: bool = True) -> None:
+        self.path = Path(run_dir) / "log.jsonl"
+        if self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            atomic_write_bytes(self.path, "".join(f"{x}\n" for x in kept).encode())
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(Path(run_dir) / "tb"), purge_step=resume_step + 1)
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        record = {"step": step, **metrics}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for key, value in metrics.items():
+                self.writer.add_scalar(f"train/{key}", value, step)
+        log.info("step %d %s", step, " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def read_log(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / "log.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
