@@ -19,8 +19,14 @@ def tiny_config(**train_overrides) -> Config:
     return dataclasses.replace(cfg, train=train)
 
 
-def write_synthetic_latents(directory: Path, cfg: Config, count: int = 24, shard_size: int = 10,
-                            seed: int = 0, repa: bool = True) -> Path:
+def write_synthetic_latents(
+    directory: Path,
+    cfg: Config,
+    count: int = 24,
+    shard_size: int = 10,
+    seed: int = 0,
+    repa: bool = True,
+) -> Path:
     """A small latent shard set whose latents depend on the label (learnable)."""
     g = torch.Generator().manual_seed(seed)
     lat, n_cls = cfg.latent, cfg.model.num_classes
@@ -28,15 +34,20 @@ def write_synthetic_latents(directory: Path, cfg: Config, count: int = 24, shard
     labels = torch.arange(count) % n_cls
     shards = 0
     for start in range(0, count, shard_size):
-        y = labels[start:start + shard_size]
+        y = labels[start : start + shard_size]
         n = y.numel()
         mean = protos[y][:, None].repeat(1, 2, 1, 1, 1) + 0.1 * torch.randn(
-            n, 2, lat.channels, lat.size, lat.size, generator=g)
+            n, 2, lat.channels, lat.size, lat.size, generator=g
+        )
         mean[:, 1] = mean[:, 1].flip(-1)
         std = 0.05 + 0.05 * torch.rand(mean.shape, generator=g)
-        tensors = {"label": y, "tex_mean": mean[:, :, :lat.tex_channels],
-                   "tex_std": std[:, :, :lat.tex_channels],
-                   "sem_mean": mean[:, :, lat.tex_channels:], "sem_std": std[:, :, lat.tex_channels:]}
+        tensors = {
+            "label": y,
+            "tex_mean": mean[:, :, : lat.tex_channels],
+            "tex_std": std[:, :, : lat.tex_channels],
+            "sem_mean": mean[:, :, lat.tex_channels :],
+            "sem_std": std[:, :, lat.tex_channels :],
+        }
         if repa:
             tensors["repa"] = torch.randn(n, 2, cfg.model.repa_dim, lat.size, lat.size, generator=g)
         write_latent_shard(directory, shards, tensors)

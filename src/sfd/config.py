@@ -37,20 +37,38 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _check(self.depth >= 1, "model.depth", "an integer >= 1", self.depth)
-        _check(self.width % self.num_heads == 0, "model.width",
-               f"a multiple of model.num_heads={self.num_heads}", self.width)
+        _check(
+            self.width % self.num_heads == 0,
+            "model.width",
+            f"a multiple of model.num_heads={self.num_heads}",
+            self.width,
+        )
         head_dim = self.width // self.num_heads
         if self.use_rope:
-            _check(head_dim % 4 == 0, "model.width / model.num_heads",
-                   "a head dimension divisible by 4 (2D RoPE)", head_dim)
+            _check(
+                head_dim % 4 == 0,
+                "model.width / model.num_heads",
+                "a head dimension divisible by 4 (2D RoPE)",
+                head_dim,
+            )
         if self.dual_timestep:
-            _check(self.width % 2 == 0, "model.width", "even (two half-width embedders)", self.width)
+            _check(
+                self.width % 2 == 0, "model.width", "even (two half-width embedders)", self.width
+            )
         _check(self.num_classes >= 1, "model.num_classes", "an integer >= 1", self.num_classes)
-        _check(0.0 <= self.class_dropout_prob < 1.0, "model.class_dropout_prob", "in [0, 1)",
-               self.class_dropout_prob)
+        _check(
+            0.0 <= self.class_dropout_prob < 1.0,
+            "model.class_dropout_prob",
+            "in [0, 1)",
+            self.class_dropout_prob,
+        )
         if self.repa_dim > 0:
-            _check(1 <= self.repa_depth <= self.depth, "model.repa_depth",
-                   f"in [1, model.depth={self.depth}] (1-indexed)", self.repa_depth)
+            _check(
+                1 <= self.repa_depth <= self.depth,
+                "model.repa_depth",
+                f"in [1, model.depth={self.depth}] (1-indexed)",
+                self.repa_depth,
+            )
 
 
 @dataclass(frozen=True)
@@ -85,10 +103,18 @@ class FlowConfig:
 
     def __post_init__(self) -> None:
         _check(0.0 <= self.delta_t <= 1.0, "flow.delta_t", "a number in [0, 1]", self.delta_t)
-        _check(self.time_dist in ("logit_normal", "uniform"), "flow.time_dist",
-               "'logit_normal' or 'uniform'", self.time_dist)
-        _check(self.repa_mode in ("cos", "mse", "cos_mse"), "flow.repa_mode",
-               "'cos', 'mse' or 'cos_mse'", self.repa_mode)
+        _check(
+            self.time_dist in ("logit_normal", "uniform"),
+            "flow.time_dist",
+            "'logit_normal' or 'uniform'",
+            self.time_dist,
+        )
+        _check(
+            self.repa_mode in ("cos", "mse", "cos_mse"),
+            "flow.repa_mode",
+            "'cos', 'mse' or 'cos_mse'",
+            self.repa_mode,
+        )
         _check(self.sem_weight >= 0, "flow.sem_weight", "a number >= 0", self.sem_weight)
 
 
@@ -119,18 +145,33 @@ class TrainConfig:
     num_workers: int = 0
 
     def __post_init__(self) -> None:
-        _check(self.global_batch_size >= 1, "train.global_batch_size", "an integer >= 1",
-               self.global_batch_size)
-        _check(self.grad_accum_steps >= 1, "train.grad_accum_steps", "an integer >= 1",
-               self.grad_accum_steps)
-        _check(self.global_batch_size % self.grad_accum_steps == 0, "train.global_batch_size",
-               f"divisible by train.grad_accum_steps={self.grad_accum_steps}",
-               self.global_batch_size)
+        _check(
+            self.global_batch_size >= 1,
+            "train.global_batch_size",
+            "an integer >= 1",
+            self.global_batch_size,
+        )
+        _check(
+            self.grad_accum_steps >= 1,
+            "train.grad_accum_steps",
+            "an integer >= 1",
+            self.grad_accum_steps,
+        )
+        _check(
+            self.global_batch_size % self.grad_accum_steps == 0,
+            "train.global_batch_size",
+            f"divisible by train.grad_accum_steps={self.grad_accum_steps}",
+            self.global_batch_size,
+        )
         _check(self.total_steps >= 0, "train.total_steps", "an integer >= 0", self.total_steps)
         _check(self.lr > 0, "train.lr", "a number > 0", self.lr)
         _check(0.0 <= self.ema_decay <= 1.0, "train.ema_decay", "in [0, 1]", self.ema_decay)
-        _check(self.precision in ("fp32", "bf16"), "train.precision", "'fp32' or 'bf16'",
-               self.precision)
+        _check(
+            self.precision in ("fp32", "bf16"),
+            "train.precision",
+            "'fp32' or 'bf16'",
+            self.precision,
+        )
         _check(self.log_every >= 1, "train.log_every", "an integer >= 1", self.log_every)
         _check(self.ckpt_every >= 1, "train.ckpt_every", "an integer >= 1", self.ckpt_every)
         _check(self.keep_last >= 0, "train.keep_last", "an integer >= 0", self.keep_last)
@@ -152,11 +193,16 @@ class SampleConfig:
     guide: Literal["cfg", "autoguidance"] = "cfg"
 
     def __post_init__(self) -> None:
-        _check(self.method in ("euler", "heun", "dopri5"), "sample.method",
-               "'euler', 'heun' or 'dopri5'", self.method)
+        _check(
+            self.method in ("euler", "heun", "dopri5"),
+            "sample.method",
+            "'euler', 'heun' or 'dopri5'",
+            self.method,
+        )
         _check(self.num_steps >= 1, "sample.num_steps", "an integer >= 1", self.num_steps)
-        _check(self.timestep_shift >= 0, "sample.timestep_shift", "a number >= 0",
-               self.timestep_shift)
+        _check(
+            self.timestep_shift >= 0, "sample.timestep_shift", "a number >= 0", self.timestep_shift
+        )
         for name in ("cfg_interval_tex", "cfg_interval_sem"):
             lo, hi = getattr(self, name)
             _check(0.0 <= lo <= hi <= 1.0, f"sample.{name}", "lo <= hi within [0, 1]", (lo, hi))
@@ -218,8 +264,9 @@ def preset(name: str) -> Config:
     if name == "tiny":
         model = dataclasses.replace(model, num_classes=10, repa_depth=1, repa_dim=32)
         latent = LatentConfig(tex_channels=4, sem_channels=2, size=8)
-        train = dataclasses.replace(train, global_batch_size=16, total_steps=200, log_every=10,
-                                    ckpt_every=100)
+        train = dataclasses.replace(
+            train, global_batch_size=16, total_steps=200, log_every=10, ckpt_every=100
+        )
     return Config(model=model, latent=latent, train=train, preset=name)
 
 
@@ -244,8 +291,10 @@ def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Conf
         sub_cls = _section_class(section)
         fields = {f.name: f for f in dataclasses.fields(sub_cls)}
         if key not in fields:
-            raise ValueError(f"unknown key {key!r} in section {section!r}; "
-                             f"expected one of {', '.join(sorted(fields))}")
+            raise ValueError(
+                f"unknown key {key!r} in section {section!r}; "
+                f"expected one of {', '.join(sorted(fields))}"
+            )
         hint = typing.get_type_hints(sub_cls)[key]
         data[section][key] = parse_value(raw.strip(), hint, f"{section}.{key}")
     return Config.from_dict(data)
@@ -254,7 +303,9 @@ def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Conf
 def _section_class(section: str) -> type:
     hints = typing.get_type_hints(Config)
     if section not in hints or not dataclasses.is_dataclass(hints[section]):
-        names = [f.name for f in dataclasses.fields(Config) if dataclasses.is_dataclass(hints[f.name])]
+        names = [
+            f.name for f in dataclasses.fields(Config) if dataclasses.is_dataclass(hints[f.name])
+        ]
         raise ValueError(f"unknown config section {section!r}; expected one of {', '.join(names)}")
     return hints[section]
 
@@ -317,4 +368,3 @@ def _from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
         else:
             kwargs[key] = value
     return cls(**kwargs)
-

@@ -45,8 +45,10 @@ def write_latent_shard(directory: Path, index: int, tensors: dict[str, torch.Ten
     n = tensors["label"].shape[0]
     for key in ("tex_mean", "tex_std", "sem_mean", "sem_std", "repa"):
         if key in tensors and (tensors[key].ndim != 5 or tensors[key].shape[0] != n):
-            raise ValueError(f"latent shard tensor {key!r} must be (N={n}, V, C, H, W); got "
-                             f"{tuple(tensors[key].shape)}")
+            raise ValueError(
+                f"latent shard tensor {key!r} must be (N={n}, V, C, H, W); got "
+                f"{tuple(tensors[key].shape)}"
+            )
     out = {k: tensors[k].float() for k in ("tex_mean", "tex_std", "sem_mean", "sem_std")}
     out["label"] = tensors["label"].long()
     if "repa" in tensors:
@@ -54,8 +56,9 @@ def write_latent_shard(directory: Path, index: int, tensors: dict[str, torch.Ten
     return write_shard(directory, index, out)
 
 
-def finalize_latent_set(directory: Path, num_classes: int, num_shards: int,
-                        extra: dict | None = None) -> dict:
+def finalize_latent_set(
+    directory: Path, num_classes: int, num_shards: int, extra: dict | None = None
+) -> dict:
     """Check every shard, compute the whole-set statistics and write ``meta.json`` atomically."""
     directory = Path(directory)
     infos = []
@@ -66,13 +69,17 @@ def finalize_latent_set(directory: Path, num_classes: int, num_shards: int,
         infos.append(info)
     first = MappedShard(directory / infos[0]["file"])
     meta = {
-        "format": FORMAT, "version": VERSION, "num_classes": int(num_classes),
-        "count": sum(i["count"] for i in infos), "views": int(first["tex_mean"].shape[1]),
+        "format": FORMAT,
+        "version": VERSION,
+        "num_classes": int(num_classes),
+        "count": sum(i["count"] for i in infos),
+        "views": int(first["tex_mean"].shape[1]),
         "tex_channels": int(first["tex_mean"].shape[2]),
         "sem_channels": int(first["sem_mean"].shape[2]),
         "size": int(first["tex_mean"].shape[3]),
         "repa_dim": int(first["repa"].shape[2]) if "repa" in first else 0,
-        "shards": infos, **(extra or {}),
+        "shards": infos,
+        **(extra or {}),
     }
     meta["stats"] = _stats(directory, infos).to_dict()
     atomic_write_json(directory / "meta.json", meta)
@@ -86,8 +93,14 @@ def _stats(directory: Path, infos: Iterable[dict]) -> LatentStats:
         mu = np.concatenate([shard["tex_mean"], shard["sem_mean"]], axis=2).astype(np.float64)
         sd = np.concatenate([shard["tex_std"], shard["sem_std"]], axis=2).astype(np.float64)
         axes = (0, 1, 3, 4)
-        part = np.stack([np.full(mu.shape[2], mu.size / mu.shape[2]), mu.sum(axes),
-                         (mu**2).sum(axes), (sd**2).sum(axes)])
+        part = np.stack(
+            [
+                np.full(mu.shape[2], mu.size / mu.shape[2]),
+                mu.sum(axes),
+                (mu**2).sum(axes),
+                (sd**2).sum(axes),
+            ]
+        )
         total = part if total is None else total + part
     n, s1, s2, v = total
     mean = s1 / n
@@ -102,12 +115,16 @@ class LatentDataset:
         self.directory = Path(directory)
         meta_path = self.directory / "meta.json"
         if not meta_path.exists():
-            raise FileNotFoundError(f"{self.directory} is not a latent set: no meta.json (write "
-                                    f"one with `sfd extract` or sfd.data.latents)")
+            raise FileNotFoundError(
+                f"{self.directory} is not a latent set: no meta.json (write "
+                f"one with `sfd extract` or sfd.data.latents)"
+            )
         self.meta = json.loads(meta_path.read_text())
         if self.meta.get("format") != FORMAT or self.meta.get("version") != VERSION:
-            raise ValueError(f"{meta_path}: expected format {FORMAT} v{VERSION}; got "
-                             f"{self.meta.get('format')} v{self.meta.get('version')}")
+            raise ValueError(
+                f"{meta_path}: expected format {FORMAT} v{VERSION}; got "
+                f"{self.meta.get('format')} v{self.meta.get('version')}"
+            )
         self.shards = []
         for info in self.meta["shards"]:
             path = self.directory / info["file"]
@@ -144,8 +161,11 @@ class LatentDataset:
             shard = self.shards[s]
             for k in keys:
                 arr = shard[k]
-                parts[k].append(rows(arr, local) if k == "label" else
-                                torch.from_numpy(np.ascontiguousarray(arr[local, view[sel]])))
+                parts[k].append(
+                    rows(arr, local)
+                    if k == "label"
+                    else torch.from_numpy(np.ascontiguousarray(arr[local, view[sel]]))
+                )
             order.append(sel)
         inverse = torch.from_numpy(np.argsort(np.concatenate(order)) if order else np.array([]))
         return {k: torch.cat(v)[inverse] for k, v in parts.items()}

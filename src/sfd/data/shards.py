@@ -27,8 +27,16 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-_NP_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64,
-              "I32": np.int32, "U8": np.uint8, "I16": np.int16, "BOOL": np.bool_}
+_NP_DTYPES = {
+    "F32": np.float32,
+    "F16": np.float16,
+    "F64": np.float64,
+    "I64": np.int64,
+    "I32": np.int32,
+    "U8": np.uint8,
+    "I16": np.int16,
+    "BOOL": np.bool_,
+}
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -46,13 +54,17 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(Path(path), json.dumps(obj, indent=2, sort_keys=True).encode())
 
 
-def atomic_save_safetensors(path: Path, tensors: Mapping[str, torch.Tensor],
-                            metadata: Mapping[str, str] | None = None) -> None:
+def atomic_save_safetensors(
+    path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
+) -> None:
     """``safetensors.torch.save_file`` through a temporary file and an atomic rename."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
-              metadata=dict(metadata) if metadata else None)
+    save_file(
+        {k: v.detach().contiguous().cpu() for k, v in tensors.items()},
+        str(tmp),
+        metadata=dict(metadata) if metadata else None,
+    )
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -79,8 +91,12 @@ def write_shard(directory: Path, index: int, tensors: Mapping[str, torch.Tensor]
         raise ValueError(f"all tensors of a shard need the same number of rows; got {counts}")
     path = directory / shard_name(index)
     atomic_save_safetensors(path, tensors)
-    info = {"file": path.name, "count": next(iter(counts.values())),
-            "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    info = {
+        "file": path.name,
+        "count": next(iter(counts.values())),
+        "bytes": path.stat().st_size,
+        "sha256": sha256_file(path),
+    }
     atomic_write_json(path.with_suffix(".json"), info)
     return info
 
@@ -122,8 +138,9 @@ class MappedShard:
         self.arrays: dict[str, np.ndarray] = {}
         for name, spec in header.items():
             if spec["dtype"] not in _NP_DTYPES:
-                raise ValueError(f"{self.path}: tensor {name!r} has unsupported dtype "
-                                 f"{spec['dtype']}")
+                raise ValueError(
+                    f"{self.path}: tensor {name!r} has unsupported dtype {spec['dtype']}"
+                )
             start, end = spec["data_offsets"]
             if base + end > size:
                 raise ValueError(f"{self.path} is truncated (tensor {name!r} ends past the file)")
@@ -132,8 +149,9 @@ class MappedShard:
             if end == start:
                 self.arrays[name] = np.zeros(shape, dtype)
                 continue
-            self.arrays[name] = np.memmap(self.path, dtype=dtype, mode="r", offset=base + start,
-                                          shape=shape)
+            self.arrays[name] = np.memmap(
+                self.path, dtype=dtype, mode="r", offset=base + start, shape=shape
+            )
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.arrays[name]

@@ -39,15 +39,20 @@ class Guidance:
         for name in ("interval_tex", "interval_sem"):
             lo, hi = getattr(self, name)
             if not 0.0 <= lo <= hi <= 1.0:
-                raise ValueError(f"guidance {name} must satisfy 0 <= lo <= hi <= 1; "
-                                 f"got {(lo, hi)}")
+                raise ValueError(f"guidance {name} must satisfy 0 <= lo <= hi <= 1; got {(lo, hi)}")
 
     @property
     def active(self) -> bool:
         return self.scale_tex != 1.0 or self.scale_sem != 1.0
 
-    def weights(self, t_tex: torch.Tensor, t_sem: torch.Tensor, batch: int,
-                layout: LatentLayout, like: torch.Tensor) -> torch.Tensor | None:
+    def weights(
+        self,
+        t_tex: torch.Tensor,
+        t_sem: torch.Tensor,
+        batch: int,
+        layout: LatentLayout,
+        like: torch.Tensor,
+    ) -> torch.Tensor | None:
         """Per-item, per-channel guidance scale (B, C, 1, 1), or None where nothing is guided."""
         w_tex = self._part(self.scale_tex, self.interval_tex, t_tex, batch)
         w_sem = self._part(self.scale_sem, self.interval_sem, t_sem, batch)
@@ -58,8 +63,9 @@ class Guidance:
         return torch.cat([tex, sem], dim=1)[..., None, None]
 
     @staticmethod
-    def _part(scale: float, interval: tuple[float, float], t: torch.Tensor,
-              batch: int) -> torch.Tensor:
+    def _part(
+        scale: float, interval: tuple[float, float], t: torch.Tensor, batch: int
+    ) -> torch.Tensor:
         t = torch.as_tensor(t, dtype=torch.float32).reshape(-1).expand(batch)
         inside = t >= interval[0]
         if interval[1] < 1.0:  # hi = 1 means no upper limit (dopri5 may probe t_tex > 1)
@@ -72,8 +78,9 @@ def _combine(base: torch.Tensor, strong: torch.Tensor, w: torch.Tensor) -> torch
     return torch.where(w == 1, strong, base + w * (strong - base))
 
 
-def cfg_velocity(model: nn.Module, y: torch.Tensor, guidance: Guidance,
-                 layout: LatentLayout) -> Callable[..., torch.Tensor]:
+def cfg_velocity(
+    model: nn.Module, y: torch.Tensor, guidance: Guidance, layout: LatentLayout
+) -> Callable[..., torch.Tensor]:
     """velocity_fn(x, t_tex, t_sem) with classifier-free guidance against the null class."""
     null = torch.full_like(y, model.null_class)
 
@@ -84,16 +91,21 @@ def cfg_velocity(model: nn.Module, y: torch.Tensor, guidance: Guidance,
             return model(x, t_tex=t_tex, t_sem=t_sem, y=y)
         tt = torch.as_tensor(t_tex, device=x.device).reshape(-1).expand(b)
         ts = torch.as_tensor(t_sem, device=x.device).reshape(-1).expand(b)
-        out = model(torch.cat([x, x]), t_tex=torch.cat([tt, tt]), t_sem=torch.cat([ts, ts]),
-                    y=torch.cat([y, null]))
+        out = model(
+            torch.cat([x, x]),
+            t_tex=torch.cat([tt, tt]),
+            t_sem=torch.cat([ts, ts]),
+            y=torch.cat([y, null]),
+        )
         cond, uncond = out.chunk(2)
         return _combine(uncond, cond, w)
 
     return velocity
 
 
-def autoguidance_velocity(model: nn.Module, guide: nn.Module, y: torch.Tensor,
-                          guidance: Guidance, layout: LatentLayout) -> Callable[..., torch.Tensor]:
+def autoguidance_velocity(
+    model: nn.Module, guide: nn.Module, y: torch.Tensor, guidance: Guidance, layout: LatentLayout
+) -> Callable[..., torch.Tensor]:
     """velocity_fn(x, t_tex, t_sem) with AutoGuidance by a weaker conditional ``guide`` model."""
 
     def velocity(x: torch.Tensor, t_tex: torch.Tensor, t_sem: torch.Tensor) -> torch.Tensor:

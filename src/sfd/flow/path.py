@@ -58,8 +58,13 @@ def _bcast(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return t.reshape(-1, *([1] * (like.ndim - 1))) if t.ndim else t
 
 
-def interpolate(x0: torch.Tensor, x1: torch.Tensor, t_tex: torch.Tensor, t_sem: torch.Tensor,
-                layout: LatentLayout) -> torch.Tensor:
+def interpolate(
+    x0: torch.Tensor,
+    x1: torch.Tensor,
+    t_tex: torch.Tensor,
+    t_sem: torch.Tensor,
+    layout: LatentLayout,
+) -> torch.Tensor:
     """x_t per part: texture at ``t_tex``, semantics at ``t_sem`` (one noise for all channels)."""
     layout.check(x1, "x1")
     if x0.shape != x1.shape:
@@ -69,8 +74,9 @@ def interpolate(x0: torch.Tensor, x1: torch.Tensor, t_tex: torch.Tensor, t_sem: 
         t = _bcast(t, a1)
         return t * a1 + (1 - t) * a0
 
-    return layout.join(path(t_tex, layout.tex(x0), layout.tex(x1)),
-                       path(t_sem, layout.sem(x0), layout.sem(x1)))
+    return layout.join(
+        path(t_tex, layout.tex(x0), layout.tex(x1)), path(t_sem, layout.sem(x0), layout.sem(x1))
+    )
 
 
 def velocity_target(x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:

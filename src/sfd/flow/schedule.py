@@ -77,15 +77,22 @@ class StagedSchedule:
     def rows(self) -> list[dict[str, float | str]]:
         """One row per step: global time, the part times the model sees, movements, stage."""
         return [
-            {"step": k, "tau": float(self.tau[k]), "t_sem": float(self.t_sem[k]),
-             "t_tex": float(self.t_tex[k]), "dt_sem": float(self.dt_sem[k]),
-             "dt_tex": float(self.dt_tex[k]), "stage": self.stage(k)}
+            {
+                "step": k,
+                "tau": float(self.tau[k]),
+                "t_sem": float(self.t_sem[k]),
+                "t_tex": float(self.t_tex[k]),
+                "dt_sem": float(self.dt_sem[k]),
+                "dt_tex": float(self.dt_tex[k]),
+                "stage": self.stage(k),
+            }
             for k in range(self.num_steps)
         ]
 
 
-def staged_schedule(num_steps: int, delta_t: float, shift: float = 0.0,
-                    boundary: str = "exact") -> StagedSchedule:
+def staged_schedule(
+    num_steps: int, delta_t: float, shift: float = 0.0, boundary: str = "exact"
+) -> StagedSchedule:
     """Build the staged schedule for ``num_steps`` solver steps."""
     if boundary not in BOUNDARY_RULES:
         raise ValueError(f"boundary must be one of {BOUNDARY_RULES}; got {boundary!r}")
@@ -102,8 +109,9 @@ def staged_schedule(num_steps: int, delta_t: float, shift: float = 0.0,
 
 
 def drift_masks(tau: torch.Tensor, delta_t: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(texture moves, semantics move) at continuous global time ``tau`` (inclusive, float32)."""
-    tau = torch.as_tensor(tau, dtype=torch.float32)
-    tex = tau >= torch.tensor(delta_t, dtype=torch.float32)
-    sem = tau <= torch.tensor(1.0, dtype=torch.float32)
+    """(texture moves, semantics move) at continuous global time ``tau`` (inclusive), compared in
+    tau's own floating dtype (float32 in sampling, as in the release)."""
+    tau = torch.as_tensor(tau)
+    tex = tau >= torch.tensor(delta_t, dtype=tau.dtype)
+    sem = tau <= torch.tensor(1.0, dtype=tau.dtype)
     return tex, sem

@@ -31,8 +31,13 @@ class Solution:
     nfe: int = 0
 
 
-def euler(velocity_fn: VelocityFn, x: torch.Tensor, schedule: StagedSchedule,
-          layout: LatentLayout, keep_trajectory: bool = False) -> Solution:
+def euler(
+    velocity_fn: VelocityFn,
+    x: torch.Tensor,
+    schedule: StagedSchedule,
+    layout: LatentLayout,
+    keep_trajectory: bool = False,
+) -> Solution:
     """Fixed-step Euler: x_{k+1} = x_k + [dt_tex, dt_sem]_k * v(x_k, t_k). NFE = num_steps."""
     layout.check(x, "initial noise")
     traj = [x] if keep_trajectory else []
@@ -44,8 +49,13 @@ def euler(velocity_fn: VelocityFn, x: torch.Tensor, schedule: StagedSchedule,
     return Solution(x, traj, schedule.num_steps)
 
 
-def heun(velocity_fn: VelocityFn, x: torch.Tensor, schedule: StagedSchedule,
-         layout: LatentLayout, keep_trajectory: bool = False) -> Solution:
+def heun(
+    velocity_fn: VelocityFn,
+    x: torch.Tensor,
+    schedule: StagedSchedule,
+    layout: LatentLayout,
+    keep_trajectory: bool = False,
+) -> Solution:
     """Heun's second-order method (explicit trapezoid) per part. NFE = 2 num_steps."""
     layout.check(x, "initial noise")
     traj = [x] if keep_trajectory else []
@@ -60,35 +70,72 @@ def heun(velocity_fn: VelocityFn, x: torch.Tensor, schedule: StagedSchedule,
     return Solution(x, traj, 2 * schedule.num_steps)
 
 
-def dopri5(velocity_fn: VelocityFn, x: torch.Tensor, delta_t: float, layout: LatentLayout,
-           atol: float = 1e-6, rtol: float = 1e-3) -> Solution:
+def dopri5(
+    velocity_fn: VelocityFn,
+    x: torch.Tensor,
+    delta_t: float,
+    layout: LatentLayout,
+    atol: float = 1e-6,
+    rtol: float = 1e-3,
+    boundary: str = "exact",
+) -> Solution:
     """Adaptive dopri5 on the masked drift over tau in [0, 1 + Δt] (release: atol 1e-6, rtol 1e-3).
 
-    Like the release, the solver may evaluate the drift past ``1 + Δt`` (torchdiffeq steps past
-    the last output time and interpolates back); there ``t_tex`` exceeds 1.
+    The drift jumps where a part starts or stops (tau = Δt, tau = 1). With ``boundary="exact"``
+    the solver is told so (torchdiffeq's ``jump_t``): no accepted step straddles a stage
+    boundary. ``"release"`` integrates straight across, as the SFD release does; its steps then
+    straddle the jumps, which costs accuracy. Like the release, the solver may evaluate the
+    drift past ``1 + Δt`` (it steps past the last output time and interpolates back).
     """
     layout.check(x, "initial noise")
     delta_t = check_delta_t(delta_t)
     nfe = 0
 
+    end = torch.tensor(1.0 + delta_t, dtype=torch.float32)
+    exact = boundary == "exact"
+
     def drift(tau: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         nonlocal nfe
         nfe += 1
-        tau = tau.to(torch.float32)
-        t_tex, t_sem = part_times(tau, delta_t)
-        v = velocity_fn(state, t_tex, t_sem)
+        # Masks compare tau in the solver's dtype (torchdiffeq nudges tau across a jump by one
+        # ulp of that dtype); the model gets float32 times.
+        t_tex, t_sem = part_times(tau.to(torch.float32), delta_t)
         tex_on, sem_on = drift_masks(tau, delta_t)
+        if exact and bool(tau.cpu() > end.to(tau.dtype)):
+            # Look-ahead past the end (the solver interpolates back): parts keep moving as they
+            # did at the end, so the last step does not straddle a jump (Δt = 0: semantics).
+            tex_on, sem_on = drift_masks(end.to(tau.dtype), delta_t)
+            t_sem = tau.to(torch.float32) if bool(sem_on) else t_sem
+        v = velocity_fn(state, t_tex, t_sem)
         return v * layout.per_channel(tex_on.float(), sem_on.float(), v)
 
     grid = torch.linspace(0.0, 1.0 + delta_t, 2, dtype=torch.float32, device=x.device)
-    out = odeint(drift, x, grid, method="dopri5", atol=atol, rtol=rtol)
+    options = {}
+    if boundary == "exact":
+        jumps = sorted({b for b in (delta_t, 1.0) if 0.0 < b < 1.0 + delta_t})
+        if jumps:
+            options["jump_t"] = torch.tensor(jumps, dtype=x.dtype, device=x.device)
+    elif boundary != "release":
+        raise ValueError(f"boundary must be 'exact' or 'release'; got {boundary!r}")
+    out = odeint(drift, x, grid, method="dopri5", atol=atol, rtol=rtol, options=options)
     return Solution(out[-1], [], nfe)
 
 
-def solve(velocity_fn: VelocityFn, x: torch.Tensor, *, method: str, layout: LatentLayout,
-          schedule: StagedSchedule | None = None, delta_t: float | None = None,
-          atol: float = 1e-6, rtol: float = 1e-3, keep_trajectory: bool = False) -> Solution:
-    """Dispatch to ``euler``, ``heun`` (need ``schedule``) or ``dopri5`` (needs ``delta_t``)."""
+def solve(
+    velocity_fn: VelocityFn,
+    x: torch.Tensor,
+    *,
+    method: str,
+    layout: LatentLayout,
+    schedule: StagedSchedule | None = None,
+    delta_t: float | None = None,
+    atol: float = 1e-6,
+    rtol: float = 1e-3,
+    keep_trajectory: bool = False,
+    boundary: str = "exact",
+) -> Solution:
+    """Dispatch to ``euler``, ``heun`` (need ``schedule``) or ``dopri5`` (needs ``delta_t``;
+    ``boundary`` picks its stage-boundary handling)."""
     if method in ("euler", "heun"):
         if schedule is None:
             raise ValueError(f"method {method!r} needs a schedule")
@@ -99,5 +146,5 @@ def solve(velocity_fn: VelocityFn, x: torch.Tensor, *, method: str, layout: Late
             delta_t = schedule.delta_t if schedule is not None else None
         if delta_t is None:
             raise ValueError("method 'dopri5' needs delta_t")
-        return dopri5(velocity_fn, x, delta_t, layout, atol, rtol)
+        return dopri5(velocity_fn, x, delta_t, layout, atol, rtol, boundary)
     raise ValueError(f"unknown solver {method!r}; expected 'euler', 'heun' or 'dopri5'")

@@ -39,24 +39,31 @@ class LatentLayout:
 
     def join(self, z: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         if z.shape[1] != self.tex_channels or s.shape[1] != self.sem_channels:
-            raise ValueError(f"expected {self.tex_channels} texture and {self.sem_channels} "
-                             f"semantic channels; got {z.shape[1]} and {s.shape[1]}")
+            raise ValueError(
+                f"expected {self.tex_channels} texture and {self.sem_channels} "
+                f"semantic channels; got {z.shape[1]} and {s.shape[1]}"
+            )
         return torch.cat([z, s], dim=1)
 
-    def per_channel(self, tex_value: torch.Tensor | float, sem_value: torch.Tensor | float,
-                    like: torch.Tensor) -> torch.Tensor:
+    def per_channel(
+        self, tex_value: torch.Tensor | float, sem_value: torch.Tensor | float, like: torch.Tensor
+    ) -> torch.Tensor:
         """A (1, C, 1, 1) tensor holding ``tex_value`` on texture and ``sem_value`` on semantic
         channels (scalars or per-part vectors), for per-part weights and masks."""
         tex = torch.as_tensor(tex_value, dtype=like.dtype, device=like.device).expand(
-            self.tex_channels)
+            self.tex_channels
+        )
         sem = torch.as_tensor(sem_value, dtype=like.dtype, device=like.device).expand(
-            self.sem_channels)
+            self.sem_channels
+        )
         return torch.cat([tex, sem]).view(1, -1, *([1] * (like.ndim - 2)))
 
     def check(self, c: torch.Tensor, name: str) -> None:
         if c.ndim < 2 or c.shape[1] != self.channels:
-            raise ValueError(f"{name} must have {self.channels} channels (C_z={self.tex_channels} "
-                             f"+ C_s={self.sem_channels}) on axis 1; got shape {tuple(c.shape)}")
+            raise ValueError(
+                f"{name} must have {self.channels} channels (C_z={self.tex_channels} "
+                f"+ C_s={self.sem_channels}) on axis 1; got shape {tuple(c.shape)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -68,8 +75,10 @@ class LatentStats:
 
     def __post_init__(self) -> None:
         if self.mean.shape != self.std.shape or self.mean.ndim != 1:
-            raise ValueError(f"latent stats mean/std must be equal-length vectors; got "
-                             f"{tuple(self.mean.shape)} and {tuple(self.std.shape)}")
+            raise ValueError(
+                f"latent stats mean/std must be equal-length vectors; got "
+                f"{tuple(self.mean.shape)} and {tuple(self.std.shape)}"
+            )
         if not bool((self.std > 0).all()):
             raise ValueError("latent stats std must be > 0 in every channel")
 
@@ -79,11 +88,14 @@ class LatentStats:
 
     def _view(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if x.shape[1] != self.mean.numel():
-            raise ValueError(f"latent has {x.shape[1]} channels but the statistics have "
-                             f"{self.mean.numel()}")
+            raise ValueError(
+                f"latent has {x.shape[1]} channels but the statistics have {self.mean.numel()}"
+            )
         shape = (1, -1) + (1,) * (x.ndim - 2)
-        return (self.mean.to(x.device, x.dtype).view(shape),
-                self.std.to(x.device, x.dtype).view(shape))
+        return (
+            self.mean.to(x.device, x.dtype).view(shape),
+            self.std.to(x.device, x.dtype).view(shape),
+        )
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         mean, std = self._view(x)
@@ -98,5 +110,7 @@ class LatentStats:
 
     @classmethod
     def from_dict(cls, data: dict[str, list[float]]) -> LatentStats:
-        return cls(torch.tensor(data["mean"], dtype=torch.float32),
-                   torch.tensor(data["std"], dtype=torch.float32))
+        return cls(
+            torch.tensor(data["mean"], dtype=torch.float32),
+            torch.tensor(data["std"], dtype=torch.float32),
+        )

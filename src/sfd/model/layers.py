@@ -116,8 +116,9 @@ def sincos_pos_embed_2d(width: int, grid: int) -> torch.Tensor:
         raise ValueError(f"position-embedding width must be divisible by 4; got {width}")
     quarter = width // 4
     omega = 1.0 / 10000 ** (np.arange(quarter, dtype=np.float64) / quarter)
-    hh, ww = np.meshgrid(np.arange(grid, dtype=np.float64), np.arange(grid, dtype=np.float64),
-                         indexing="ij")
+    hh, ww = np.meshgrid(
+        np.arange(grid, dtype=np.float64), np.arange(grid, dtype=np.float64), indexing="ij"
+    )
 
     def axis(pos: np.ndarray) -> np.ndarray:
         out = np.outer(pos.reshape(-1), omega)
@@ -127,7 +128,9 @@ def sincos_pos_embed_2d(width: int, grid: int) -> torch.Tensor:
     return torch.from_numpy(table).float().unsqueeze(0)
 
 
-def rope_tables(head_dim: int, grid: int, theta: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_tables(
+    head_dim: int, grid: int, theta: float = 10000.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """2D rotary tables (T, head_dim): [row frequencies | column frequencies], pairs interleaved.
 
     Each axis gets head_dim/2 channels with frequencies theta^(-2i/(head_dim/2)), each repeated
@@ -188,8 +191,16 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """A LightningDiT block with adaLN-Zero conditioning."""
 
-    def __init__(self, width: int, num_heads: int, mlp_ratio: float, *, qk_norm: bool,
-                 swiglu: bool, rms: bool) -> None:
+    def __init__(
+        self,
+        width: int,
+        num_heads: int,
+        mlp_ratio: float,
+        *,
+        qk_norm: bool,
+        swiglu: bool,
+        rms: bool,
+    ) -> None:
         super().__init__()
         self.norm1 = make_norm(width, rms)
         self.attn = Attention(width, num_heads, qk_norm, rms)

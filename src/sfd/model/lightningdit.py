@@ -43,8 +43,10 @@ class LightningDiT(nn.Module):
     def __init__(self, model: ModelConfig, latent: LatentConfig) -> None:
         super().__init__()
         if latent.size % model.patch_size:
-            raise ValueError(f"latent.size={latent.size} must be divisible by "
-                             f"model.patch_size={model.patch_size}")
+            raise ValueError(
+                f"latent.size={latent.size} must be divisible by "
+                f"model.patch_size={model.patch_size}"
+            )
         self.config = model
         self.latent = latent
         self.channels = latent.channels
@@ -63,8 +65,14 @@ class LightningDiT(nn.Module):
         self.y_embedder = LabelEmbedder(model.num_classes, width, model.class_dropout_prob > 0)
         self.feat_rope = Rope2D(width // model.num_heads, self.grid) if model.use_rope else None
         self.blocks = nn.ModuleList(
-            Block(width, model.num_heads, model.mlp_ratio, qk_norm=model.use_qknorm,
-                  swiglu=model.use_swiglu, rms=model.use_rmsnorm)
+            Block(
+                width,
+                model.num_heads,
+                model.mlp_ratio,
+                qk_norm=model.use_qknorm,
+                swiglu=model.use_swiglu,
+                rms=model.use_rmsnorm,
+            )
             for _ in range(model.depth)
         )
         self.final_layer = FinalLayer(width, model.patch_size, self.channels, model.use_rmsnorm)
@@ -72,7 +80,10 @@ class LightningDiT(nn.Module):
         if model.repa_dim > 0:
             p = model.repa_projector_dim
             self.repa_projector = nn.Sequential(
-                nn.Linear(width, p), nn.SiLU(), nn.Linear(p, p), nn.SiLU(),
+                nn.Linear(width, p),
+                nn.SiLU(),
+                nn.Linear(p, p),
+                nn.SiLU(),
                 nn.Linear(p, model.repa_dim),
             )
         self.initialize_weights()
@@ -121,8 +132,15 @@ class LightningDiT(nn.Module):
             t_emb = self.t_embedder(t_tex)
         return t_emb + self.y_embedder(y)
 
-    def forward(self, x: torch.Tensor, *, t_tex: torch.Tensor, t_sem: torch.Tensor,
-                y: torch.Tensor, return_repa: bool = False):
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        t_tex: torch.Tensor,
+        t_sem: torch.Tensor,
+        y: torch.Tensor,
+        return_repa: bool = False,
+    ):
         """Velocity of the composite latent.
 
         Args:
@@ -147,8 +165,9 @@ class LightningDiT(nn.Module):
                 tokens = block(tokens, c, self.feat_rope)
             if return_repa and i + 1 == self.config.repa_depth:
                 if self.repa_projector is None:
-                    raise ValueError("return_repa=True but the model has no REPA projector "
-                                     "(model.repa_dim = 0)")
+                    raise ValueError(
+                        "return_repa=True but the model has no REPA projector (model.repa_dim = 0)"
+                    )
                 repa = self.repa_projector(tokens)
         out = self.unpatchify(self.final_layer(tokens, c))
         return (out, repa) if return_repa else out

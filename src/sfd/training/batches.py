@@ -42,15 +42,18 @@ class EpochOrder:
     def perm(self, epoch: int) -> np.ndarray:
         if epoch not in self._cache:
             g = torch.Generator().manual_seed(derived_seed(self.seed, epoch, 0xDA7A))
-            self._cache = {epoch: torch.randperm(self.n, generator=g).numpy(),
-                           **{e: p for e, p in self._cache.items() if e >= epoch - 1}}
+            self._cache = {
+                epoch: torch.randperm(self.n, generator=g).numpy(),
+                **{e: p for e, p in self._cache.items() if e >= epoch - 1},
+            }
         return self._cache[epoch]
 
     def indices(self, start: int, count: int) -> np.ndarray:
         pos = np.arange(start, start + count, dtype=np.int64)
         epochs, offsets = pos // self.n, pos % self.n
-        return np.array([self.perm(int(e))[o] for e, o in zip(epochs, offsets, strict=True)],
-                        dtype=np.int64)
+        return np.array(
+            [self.perm(int(e))[o] for e, o in zip(epochs, offsets, strict=True)], dtype=np.int64
+        )
 
 
 @dataclass
@@ -64,25 +67,41 @@ class Batch:
     repa: torch.Tensor | None  # (B, D, H, W) or None
 
     def slice(self, lo: int, hi: int) -> Batch:
-        return Batch(self.x1[lo:hi], self.y[lo:hi], self.x0[lo:hi], self.base_time[lo:hi],
-                     None if self.repa is None else self.repa[lo:hi])
+        return Batch(
+            self.x1[lo:hi],
+            self.y[lo:hi],
+            self.x0[lo:hi],
+            self.base_time[lo:hi],
+            None if self.repa is None else self.repa[lo:hi],
+        )
 
     def to(self, device: torch.device | str) -> Batch:
         def move(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.to(device, non_blocking=True)
 
-        return Batch(move(self.x1), move(self.y), move(self.x0), move(self.base_time),
-                     move(self.repa))
+        return Batch(
+            move(self.x1), move(self.y), move(self.x0), move(self.base_time), move(self.repa)
+        )
 
 
-def global_batch(dataset: LatentDataset, order: EpochOrder, cfg: Config, step: int,
-                 lo: int = 0, hi: int | None = None) -> Batch:
+def global_batch(
+    dataset: LatentDataset,
+    order: EpochOrder,
+    cfg: Config,
+    step: int,
+    lo: int = 0,
+    hi: int | None = None,
+) -> Batch:
     """Rows [lo, hi) of the global batch of ``step`` (all draws made for the whole batch)."""
     b = cfg.train.global_batch_size
     hi = b if hi is None else hi
     lat = cfg.latent
     g = torch.Generator().manual_seed(derived_seed(cfg.train.seed, step))
-    view = torch.randint(0, 2, (b,), generator=g) if cfg.train.hflip else torch.zeros(b, dtype=torch.long)
+    view = (
+        torch.randint(0, 2, (b,), generator=g)
+        if cfg.train.hflip
+        else torch.zeros(b, dtype=torch.long)
+    )
     shape = (b, lat.channels, lat.size, lat.size)
     eps = torch.randn(shape, generator=g)
     base = sample_base_time(b, cfg.flow.time_dist, g)
@@ -96,7 +115,8 @@ def global_batch(dataset: LatentDataset, order: EpochOrder, cfg: Config, step: i
         std = torch.cat([rows["tex_std"], rows["sem_std"]], dim=1).float()
         mean = mean + std * eps[lo:hi]
     x1 = dataset.stats.normalize(mean)
-    y = torch.where(drop[lo:hi], torch.full_like(rows["label"], cfg.model.num_classes),
-                    rows["label"])
+    y = torch.where(
+        drop[lo:hi], torch.full_like(rows["label"], cfg.model.num_classes), rows["label"]
+    )
     repa = rows["repa"] if "repa" in rows and cfg.model.repa_dim > 0 else None
     return Batch(x1, y, x0[lo:hi], base[lo:hi], repa)

@@ -55,15 +55,23 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
         return []
     found = []
     for p in root.iterdir():
-        if p.is_dir() and p.name.startswith(_PREFIX) and p.name[len(_PREFIX):].isdigit() \
-                and (p / "ema.safetensors").exists():
+        if (
+            p.is_dir()
+            and p.name.startswith(_PREFIX)
+            and p.name[len(_PREFIX) :].isdigit()
+            and (p / "ema.safetensors").exists()
+        ):
             found.append(p)
-    return sorted(found, key=lambda p: int(p.name[len(_PREFIX):]))
+    return sorted(found, key=lambda p: int(p.name[len(_PREFIX) :]))
 
 
 def _metadata(config: Config, step: int, stats: LatentStats) -> dict[str, str]:
-    return {"format": FORMAT, "config": config.to_json(), "step": str(step),
-            "stats": json.dumps(stats.to_dict())}
+    return {
+        "format": FORMAT,
+        "config": config.to_json(),
+        "step": str(step),
+        "stats": json.dumps(stats.to_dict()),
+    }
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], str]:
@@ -88,9 +96,16 @@ def load_optimizer_tensors(optimizer: torch.optim.Optimizer, path: Path) -> None
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
-def save_checkpoint(run_dir: Path, *, step: int, config: Config, stats: LatentStats,
-                    ema: nn.Module, model: nn.Module | None = None,
-                    optimizer: torch.optim.Optimizer | None = None) -> Path:
+def save_checkpoint(
+    run_dir: Path,
+    *,
+    step: int,
+    config: Config,
+    stats: LatentStats,
+    ema: nn.Module,
+    model: nn.Module | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> Path:
     """Write a checkpoint directory atomically (temp dir + rename) and return its path.
 
     An existing directory for the same step is moved aside (``.replaced-<time>``), never deleted.
@@ -107,8 +122,11 @@ def save_checkpoint(run_dir: Path, *, step: int, config: Config, stats: LatentSt
         atomic_save_safetensors(tmp / "model.safetensors", _unwrap(model).state_dict(), meta)
     if optimizer is not None:
         tensors, groups = optimizer_tensors(optimizer)
-        atomic_save_safetensors(tmp / "optimizer.safetensors", tensors,
-                                {"format": FORMAT, "param_groups": groups, "step": str(step)})
+        atomic_save_safetensors(
+            tmp / "optimizer.safetensors",
+            tensors,
+            {"format": FORMAT, "param_groups": groups, "step": str(step)},
+        )
     if final.exists():
         final.rename(final.with_name(f"{final.name}.replaced-{int(time.time())}"))
     os.replace(tmp, final)
@@ -140,9 +158,11 @@ def read_checkpoint(path: Path) -> Checkpoint:
     with safe_open(str(path / "ema.safetensors"), framework="pt") as f:
         meta = f.metadata() or {}
     if meta.get("format") != FORMAT:
-        raise ValueError(f"{path / 'ema.safetensors'} is not an sfd checkpoint (format "
-                         f"{meta.get('format')!r}, expected {FORMAT!r}); import release "
-                         f"weights with `sfd import-upstream`")
+        raise ValueError(
+            f"{path / 'ema.safetensors'} is not an sfd checkpoint (format "
+            f"{meta.get('format')!r}, expected {FORMAT!r}); import release "
+            f"weights with `sfd import-upstream`"
+        )
     config = Config.from_dict(json.loads(meta["config"]))
     stats = LatentStats.from_dict(json.loads(meta["stats"]))
     return Checkpoint(path, config, int(meta["step"]), stats)
@@ -157,8 +177,10 @@ def resolve_checkpoint(path: Path) -> Path:
         return path
     found = list_checkpoints(path)
     if not found:
-        raise FileNotFoundError(f"{path} holds no checkpoint (expected ema.safetensors or "
-                                f"checkpoints/step-*/ema.safetensors)")
+        raise FileNotFoundError(
+            f"{path} holds no checkpoint (expected ema.safetensors or "
+            f"checkpoints/step-*/ema.safetensors)"
+        )
     return found[-1]
 
 
@@ -167,13 +189,17 @@ def load_weights(module: nn.Module, path: Path) -> None:
     state = load_file(str(path))
     missing, unexpected = _diff_keys(module.state_dict(), state)
     if missing or unexpected:
-        raise ValueError(f"{path} does not fit the model: missing keys {missing[:5]}"
-                         f"{'...' if len(missing) > 5 else ''}, unexpected keys {unexpected[:5]}"
-                         f"{'...' if len(unexpected) > 5 else ''}")
+        raise ValueError(
+            f"{path} does not fit the model: missing keys {missing[:5]}"
+            f"{'...' if len(missing) > 5 else ''}, unexpected keys {unexpected[:5]}"
+            f"{'...' if len(unexpected) > 5 else ''}"
+        )
     for key, value in module.state_dict().items():
         if value.shape != state[key].shape:
-            raise ValueError(f"{path}: tensor {key!r} has shape {tuple(state[key].shape)}, the "
-                             f"model expects {tuple(value.shape)}")
+            raise ValueError(
+                f"{path}: tensor {key!r} has shape {tuple(state[key].shape)}, the "
+                f"model expects {tuple(value.shape)}"
+            )
     module.load_state_dict(state, strict=True)
 
 

@@ -17,8 +17,11 @@ class MetricLog:
     def __init__(self, run_dir: Path, resume_step: int, tensorboard: bool = True) -> None:
         self.path = Path(run_dir) / "log.jsonl"
         if self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            kept = [
+                line
+                for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= resume_step
+            ]
             atomic_write_bytes(self.path, "".join(f"{x}\n" for x in kept).encode())
         self.writer = None
         if tensorboard:

@@ -44,8 +44,16 @@ from sfd.training.loss import flow_loss
 log = logging.getLogger("sfd.train")
 
 # Settings that may change when a run is resumed; everything else must match the stored config.
-RESUMABLE_CHANGES = {"total_steps", "log_every", "ckpt_every", "keep_last", "num_workers",
-                     "compile", "activation_checkpointing", "fused_adamw"}
+RESUMABLE_CHANGES = {
+    "total_steps",
+    "log_every",
+    "ckpt_every",
+    "keep_last",
+    "num_workers",
+    "compile",
+    "activation_checkpointing",
+    "fused_adamw",
+}
 
 
 @dataclass
@@ -64,12 +72,18 @@ def check_run_config(run_dir: Path, cfg: Config) -> None:
         return
     stored = Config.from_dict(json.loads(path.read_text())).to_dict()
     new = cfg.to_dict()
-    diffs = [f"{sec}.{k}: {stored[sec][k]!r} -> {new[sec][k]!r}"
-             for sec in new if isinstance(new[sec], dict) for k in new[sec]
-             if stored[sec][k] != new[sec][k] and not (sec == "train" and k in RESUMABLE_CHANGES)]
+    diffs = [
+        f"{sec}.{k}: {stored[sec][k]!r} -> {new[sec][k]!r}"
+        for sec in new
+        if isinstance(new[sec], dict)
+        for k in new[sec]
+        if stored[sec][k] != new[sec][k] and not (sec == "train" and k in RESUMABLE_CHANGES)
+    ]
     if diffs:
-        raise ValueError(f"run directory {run_dir} holds a run with another config ("
-                         f"{'; '.join(diffs)}); use a new --out or the stored config")
+        raise ValueError(
+            f"run directory {run_dir} holds a run with another config ("
+            f"{'; '.join(diffs)}); use a new --out or the stored config"
+        )
     atomic_write_bytes(path, cfg.to_json().encode())
 
 
@@ -78,28 +92,41 @@ def check_data(dataset: LatentDataset, cfg: Config) -> None:
     got = (meta["tex_channels"], meta["sem_channels"], meta["size"])
     want = (lat.tex_channels, lat.sem_channels, lat.size)
     if got != want:
-        raise ValueError(f"latent data {dataset.directory} has (C_z, C_s, size) = {got}; the "
-                         f"config expects {want} (set latent.* to match)")
+        raise ValueError(
+            f"latent data {dataset.directory} has (C_z, C_s, size) = {got}; the "
+            f"config expects {want} (set latent.* to match)"
+        )
     if dataset.num_classes != cfg.model.num_classes:
-        raise ValueError(f"latent data has {dataset.num_classes} classes; model.num_classes is "
-                         f"{cfg.model.num_classes}")
+        raise ValueError(
+            f"latent data has {dataset.num_classes} classes; model.num_classes is "
+            f"{cfg.model.num_classes}"
+        )
     if cfg.model.repa_dim and cfg.flow.repa_weight > 0 and meta["repa_dim"] != cfg.model.repa_dim:
-        raise ValueError(f"latent data has REPA features of dim {meta['repa_dim']}; "
-                         f"model.repa_dim is {cfg.model.repa_dim} (set it, or model.repa_dim=0)")
+        raise ValueError(
+            f"latent data has REPA features of dim {meta['repa_dim']}; "
+            f"model.repa_dim is {cfg.model.repa_dim} (set it, or model.repa_dim=0)"
+        )
 
 
 class Trainer:
     """Holds the model, EMA, optimizer and data of one run; :meth:`run` trains."""
 
-    def __init__(self, cfg: Config, data_dir: str | Path, run_dir: str | Path,
-                 device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        data_dir: str | Path,
+        run_dir: str | Path,
+        device: torch.device | str = "cpu",
+    ) -> None:
         self.cfg, self.run_dir, self.device = cfg, Path(run_dir), torch.device(device)
         self.rank, self.world = D.rank(), D.world_size()
         per_rank, rem = divmod(cfg.train.global_batch_size, self.world * cfg.train.grad_accum_steps)
         if rem or per_rank == 0:
-            raise ValueError(f"train.global_batch_size={cfg.train.global_batch_size} must be a "
-                             f"multiple of world size x grad_accum_steps = "
-                             f"{self.world} x {cfg.train.grad_accum_steps}")
+            raise ValueError(
+                f"train.global_batch_size={cfg.train.global_batch_size} must be a "
+                f"multiple of world size x grad_accum_steps = "
+                f"{self.world} x {cfg.train.grad_accum_steps}"
+            )
         self.micro = per_rank
         self.dataset = LatentDataset(data_dir)
         check_data(self.dataset, cfg)
@@ -112,8 +139,11 @@ class Trainer:
         t = cfg.train
         self.optimizer = torch.optim.AdamW(
             [p for p in self.model.parameters() if p.requires_grad],
-            lr=t.lr, betas=(t.beta1, t.beta2), weight_decay=t.weight_decay,
-            fused=t.fused_adamw and self.device.type == "cuda")
+            lr=t.lr,
+            betas=(t.beta1, t.beta2),
+            weight_decay=t.weight_decay,
+            fused=t.fused_adamw and self.device.type == "cuda",
+        )
         self.step, self.skipped = 0, 0
 
     def resume(self) -> None:
@@ -133,40 +163,71 @@ class Trainer:
             module = torch.compile(module)
         if self.world > 1:
             module = nn.parallel.DistributedDataParallel(
-                module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                module, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
         return module
 
     def micro_batches(self, step: int) -> list[Batch]:
         """This rank's micro-batches of the global batch of ``step`` (CPU)."""
         base = self.rank * self.micro * self.cfg.train.grad_accum_steps
-        return [global_batch(self.dataset, self.order, self.cfg, step,
-                             base + a * self.micro, base + (a + 1) * self.micro)
-                for a in range(self.cfg.train.grad_accum_steps)]
+        return [
+            global_batch(
+                self.dataset,
+                self.order,
+                self.cfg,
+                step,
+                base + a * self.micro,
+                base + (a + 1) * self.micro,
+            )
+            for a in range(self.cfg.train.grad_accum_steps)
+        ]
 
     def train_step(self, module: nn.Module, batches: list[Batch]) -> dict[str, float]:
         cfg, accum = self.cfg, len(batches)
         sums = torch.zeros(4, device=self.device)
-        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16,
-                                  enabled=cfg.train.precision == "bf16")
+        autocast = torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16"
+        )
         for a, cpu_batch in enumerate(batches):
             b = cpu_batch.to(self.device)
             sync = a == accum - 1 or self.world == 1
             ctx = contextlib.nullcontext() if sync else module.no_sync()
             with ctx, autocast:
-                terms = flow_loss(module, b.x1, b.y, x0=b.x0, base_time=b.base_time,
-                                  flow=cfg.flow, layout=self.layout, repa_target=b.repa)
+                terms = flow_loss(
+                    module,
+                    b.x1,
+                    b.y,
+                    x0=b.x0,
+                    base_time=b.base_time,
+                    flow=cfg.flow,
+                    layout=self.layout,
+                    repa_target=b.repa,
+                )
                 loss = terms.total(cfg.flow.cos_weight)
             with ctx:
                 (loss / accum).backward()
-            repa = terms.repa.mean() if terms.repa is not None else torch.zeros((), device=self.device)
-            sums += torch.stack([loss.detach(), terms.vel.mean().detach(),
-                                 terms.cos.mean().detach(), repa.detach()]).float() / accum
+            repa = (
+                terms.repa.mean() if terms.repa is not None else torch.zeros((), device=self.device)
+            )
+            sums += (
+                torch.stack(
+                    [
+                        loss.detach(),
+                        terms.vel.mean().detach(),
+                        terms.cos.mean().detach(),
+                        repa.detach(),
+                    ]
+                ).float()
+                / accum
+            )
         return self._apply_update(sums)
 
     def _apply_update(self, sums: torch.Tensor) -> dict[str, float]:
         cfg = self.cfg.train
         params = [p for p in self.model.parameters() if p.grad is not None]
-        gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+        gnorm = torch.nn.utils.clip_grad_norm_(
+            params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf
+        )
         stats = D.all_reduce_mean(torch.cat([sums, gnorm.reshape(1).float()]))
         finite = bool(torch.isfinite(stats).all())
         if finite or not cfg.skip_nonfinite:
@@ -181,8 +242,15 @@ class Trainer:
 
     def save(self) -> None:
         if D.is_main():
-            save_checkpoint(self.run_dir, step=self.step, config=self.cfg, stats=self.dataset.stats,
-                            ema=self.ema, model=self.model, optimizer=self.optimizer)
+            save_checkpoint(
+                self.run_dir,
+                step=self.step,
+                config=self.cfg,
+                stats=self.dataset.stats,
+                ema=self.ema,
+                model=self.model,
+                optimizer=self.optimizer,
+            )
             prune_checkpoints(self.run_dir, self.cfg.train.keep_last)
         D.barrier()
 
@@ -192,16 +260,25 @@ class Trainer:
         end = cfg.total_steps if max_steps is None else min(cfg.total_steps, self.step + max_steps)
         module = self._forward_module()
         module.train()
-        metrics = MetricLog(self.run_dir, self.step, tensorboard=D.is_main()) if D.is_main() else None
+        metrics = (
+            MetricLog(self.run_dir, self.step, tensorboard=D.is_main()) if D.is_main() else None
+        )
         history: list[dict] = []
-        bar = tqdm(total=end, initial=self.step, disable=not (progress and D.is_main()),
-                   desc="train", unit="step")
+        bar = tqdm(
+            total=end,
+            initial=self.step,
+            disable=not (progress and D.is_main()),
+            desc="train",
+            unit="step",
+        )
         pool = ThreadPoolExecutor(max_workers=1)
         pending = pool.submit(self.micro_batches, self.step) if self.step < end else None
         t0, done = time.perf_counter(), 0
         while self.step < end:
             batches = pending.result()
-            pending = pool.submit(self.micro_batches, self.step + 1) if self.step + 1 < end else None
+            pending = (
+                pool.submit(self.micro_batches, self.step + 1) if self.step + 1 < end else None
+            )
             out = self.train_step(module, batches)
             self.step += 1
             done += 1
@@ -223,9 +300,16 @@ class Trainer:
         return TrainResult(self.run_dir, self.step, self.skipped, history)
 
 
-def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, *,
-          device: torch.device | str = "cpu", resume: bool = True,
-          max_steps: int | None = None, progress: bool = True) -> TrainResult:
+def train(
+    cfg: Config,
+    data_dir: str | Path,
+    run_dir: str | Path,
+    *,
+    device: torch.device | str = "cpu",
+    resume: bool = True,
+    max_steps: int | None = None,
+    progress: bool = True,
+) -> TrainResult:
     """Train (or resume) a run in ``run_dir`` on the latent shard set ``data_dir``."""
     run_dir = Path(run_dir)
     if D.is_main():

@@ -47,8 +47,10 @@ def repa_loss(proj: torch.Tensor, target: torch.Tensor, mode: str) -> torch.Tens
     """Per-sample REPA loss between projected tokens (B, T, D) and target maps (B, D, H, W)."""
     feats = target.float().flatten(2).transpose(1, 2)  # (B, T, D), row-major tokens
     if feats.shape != proj.shape:
-        raise ValueError(f"REPA target tokens {tuple(feats.shape)} do not match the projector "
-                         f"output {tuple(proj.shape)}")
+        raise ValueError(
+            f"REPA target tokens {tuple(feats.shape)} do not match the projector "
+            f"output {tuple(proj.shape)}"
+        )
     cos = (1 - F.cosine_similarity(feats, proj, dim=-1)).mean(dim=1)
     if mode == "cos":
         return cos
@@ -60,16 +62,25 @@ def repa_loss(proj: torch.Tensor, target: torch.Tensor, mode: str) -> torch.Tens
     raise ValueError(f"repa mode must be 'cos', 'mse' or 'cos_mse'; got {mode!r}")
 
 
-def clamp_masks(t_tex: torch.Tensor, t_sem: torch.Tensor, base: torch.Tensor,
-                delta_t: float) -> tuple[torch.Tensor, torch.Tensor]:
+def clamp_masks(
+    t_tex: torch.Tensor, t_sem: torch.Tensor, base: torch.Tensor, delta_t: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Which parts carry an un-clamped target: texture iff tau >= Δt, semantics iff tau <= 1."""
     tau = base.float() * (1 + delta_t)
     return (tau >= delta_t).float(), (tau <= 1).float()
 
 
-def flow_loss(model: nn.Module, x1: torch.Tensor, y: torch.Tensor, *, x0: torch.Tensor,
-              base_time: torch.Tensor, flow: FlowConfig, layout: LatentLayout,
-              repa_target: torch.Tensor | None = None) -> LossTerms:
+def flow_loss(
+    model: nn.Module,
+    x1: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    x0: torch.Tensor,
+    base_time: torch.Tensor,
+    flow: FlowConfig,
+    layout: LatentLayout,
+    repa_target: torch.Tensor | None = None,
+) -> LossTerms:
     """Loss terms for clean latents ``x1`` with injected noise ``x0`` and base times ``u``.
 
     Args:
@@ -91,12 +102,20 @@ def flow_loss(model: nn.Module, x1: torch.Tensor, y: torch.Tensor, *, x0: torch.
     cos_pred, cos_target = pred_f, target
     if flow.mask_clamped:
         keep_tex, keep_sem = clamp_masks(t_tex, t_sem, base_time, flow.delta_t)
-        keep = torch.cat([keep_tex[:, None].expand(-1, layout.tex_channels),
-                          keep_sem[:, None].expand(-1, layout.sem_channels)], 1)[..., None, None]
+        keep = torch.cat(
+            [
+                keep_tex[:, None].expand(-1, layout.tex_channels),
+                keep_sem[:, None].expand(-1, layout.sem_channels),
+            ],
+            1,
+        )[..., None, None]
         err = err * keep
         cos_pred, cos_target = pred_f * keep, target * keep
     vel = err.mean(dim=(1, 2, 3))
     cos = (1 - F.cosine_similarity(cos_pred, cos_target, dim=1)).mean(dim=(1, 2))
-    repa = flow.repa_weight * repa_loss(proj.float(), repa_target, flow.repa_mode) if use_repa \
+    repa = (
+        flow.repa_weight * repa_loss(proj.float(), repa_target, flow.repa_mode)
+        if use_repa
         else None
+    )
     return LossTerms(vel, cos, repa, pred, x_t, target, t_tex, t_sem)

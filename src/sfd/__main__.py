@@ -1,0 +1,5 @@
+"""``python -m sfd`` (and ``torchrun -m sfd``) runs the command line."""
+
+from sfd.cli import main
+
+main()

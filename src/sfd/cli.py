@@ -1,0 +1,233 @@
+"""The ``sfd`` command line: thin click commands over library functions."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+from pathlib import Path
+
+import click
+import torch
+
+from sfd.config import PRESETS, Config, apply_overrides, preset
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+
+
+def resolve_config(
+    preset_name: str | None, config_file: str | None, overrides: tuple[str, ...]
+) -> Config:
+    """Preset or stored config.json, then ``--set`` overrides; errors become click errors."""
+    try:
+        if config_file:
+            cfg = Config.from_dict(json.loads(Path(config_file).read_text()))
+        else:
+            cfg = preset(preset_name or "tiny")
+        return apply_overrides(cfg, list(overrides))
+    except (ValueError, FileNotFoundError, json.JSONDecodeError) as err:
+        raise click.UsageError(str(err)) from None
+
+
+def friendly_errors(fn):
+    """Report library errors about the user's input as one clear line, not a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, FileNotFoundError, FileExistsError) as err:
+            raise click.ClickException(str(err)) from None
+
+    return wrapper
+
+
+def _device(name: str | None) -> str:
+    if name:
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            raise click.BadParameter(
+                f"{name!r} requested but CUDA is not available", param_hint="--device"
+            )
+        return name
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.version_option(package_name="sfd")
+def main(verbose: bool) -> None:
+    """Semantic-First Diffusion: train, sample, import and evaluate."""
+    _setup_logging(verbose)
+
+
+_set_option = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="SECTION.KEY=VALUE",
+    help="Typed config override, e.g. --set train.lr=2e-4 (repeatable).",
+)
+
+
+@main.command()
+@click.option(
+    "--preset",
+    "preset_name",
+    type=click.Choice(PRESETS),
+    default=None,
+    help="Named model preset (default tiny).",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="A config.json to start from instead of a preset.",
+)
+@_set_option
+@click.option("--data", type=click.Path(file_okay=False), help="Latent shard directory.")
+@click.option(
+    "--out", type=click.Path(file_okay=False), help="Run directory (resumed if it exists)."
+)
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available).")
+@click.option("--max-steps", type=int, default=None, help="Stop after this many more steps.")
+@click.option("--dry-run", is_flag=True, help="Print the resolved config and exit.")
+@friendly_errors
+def train(preset_name, config_file, overrides, data, out, device, max_steps, dry_run) -> None:
+    """Train SFD on pre-computed latents (resumes RUN if it holds checkpoints)."""
+    cfg = resolve_config(preset_name, config_file, overrides)
+    if dry_run:
+        click.echo(cfg.to_json())
+        return
+    if not data or not out:
+        raise click.UsageError("--data and --out are required (or use --dry-run)")
+    if not (Path(data) / "meta.json").exists():
+        raise click.BadParameter(
+            f"{data} is not a latent shard directory (no meta.json)", param_hint="--data"
+        )
+    from sfd import distributed
+    from sfd.training.loop import train as run_training
+
+    dev = distributed.init_from_env(_device(device))
+    result = run_training(cfg, data, out, device=dev, max_steps=max_steps)
+    click.echo(
+        f"trained to step {result.step} in {result.run_dir} "
+        f"({result.skipped_steps} non-finite steps skipped)"
+    )
+
+
+@main.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--num", type=int, default=16, show_default=True, help="Number of samples.")
+@click.option("--out", type=click.Path(), required=True, help="Output directory.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Image i uses seed + i.")
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option(
+    "--guide",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="AutoGuidance guide model (checkpoint or run directory).",
+)
+@click.option(
+    "--boundary",
+    type=click.Choice(["exact", "release"]),
+    default="exact",
+    show_default=True,
+    help="Stage-boundary rule of fixed-step solvers.",
+)
+@_set_option
+@click.option("--device", default=None)
+@friendly_errors
+def sample(run, num, out, seed, batch_size, guide, boundary, overrides, device) -> None:
+    """Sample composite latents from RUN (a run or checkpoint directory)."""
+    from sfd.api import load_checkpoint
+    from sfd.data.shards import atomic_save_safetensors
+    from sfd.generate import LatentSampler
+
+    dev = _device(device)
+    model, ckpt = load_checkpoint(run, dev)
+    cfg = _with_sample_overrides(ckpt.config, overrides)
+    guide_model = load_checkpoint(guide, dev)[0] if guide else None
+    target = Path(out) / "latents.safetensors"
+    if target.exists():
+        raise click.ClickException(
+            f"{target} exists; choose another --out (nothing is overwritten)"
+        )
+    sampler = LatentSampler(model, cfg, ckpt.stats, guide_model, dev, boundary)
+    parts, labels = [], []
+    for start in range(0, num, batch_size):
+        idx = list(range(start, min(num, start + batch_size)))
+        sol = sampler.sample(idx, seed=seed)
+        parts.append(ckpt.stats.denormalize(sol.final).cpu())
+        labels.append(torch.tensor([i % cfg.model.num_classes for i in idx]))
+    Path(out).mkdir(parents=True, exist_ok=True)
+    atomic_save_safetensors(
+        target,
+        {"latents": torch.cat(parts), "labels": torch.cat(labels)},
+        {"config": cfg.to_json(), "seed": str(seed)},
+    )
+    click.echo(f"wrote {num} latents to {target}")
+
+
+def _with_sample_overrides(cfg: Config, overrides: tuple[str, ...]) -> Config:
+    for item in overrides:
+        if not item.startswith("sample."):
+            raise click.UsageError(f"sampling accepts only sample.* overrides; got {item!r}")
+    try:
+        return apply_overrides(cfg, list(overrides))
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
+
+
+@main.command("import-upstream")
+@click.argument("ckpt", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--upstream-config",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Release YAML config or JSON of LightningDiT(...) arguments.",
+)
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option(
+    "--latent-stats",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="The release's latents_stats.pt (mean/std), travels with the checkpoint.",
+)
+@click.option("--weights", type=click.Choice(["ema", "model"]), default="ema", show_default=True)
+@friendly_errors
+def import_upstream_cmd(ckpt, upstream_config, out, latent_stats, weights) -> None:
+    """Turn an official SFD release checkpoint into an sfd checkpoint directory."""
+    from sfd.upstream import import_upstream
+
+    path = import_upstream(ckpt, upstream_config, out, latent_stats, weights)
+    click.echo(f"imported {ckpt} -> {path}")
+
+
+@main.command("presets")
+def presets_cmd() -> None:
+    """List presets with their sizes (built on the meta device)."""
+    from sfd.model import LightningDiT, count_parameters
+
+    for name in PRESETS:
+        cfg = preset(name)
+        with torch.device("meta"):
+            n = count_parameters(LightningDiT(cfg.model, cfg.latent))
+        m = dataclasses.asdict(cfg.model)
+        click.echo(
+            f"{name:>4}: depth {m['depth']:>2} width {m['width']:>4} heads "
+            f"{m['num_heads']:>2}  {n / 1e6:8.1f}M params"
+        )
+
+
+def register(command: click.Command) -> None:
+    main.add_command(command)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,275 @@
+"""Import checkpoints of the official SFD release (a LightningDiT fork, MIT).
+
+The release's ``LightningDiT`` uses the same module names as :class:`sfd.model.LightningDiT`,
+so weights map one to one (a DDP ``module.`` prefix is stripped). What differs is how the model
+is described: the release's YAML configs (``model.model_type: LightningDiT-XL/1``, ``in_chans``,
+``semantic_chans``, ``repa_dino_version`` ...) or its ``LightningDiT(...)`` constructor
+arguments. This module turns either into an :class:`sfd.config.Config`.
+
+Release quirks handled here: ``num_sampling_steps`` counts grid points (sfd counts steps);
+``semfirst_infer_interval_mode`` picks which parts the CFG interval applies to; the frozen
+``pos_embed`` is taken from the checkpoint (the release's EMA touches it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from sfd.config import Config, FlowConfig, LatentConfig, ModelConfig, SampleConfig
+from sfd.latents.composite import LatentStats
+
+log = logging.getLogger("sfd.upstream")
+
+# model_type -> (depth, hidden_size, num_heads); the suffix /p is the patch size.
+MODEL_TYPES = {
+    "S": (12, 384, 6),
+    "B": (12, 768, 12),
+    "L": (24, 1024, 16),
+    "XL": (28, 1152, 16),
+    "XXL": (24, 1536, 24),
+    "1p0B": (24, 1536, 24),
+}
+# REPA target dimension of the DINOv2 variant named by repa_dino_version.
+DINO_DIMS = {"vits14": 384, "vitb14": 768, "vitl14": 1024, "vitg14": 1536}
+
+
+def parse_model_type(name: str) -> dict[str, int]:
+    """'LightningDiT-XL/1' -> depth, hidden_size, num_heads, patch_size."""
+    try:
+        family, size_patch = name.split("-", 1)
+        size, patch = size_patch.split("/")
+        depth, width, heads = MODEL_TYPES[size]
+        return {"depth": depth, "hidden_size": width, "num_heads": heads, "patch_size": int(patch)}
+    except (ValueError, KeyError):
+        raise ValueError(
+            f"unknown release model_type {name!r}; expected e.g. 'LightningDiT-XL/1' "
+            f"with a size in {sorted(MODEL_TYPES)}"
+        ) from None
+
+
+def dino_dim(version: str) -> int:
+    for key, dim in DINO_DIMS.items():
+        if key in version:
+            return dim
+    raise ValueError(
+        f"unknown repa_dino_version {version!r}; expected a DINOv2 name containing "
+        f"one of {sorted(DINO_DIMS)}"
+    )
+
+
+def config_from_kwargs(kwargs: dict[str, Any], transport: dict[str, Any] | None = None) -> Config:
+    """A :class:`Config` from the release's ``LightningDiT(...)`` (+ ``create_transport``) args."""
+    for key, bad in (("learn_sigma", True), ("wo_shift", True)):
+        if kwargs.get(key, False) == bad:
+            raise ValueError(f"release option {key}={bad} is not supported by sfd")
+    sem = int(kwargs.get("semantic_chans", 0))
+    in_ch = int(kwargs["in_channels"])
+    delta_t = float(kwargs.get("semfirst_delta_t") or 0.0)
+    use_repa = bool(kwargs.get("use_repa", False))
+    model = ModelConfig(
+        depth=int(kwargs["depth"]),
+        width=int(kwargs["hidden_size"]),
+        num_heads=int(kwargs["num_heads"]),
+        mlp_ratio=float(kwargs.get("mlp_ratio", 4.0)),
+        patch_size=int(kwargs.get("patch_size", 1)),
+        num_classes=int(kwargs["num_classes"]),
+        class_dropout_prob=float(kwargs.get("class_dropout_prob", 0.1)),
+        dual_timestep=delta_t > 0,
+        use_qknorm=bool(kwargs.get("use_qknorm", True)),
+        use_swiglu=bool(kwargs.get("use_swiglu", True)),
+        use_rope=bool(kwargs.get("use_rope", True)),
+        use_rmsnorm=bool(kwargs.get("use_rmsnorm", True)),
+        repa_depth=int(kwargs.get("repa_depth", 2)),
+        repa_projector_dim=int(kwargs.get("repa_projector_dim", 2048)),
+        repa_dim=dino_dim(kwargs.get("repa_dino_version", "dinov2_vitb14")) if use_repa else 0,
+    )
+    latent = LatentConfig(
+        tex_channels=in_ch - sem, sem_channels=sem, size=int(kwargs["input_size"])
+    )
+    t = transport or {}
+    flow = FlowConfig(
+        delta_t=delta_t,
+        time_dist="logit_normal" if t.get("use_lognorm", True) else "uniform",
+        sem_weight=float(t.get("semantic_weight", 1.0 if transport else 2.0)),
+        cos_weight=1.0 if t.get("use_cosine_loss", True) else 0.0,
+        repa_weight=float(t.get("repa_weight", 1.0)),
+        repa_mode=t.get("repa_mode", "cos"),
+    )
+    return Config(model=model, latent=latent, flow=flow, preset="upstream")
+
+
+def interval_for_mode(start: float, mode: str) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Release ``cfg_interval_start`` + ``semfirst_infer_interval_mode`` -> per-part intervals."""
+    if mode not in ("both", "tex", "sem"):
+        raise ValueError(f"semfirst_infer_interval_mode must be both/tex/sem; got {mode!r}")
+    on, off = (float(start), 1.0), (0.0, 1.0)
+    return (on if mode in ("both", "tex") else off), (on if mode in ("both", "sem") else off)
+
+
+def config_from_yaml(data: dict[str, Any]) -> Config:
+    """A :class:`Config` from one of the release's YAML training/inference configs."""
+    try:
+        m, d = data["model"], data["data"]
+        arch = parse_model_type(m["model_type"])
+        kwargs = {
+            **arch,
+            "in_channels": m["in_chans"],
+            "semantic_chans": m.get("semantic_chans", 0),
+            "input_size": d["image_size"] // data["vae"]["downsample_ratio"],
+            "num_classes": d["num_classes"],
+            "semfirst_delta_t": m.get("semfirst_delta_t", 0.0),
+            "use_repa": m.get("use_repa", False),
+            "repa_dino_version": m.get("repa_dino_version", "dinov2_vitb14"),
+            "repa_depth": m.get("repa_feat_depth", 2),
+            **{
+                k: m[k]
+                for k in (
+                    "use_qknorm",
+                    "use_swiglu",
+                    "use_rope",
+                    "use_rmsnorm",
+                    "wo_shift",
+                    "learn_sigma",
+                )
+                if k in m
+            },
+        }
+    except KeyError as err:
+        raise ValueError(f"release YAML config is missing the key {err}") from None
+    tr = data.get("transport", {})
+    transport = {
+        "semantic_weight": m.get("semantic_weight", 1.0),
+        "use_lognorm": tr.get("use_lognorm", True),
+        "use_cosine_loss": tr.get("use_cosine_loss", True),
+        "repa_weight": m.get("repa_weight", 1.0),
+        "repa_mode": m.get("repa_mode", "cos"),
+    }
+    cfg = config_from_kwargs(kwargs, transport)
+    return dataclasses.replace(cfg, sample=_sample_from_yaml(data.get("sample", {}), m))
+
+
+def _sample_from_yaml(s: dict[str, Any], m: dict[str, Any]) -> SampleConfig:
+    method = s.get("sampling_method", "dopri5")
+    if method not in ("euler", "heun", "dopri5"):
+        raise ValueError(f"release sampling_method {method!r} is not supported")
+    scale = float(s.get("cfg_scale", 1.0))
+    tex_iv, sem_iv = interval_for_mode(
+        s.get("cfg_interval_start", 0.0) or 0.0, m.get("semfirst_infer_interval_mode", "both")
+    )
+    return SampleConfig(
+        method=method,
+        num_steps=max(int(s.get("num_sampling_steps", 250)) - 1, 1),
+        atol=float(s.get("atol", 1e-6)),
+        rtol=float(s.get("rtol", 1e-3)),
+        timestep_shift=float(s.get("timestep_shift", 0.0) or 0.0),
+        cfg_scale_tex=scale,
+        cfg_scale_sem=scale,
+        cfg_interval_tex=tex_iv,
+        cfg_interval_sem=sem_iv,
+        guide="autoguidance" if s.get("autoguidance") else "cfg",
+    )
+
+
+def read_upstream_config(path: str | Path) -> Config:
+    """Config from a release YAML, or a JSON of constructor args (``model_kwargs`` inside)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"upstream config {path} does not exist")
+    text = path.read_text()
+    if path.suffix == ".json":
+        data = json.loads(text)
+        kwargs = data.get("model_kwargs", data)
+        return config_from_kwargs(kwargs, data.get("create_transport_kwargs"))
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict) or "model" not in data:
+        raise ValueError(
+            f"{path} is neither a release YAML config (with a 'model' section) nor "
+            f"a JSON of LightningDiT constructor arguments"
+        )
+    return config_from_yaml(data)
+
+
+def read_upstream_state_dict(path: str | Path, prefer: str = "ema") -> dict[str, torch.Tensor]:
+    """Weights from a release ``.pt`` (``ema``/``model`` entries) or a ``.safetensors`` file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"upstream checkpoint {path} does not exist")
+    if path.suffix == ".safetensors":
+        state = load_file(str(path))
+    else:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path} does not hold a dict of state dicts")
+        keys = [k for k in (prefer, "ema", "model") if k in raw]
+        state = raw[keys[0]] if keys else raw
+        if keys and keys[0] != prefer:
+            log.warning("%s has no %r entry; using %r", path, prefer, keys[0])
+    return {k.removeprefix("module."): v.float() for k, v in state.items()}
+
+
+def read_latent_stats(path: str | Path | None, channels: int) -> LatentStats:
+    """Latent mean/std from the release's ``latents_stats.pt`` (or safetensors), else identity."""
+    if path is None:
+        log.warning(
+            "no latent statistics given: using mean 0 / std 1 (decoding will be wrong "
+            "unless the latents were already normalised)"
+        )
+        return LatentStats.identity(channels)
+    path = Path(path)
+    data = (
+        load_file(str(path))
+        if path.suffix == ".safetensors"
+        else torch.load(path, map_location="cpu", weights_only=True)
+    )
+    try:
+        stats = LatentStats(data["mean"].reshape(-1).float(), data["std"].reshape(-1).float())
+    except (KeyError, TypeError):
+        raise ValueError(f"{path} must hold tensors 'mean' and 'std'") from None
+    if stats.mean.numel() != channels:
+        raise ValueError(
+            f"{path} has statistics for {stats.mean.numel()} channels; the model has {channels}"
+        )
+    return stats
+
+
+def import_upstream(
+    ckpt: str | Path,
+    upstream_config: str | Path,
+    out_dir: str | Path,
+    latent_stats: str | Path | None = None,
+    prefer: str = "ema",
+) -> Path:
+    """Write an sfd checkpoint directory from release weights; returns its path."""
+    from sfd.model import LightningDiT
+    from sfd.training.checkpoint import save_checkpoint
+
+    cfg = read_upstream_config(upstream_config)
+    model = LightningDiT(cfg.model, cfg.latent)
+    state = read_upstream_state_dict(ckpt, prefer)
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"{ckpt} does not match the config {upstream_config}: missing "
+            f"{missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    for key, value in expected.items():
+        if value.shape != state[key].shape:
+            raise ValueError(
+                f"{ckpt}: {key} has shape {tuple(state[key].shape)}, the config "
+                f"gives {tuple(value.shape)}"
+            )
+    model.load_state_dict(state, strict=True)
+    stats = read_latent_stats(latent_stats, cfg.latent.channels)
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"output directory {out} is not empty; choose a new --out")
+    return save_checkpoint(out, step=0, config=cfg, stats=stats, ema=model)
