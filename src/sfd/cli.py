@@ -133,17 +133,10 @@ def train(preset_name, config_file, overrides, data, out, device, max_steps, dry
     default=None,
     help="AutoGuidance guide model (checkpoint or run directory).",
 )
-@click.option(
-    "--boundary",
-    type=click.Choice(["exact", "release"]),
-    default="exact",
-    show_default=True,
-    help="Stage-boundary rule of fixed-step solvers.",
-)
 @_set_option
 @click.option("--device", default=None)
 @friendly_errors
-def sample(run, num, out, seed, batch_size, guide, boundary, overrides, device) -> None:
+def sample(run, num, out, seed, batch_size, guide, overrides, device) -> None:
     """Sample composite latents from RUN (a run or checkpoint directory)."""
     from sfd.api import load_checkpoint
     from sfd.data.shards import atomic_save_safetensors
@@ -158,7 +151,7 @@ def sample(run, num, out, seed, batch_size, guide, boundary, overrides, device) 
         raise click.ClickException(
             f"{target} exists; choose another --out (nothing is overwritten)"
         )
-    sampler = LatentSampler(model, cfg, ckpt.stats, guide_model, dev, boundary)
+    sampler = LatentSampler(model, cfg, ckpt.stats, guide_model, dev)
     parts, labels = [], []
     for start in range(0, num, batch_size):
         idx = list(range(start, min(num, start + batch_size)))
@@ -223,6 +216,25 @@ def presets_cmd() -> None:
             f"{name:>4}: depth {m['depth']:>2} width {m['width']:>4} heads "
             f"{m['num_heads']:>2}  {n / 1e6:8.1f}M params"
         )
+
+
+@main.command("bench")
+@click.option("--preset", "preset_name", type=click.Choice(PRESETS), default="tiny",
+              show_default=True)
+@_set_option
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--device", default=None)
+@click.option("--iters", type=int, default=5, show_default=True, help="Timed iterations.")
+@click.option("--warmup", type=int, default=2, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@friendly_errors
+def bench_cmd(preset_name, overrides, batch_size, device, iters, warmup, as_json) -> None:
+    """Time the training step and the sampler; print img/s, FLOPs and MFU."""
+    from sfd.bench import run_bench
+
+    cfg = resolve_config(preset_name, None, overrides)
+    result = run_bench(cfg, batch_size, _device(device), warmup=warmup, iters=iters)
+    click.echo(json.dumps(dataclasses.asdict(result), indent=2) if as_json else result.table())
 
 
 def register(command: click.Command) -> None:

@@ -181,8 +181,9 @@ class TrainConfig:
 class SampleConfig:
     """The three-stage sampler and guidance (METHOD.md §4-5)."""
 
-    method: Literal["euler", "heun", "dopri5"] = "euler"
-    num_steps: int = 50  # solver steps (intervals); dopri5: ignored except for the output grid
+    method: Literal["euler", "heun", "dopri5"] = "dopri5"  # the release's sampler
+    num_steps: int = 24  # solver steps (intervals) of euler/heun; dopri5 adapts its own
+    boundary: Literal["exact", "release"] = "exact"  # stage-boundary rule (flow/schedule.py)
     atol: float = 1e-6
     rtol: float = 1e-3
     timestep_shift: float = 0.0  # 0 disables the shift
@@ -200,6 +201,8 @@ class SampleConfig:
             self.method,
         )
         _check(self.num_steps >= 1, "sample.num_steps", "an integer >= 1", self.num_steps)
+        _check(self.boundary in ("exact", "release"), "sample.boundary", "'exact' or 'release'",
+               self.boundary)
         _check(
             self.timestep_shift >= 0, "sample.timestep_shift", "a number >= 0", self.timestep_shift
         )

@@ -70,7 +70,6 @@ class LatentSampler:
     stats: LatentStats
     guide_model: nn.Module | None = None
     device: torch.device | str = "cpu"
-    boundary: str = "exact"
 
     @property
     def layout(self) -> LatentLayout:
@@ -94,7 +93,7 @@ class LatentSampler:
         schedule = None
         if s.method != "dopri5":
             schedule = staged_schedule(
-                s.num_steps, self.config.flow.delta_t, s.timestep_shift, self.boundary
+                s.num_steps, self.config.flow.delta_t, s.timestep_shift, s.boundary
             )
         return solve(
             fn,
@@ -106,6 +105,7 @@ class LatentSampler:
             atol=s.atol,
             rtol=s.rtol,
             keep_trajectory=keep_trajectory,
+            boundary=s.boundary,
         )
 
     def texture_latents(self, final: torch.Tensor) -> torch.Tensor:

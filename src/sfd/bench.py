@@ -1,0 +1,171 @@
+"""``sfd bench``: training and sampling throughput, FLOPs and MFU on this device.
+
+MFU is measured against the peak of a large matmul timed in the SAME run on the same device and
+dtype (not a datasheet number), so the ratio says how close the model gets to what this machine
+actually does. Model FLOPs are counted analytically (matmuls only, 2 FLOPs per multiply-add;
+training = 3 x forward, the usual convention of PaLM / Chinchilla-style MFU).
+"""
+
+from __future__ import annotations
+
+import platform
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+
+from sfd.config import Config
+from sfd.flow.guidance import plain_velocity
+from sfd.flow.schedule import staged_schedule
+from sfd.flow.solvers import euler
+from sfd.latents.composite import LatentLayout
+from sfd.model import LightningDiT, count_parameters
+from sfd.training.loss import flow_loss
+
+
+def forward_flops_per_image(cfg: Config, with_repa: bool = False, attention: bool = True) -> float:
+    """Matmul FLOPs of one forward pass for one latent (attention scores/values included)."""
+    m, lat = cfg.model, cfg.latent
+    d, t = m.width, (lat.size // m.patch_size) ** 2
+    hidden = int(2 / 3 * int(d * m.mlp_ratio)) if m.use_swiglu else int(d * m.mlp_ratio)
+    mlp = 3 * d * hidden if m.use_swiglu else 2 * d * hidden
+    per_block = t * (3 * d * d + d * d + mlp) + 6 * d * d + (2 * t * t * d if attention else 0)
+    flops = m.depth * per_block
+    flops += t * lat.channels * m.patch_size**2 * d * 2  # patch embed + final linear
+    flops += 2 * d * d + 2 * (256 * d // 2 + (d // 2) ** 2)  # final adaLN, time embedders
+    if with_repa and m.repa_dim:
+        p = m.repa_projector_dim
+        flops += t * (d * p + p * p + p * m.repa_dim)
+    return 2.0 * flops
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_fn(fn: Callable[[], object], device: torch.device, warmup: int, iters: int) -> float:
+    """Seconds per call after ``warmup`` calls (median of ``iters`` timed calls)."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
+    """Achieved FLOP/s of a large square matmul on this device and dtype."""
+    n = 8192 if device.type == "cuda" else 1536
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    sec = time_fn(lambda: a @ b, device, warmup=2, iters=5)
+    return 2 * n**3 / sec
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)  # process peak RSS
+
+
+@dataclass
+class BenchResult:
+    preset: str
+    device: str
+    hardware: str
+    dtype: str
+    batch_size: int
+    params_m: float
+    train_ms_per_step: float
+    train_img_per_s: float
+    sample_ms_per_forward: float
+    sample_img_per_s_per_nfe: float
+    staged_overhead: float  # staged sampler time / plain forwards time - 1
+    forward_gflops_per_image: float
+    train_tflops: float
+    matmul_peak_tflops: float
+    train_mfu: float
+    peak_memory_gb: float
+
+    def table(self) -> str:
+        rows = [(k, f"{v:.4g}" if isinstance(v, float) else str(v)) for k, v in asdict(self).items()]
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def hardware_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+
+
+def run_bench(cfg: Config, batch_size: int, device: torch.device | str = "cpu",
+              warmup: int = 2, iters: int = 5, sample_steps: int = 8) -> BenchResult:
+    """Time one training step and the sampler for ``cfg`` at ``batch_size``."""
+    device = torch.device(device)
+    bf16 = cfg.train.precision == "bf16"
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    torch.manual_seed(0)
+    model = LightningDiT(cfg.model, cfg.latent).to(device)
+    model.gradient_checkpointing = cfg.train.activation_checkpointing
+    fwd_model = torch.compile(model) if cfg.train.compile else model
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr,
+                            fused=cfg.train.fused_adamw and device.type == "cuda")
+    lat = cfg.latent
+    layout = LatentLayout(lat.tex_channels, lat.sem_channels)
+    shape = (batch_size, lat.channels, lat.size, lat.size)
+    x1, x0 = torch.randn(shape, device=device), torch.randn(shape, device=device)
+    y = torch.randint(0, cfg.model.num_classes, (batch_size,), device=device)
+    base = torch.rand(batch_size, device=device)
+    repa = (torch.randn(batch_size, cfg.model.repa_dim, lat.size, lat.size, device=device)
+            if cfg.model.repa_dim else None)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def train_step() -> None:
+        with autocast:
+            loss = flow_loss(fwd_model, x1, y, x0=x0, base_time=base, flow=cfg.flow,
+                             layout=layout, repa_target=repa).total(cfg.flow.cos_weight)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    model.train()
+    train_sec = time_fn(train_step, device, warmup, iters)
+    model.eval()
+
+    @torch.no_grad()
+    def forwards() -> None:
+        with autocast:
+            for _ in range(sample_steps):
+                fwd_model(x0, t_tex=base, t_sem=base, y=y)
+
+    @torch.no_grad()
+    def staged() -> None:
+        with autocast:
+            euler(plain_velocity(fwd_model, y), x0, staged_schedule(sample_steps, cfg.flow.delta_t),
+                  layout)
+
+    plain_sec = time_fn(forwards, device, 1, iters)
+    staged_sec = time_fn(staged, device, 1, iters)
+    fwd_flops = forward_flops_per_image(cfg)
+    train_flops = 3 * forward_flops_per_image(cfg, with_repa=True) * batch_size / train_sec
+    peak = matmul_peak(device, dtype)
+    return BenchResult(
+        preset=cfg.preset, device=str(device), hardware=hardware_name(device),
+        dtype=str(dtype).removeprefix("torch."), batch_size=batch_size,
+        params_m=count_parameters(model) / 1e6, train_ms_per_step=1e3 * train_sec,
+        train_img_per_s=batch_size / train_sec,
+        sample_ms_per_forward=1e3 * plain_sec / sample_steps,
+        sample_img_per_s_per_nfe=batch_size * sample_steps / plain_sec,
+        staged_overhead=staged_sec / plain_sec - 1, forward_gflops_per_image=fwd_flops / 1e9,
+        train_tflops=train_flops / 1e12, matmul_peak_tflops=peak / 1e12,
+        train_mfu=train_flops / peak, peak_memory_gb=peak_memory_bytes(device) / 2**30)

@@ -1,0 +1,29 @@
+import math
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from sfd.bench import forward_flops_per_image, run_bench
+from sfd.config import apply_overrides, preset
+from sfd.model import LightningDiT
+
+
+def test_analytic_flops_match_torch_flop_counter():
+    cfg = apply_overrides(preset("tiny"), ["model.depth=3"])
+    model = LightningDiT(cfg.model, cfg.latent).eval()
+    x = torch.randn(2, cfg.latent.channels, cfg.latent.size, cfg.latent.size)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x, t_tex=torch.rand(2), t_sem=torch.rand(2), y=torch.zeros(2, dtype=torch.long))
+    measured = counter.get_total_flops() / 2  # per image; the counter does not see SDPA on CPU
+    assert math.isclose(forward_flops_per_image(cfg, attention=False), measured, rel_tol=0.01)
+    t, d = cfg.latent.size**2, cfg.model.width
+    attention = forward_flops_per_image(cfg) - forward_flops_per_image(cfg, attention=False)
+    assert attention == cfg.model.depth * 2 * (2 * t * t * d)  # QK^T and AV
+
+
+def test_bench_runs_and_reports_finite_figures():
+    result = run_bench(preset("tiny"), batch_size=4, warmup=1, iters=1, sample_steps=2)
+    for name in ("train_img_per_s", "train_mfu", "matmul_peak_tflops", "sample_ms_per_forward"):
+        value = getattr(result, name)
+        assert math.isfinite(value) and value > 0, name
+    assert "train_mfu" in result.table()
