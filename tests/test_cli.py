@@ -63,13 +63,16 @@ def test_train_resume_and_sample(tmp_path):
         2,
         "--out",
         tmp_path / "samples",
+        "--latents-only",
+        "--set",
+        "sample.method=euler",
         "--set",
         "sample.num_steps=3",
     )
     assert res.exit_code == 0, res.output
     latents = load_file(str(tmp_path / "samples/latents.safetensors"))
     assert latents["latents"].shape == (5, 6, 8, 8)
-    res = run("sample", out, "--num", 5, "--out", tmp_path / "samples")
+    res = run("sample", out, "--num", 5, "--out", tmp_path / "samples", "--latents-only")
     assert res.exit_code == 1 and "exists" in res.output
 
 

@@ -95,7 +95,9 @@ class BenchResult:
     peak_memory_gb: float
 
     def table(self) -> str:
-        rows = [(k, f"{v:.4g}" if isinstance(v, float) else str(v)) for k, v in asdict(self).items()]
+        rows = [
+            (k, f"{v:.4g}" if isinstance(v, float) else str(v)) for k, v in asdict(self).items()
+        ]
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
@@ -106,8 +108,14 @@ def hardware_name(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
 
 
-def run_bench(cfg: Config, batch_size: int, device: torch.device | str = "cpu",
-              warmup: int = 2, iters: int = 5, sample_steps: int = 8) -> BenchResult:
+def run_bench(
+    cfg: Config,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    warmup: int = 2,
+    iters: int = 5,
+    sample_steps: int = 8,
+) -> BenchResult:
     """Time one training step and the sampler for ``cfg`` at ``batch_size``."""
     device = torch.device(device)
     bf16 = cfg.train.precision == "bf16"
@@ -116,24 +124,36 @@ def run_bench(cfg: Config, batch_size: int, device: torch.device | str = "cpu",
     model = LightningDiT(cfg.model, cfg.latent).to(device)
     model.gradient_checkpointing = cfg.train.activation_checkpointing
     fwd_model = torch.compile(model) if cfg.train.compile else model
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr,
-                            fused=cfg.train.fused_adamw and device.type == "cuda")
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=cfg.train.lr, fused=cfg.train.fused_adamw and device.type == "cuda"
+    )
     lat = cfg.latent
     layout = LatentLayout(lat.tex_channels, lat.sem_channels)
     shape = (batch_size, lat.channels, lat.size, lat.size)
     x1, x0 = torch.randn(shape, device=device), torch.randn(shape, device=device)
     y = torch.randint(0, cfg.model.num_classes, (batch_size,), device=device)
     base = torch.rand(batch_size, device=device)
-    repa = (torch.randn(batch_size, cfg.model.repa_dim, lat.size, lat.size, device=device)
-            if cfg.model.repa_dim else None)
+    repa = (
+        torch.randn(batch_size, cfg.model.repa_dim, lat.size, lat.size, device=device)
+        if cfg.model.repa_dim
+        else None
+    )
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
     def train_step() -> None:
         with autocast:
-            loss = flow_loss(fwd_model, x1, y, x0=x0, base_time=base, flow=cfg.flow,
-                             layout=layout, repa_target=repa).total(cfg.flow.cos_weight)
+            loss = flow_loss(
+                fwd_model,
+                x1,
+                y,
+                x0=x0,
+                base_time=base,
+                flow=cfg.flow,
+                layout=layout,
+                repa_target=repa,
+            ).total(cfg.flow.cos_weight)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -151,8 +171,12 @@ def run_bench(cfg: Config, batch_size: int, device: torch.device | str = "cpu",
     @torch.no_grad()
     def staged() -> None:
         with autocast:
-            euler(plain_velocity(fwd_model, y), x0, staged_schedule(sample_steps, cfg.flow.delta_t),
-                  layout)
+            euler(
+                plain_velocity(fwd_model, y),
+                x0,
+                staged_schedule(sample_steps, cfg.flow.delta_t),
+                layout,
+            )
 
     plain_sec = time_fn(forwards, device, 1, iters)
     staged_sec = time_fn(staged, device, 1, iters)
@@ -160,12 +184,20 @@ def run_bench(cfg: Config, batch_size: int, device: torch.device | str = "cpu",
     train_flops = 3 * forward_flops_per_image(cfg, with_repa=True) * batch_size / train_sec
     peak = matmul_peak(device, dtype)
     return BenchResult(
-        preset=cfg.preset, device=str(device), hardware=hardware_name(device),
-        dtype=str(dtype).removeprefix("torch."), batch_size=batch_size,
-        params_m=count_parameters(model) / 1e6, train_ms_per_step=1e3 * train_sec,
+        preset=cfg.preset,
+        device=str(device),
+        hardware=hardware_name(device),
+        dtype=str(dtype).removeprefix("torch."),
+        batch_size=batch_size,
+        params_m=count_parameters(model) / 1e6,
+        train_ms_per_step=1e3 * train_sec,
         train_img_per_s=batch_size / train_sec,
         sample_ms_per_forward=1e3 * plain_sec / sample_steps,
         sample_img_per_s_per_nfe=batch_size * sample_steps / plain_sec,
-        staged_overhead=staged_sec / plain_sec - 1, forward_gflops_per_image=fwd_flops / 1e9,
-        train_tflops=train_flops / 1e12, matmul_peak_tflops=peak / 1e12,
-        train_mfu=train_flops / peak, peak_memory_gb=peak_memory_bytes(device) / 2**30)
+        staged_overhead=staged_sec / plain_sec - 1,
+        forward_gflops_per_image=fwd_flops / 1e9,
+        train_tflops=train_flops / 1e12,
+        matmul_peak_tflops=peak / 1e12,
+        train_mfu=train_flops / peak,
+        peak_memory_gb=peak_memory_bytes(device) / 2**30,
+    )

@@ -123,46 +123,146 @@ def train(preset_name, config_file, overrides, data, out, device, max_steps, dry
 
 @main.command()
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
-@click.option("--num", type=int, default=16, show_default=True, help="Number of samples.")
-@click.option("--out", type=click.Path(), required=True, help="Output directory.")
+@click.option("--num", type=int, default=16, show_default=True, help="Number of images.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Image i uses seed + i.")
-@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option(
+    "--batch-size",
+    type=int,
+    default=16,
+    show_default=True,
+    help="Images solved together (the job's chunk).",
+)
 @click.option(
     "--guide",
     type=click.Path(exists=True, file_okay=False),
     default=None,
     help="AutoGuidance guide model (checkpoint or run directory).",
 )
+@click.option(
+    "--decoder",
+    type=click.Path(exists=True),
+    default=None,
+    help="Texture autoencoder (default: the run's latent.texture_autoencoder).",
+)
+@click.option(
+    "--labels",
+    "labels_file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="A .npy or text file of --num class labels (default: balanced).",
+)
+@click.option("--latents-only", is_flag=True, help="Write composite latents, do not decode.")
 @_set_option
 @click.option("--device", default=None)
 @friendly_errors
-def sample(run, num, out, seed, batch_size, guide, overrides, device) -> None:
-    """Sample composite latents from RUN (a run or checkpoint directory)."""
+def sample(
+    run, num, out, seed, batch_size, guide, decoder, labels_file, latents_only, overrides, device
+) -> None:
+    """Sample images (PNGs + ADM-style samples.npz) from RUN; resumable, torchrun-aware."""
+    from sfd import distributed
     from sfd.api import load_checkpoint
-    from sfd.data.shards import atomic_save_safetensors
-    from sfd.generate import LatentSampler
+    from sfd.generate import GenerationJob, LatentSampler
 
-    dev = _device(device)
+    dev = distributed.init_from_env(_device(device))
     model, ckpt = load_checkpoint(run, dev)
     cfg = _with_sample_overrides(ckpt.config, overrides)
     guide_model = load_checkpoint(guide, dev)[0] if guide else None
-    target = Path(out) / "latents.safetensors"
+    sampler = LatentSampler(model, cfg, ckpt.stats, guide_model, dev)
+    out = Path(out)
+    if latents_only:
+        _write_latents(sampler, out, num, seed, batch_size)
+        return
+    decoder_path = decoder or cfg.latent.texture_autoencoder
+    if not decoder_path:
+        raise click.UsageError("no decoder: pass --decoder PATH (or --latents-only)")
+    from sfd.latents.texture import load_texture_autoencoder
+
+    labels = _read_labels(labels_file, num, cfg.model.num_classes) if labels_file else None
+    job = GenerationJob(
+        sampler,
+        load_texture_autoencoder(decoder_path).to(dev).eval(),
+        out,
+        num,
+        batch_size,
+        seed,
+        labels,
+    )
+    _check_generation_settings(
+        out,
+        {
+            "run": str(Path(run).resolve()),
+            "num": num,
+            "seed": seed,
+            "batch_size": batch_size,
+            "sample": cfg.to_dict()["sample"],
+            "guide": str(guide),
+            "labels": str(labels_file),
+        },
+    )
+    written = job.run(distributed.rank(), distributed.world_size())
+    distributed.barrier()
+    if distributed.is_main():
+        npz = out / "samples.npz"
+        if not npz.exists():
+            npz = job.write_npz()
+        click.echo(f"wrote {written} new images; all {num} in {out}/images and {npz}")
+
+
+def _check_generation_settings(out: Path, settings: dict) -> None:
+    """Record a job's settings; a rerun into the same directory must use the same ones."""
+    from sfd import distributed
+    from sfd.data.shards import atomic_write_json
+
+    path = out / "generation.json"
+    if path.exists():
+        stored = json.loads(path.read_text())
+        if stored != json.loads(json.dumps(settings)):
+            changed = sorted(
+                k for k in settings if stored.get(k) != json.loads(json.dumps(settings[k]))
+            )
+            raise click.ClickException(
+                f"{out} holds a sampling job with other settings "
+                f"({', '.join(changed)}); use a new --out"
+            )
+    elif distributed.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, settings)
+    distributed.barrier()
+
+
+def _read_labels(path: str, num: int, num_classes: int) -> torch.Tensor:
+    import numpy as np
+
+    arr = np.load(path) if path.endswith(".npy") else np.loadtxt(path, dtype=np.int64)
+    labels = torch.as_tensor(np.asarray(arr, dtype=np.int64)).reshape(-1)
+    if labels.numel() != num or labels.min() < 0 or labels.max() >= num_classes:
+        raise click.BadParameter(
+            f"{path} must hold {num} labels in [0, {num_classes}); got "
+            f"{labels.numel()} in [{labels.min()}, {labels.max()}]",
+            param_hint="--labels",
+        )
+    return labels
+
+
+def _write_latents(sampler, out: Path, num: int, seed: int, batch_size: int) -> None:
+    from sfd.data.shards import atomic_save_safetensors
+
+    target = out / "latents.safetensors"
     if target.exists():
         raise click.ClickException(
             f"{target} exists; choose another --out (nothing is overwritten)"
         )
-    sampler = LatentSampler(model, cfg, ckpt.stats, guide_model, dev)
-    parts, labels = [], []
+    parts = []
     for start in range(0, num, batch_size):
         idx = list(range(start, min(num, start + batch_size)))
-        sol = sampler.sample(idx, seed=seed)
-        parts.append(ckpt.stats.denormalize(sol.final).cpu())
-        labels.append(torch.tensor([i % cfg.model.num_classes for i in idx]))
-    Path(out).mkdir(parents=True, exist_ok=True)
+        parts.append(sampler.stats.denormalize(sampler.sample(idx, seed=seed).final).cpu())
+    out.mkdir(parents=True, exist_ok=True)
+    labels = torch.arange(num) % sampler.config.model.num_classes
     atomic_save_safetensors(
         target,
-        {"latents": torch.cat(parts), "labels": torch.cat(labels)},
-        {"config": cfg.to_json(), "seed": str(seed)},
+        {"latents": torch.cat(parts), "labels": labels},
+        {"config": sampler.config.to_json(), "seed": str(seed)},
     )
     click.echo(f"wrote {num} latents to {target}")
 
@@ -219,8 +319,9 @@ def presets_cmd() -> None:
 
 
 @main.command("bench")
-@click.option("--preset", "preset_name", type=click.Choice(PRESETS), default="tiny",
-              show_default=True)
+@click.option(
+    "--preset", "preset_name", type=click.Choice(PRESETS), default="tiny", show_default=True
+)
 @_set_option
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--device", default=None)

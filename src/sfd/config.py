@@ -78,6 +78,7 @@ class LatentConfig:
     tex_channels: int = 32
     sem_channels: int = 16
     size: int = 16  # H = W of the latent grid
+    texture_autoencoder: str = ""  # path of the pixel decoder (sfd sample --decoder overrides)
 
     def __post_init__(self) -> None:
         _check(self.tex_channels >= 1, "latent.tex_channels", "an integer >= 1", self.tex_channels)
@@ -184,6 +185,7 @@ class SampleConfig:
     method: Literal["euler", "heun", "dopri5"] = "dopri5"  # the release's sampler
     num_steps: int = 24  # solver steps (intervals) of euler/heun; dopri5 adapts its own
     boundary: Literal["exact", "release"] = "exact"  # stage-boundary rule (flow/schedule.py)
+    compute_batch: int = 16  # images solved together; an image depends on (index, this)
     atol: float = 1e-6
     rtol: float = 1e-3
     timestep_shift: float = 0.0  # 0 disables the shift
@@ -201,8 +203,15 @@ class SampleConfig:
             self.method,
         )
         _check(self.num_steps >= 1, "sample.num_steps", "an integer >= 1", self.num_steps)
-        _check(self.boundary in ("exact", "release"), "sample.boundary", "'exact' or 'release'",
-               self.boundary)
+        _check(
+            self.compute_batch >= 1, "sample.compute_batch", "an integer >= 1", self.compute_batch
+        )
+        _check(
+            self.boundary in ("exact", "release"),
+            "sample.boundary",
+            "'exact' or 'release'",
+            self.boundary,
+        )
         _check(
             self.timestep_shift >= 0, "sample.timestep_shift", "a number >= 0", self.timestep_shift
         )

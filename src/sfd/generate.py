@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from sfd.config import Config, SampleConfig
+from sfd.data.image_io import read_png, write_npz_streaming, write_png
 from sfd.flow.guidance import Guidance, autoguidance_velocity, cfg_velocity, plain_velocity
 from sfd.flow.schedule import staged_schedule
 from sfd.flow.solvers import Solution, solve
@@ -33,6 +36,33 @@ def image_noise(indices: Sequence[int], shape: tuple[int, ...], seed: int = 0) -
 def balanced_labels(indices: Sequence[int], num_classes: int) -> torch.Tensor:
     """Label of image i is i mod num_classes: N/num_classes per class when N is a multiple."""
     return torch.tensor([int(i) % num_classes for i in indices], dtype=torch.long)
+
+
+class FixedBatch(nn.Module):
+    """Runs a model on exactly ``size`` rows at a time (the last group padded by repetition).
+
+    Batched matmuls can differ in the last bits with the number of rows; with a fixed row count
+    an image's velocity does not depend on how many images are sampled together.
+    """
+
+    def __init__(self, module: nn.Module, size: int) -> None:
+        super().__init__()
+        self.module, self.size = module, size
+
+    @property
+    def null_class(self) -> int:
+        return self.module.null_class
+
+    def forward(self, x: torch.Tensor, *, t_tex, t_sem, y: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        t_tex = torch.as_tensor(t_tex, device=x.device, dtype=torch.float32).reshape(-1).expand(b)
+        t_sem = torch.as_tensor(t_sem, device=x.device, dtype=torch.float32).reshape(-1).expand(b)
+        outs = []
+        for lo in range(0, b, self.size):
+            idx = torch.arange(lo, lo + self.size, device=x.device).clamp(max=b - 1)
+            out = self.module(x[idx], t_tex=t_tex[idx], t_sem=t_sem[idx], y=y[idx])
+            outs.append(out[: min(self.size, b - lo)])
+        return torch.cat(outs)
 
 
 def guidance_of(sample: SampleConfig) -> Guidance:
@@ -89,7 +119,9 @@ class LatentSampler:
             labels = balanced_labels(indices, self.config.model.num_classes)
         x = image_noise(indices, (lat.channels, lat.size, lat.size), seed).to(self.device)
         y = labels.to(self.device)
-        fn = velocity_function(self.model, y, s, self.layout, self.guide_model)
+        k = s.compute_batch
+        guide = None if self.guide_model is None else FixedBatch(self.guide_model, k)
+        fn = velocity_function(FixedBatch(self.model, k), y, s, self.layout, guide)
         schedule = None
         if s.method != "dopri5":
             schedule = staged_schedule(
@@ -111,3 +143,99 @@ class LatentSampler:
     def texture_latents(self, final: torch.Tensor) -> torch.Tensor:
         """Drop the semantic part and de-normalise the texture part for the pixel decoder."""
         return self.layout.tex(self.stats.denormalize(final))
+
+
+# --------------------------------------------------------------------------------------------
+# The generation job: index-aligned chunks of ``batch_size`` images -> decoded uint8 images on
+# disk, resumable and split across processes by chunk. The model and the decoder always run on
+# ``sample.compute_batch`` rows (FixedBatch), so with a fixed-step solver an image depends only
+# on its index: not on the batch size, the process count, the order or the resume point.
+# dopri5 shares its step sizes across the images solved together, so with dopri5 an image also
+# depends on its chunk (on ``batch_size``), as in every batched adaptive sampler.
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] float (B, C, H, W) -> uint8 (B, H, W, C), rounded to nearest (not truncated)."""
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+
+
+def chunk_indices(chunk: int, size: int) -> list[int]:
+    return list(range(chunk * size, (chunk + 1) * size))
+
+
+@dataclass
+class GenerationJob:
+    """Generate images ``[0, num)`` into ``out_dir/images/NNNNNN.png`` and ``samples.npz``."""
+
+    sampler: LatentSampler
+    decoder: nn.Module | None
+    out_dir: Path
+    num: int
+    batch_size: int = 16
+    seed: int = 0
+    labels: torch.Tensor | None = None  # (num,) given labels; default balanced
+
+    def label_of(self, indices: Sequence[int]) -> torch.Tensor:
+        given = self.labels
+        balanced = balanced_labels(indices, self.sampler.config.model.num_classes)
+        if given is None:
+            return balanced
+        return torch.tensor(
+            [int(given[i]) if i < self.num else int(balanced[k]) for k, i in enumerate(indices)],
+            dtype=torch.long,
+        )
+
+    def chunk_done(self, chunk: int, size: int) -> bool:
+        return all(self.png_path(i).exists() for i in chunk_indices(chunk, size) if i < self.num)
+
+    def png_path(self, index: int) -> Path:
+        return self.out_dir / "images" / f"{index:06d}.png"
+
+    @torch.no_grad()
+    def images(self, indices: Sequence[int]) -> torch.Tensor:
+        """uint8 (B, H, W, C) images for exactly these indices (one solve, one decode)."""
+        sol = self.sampler.sample(indices, self.label_of(indices), seed=self.seed)
+        z = self.sampler.texture_latents(sol.final)
+        if self.decoder is None:
+            raise ValueError("no pixel decoder: pass --decoder or set latent.texture_autoencoder")
+        k = self.sampler.config.sample.compute_batch
+        decoded = [
+            self.decoder.decode(z[torch.arange(lo, lo + k).clamp(max=len(z) - 1)])[
+                : min(k, len(z) - lo)
+            ]
+            for lo in range(0, len(z), k)
+        ]
+        return to_uint8(torch.cat(decoded).cpu())
+
+    def run(self, rank: int = 0, world: int = 1, progress: bool = True) -> int:
+        """Generate this rank's unfinished chunks; returns how many images it wrote."""
+        size = self.batch_size
+        chunks = [k for k in range(-(-self.num // size)) if k % world == rank]
+        todo = [k for k in chunks if not self.chunk_done(k, size)]
+        (self.out_dir / "images").mkdir(parents=True, exist_ok=True)
+        written = 0
+        for k in tqdm(todo, desc="sample", unit="chunk", disable=not progress):
+            idx = chunk_indices(k, size)
+            for i, img in zip(idx, self.images(idx), strict=True):
+                if i < self.num:
+                    write_png(self.png_path(i), img)
+                    written += 1
+        return written
+
+    def write_npz(self) -> Path:
+        """Assemble ``samples.npz`` (ADM layout: ``arr_0`` uint8 NHWC, ``arr_1`` labels)."""
+        missing = [i for i in range(self.num) if not self.png_path(i).exists()]
+        if missing:
+            raise ValueError(
+                f"{len(missing)} images are missing (first: {missing[0]}); rerun "
+                f"the sampling job to finish them"
+            )
+        target = self.out_dir / "samples.npz"
+        first = read_png(self.png_path(0))
+        write_npz_streaming(
+            target,
+            (read_png(self.png_path(i)) for i in range(self.num)),
+            (self.num, *first.shape),
+            self.label_of(range(self.num)).numpy(),
+        )
+        return target
