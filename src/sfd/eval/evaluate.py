@@ -61,23 +61,34 @@ def evaluate(
     sample = compute_inception_features(
         source, feature_net, batch_size=batch_size, device=device, progress=progress
     )
-    ref_pool, ref_spatial, ref_feats = _reference_parts(
-        reference, metrics, feature_net, batch_size, device, progress
-    )
-    results = None
-    if rank_and_world()[0] == 0:
-        results = {"num_samples": len(source), "num_reference": reference.num_images}
-        if "fid" in metrics:
-            results["fid"] = frechet_distance(sample.pool.to_feature_stats(), ref_pool)
-        if "sfid" in metrics:
-            results["sfid"] = frechet_distance(sample.spatial.to_feature_stats(), ref_spatial)
-        if "inception_score" in metrics:
-            probs = _softmax(feature_net, sample.pool_features, device)
-            results["inception_score"] = inception_score(probs, split_size)
-        if "precision" in metrics or "recall" in metrics:
-            p, r = precision_recall(ref_feats, sample.pool_features, nearest_k, device=device)
-            results.update({m: v for m, v in (("precision", p), ("recall", r)) if m in metrics})
-    return broadcast_object(results)
+    ref_parts = _reference_parts(reference, metrics, feature_net, batch_size, device, progress)
+    outcome = None
+    if rank_and_world()[0] == 0:  # score once; a failure is re-raised on every rank
+        try:
+            scores = _score(sample, ref_parts, metrics, feature_net, device, split_size, nearest_k)
+            outcome = (scores, None)
+        except ValueError as e:
+            outcome = (None, str(e))
+    scores, error = broadcast_object(outcome)
+    if error is not None:
+        raise ValueError(error)
+    return {"num_samples": len(source), "num_reference": reference.num_images, **scores}
+
+
+def _score(sample, ref_parts, metrics, net, device, split_size, nearest_k) -> dict:
+    ref_pool, ref_spatial, ref_feats = ref_parts
+    results = {}
+    if "fid" in metrics:
+        results["fid"] = frechet_distance(sample.pool.to_feature_stats(), ref_pool)
+    if "sfid" in metrics:
+        results["sfid"] = frechet_distance(sample.spatial.to_feature_stats(), ref_spatial)
+    if "inception_score" in metrics:
+        probs = _softmax(net, sample.pool_features, device)
+        results["inception_score"] = inception_score(probs, split_size)
+    if "precision" in metrics or "recall" in metrics:
+        p, r = precision_recall(ref_feats, sample.pool_features, nearest_k, device=device)
+        results.update({m: v for m, v in (("precision", p), ("recall", r)) if m in metrics})
+    return results
 
 
 def _check_metrics(metrics: Sequence[str]) -> tuple[str, ...]:

@@ -90,7 +90,7 @@ class NpzImages:
             self._pos += n
         data = self._read_exact((stop - start) * row)
         self._pos = stop
-        return np.frombuffer(data, np.uint8).reshape(stop - start, *self.shape[1:])
+        return np.frombuffer(bytearray(data), np.uint8).reshape(stop - start, *self.shape[1:])
 
     def _open_stream(self) -> None:
         self.close()

@@ -11,6 +11,7 @@ Inputs may be numpy arrays or torch tensors.
 from __future__ import annotations
 
 import logging
+import warnings
 
 import numpy as np
 import torch
@@ -42,16 +43,23 @@ def frechet_distance(stats1: FeatureStats, stats2: FeatureStats, eps: float = 1e
             f"sigma {s1.shape} vs {s2.shape}"
         )
     diff = mu1 - mu2
-    covmean = linalg.sqrtm(s1.dot(s2))
+    covmean = _sqrtm(s1.dot(s2))
     if not np.isfinite(covmean).all():
         logger.warning("singular product of covariances; adding %g to their diagonals", eps)
         offset = np.eye(s1.shape[0]) * eps
-        covmean = linalg.sqrtm((s1 + offset).dot(s2 + offset))
+        covmean = _sqrtm((s1 + offset).dot(s2 + offset))
     if np.iscomplexobj(covmean):
         if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
             raise ValueError(f"imaginary component {np.max(np.abs(covmean.imag))} in sqrtm(S1 S2)")
         covmean = covmean.real
     return float(diff.dot(diff) + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+
+
+def _sqrtm(a: np.ndarray) -> np.ndarray:
+    # ADM calls sqrtm(..., disp=False), which returns quietly; newer SciPy warns instead.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        return linalg.sqrtm(a)
 
 
 def inception_score(probs, split_size: int = 5000) -> float:
@@ -111,15 +119,15 @@ def manifold_radii(
 
     The vector itself is the 0-th neighbour, as in ADM (``np.partition`` at index k).
     """
-    x = torch.as_tensor(features).float()
+    x = torch.as_tensor(features).float().to(device)
     if len(x) <= k:
         raise ValueError(f"need more than k={k} feature vectors for the radii, got {len(x)}")
     radii = torch.empty(len(x))
     for i in range(0, len(x), block_size):
-        rows = x[i : i + block_size].to(device)
+        rows = x[i : i + block_size]
         d = torch.cat(
             [
-                pairwise_sq_distances(rows, x[j : j + block_size].to(device), half)
+                pairwise_sq_distances(rows, x[j : j + block_size], half)
                 for j in range(0, len(x), block_size)
             ],
             dim=1,
@@ -142,8 +150,8 @@ def precision_recall(
     of reference vectors inside the union of sample k-NN balls. Distances in torch, in
     ``block_size`` x ``block_size`` blocks on ``device``.
     """
-    ref = torch.as_tensor(ref_features).float()
-    sam = torch.as_tensor(sample_features).float()
+    ref = torch.as_tensor(ref_features).float().to(device)
+    sam = torch.as_tensor(sample_features).float().to(device)
     if ref.ndim != 2 or sam.ndim != 2 or ref.shape[1] != sam.shape[1]:
         raise ValueError(
             f"expected (N, D) feature sets, got {tuple(ref.shape)}, {tuple(sam.shape)}"
@@ -153,9 +161,9 @@ def precision_recall(
     ref_in = torch.zeros(len(ref), dtype=torch.bool, device=device)  # inside the sample manifold
     sam_in = torch.zeros(len(sam), dtype=torch.bool, device=device)  # inside the ref manifold
     for i in range(0, len(ref), block_size):
-        rows = ref[i : i + block_size].to(device)
+        rows = ref[i : i + block_size]
         for j in range(0, len(sam), block_size):
-            d = pairwise_sq_distances(rows, sam[j : j + block_size].to(device), half)  # (R, C)
+            d = pairwise_sq_distances(rows, sam[j : j + block_size], half)  # (R, C)
             cols = slice(j, j + d.shape[1])
             ref_in[i : i + len(rows)] |= (d <= r_sam[None, cols]).any(1)
             sam_in[cols] |= (d <= r_ref[i : i + len(rows), None]).any(0)
