@@ -338,8 +338,15 @@ def bench_cmd(preset_name, overrides, batch_size, device, iters, warmup, as_json
     click.echo(json.dumps(dataclasses.asdict(result), indent=2) if as_json else result.table())
 
 
-def register(command: click.Command) -> None:
-    main.add_command(command)
+def _register_subpackage_commands() -> None:
+    """Commands defined beside their library code (evaluation, data pipeline, demo)."""
+    from sfd.eval.cli import eval_command, ref_stats_command
+
+    main.add_command(eval_command, "eval")
+    main.add_command(ref_stats_command, "ref-stats")
+
+
+_register_subpackage_commands()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -119,3 +119,17 @@ def test_half_precision_distances_round_like_float16():
     assert torch.equal(half, half.half().float())  # values are float16-representable
     huge = pairwise_sq_distances(u * 1e4, v * 1e4, half=True)  # float16 overflows: float32 path
     assert torch.isfinite(huge).all()
+
+
+def test_eigh_trace_equals_sqrtm():
+    import numpy as np
+
+    from sfd.eval.metrics import frechet_distance
+    from sfd.eval.stats import FeatureStats
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(200, 16)), rng.normal(size=(300, 16)) @ rng.normal(size=(16, 16))
+    s1 = FeatureStats(a.mean(0), np.cov(a, rowvar=False))
+    s2 = FeatureStats(b.mean(0) + 1, np.cov(b, rowvar=False))
+    assert np.isclose(frechet_distance(s1, s2, method="eigh"), frechet_distance(s1, s2), rtol=1e-8)
+    assert abs(frechet_distance(s1, s1, method="eigh")) < 1e-8

@@ -155,11 +155,13 @@ def frechet_distance_with(
     batch_size: int = 250,
     device="cpu",
     progress: bool = False,
+    method: str = "eigh",
 ) -> float:
     """Fréchet distance in the feature space of any ``feature_fn(uint8 NCHW) -> (B, D)``.
 
     ``ref`` is an image source (npz path, folder, array) or precomputed
-    :class:`FeatureStats`/:class:`RunningStats` of the same ``feature_fn``.
+    :class:`FeatureStats`/:class:`RunningStats` of the same ``feature_fn``. ``method`` is that
+    of :func:`frechet_distance` (exact ``eigh`` by default: these features are not ADM's).
     """
     kwargs = {"batch_size": batch_size, "device": device, "progress": progress}
     stats = compute_feature_stats(samples, feature_fn, **kwargs).to_feature_stats()
@@ -167,7 +169,7 @@ def frechet_distance_with(
         ref = ref.to_feature_stats()
     if not isinstance(ref, FeatureStats):
         ref = compute_feature_stats(ref, feature_fn, **kwargs).to_feature_stats()
-    return frechet_distance(stats, ref)
+    return frechet_distance(stats, ref, method=method)
 
 
 def format_results(results: dict) -> str:
