@@ -114,11 +114,15 @@ def train(preset_name, config_file, overrides, data, out, device, max_steps, dry
     from sfd.training.loop import train as run_training
 
     dev = distributed.init_from_env(_device(device))
-    result = run_training(cfg, data, out, device=dev, max_steps=max_steps)
-    click.echo(
-        f"trained to step {result.step} in {result.run_dir} "
-        f"({result.skipped_steps} non-finite steps skipped)"
-    )
+    try:
+        result = run_training(cfg, data, out, device=dev, max_steps=max_steps)
+    finally:
+        distributed.shutdown()
+    if distributed.is_main():
+        click.echo(
+            f"trained to step {result.step} in {result.run_dir} "
+            f"({result.skipped_steps} non-finite steps skipped)"
+        )
 
 
 @main.command()

@@ -134,6 +134,7 @@ class TrainConfig:
     ema_decay: float = 0.9999
     seed: int = 0
     precision: Literal["fp32", "bf16"] = "fp32"
+    parallel: Literal["ddp", "fsdp"] = "ddp"  # data parallelism under torchrun (DISTRIBUTED.md)
     compile: bool = False
     activation_checkpointing: bool = False
     fused_adamw: bool = False
@@ -173,6 +174,7 @@ class TrainConfig:
             "'fp32' or 'bf16'",
             self.precision,
         )
+        _check(self.parallel in ("ddp", "fsdp"), "train.parallel", "'ddp' or 'fsdp'", self.parallel)
         _check(self.log_every >= 1, "train.log_every", "an integer >= 1", self.log_every)
         _check(self.ckpt_every >= 1, "train.ckpt_every", "an integer >= 1", self.ckpt_every)
         _check(self.keep_last >= 0, "train.keep_last", "an integer >= 0", self.keep_last)

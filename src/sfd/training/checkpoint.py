@@ -5,7 +5,10 @@ A checkpoint is a directory ``RUN/checkpoints/step-0000100/`` holding
 - ``ema.safetensors``: EMA weights (what sampling uses); safetensors metadata carries
   ``format``, the resolved ``config`` (JSON), ``step`` and the latent ``stats`` (JSON);
 - ``model.safetensors``: the raw weights (same metadata), absent for imported release weights;
-- ``optimizer.safetensors``: AdamW moments; ``param_groups`` and steps in the metadata.
+- ``optimizer.safetensors``: AdamW moments; ``param_groups`` and steps in the metadata;
+- ``dcp/`` (FSDP runs, instead of the model and optimizer files): sharded model, EMA and
+  optimizer state written by ``torch.distributed.checkpoint`` (see
+  :mod:`sfd.training.parallel`); it loads on any world size.
 
 The directory is written under a temporary name and renamed into place, so a crash never leaves
 a half-written checkpoint that looks finished. Loading is strict. Resume picks the highest step
@@ -72,6 +75,19 @@ def _metadata(config: Config, step: int, stats: LatentStats) -> dict[str, str]:
         "step": str(step),
         "stats": json.dumps(stats.to_dict()),
     }
+
+
+def checkpoint_metadata(config: Config, step: int, stats: LatentStats) -> dict[str, str]:
+    """The safetensors metadata of a checkpoint's weight files (format, config, step, stats)."""
+    return _metadata(config, step, stats)
+
+
+def publish_checkpoint(tmp: Path, final: Path) -> Path:
+    """Rename a finished temporary checkpoint directory into place (an old one is moved aside)."""
+    if final.exists():
+        final.rename(final.with_name(f"{final.name}.replaced-{int(time.time())}"))
+    os.replace(tmp, final)
+    return final
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], str]:

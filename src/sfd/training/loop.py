@@ -5,14 +5,14 @@ ranks and micro-batches; each micro-batch's loss is scaled so the summed gradien
 gradient of the global-batch mean; then AdamW (optionally clipped), EMA. A step whose loss or
 gradient is not finite is skipped on every rank (and counted). Checkpoints hold model, EMA and
 optimizer, so resuming from step k gives bit-identical parameters to an uninterrupted run.
+Data parallelism (DDP or FSDP2, ``train.parallel``) and sharded checkpoints live in
+:mod:`sfd.training.parallel`; only rank 0 logs and writes the run's files.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,6 +28,7 @@ from sfd.data.latents import LatentDataset
 from sfd.data.shards import atomic_write_bytes
 from sfd.latents.composite import LatentLayout
 from sfd.model import LightningDiT
+from sfd.training import parallel as P
 from sfd.training.batches import Batch, EpochOrder, global_batch
 from sfd.training.checkpoint import (
     list_checkpoints,
@@ -128,6 +129,7 @@ class Trainer:
                 f"{self.world} x {cfg.train.grad_accum_steps}"
             )
         self.micro = per_rank
+        self.parallel = P.parallel_mode(cfg)
         self.dataset = LatentDataset(data_dir)
         check_data(self.dataset, cfg)
         self.order = EpochOrder(len(self.dataset), cfg.train.seed)
@@ -136,6 +138,10 @@ class Trainer:
         self.model = LightningDiT(cfg.model, cfg.latent).to(self.device)
         self.model.gradient_checkpointing = cfg.train.activation_checkpointing
         self.ema = make_ema(self.model)
+        # DDP/FSDP wrapping before the optimizer: FSDP replaces parameters by sharded DTensors.
+        self.module = P.prepare(
+            self.model, self.ema, cfg, self.device, find_unused=self._repa_unused()
+        )
         t = cfg.train
         self.optimizer = torch.optim.AdamW(
             [p for p in self.model.parameters() if p.requires_grad],
@@ -146,31 +152,33 @@ class Trainer:
         )
         self.step, self.skipped = 0, 0
 
+    def _repa_unused(self) -> bool:
+        """Whether the model has a REPA projector that the loss never uses (no gradients)."""
+        uses = self.cfg.flow.repa_weight > 0 and self.dataset.meta["repa_dim"] > 0
+        return self.model.repa_projector is not None and not uses
+
     def resume(self) -> None:
         found = list_checkpoints(self.run_dir)
         if not found:
             return
         ckpt = read_checkpoint(found[-1])
-        load_weights(self.model, ckpt.path / "model.safetensors")
-        load_weights(self.ema, ckpt.path / "ema.safetensors")
-        load_optimizer_tensors(self.optimizer, ckpt.path / "optimizer.safetensors")
+        if P.is_sharded_checkpoint(ckpt.path):
+            P.load_sharded(ckpt.path, self.model, self.ema, self.optimizer)
+        elif self.parallel == "fsdp":
+            raise ValueError(
+                f"{ckpt.path} is a full-state (DDP) checkpoint; resume it with train.parallel=ddp"
+            )
+        else:
+            load_weights(self.model, ckpt.path / "model.safetensors")
+            load_weights(self.ema, ckpt.path / "ema.safetensors")
+            load_optimizer_tensors(self.optimizer, ckpt.path / "optimizer.safetensors")
         self.step = ckpt.step
         log.info("resumed from %s (step %d)", ckpt.path, ckpt.step)
 
-    def _forward_module(self) -> nn.Module:
-        module: nn.Module = self.model
-        if self.cfg.train.compile:
-            module = torch.compile(module)
-        if self.world > 1:
-            module = nn.parallel.DistributedDataParallel(
-                module, device_ids=[self.device.index] if self.device.type == "cuda" else None
-            )
-        return module
-
     def micro_batches(self, step: int) -> list[Batch]:
-        """This rank's micro-batches of the global batch of ``step`` (CPU)."""
+        """This rank's micro-batches of the global batch of ``step`` (CPU; pinned for CUDA)."""
         base = self.rank * self.micro * self.cfg.train.grad_accum_steps
-        return [
+        batches = [
             global_batch(
                 self.dataset,
                 self.order,
@@ -181,76 +189,73 @@ class Trainer:
             )
             for a in range(self.cfg.train.grad_accum_steps)
         ]
+        return [P.pin(b) for b in batches] if self.device.type == "cuda" else batches
 
     def train_step(self, module: nn.Module, batches: list[Batch]) -> dict[str, float]:
-        cfg, accum = self.cfg, len(batches)
+        """Forward/backward of every micro-batch (gradients synced on the last), then update."""
+        accum = len(batches)
         sums = torch.zeros(4, device=self.device)
-        autocast = torch.autocast(
-            self.device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16"
-        )
         for a, cpu_batch in enumerate(batches):
-            b = cpu_batch.to(self.device)
-            sync = a == accum - 1 or self.world == 1
-            ctx = contextlib.nullcontext() if sync else module.no_sync()
-            with ctx, autocast:
-                terms = flow_loss(
-                    module,
-                    b.x1,
-                    b.y,
-                    x0=b.x0,
-                    base_time=b.base_time,
-                    flow=cfg.flow,
-                    layout=self.layout,
-                    repa_target=b.repa,
-                )
-                loss = terms.total(cfg.flow.cos_weight)
-            with ctx:
+            with P.grad_sync(module, enabled=a == accum - 1):
+                loss, terms = self._loss(module, cpu_batch.to(self.device))
                 (loss / accum).backward()
-            repa = (
-                terms.repa.mean() if terms.repa is not None else torch.zeros((), device=self.device)
-            )
-            sums += (
-                torch.stack(
-                    [
-                        loss.detach(),
-                        terms.vel.mean().detach(),
-                        terms.cos.mean().detach(),
-                        repa.detach(),
-                    ]
-                ).float()
-                / accum
-            )
+            sums += terms / accum
         return self._apply_update(sums)
 
+    def _loss(self, module: nn.Module, b: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The micro-batch loss and its (total, vel, cos, repa) means, detached in fp32."""
+        cfg = self.cfg
+        bf16 = cfg.train.precision == "bf16"
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+            terms = flow_loss(
+                module,
+                b.x1,
+                b.y,
+                x0=b.x0,
+                base_time=b.base_time,
+                flow=cfg.flow,
+                layout=self.layout,
+                repa_target=b.repa,
+            )
+            loss = terms.total(cfg.flow.cos_weight)
+        repa = terms.repa.mean() if terms.repa is not None else torch.zeros_like(loss)
+        parts = torch.stack([loss, terms.vel.mean(), terms.cos.mean(), repa])
+        return loss, parts.detach().float()
+
     def _apply_update(self, sums: torch.Tensor) -> dict[str, float]:
+        """Clip, then AdamW + EMA unless any rank saw a non-finite loss or gradient."""
         cfg = self.cfg.train
         params = [p for p in self.model.parameters() if p.grad is not None]
-        gnorm = torch.nn.utils.clip_grad_norm_(
-            params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf
-        )
-        stats = D.all_reduce_mean(torch.cat([sums, gnorm.reshape(1).float()]))
+        gnorm = P.clip_grad_norm(params, cfg.grad_clip)
+        # Losses are per rank, the norm already global: after the mean all ranks agree.
+        stats = D.all_reduce_mean(torch.cat([sums, gnorm.reshape(1).float().to(sums.device)]))
         finite = bool(torch.isfinite(stats).all())
         if finite or not cfg.skip_nonfinite:
             self.optimizer.step()
             update_ema(self.ema, self.model, cfg.ema_decay)
         else:
             self.skipped += 1
-            log.warning("step %d: non-finite loss or gradient; update skipped", self.step)
+            if D.is_main():
+                log.warning("step %d: non-finite loss or gradient; update skipped", self.step)
         self.optimizer.zero_grad(set_to_none=True)
         loss, vel, cos, repa, gn = stats.tolist()
         return {"loss": loss, "loss_vel": vel, "loss_cos": cos, "loss_repa": repa, "grad_norm": gn}
 
     def save(self) -> None:
+        """Checkpoint: sharded (all ranks) for FSDP, safetensors from rank 0 otherwise."""
+        state = dict(
+            step=self.step,
+            config=self.cfg,
+            stats=self.dataset.stats,
+            ema=self.ema,
+            model=self.model,
+            optimizer=self.optimizer,
+        )
+        if self.parallel == "fsdp":
+            P.save_sharded(self.run_dir, **state)
+        elif D.is_main():
+            save_checkpoint(self.run_dir, **state)
         if D.is_main():
-            save_checkpoint(
-                self.run_dir,
-                step=self.step,
-                config=self.cfg,
-                stats=self.dataset.stats,
-                ema=self.ema,
-                model=self.model,
-                optimizer=self.optimizer,
-            )
             prune_checkpoints(self.run_dir, self.cfg.train.keep_last)
         D.barrier()
 
@@ -258,7 +263,7 @@ class Trainer:
         """Train until ``train.total_steps`` (or ``max_steps`` more steps), checkpointing."""
         cfg = self.cfg.train
         end = cfg.total_steps if max_steps is None else min(cfg.total_steps, self.step + max_steps)
-        module = self._forward_module()
+        module = self.module
         module.train()
         metrics = (
             MetricLog(self.run_dir, self.step, tensorboard=D.is_main()) if D.is_main() else None
@@ -310,15 +315,31 @@ def train(
     max_steps: int | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """Train (or resume) a run in ``run_dir`` on the latent shard set ``data_dir``."""
+    """Train (or resume) a run in ``run_dir`` on the latent shard set ``data_dir``.
+
+    Under ``torchrun`` call :func:`sfd.distributed.init_from_env` first (the CLI does) and pass
+    its device; every rank runs this function.
+    """
     run_dir = Path(run_dir)
-    if D.is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not resume and list_checkpoints(run_dir):
-            raise ValueError(f"{run_dir} already holds checkpoints; resume it or use a new --out")
-        check_run_config(run_dir, cfg)
-    D.barrier()
+    if torch.device(device).type == "cuda":
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls (process state: entry point)
+    error = _prepare_run_dir(run_dir, cfg, resume) if D.is_main() else None
+    error = D.broadcast_object(error)  # every rank fails alike (no rank hangs in a barrier)
+    if error:
+        raise ValueError(error)
     trainer = Trainer(cfg, data_dir, run_dir, device)
     if resume:
         trainer.resume()
     return trainer.run(max_steps=max_steps, progress=progress)
+
+
+def _prepare_run_dir(run_dir: Path, cfg: Config, resume: bool) -> str | None:
+    """Create or check the run directory (rank 0); the error message, if any."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume and list_checkpoints(run_dir):
+            raise ValueError(f"{run_dir} already holds checkpoints; resume it or use a new --out")
+        check_run_config(run_dir, cfg)
+    except ValueError as err:
+        return str(err)
+    return None
