@@ -28,7 +28,7 @@ def test_presets_have_method_table_shapes():
     for name, (depth, width, heads) in table.items():
         m = preset(name).model
         assert (m.depth, m.width, m.num_heads) == (depth, width, heads)
-    assert set(table) | {"tiny"} == set(PRESETS)
+    assert set(table) | {"tiny", "demo"} == set(PRESETS)
 
 
 def test_overrides_are_typed():

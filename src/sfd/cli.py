@@ -342,12 +342,38 @@ def bench_cmd(preset_name, overrides, batch_size, device, iters, warmup, as_json
     click.echo(json.dumps(dataclasses.asdict(result), indent=2) if as_json else result.table())
 
 
+@main.command("demo")
+@click.option("--out", type=click.Path(file_okay=False), default="runs/demo", show_default=True,
+              help="Run directory; a rerun resumes where it stopped.")
+@click.option("--quick", is_flag=True, help="A small version (minutes) that checks every stage.")
+@click.option("--data-root", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Fashion-MNIST IDX directory (default: the Debian package's).")
+@_set_option
+@click.option("--device", default=None)
+@friendly_errors
+def demo_cmd(out, quick, data_root, overrides, device) -> None:
+    """SFD end to end on Fashion-MNIST: VAEs, SemVAE, latents, training, samples, metrics."""
+    from sfd.demo import DemoSettings, run_demo
+
+    settings = DemoSettings.quick() if quick else DemoSettings()
+    settings = dataclasses.replace(settings, overrides=tuple(overrides))
+    metrics = run_demo(out, settings, data_root, _device(device))
+    click.echo(json.dumps(metrics, indent=2))
+    click.echo(f"artefacts in {out}: samples.png stages.png curves.png metrics.json")
+
+
 def _register_subpackage_commands() -> None:
     """Commands defined beside their library code (evaluation, data pipeline, demo)."""
     from sfd.eval.cli import eval_command, ref_stats_command
+    from sfd.extract import extract_command, extract_features_command
+    from sfd.latents.train_autoencoders import train_semvae_command, train_texture_vae_command
 
     main.add_command(eval_command, "eval")
     main.add_command(ref_stats_command, "ref-stats")
+    main.add_command(extract_command, "extract")
+    main.add_command(extract_features_command, "extract-features")
+    main.add_command(train_semvae_command, "train-semvae")
+    main.add_command(train_texture_vae_command, "train-texture-vae")
 
 
 _register_subpackage_commands()

@@ -23,10 +23,22 @@ from PIL import Image
 from sfd.data.images import hflip, to_tensor
 
 DEFAULT_ROOT = Path("/usr/share/datasets/fashion-mnist")
-CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
-           "Bag", "Ankle boot")
-_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -38,8 +50,9 @@ def read_idx(path: str | Path) -> np.ndarray:
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
         raise ValueError(f"{path} is not an IDX file (bad magic number)")
     if data[2] != 0x08:
-        raise ValueError(f"{path}: IDX type code {data[2]:#04x} is not supported; expected "
-                         f"0x08 (unsigned byte)")
+        raise ValueError(
+            f"{path}: IDX type code {data[2]:#04x} is not supported; expected 0x08 (unsigned byte)"
+        )
     ndim = data[3]
     header = 4 + 4 * ndim
     if len(data) < header:
@@ -47,8 +60,10 @@ def read_idx(path: str | Path) -> np.ndarray:
     shape = struct.unpack(f">{ndim}I", data[4:header])
     expected = int(np.prod(shape))
     if len(data) - header != expected:
-        raise ValueError(f"{path}: IDX data has {len(data) - header} bytes; the header "
-                         f"{tuple(shape)} needs {expected}")
+        raise ValueError(
+            f"{path}: IDX data has {len(data) - header} bytes; the header "
+            f"{tuple(shape)} needs {expected}"
+        )
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
 
@@ -59,7 +74,8 @@ def _find(root: Path, stem: str) -> Path:
     raise FileNotFoundError(
         f"Fashion-MNIST file {stem}.gz not found in {root}. Install the Debian package with "
         f"`apt-get update && apt-get install -y dataset-fashion-mnist` (it puts the IDX files "
-        f"in {DEFAULT_ROOT}) or pass the directory holding them.")
+        f"in {DEFAULT_ROOT}) or pass the directory holding them."
+    )
 
 
 class FashionMNIST(torch.utils.data.Dataset):
@@ -76,8 +92,14 @@ class FashionMNIST(torch.utils.data.Dataset):
 
     classes = CLASSES
 
-    def __init__(self, root: str | Path = DEFAULT_ROOT, split: str = "train", size: int = 32,
-                 channels: int = 1, flip: bool = False) -> None:
+    def __init__(
+        self,
+        root: str | Path = DEFAULT_ROOT,
+        split: str = "train",
+        size: int = 32,
+        channels: int = 1,
+        flip: bool = False,
+    ) -> None:
         if split not in _FILES:
             raise ValueError(f"split must be one of {tuple(_FILES)}; got {split!r}")
         if channels not in (1, 3):
@@ -88,8 +110,10 @@ class FashionMNIST(torch.utils.data.Dataset):
         images = read_idx(_find(root, _FILES[split][0]))
         labels = read_idx(_find(root, _FILES[split][1]))
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise ValueError(f"Fashion-MNIST {split} files in {root} disagree: images "
-                             f"{images.shape}, labels {labels.shape}")
+            raise ValueError(
+                f"Fashion-MNIST {split} files in {root} disagree: images "
+                f"{images.shape}, labels {labels.shape}"
+            )
         self.images, self.labels = images, labels.astype(np.int64)
         self.split, self.size, self.channels, self.flip = split, size, channels, flip
 

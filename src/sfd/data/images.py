@@ -21,8 +21,10 @@ tensor in [-1, 1].
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
+import click
 import numpy as np
 import torch
 from PIL import Image
@@ -87,6 +89,15 @@ def collate_images(batch: list) -> tuple[torch.Tensor, torch.Tensor]:
     return images, labels
 
 
+def first_image_shape(dataset) -> tuple[int, ...]:
+    """(C, H, W) of the first readable image of a dataset of ``(image, label)`` items."""
+    for i in range(len(dataset)):
+        item = dataset[i]
+        if item is not None:
+            return tuple(item[0].shape)
+    raise ValueError("the dataset has no readable image")
+
+
 class ImageFolder(torch.utils.data.Dataset):
     """Class-subfolder image dataset with the ADM centre crop to ``size``, in [-1, 1].
 
@@ -99,8 +110,14 @@ class ImageFolder(torch.utils.data.Dataset):
         mode: PIL mode the images are converted to (``"RGB"`` or ``"L"``).
     """
 
-    def __init__(self, root: str | Path, size: int, flip: bool = False, on_error: str = "raise",
-                 mode: str = "RGB") -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        size: int,
+        flip: bool = False,
+        on_error: str = "raise",
+        mode: str = "RGB",
+    ) -> None:
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}; got {on_error!r}")
         if mode not in ("RGB", "L"):
@@ -111,16 +128,22 @@ class ImageFolder(torch.utils.data.Dataset):
         self.size, self.flip, self.on_error, self.mode = size, flip, on_error, mode
         self.classes = sorted(p.name for p in self.root.iterdir() if p.is_dir())
         if not self.classes:
-            raise ValueError(f"{self.root} has no class sub-directories; expected the "
-                             f"ImageNet layout root/<class>/<image>")
+            raise ValueError(
+                f"{self.root} has no class sub-directories; expected the "
+                f"ImageNet layout root/<class>/<image>"
+            )
         self.samples: list[tuple[Path, int]] = []
         for label, name in enumerate(self.classes):
-            files = sorted(p for p in (self.root / name).rglob("*")
-                           if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            files = sorted(
+                p
+                for p in (self.root / name).rglob("*")
+                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+            )
             self.samples.extend((p, label) for p in files)
         if not self.samples:
-            raise ValueError(f"{self.root} has no image files with extensions "
-                             f"{', '.join(IMAGE_EXTENSIONS)}")
+            raise ValueError(
+                f"{self.root} has no image files with extensions {', '.join(IMAGE_EXTENSIONS)}"
+            )
         self.skipped: list[Path] = []
 
     @property
@@ -146,3 +169,48 @@ class ImageFolder(torch.utils.data.Dataset):
             return None
         tensor = to_tensor(adm_center_crop(image, self.size))
         return (hflip(tensor) if self.flip else tensor), label
+
+
+# ---------------------------------------------------------------------------------------------
+# Choosing a dataset (library and command line)
+
+DATASETS = ("fashion-mnist", "folder")
+DATASET_OPTION_KEYS = ("dataset", "data_root", "split", "image_size", "channels", "on_error")
+
+
+def open_dataset(
+    dataset: str = "fashion-mnist",
+    data_root: str | Path | None = None,
+    split: str = "train",
+    image_size: int = 32,
+    channels: int = 1,
+    on_error: str = "raise",
+) -> torch.utils.data.Dataset:
+    """Fashion-MNIST (``data_root`` defaults to the Debian package's directory; ``split``) or
+    an image folder (``data_root`` required; ``on_error``), as (``channels``, ``image_size``,
+    ``image_size``) images in [-1, 1]."""
+    from sfd.data.fashion_mnist import DEFAULT_ROOT, FashionMNIST
+
+    if dataset == "fashion-mnist":
+        return FashionMNIST(data_root or DEFAULT_ROOT, split, image_size, int(channels))
+    if dataset == "folder":
+        if data_root is None:
+            raise ValueError("an image folder dataset needs data_root (--data-root)")
+        mode = {1: "L", 3: "RGB"}[int(channels)]
+        return ImageFolder(data_root, image_size, on_error=on_error, mode=mode)
+    raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
+
+
+def dataset_options(fn: Callable) -> Callable:
+    """Click options named after :func:`open_dataset`'s arguments."""
+    options = (
+        click.option("--dataset", type=click.Choice(DATASETS), default="fashion-mnist"),
+        click.option("--data-root", default=None, help="IDX directory or root/<class>/ folder"),
+        click.option("--split", type=click.Choice(["train", "test"]), default="train"),
+        click.option("--image-size", type=int, default=32, show_default=True),
+        click.option("--channels", type=click.Choice(["1", "3"]), default="1", show_default=True),
+        click.option("--on-error", type=click.Choice(ON_ERROR), default="raise"),
+    )
+    for option in reversed(options):
+        fn = option(fn)
+    return fn

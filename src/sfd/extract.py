@@ -1,0 +1,379 @@
+"""Pre-compute what training reads: composite-latent shards and SemVAE feature shards.
+
+For every image and its horizontal flip (view 1) :func:`extract` stores the texture posterior
+(mean, std) of the pixel VAE, the semantic posterior (mean, std) of the SemVAE applied to the
+frozen-encoder features, the REPA targets (those features, fp16) and the label, in the
+``sfd-latents`` format of :mod:`sfd.data.latents` (METHOD.md §2). :func:`extract_features`
+stores the encoder features alone (format ``sfd-features``, below), the SemVAE's training data.
+The encoder map is resized to the texture-latent grid when the two differ (e.g. DINOv2's 16 x 16
+tokens for SD-VAE's 32 x 32 latents at 256 px; METHOD.md §2.3).
+
+Shard k holds dataset indices [k * shard_size, (k + 1) * shard_size) minus unreadable images
+skipped by the dataset. A shard is written atomically with a hashed sidecar, so a rerun skips
+finished shards (verified by hash) and rewrites missing or corrupt ones: a crash loses at most
+the shards in progress. Under ``torchrun`` (``torch.distributed`` initialised) rank r takes the
+shards with k % world_size == r and rank 0 writes ``meta.json`` after a barrier; a single
+process needs no launcher. Models must already be on ``device``.
+
+Format ``sfd-features`` version 1: shards with ``features`` (N, V=2, C, h, w) float16 and
+``label`` (N,) int64; ``meta.json`` has ``format``, ``version``, ``count``, ``views``, ``dim``,
+``grid``, ``num_classes``, ``shards`` and the extraction settings under ``extraction``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from functools import partial
+from pathlib import Path
+
+import click
+import torch
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from sfd import distributed
+from sfd.data.images import (
+    DATASET_OPTION_KEYS,
+    collate_images,
+    dataset_options,
+    first_image_shape,
+    hflip,
+    open_dataset,
+)
+from sfd.data.latents import finalize_latent_set, write_latent_shard
+from sfd.data.shards import MappedShard, atomic_write_json, finished_shard, write_shard
+from sfd.latents.encoders import ENCODERS, FeatureEncoder, load_encoder, resize_map
+from sfd.latents.semvae import SemanticVAE, load_semvae
+from sfd.latents.texture import TextureAutoencoder, load_texture_autoencoder
+
+log = logging.getLogger(__name__)
+
+FEATURE_FORMAT = "sfd-features"
+FEATURE_VERSION = 1
+SETTINGS_FILE = "extraction.json"
+
+Batch = dict[str, torch.Tensor]
+
+
+def both_views(images: torch.Tensor, fn: Callable[[torch.Tensor], Batch]) -> Batch:
+    """Apply ``fn`` to the image and its flip in one batch; stack results as (B, 2, ...)."""
+    out = fn(torch.cat([images, hflip(images)]))
+    b = images.shape[0]
+    return {k: v.reshape(2, b, *v.shape[1:]).transpose(0, 1) for k, v in out.items()}
+
+
+def _batches(
+    dataset, indices: range, batch_size: int, num_workers: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    loader = DataLoader(
+        Subset(dataset, indices),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=collate_images,
+    )
+    for images, labels in loader:
+        if len(labels):
+            yield images, labels
+
+
+def run_shards(
+    dataset,
+    out_dir: Path,
+    shard_size: int,
+    batch_size: int,
+    compute: Callable[[torch.Tensor], Batch],
+    write: Callable[[Path, int, Batch], dict],
+    finalize: Callable[..., dict],
+    settings: dict,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+) -> dict | None:
+    """Write every unfinished shard of this rank: ``compute`` on each batch of images and their
+    flips (:func:`both_views`), concatenated with the labels, then ``write(out_dir, k,
+    tensors)``; after a barrier rank 0 returns ``finalize(num_shards, extra={"extraction":
+    settings})`` (other ranks ``None``). ``settings`` must match earlier runs into ``out_dir``."""
+    if shard_size < 1 or batch_size < 1:
+        raise ValueError(f"shard_size and batch_size must be >= 1; got {shard_size}, {batch_size}")
+    if len(dataset) == 0:
+        raise ValueError("the dataset is empty")
+    _claim(out_dir, settings)
+    n, rank, world = len(dataset), distributed.rank(), distributed.world_size()
+    num_shards = math.ceil(n / shard_size)
+    todo = [k for k in range(rank, num_shards, world) if finished_shard(out_dir, k) is None]
+    log.info("rank %d: %d of %d shards to write in %s", rank, len(todo), num_shards, out_dir)
+    ranges = {k: range(k * shard_size, min(n, (k + 1) * shard_size)) for k in todo}
+    total = sum(len(r) for r in ranges.values())
+    with tqdm(total=total, desc=f"extract {out_dir.name}", unit="img", disable=rank != 0) as bar:
+        for k, indices in ranges.items():
+            parts: list[Batch] = []
+            for images, labels in _batches(dataset, indices, batch_size, num_workers):
+                with torch.no_grad():
+                    out = both_views(images.to(device), compute)
+                parts.append({**{key: v.cpu() for key, v in out.items()}, "label": labels})
+                bar.update(len(labels))
+            write(out_dir, k, _concat(parts, k, indices))
+    distributed.barrier()
+    meta = finalize(num_shards, extra={"extraction": settings}) if distributed.is_main() else None
+    distributed.barrier()
+    return meta
+
+
+def _concat(parts: list[Batch], k: int, indices: range) -> Batch:
+    if not parts:
+        raise ValueError(
+            f"every image of shard {k} (indices {indices.start}...{indices.stop - 1}) "
+            f"was unreadable"
+        )
+    tensors = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
+    if len(tensors["label"]) < len(indices):
+        log.warning(
+            "shard %d: skipped %d unreadable images", k, len(indices) - len(tensors["label"])
+        )
+    return tensors
+
+
+def _claim(out_dir: Path, settings: dict) -> None:
+    """Record the settings of the first run into ``out_dir``; refuse a run with others."""
+    path = out_dir / SETTINGS_FILE
+    settings = json.loads(json.dumps(settings))  # as stored
+    if path.exists():
+        stored = json.loads(path.read_text())
+        if stored != settings:
+            differ = sorted(
+                k for k in stored.keys() | settings.keys() if stored.get(k) != settings.get(k)
+            )
+            raise ValueError(
+                f"{out_dir} holds shards extracted with other settings (differing: {differ}); "
+                f"write to a new directory or delete the old shards"
+            )
+    elif distributed.is_main():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, settings)
+
+
+def _num_classes(dataset, num_classes: int | None) -> int:
+    value = num_classes if num_classes is not None else getattr(dataset, "num_classes", None)
+    if value is None:
+        raise ValueError("pass num_classes: the dataset has no num_classes attribute")
+    return int(value)
+
+
+def extract(
+    dataset,
+    encoder: FeatureEncoder,
+    texture_ae: TextureAutoencoder,
+    semvae: SemanticVAE,
+    out_dir: str | Path,
+    shard_size: int = 1024,
+    batch_size: int = 64,
+    repa: bool = True,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+    num_classes: int | None = None,
+    settings: dict | None = None,
+) -> dict | None:
+    """Write the ``sfd-latents`` set of ``dataset`` (module docstring) and return its meta
+    (``None`` on ranks other than 0). ``settings`` (e.g. model paths) go into
+    ``meta["extraction"]`` beside what the models describe about themselves."""
+    out_dir = Path(out_dir)
+    shape = first_image_shape(dataset)
+    if shape[-1] % texture_ae.downsample:
+        raise ValueError(
+            f"image size {shape[-1]} is not divisible by the texture "
+            f"autoencoder's downsampling factor {texture_ae.downsample}"
+        )
+    grid = shape[-1] // texture_ae.downsample
+    if semvae.config.in_dim != encoder.dim:
+        raise ValueError(
+            f"the SemVAE expects {semvae.config.in_dim}-d features; the encoder "
+            f"{encoder.name} gives {encoder.dim}"
+        )
+    if encoder.grid != grid:
+        log.info(
+            "resizing the %s map from %d to the latent grid %d", encoder.name, encoder.grid, grid
+        )
+
+    def compute(x: torch.Tensor) -> Batch:
+        tex_mean, tex_std = texture_ae.encode(x)
+        features = resize_map(encoder.features(x), grid)
+        sem_mean, sem_std = semvae.posterior(features)
+        out = {"tex_mean": tex_mean, "tex_std": tex_std, "sem_mean": sem_mean, "sem_std": sem_std}
+        return {**out, "repa": features.half()} if repa else out
+
+    info = {
+        "encoder": encoder.describe(),
+        "texture_ae": texture_ae.describe(),
+        "semvae": asdict(semvae.config),
+        "image_shape": list(shape),
+        "dataset_size": len(dataset),
+        "shard_size": shard_size,
+        "repa": repa,
+        **(settings or {}),
+    }
+    finalize = partial(finalize_latent_set, out_dir, _num_classes(dataset, num_classes))
+    return run_shards(
+        dataset,
+        out_dir,
+        shard_size,
+        batch_size,
+        compute,
+        write_latent_shard,
+        finalize,
+        info,
+        num_workers,
+        device,
+    )
+
+
+def extract_features(
+    dataset,
+    encoder: FeatureEncoder,
+    out_dir: str | Path,
+    shard_size: int = 1024,
+    batch_size: int = 64,
+    grid: int | None = None,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+    num_classes: int | None = None,
+    settings: dict | None = None,
+) -> dict | None:
+    """Write the ``sfd-features`` set (encoder maps of both views, resized to ``grid`` if
+    given, fp16) that trains the SemVAE; returns its meta on rank 0, else ``None``."""
+    out_dir = Path(out_dir)
+    grid = grid or encoder.grid
+
+    def compute(x: torch.Tensor) -> Batch:
+        return {"features": resize_map(encoder.features(x), grid).half()}
+
+    info = {
+        "encoder": encoder.describe(),
+        "grid": grid,
+        "image_shape": list(first_image_shape(dataset)),
+        "dataset_size": len(dataset),
+        "shard_size": shard_size,
+        **(settings or {}),
+    }
+    finalize = partial(finalize_feature_set, out_dir, _num_classes(dataset, num_classes))
+    return run_shards(
+        dataset,
+        out_dir,
+        shard_size,
+        batch_size,
+        compute,
+        write_shard,
+        finalize,
+        info,
+        num_workers,
+        device,
+    )
+
+
+def finalize_feature_set(
+    directory: Path, num_classes: int, num_shards: int, extra: dict | None = None
+) -> dict:
+    """Check every feature shard and write ``meta.json`` atomically."""
+    infos = []
+    for i in range(num_shards):
+        info = finished_shard(directory, i, verify=True)
+        if info is None:
+            raise ValueError(
+                f"feature shard {i} in {directory} is missing or corrupt; rerun extraction"
+            )
+        infos.append(info)
+    first = MappedShard(Path(directory) / infos[0]["file"])["features"]
+    meta = {
+        "format": FEATURE_FORMAT,
+        "version": FEATURE_VERSION,
+        "num_classes": num_classes,
+        "count": sum(i["count"] for i in infos),
+        "views": int(first.shape[1]),
+        "dim": int(first.shape[2]),
+        "grid": int(first.shape[3]),
+        "shards": infos,
+        **(extra or {}),
+    }
+    atomic_write_json(Path(directory) / "meta.json", meta)
+    return meta
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line (registered by sfd.cli)
+
+_SHARD_KEYS = ("out_dir", "shard_size", "batch_size", "num_workers", "device")
+
+
+def _common_options(fn: Callable) -> Callable:
+    """Dataset, encoder and sharding options shared by both extraction commands."""
+    options = (
+        click.option("--out", "out_dir", required=True, type=click.Path()),
+        click.option("--shard-size", type=int, default=1024, show_default=True),
+        click.option("--batch-size", type=int, default=64, show_default=True),
+        click.option("--num-workers", type=int, default=0, show_default=True),
+        click.option("--device", default=None, help="cpu, cuda, ... (default: cuda if any)"),
+        click.option("--encoder", type=click.Choice(ENCODERS), default="efficientnet-lite0"),
+        click.option("--encoder-path", default=None, help="Weights (DINOv2: a local directory)"),
+        click.option("--encoder-stride", type=int, default=16, help="EfficientNet stage stride"),
+    )
+    for option in reversed(options):
+        fn = option(fn)
+    return dataset_options(fn)
+
+
+def _open_common(kw: dict, grid: int | None) -> tuple:
+    """(dataset, encoder on the device, settings for meta.json, sharding kwargs)."""
+    data = {k: kw[k] for k in DATASET_OPTION_KEYS}
+    name, path, stride = kw["encoder"], kw["encoder_path"], kw["encoder_stride"]
+    encoder_kwargs = {"stride": stride} if name == "efficientnet-lite0" else {}
+    encoder = load_encoder(name, path, grid=grid, **encoder_kwargs).to(kw["device"])
+    settings = {"dataset": data, "encoder_path": path}
+    return open_dataset(**data), encoder, settings, {k: kw[k] for k in _SHARD_KEYS}
+
+
+@contextmanager
+def _process_group(kw: dict) -> Iterator[None]:
+    """Under torchrun: one process group for the command (``kw["device"]`` becomes this
+    rank's device); destroyed at the end."""
+    kw["device"] = distributed.init_from_env(kw["device"])
+    try:
+        yield
+    finally:
+        distributed.shutdown()
+
+
+@click.command("extract-features")
+@_common_options
+@click.option("--grid", type=int, default=None, help="Latent grid (default: the encoder's)")
+def extract_features_command(grid, **kw):
+    """Write encoder-feature shards (both views) to train the SemVAE on."""
+    with _process_group(kw):
+        dataset, encoder, settings, shard_kw = _open_common(kw, grid)
+        meta = extract_features(dataset, encoder, grid=grid, settings=settings, **shard_kw)
+    if meta is not None:
+        click.echo(f"{meta['count']} images -> {kw['out_dir']} ({len(meta['shards'])} shards)")
+
+
+@click.command("extract")
+@_common_options
+@click.option("--texture-ae", required=True, help="diffusers AutoencoderKL dir or LDM .ckpt")
+@click.option("--semvae", "semvae_path", required=True, help="Directory of a trained SemVAE")
+@click.option("--repa/--no-repa", default=True, show_default=True, help="Store REPA targets")
+def extract_command(texture_ae, semvae_path, repa, **kw):
+    """Write composite-latent shards (texture + semantic posteriors, REPA targets, labels)."""
+    with _process_group(kw):
+        tex = load_texture_autoencoder(texture_ae).to(kw["device"])
+        grid = kw["image_size"] // tex.downsample
+        dataset, encoder, settings, shard_kw = _open_common(kw, grid)
+        settings.update(texture_ae_path=texture_ae, semvae_path=semvae_path)
+        semvae = load_semvae(semvae_path, kw["device"])
+        meta = extract(dataset, encoder, tex, semvae, repa=repa, settings=settings, **shard_kw)
+    if meta is not None:
+        click.echo(
+            f"{meta['count']} images -> {kw['out_dir']}: {meta['tex_channels']} + "
+            f"{meta['sem_channels']} channels at {grid}x{grid}"
+        )

@@ -1,0 +1,158 @@
+"""Training loops: the lr schedule, streamed feature shards, a short SemVAE and texture-VAE run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from sfd.data.shards import write_shard
+from sfd.extract import finalize_feature_set
+from sfd.latents.semvae import SemVAEConfig, load_semvae
+from sfd.latents.texture import load_texture_autoencoder
+from sfd.latents.train_autoencoders import (
+    FeatureShards,
+    SemVAETrainConfig,
+    TextureVAETrainConfig,
+    lr_at,
+    train_semvae,
+    train_semvae_command,
+    train_texture_vae,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (and OpenMP spin-waits on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_feature_set(directory, count=40, shard_size=16, dim=12, grid=4, seed=0):
+    """Features on a 3-d subspace (compressible to C_s = 3) plus their mirror as view 1."""
+    g = torch.Generator().manual_seed(seed)
+    basis = torch.randn(3, dim, generator=g)
+    codes = torch.randn(count, grid, grid, 3, generator=g)
+    features = (codes @ basis).permute(0, 3, 1, 2)  # (N, C, h, w)
+    views = torch.stack([features, features.flip(-1)], dim=1)
+    shards = 0
+    for start in range(0, count, shard_size):
+        rows = slice(start, start + shard_size)
+        write_shard(
+            directory,
+            shards,
+            {"features": views[rows].half(), "label": torch.arange(count)[rows] % 3},
+        )
+        shards += 1
+    finalize_feature_set(directory, 3, shards)
+    return views
+
+
+def test_lr_schedule():
+    kw = dict(total_steps=100, lr=1.0, warmup_steps=10, decay_fraction=0.2)
+    assert lr_at(0, **kw) == pytest.approx(0.1) and lr_at(9, **kw) == 1.0
+    assert lr_at(50, **kw) == 1.0 and lr_at(80, **kw) == 1.0
+    assert lr_at(90, **kw) == pytest.approx(0.5)
+    assert lr_at(99, **kw) < 0.01
+    decay = [lr_at(s, **kw) for s in range(80, 100)]
+    assert all(a >= b for a, b in zip(decay, decay[1:], strict=False))
+
+
+def test_feature_shards_stream_every_row_and_view_once_per_epoch(tmp_path):
+    views = write_feature_set(tmp_path, count=10, shard_size=4)
+    data = FeatureShards(tmp_path)
+    assert (data.dim, data.grid) == (12, 4) and len(data.shards) == 3
+    batches = data.batches(3, torch.Generator().manual_seed(0))
+    seen = torch.cat([next(batches) for _ in range(8)])  # 20 items: 4 + 4 + 2 rows x 2 views
+    assert seen.shape == (20, 12, 4, 4)
+    expected = views.half().float().reshape(20, -1)
+    assert sorted(map(tuple, seen.reshape(20, -1).tolist())) == sorted(
+        map(tuple, expected.tolist())
+    )
+    ordered = torch.cat(list(data.ordered(7)))
+    assert torch.equal(ordered, views.half().float().reshape(20, 12, 4, 4))
+    train, held = data.split(1)
+    assert len(train.shards) == 2 and len(held.shards) == 1
+    with pytest.raises(ValueError, match="cannot hold out 3 of 3"):
+        data.split(3)
+
+
+def test_short_semvae_run_learns_and_saves(tmp_path):
+    write_feature_set(tmp_path / "features", count=48)
+    model = SemVAEConfig(latent_channels=3, width=32, depth=1, num_heads=2)
+    config = SemVAETrainConfig(total_steps=60, batch_size=8, lr=3e-3, warmup_steps=5, log_every=10)
+    metrics = train_semvae(tmp_path / "features", tmp_path / "semvae", model, config)
+    info = json.loads((tmp_path / "semvae" / "semvae.json").read_text())
+    losses = [row["loss"] for row in info["history"]]
+    assert losses[-1] < 0.5 * losses[0]
+    assert set(metrics) == {"cos", "mse"} and 0.5 < metrics["cos"] <= 1.0
+    assert info["held_out"] == metrics and info["config"]["in_dim"] == 12
+    loaded = load_semvae(tmp_path / "semvae")
+    assert loaded.config.in_dim == 12 and loaded.config.grid == 4
+
+
+def test_train_semvae_command(tmp_path):
+    write_feature_set(tmp_path / "features", count=20, shard_size=10)
+    result = CliRunner().invoke(
+        train_semvae_command,
+        [
+            "--features",
+            str(tmp_path / "features"),
+            "--out",
+            str(tmp_path / "semvae"),
+            "--latent-channels",
+            "2",
+            "--width",
+            "16",
+            "--depth",
+            "1",
+            "--num-heads",
+            "2",
+            "--total-steps",
+            "3",
+            "--batch-size",
+            "4",
+            "--warmup-steps",
+            "1",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "held-out cos" in result.output
+    assert load_semvae(tmp_path / "semvae").config.latent_channels == 2
+
+
+class Ramps(torch.utils.data.Dataset):
+    """Eight 1-channel 16 x 16 images: vertical ramps of different slopes and offsets."""
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        rows = torch.linspace(-1, 1, 16).view(16, 1).expand(16, 16)
+        return (0.5 * rows * (i % 4 - 1.5) + 0.2 * (i // 4) - 0.1).unsqueeze(0), i % 2
+
+
+def test_short_texture_vae_run_learns_and_loads(tmp_path):
+    config = TextureVAETrainConfig(
+        block_out_channels=(8, 8, 16),
+        latent_channels=2,
+        norm_num_groups=4,
+        total_steps=40,
+        batch_size=4,
+        lr=3e-3,
+        warmup_steps=2,
+        log_every=5,
+    )
+    metrics = train_texture_vae(Ramps(), tmp_path, config, test_dataset=Ramps())
+    info = json.loads((tmp_path / "train_info.json").read_text())
+    losses = [row["loss"] for row in info["history"]]
+    assert losses[-1] < 0.6 * losses[0]
+    ae = load_texture_autoencoder(tmp_path)
+    assert (ae.channels, ae.downsample, ae.image_channels) == (2, 4, 1)
+    mean, _ = ae.encode(Ramps()[0][0][None])
+    assert mean.shape == (1, 2, 4, 4)
+    assert metrics["test_psnr"] > 10

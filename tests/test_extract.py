@@ -1,0 +1,299 @@
+"""Extraction: latent and feature shards that training reads, resumable shard by shard."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+from diffusers import AutoencoderKL
+
+from sfd.data.latents import LatentDataset
+from sfd.data.shards import shard_name
+from sfd.extract import extract, extract_features
+from sfd.latents.semvae import SemanticVAE, SemVAEConfig
+from sfd.latents.texture import KLAutoencoder
+from sfd.latents.train_autoencoders import FeatureShards
+
+N_IMAGES, SHARD, DIM = 10, 4, 6
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (and OpenMP spin-waits on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class Images(torch.utils.data.Dataset):
+    """Random 1-channel 16 x 16 images; ``bad`` indices behave like skipped files (None)."""
+
+    num_classes = 3
+
+    def __init__(self, bad=()):
+        g = torch.Generator().manual_seed(0)
+        self.images = torch.rand(N_IMAGES, 1, 16, 16, generator=g) * 2 - 1
+        self.bad = set(bad)
+
+    def __len__(self):
+        return N_IMAGES
+
+    def __getitem__(self, i):
+        return None if i in self.bad else (self.images[i], i % 3)
+
+
+class PoolEncoder(torch.nn.Module):
+    """A FeatureEncoder stand-in: 2x2 average pooling and a fixed 1x1 projection to 6-d."""
+
+    name, dim, grid = "pool", DIM, 8
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Conv2d(3, DIM, 1)
+        self.calls = 0
+
+    def describe(self):
+        return {"name": self.name, "dim": self.dim, "grid": self.grid}
+
+    def features(self, images):
+        self.calls += 1
+        return self.proj(torch.nn.functional.avg_pool2d(images.expand(-1, 3, -1, -1), 2))
+
+
+@pytest.fixture(scope="module")
+def models():
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        in_channels=1,
+        out_channels=1,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(8, 8),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+    )
+    semvae = SemanticVAE(
+        SemVAEConfig(in_dim=DIM, latent_channels=2, width=16, depth=1, num_heads=2, grid=8)
+    ).eval()
+    return PoolEncoder().eval(), KLAutoencoder(vae), semvae
+
+
+def _mtimes(directory):
+    return {p.name: p.stat().st_mtime_ns for p in directory.glob("shard-*")}
+
+
+def test_latent_shards_read_back_with_the_right_content(tmp_path, models):
+    encoder, tex, semvae = models
+    data = Images()
+    meta = extract(
+        data,
+        encoder,
+        tex,
+        semvae,
+        tmp_path,
+        shard_size=SHARD,
+        batch_size=3,
+        settings={"texture_ae_path": "tiny"},
+    )
+    assert len(meta["shards"]) == 3 and [s["count"] for s in meta["shards"]] == [4, 4, 2]
+    latents = LatentDataset(tmp_path)
+    assert len(latents) == N_IMAGES and latents.num_classes == 3 and latents.has_repa
+    assert (latents.meta["tex_channels"], latents.meta["sem_channels"]) == (4, 2)
+    assert latents.meta["size"] == 8 and latents.meta["repa_dim"] == DIM
+    extraction = latents.meta["extraction"]
+    assert extraction["encoder"]["name"] == "pool" and extraction["texture_ae_path"] == "tiny"
+    assert extraction["image_shape"] == [1, 16, 16] and extraction["semvae"]["in_dim"] == DIM
+    index = np.array([5, 9])
+    for view in (0, 1):
+        batch = latents.gather(index, np.array([view, view]))
+        images = data.images[index]
+        images = images.flip(-1) if view else images
+        with torch.no_grad():
+            tex_mean, tex_std = tex.encode(images)
+            features = encoder.features(images)
+            sem_mean, sem_std = semvae.posterior(features)
+        assert batch["label"].tolist() == [2, 0]
+        assert torch.allclose(batch["tex_mean"], tex_mean, atol=1e-5)
+        assert torch.allclose(batch["tex_std"], tex_std, atol=1e-5)
+        assert torch.allclose(batch["sem_mean"], sem_mean, atol=1e-5)
+        assert torch.allclose(batch["sem_std"], sem_std, atol=1e-5)
+        assert batch["repa"].dtype == torch.float16
+        assert torch.allclose(batch["repa"].float(), features, atol=1e-2)
+
+
+def test_rerun_skips_finished_shards_and_rewrites_broken_ones(tmp_path, models):
+    encoder, tex, semvae = models
+    extract(Images(), encoder, tex, semvae, tmp_path, shard_size=SHARD, batch_size=4)
+    before, stats = _mtimes(tmp_path), json.loads((tmp_path / "meta.json").read_text())["stats"]
+    calls = encoder.calls
+    extract(Images(), encoder, tex, semvae, tmp_path, shard_size=SHARD, batch_size=4)
+    assert _mtimes(tmp_path) == before and encoder.calls == calls  # nothing recomputed
+    shard1 = tmp_path / shard_name(1)
+    raw = bytearray(shard1.read_bytes())
+    raw[-5] ^= 0xFF  # same size, different bytes: only the hash notices
+    shard1.write_bytes(bytes(raw))
+    (tmp_path / shard_name(2)).unlink()
+    extract(Images(), encoder, tex, semvae, tmp_path, shard_size=SHARD, batch_size=4)
+    after = _mtimes(tmp_path)
+    assert after[shard_name(0)] == before[shard_name(0)]
+    assert after[shard_name(1)] != before[shard_name(1)]
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert meta["stats"] == stats and len(LatentDataset(tmp_path)) == N_IMAGES
+    with pytest.raises(ValueError, match=r"other settings \(differing: \['repa', 'shard_size'\]"):
+        extract(Images(), encoder, tex, semvae, tmp_path, shard_size=5, repa=False)
+
+
+def test_skipped_images_leave_their_shard_shorter(tmp_path, models):
+    encoder, tex, semvae = models
+    meta = extract(
+        Images(bad={5}), encoder, tex, semvae, tmp_path, shard_size=SHARD, batch_size=4, repa=False
+    )
+    assert meta["count"] == N_IMAGES - 1 and meta["extraction"]["dataset_size"] == N_IMAGES
+    latents = LatentDataset(tmp_path)
+    assert not latents.has_repa and latents.gather(np.arange(9), np.zeros(9))["label"].tolist() == [
+        0,
+        1,
+        2,
+        0,
+        1,
+        0,
+        1,
+        2,
+        0,
+    ]
+
+
+def test_incompatible_models_are_named(tmp_path, models):
+    encoder, tex, _ = models
+    semvae = SemanticVAE(SemVAEConfig(in_dim=5, latent_channels=2, width=16, depth=1, num_heads=2))
+    with pytest.raises(ValueError, match="expects 5-d features"):
+        extract(Images(), encoder, tex, semvae, tmp_path)
+
+
+def test_feature_shards_and_their_resumption(tmp_path, models):
+    encoder = models[0]
+    data = Images()
+    meta = extract_features(data, encoder, tmp_path, shard_size=SHARD, batch_size=3)
+    assert (meta["count"], meta["views"], meta["dim"], meta["grid"]) == (10, 2, DIM, 8)
+    features = FeatureShards(tmp_path)
+    stored = torch.cat(list(features.ordered(100)))  # (N * 2, C, h, w): image, flip, ...
+    with torch.no_grad():
+        expected = encoder.features(data.images[:1].flip(-1))
+    assert torch.allclose(stored[1:2], expected, atol=1e-2)
+    before = _mtimes(tmp_path)
+    extract_features(data, encoder, tmp_path, shard_size=SHARD, batch_size=3)
+    assert _mtimes(tmp_path) == before
+    resized = extract_features(data, encoder, tmp_path / "g4", shard_size=SHARD, grid=4)
+    assert resized["grid"] == 4
+
+
+def _rank_worker(rank: int, port: int, out: str, world: int) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    try:
+        encoder = PoolEncoderSeeded()
+        meta = extract_features(Images(), encoder, out, shard_size=SHARD, batch_size=4)
+        record = {"calls": encoder.calls, "has_meta": meta is not None}
+        (Path(out) / f"rank{rank}.json").write_text(json.dumps(record))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+class PoolEncoderSeeded(PoolEncoder):
+    def __init__(self):
+        torch.manual_seed(0)
+        super().__init__()
+
+
+def test_two_ranks_split_shards_and_rank_0_finalises(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(
+        _rank_worker, args=(port, str(tmp_path / "two"), 2), nprocs=2, start_method="fork"
+    )
+    single = extract_features(Images(), PoolEncoderSeeded(), tmp_path / "one", shard_size=SHARD)
+    two = json.loads((tmp_path / "two" / "meta.json").read_text())
+    ranks = [json.loads((tmp_path / "two" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    # Rank 0 encodes shards 0 and 2 (4 + 2 images, batch 4), rank 1 shard 1; rank 0 finalises.
+    assert ranks == [{"calls": 2, "has_meta": True}, {"calls": 1, "has_meta": False}]
+    assert [s["sha256"] for s in two["shards"]] == [s["sha256"] for s in single["shards"]]
+
+
+def test_commands_run_the_default_pipeline_on_an_image_folder(tmp_path):
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from sfd.extract import extract_command, extract_features_command
+    from sfd.latents.semvae import save_semvae
+
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (tmp_path / "images" / cls).mkdir(parents=True)
+        for i in range(3):
+            pixels = rng.integers(0, 256, (40, 36), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "images" / cls / f"{i}.png")
+    torch.manual_seed(0)
+    AutoencoderKL(
+        in_channels=1,
+        out_channels=1,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(8, 8, 8),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+    ).save_pretrained(tmp_path / "vae")  # f4: 32 px -> 8 x 8
+    common = [
+        "--dataset",
+        "folder",
+        "--data-root",
+        str(tmp_path / "images"),
+        "--image-size",
+        "32",
+        "--encoder-stride",
+        "8",
+        "--shard-size",
+        "4",
+        "--batch-size",
+        "3",
+    ]
+    runner = CliRunner()
+    result = runner.invoke(
+        extract_features_command, [*common, "--grid", "8", "--out", str(tmp_path / "features")]
+    )
+    assert result.exit_code == 0, result.output
+    features = FeatureShards(tmp_path / "features")
+    assert (features.dim, features.grid, features.meta["count"]) == (40, 8, 6)
+    save_semvae(
+        SemanticVAE(
+            SemVAEConfig(in_dim=40, latent_channels=2, width=16, depth=1, num_heads=2, grid=8)
+        ),
+        tmp_path / "semvae",
+    )
+    result = runner.invoke(
+        extract_command,
+        [
+            *common,
+            "--out",
+            str(tmp_path / "latents"),
+            "--texture-ae",
+            str(tmp_path / "vae"),
+            "--semvae",
+            str(tmp_path / "semvae"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    latents = LatentDataset(tmp_path / "latents")
+    assert len(latents) == 6 and latents.num_classes == 2 and latents.meta["repa_dim"] == 40
+    assert latents.meta["extraction"]["texture_ae_path"] == str(tmp_path / "vae")
+    assert latents.meta["extraction"]["encoder"]["input_size"] == 64
