@@ -108,3 +108,15 @@ def test_loss_decreases_on_a_fixed_batch():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.8 * losses[0], losses[::8]
+
+
+def test_repa_target_is_pooled_onto_a_coarser_token_grid():
+    """Patch size 2: each token is compared with the mean feature of the 2x2 cells it covers."""
+    gen = torch.Generator().manual_seed(0)
+    proj = torch.randn(2, 16, 5, generator=gen)  # 4x4 tokens
+    fine = torch.randn(2, 5, 8, 8, generator=gen)
+    pooled = fine.reshape(2, 5, 4, 2, 4, 2).mean(dim=(3, 5))
+    for mode in ("cos", "mse", "cos_mse"):
+        torch.testing.assert_close(repa_loss(proj, fine, mode), repa_loss(proj, pooled, mode))
+    with pytest.raises(ValueError, match="do not match"):
+        repa_loss(proj, torch.randn(2, 5, 6, 6), "cos")  # 6 is not a multiple of 4

@@ -13,6 +13,7 @@ All randomness (base times, noise) comes in as arguments. The terms are returned
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -44,8 +45,18 @@ class LossTerms:
 
 
 def repa_loss(proj: torch.Tensor, target: torch.Tensor, mode: str) -> torch.Tensor:
-    """Per-sample REPA loss between projected tokens (B, T, D) and target maps (B, D, H, W)."""
-    feats = target.float().flatten(2).transpose(1, 2)  # (B, T, D), row-major tokens
+    """Per-sample REPA loss between projected tokens (B, T, D) and target maps (B, D, H, W).
+
+    A target map finer than the token grid (patch size > 1) is average-pooled onto it: a
+    token covering p x p latent cells is aligned with the mean feature of those cells.
+    """
+    target = target.float()
+    grid = math.isqrt(proj.shape[1])
+    if target.ndim == 4 and target.shape[-1] != grid and grid * grid == proj.shape[1]:
+        factor = target.shape[-1] // grid
+        if factor * grid == target.shape[-1] and target.shape[-2] == target.shape[-1]:
+            target = F.avg_pool2d(target, factor)
+    feats = target.flatten(2).transpose(1, 2)  # (B, T, D), row-major tokens
     if feats.shape != proj.shape:
         raise ValueError(
             f"REPA target tokens {tuple(feats.shape)} do not match the projector "

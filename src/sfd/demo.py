@@ -1,0 +1,175 @@
+"""``sfd demo``: the whole of SFD on Fashion-MNIST, offline, on a CPU (the embedded default).
+
+Stages, each cached in the run directory so a rerun resumes where it stopped:
+
+1. ``texture_vae``  train a small KL autoencoder: 32x32 images -> 4 x 8 x 8 texture latents;
+2. ``features``     frozen EfficientNet-Lite0 maps of training images (both flips) for the SemVAE;
+3. ``semvae``       train the Semantic VAE: encoder features -> C_s x 8 x 8 semantic latents;
+4. ``latents``      extract composite latents + REPA targets of the training images (shards);
+5. ``sfd``          train SFD (the ``demo`` preset) on those latents;
+6. ``samples``      class-conditional samples with the three-stage sampler, decoded;
+7. ``metrics``      Fréchet distance in EfficientNet-Lite0 features, a probe classifier's accuracy
+                    on samples vs real images, PSNR, SemVAE cosine, wall times; the pictures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Subset
+
+from sfd.config import Config, apply_overrides, preset
+from sfd.data.fashion_mnist import FashionMNIST
+from sfd.data.shards import atomic_write_json
+from sfd.latents.encoders import EfficientNetLite0Encoder
+from sfd.latents.semvae import SemVAEConfig, load_semvae
+from sfd.latents.texture import load_texture_autoencoder
+from sfd.latents.train_autoencoders import (
+    SemVAETrainConfig,
+    TextureVAETrainConfig,
+    train_semvae,
+    train_texture_vae,
+)
+
+log = logging.getLogger("sfd.demo")
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Sizes of the demo; ``quick()`` is the small version the test suite runs."""
+
+    train_images: int = 15_000  # images (and their flips) whose latents SFD learns from
+    semvae_images: int = 5_000
+    test_images: int = 2_000  # held out: texture-VAE PSNR, SemVAE cosine, real-image metrics
+    metric_images: int = 500  # samples and real images per Fréchet distance / accuracy
+    probe_images: int = 5_000  # real training images the probe classifier learns from
+    texture_steps: int = 300
+    semvae_steps: int = 500
+    sfd_steps: int = 750
+    sfd_batch: int = 64
+    sem_channels: int = 4
+    encoder_stride: int = 8
+    batch_size: int = 128
+    seed: int = 0
+    overrides: tuple[str, ...] = ()
+
+    @classmethod
+    def quick(cls) -> DemoSettings:
+        return cls(train_images=512, semvae_images=512, test_images=256, metric_images=100,
+                   probe_images=512, texture_steps=30, semvae_steps=30, sfd_steps=30,
+                   sfd_batch=16)
+
+
+class Stages:
+    """Runs named stages once; their results and wall times live in ``stages.json``."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / "stages.json"
+        self.done: dict = json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def run(self, name: str, fn: Callable[[], dict]) -> dict:
+        if name in self.done:
+            log.info("stage %s: done before, skipped", name)
+            return self.done[name]["result"]
+        log.info("stage %s: running", name)
+        t0 = time.perf_counter()
+        result = fn()
+        self.done[name] = {"result": result, "seconds": round(time.perf_counter() - t0, 1)}
+        atomic_write_json(self.path, self.done)
+        return result
+
+
+def sfd_config(s: DemoSettings, encoder_dim: int, out: Path) -> Config:
+    cfg = preset("demo")
+    cfg = dataclasses.replace(
+        cfg,
+        model=dataclasses.replace(cfg.model, repa_dim=encoder_dim),
+        latent=dataclasses.replace(cfg.latent, sem_channels=s.sem_channels,
+                                   texture_autoencoder=str(out / "texture_vae")),
+        train=dataclasses.replace(cfg.train, total_steps=s.sfd_steps,
+                                  global_batch_size=s.sfd_batch, seed=s.seed,
+                                  ckpt_every=max(s.sfd_steps // 3, 1), log_every=10),
+    )
+    return apply_overrides(cfg, list(s.overrides))
+
+
+def run_demo(out: str | Path, settings: DemoSettings, data_root: str | Path | None = None,
+             device: str = "cpu") -> dict:
+    """Run (or resume) every stage; returns the metrics written to ``metrics.json``."""
+    from sfd.demo_eval import evaluate_demo, sample_demo
+    from sfd.extract import extract, extract_features
+    from sfd.training.loop import train
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    s = settings
+    kw = {"root": data_root} if data_root else {}
+    train_set = Subset(FashionMNIST(split="train", **kw), range(s.train_images))
+    test_set = Subset(FashionMNIST(split="test", **kw), range(s.test_images))
+    stages = Stages(out)
+    encoder = EfficientNetLite0Encoder(grid=8, stride=s.encoder_stride).to(device)
+
+    tex = stages.run("texture_vae", lambda: train_texture_vae(
+        train_set, out / "texture_vae",
+        TextureVAETrainConfig(total_steps=s.texture_steps, seed=s.seed), test_dataset=test_set))
+    stages.run("features", lambda: _summary(extract_features(
+        Subset(train_set.dataset, range(s.semvae_images)), encoder, out / "features",
+        shard_size=2048, batch_size=s.batch_size, device=device, num_classes=10)))
+    stages.run("features_val", lambda: _summary(extract_features(
+        test_set, encoder, out / "features_val", shard_size=2048, batch_size=s.batch_size,
+        device=device, num_classes=10)))
+    sem = stages.run("semvae", lambda: train_semvae(
+        out / "features", out / "semvae",
+        SemVAEConfig(latent_channels=s.sem_channels, width=64, depth=2, num_heads=2),
+        SemVAETrainConfig(total_steps=s.semvae_steps, batch_size=32, lr=2e-3, warmup_steps=50,
+                          seed=s.seed, log_every=50), val_dir=out / "features_val"))
+    stages.run("latents", lambda: _summary(extract(
+        train_set, encoder, load_texture_autoencoder(out / "texture_vae"),
+        load_semvae(out / "semvae"), out / "latents", shard_size=4096,
+        batch_size=s.batch_size, device=device, num_classes=10)))
+    cfg = sfd_config(s, encoder.dim, out)
+    stages.run("sfd", lambda: {"step": train(cfg, out / "latents", out / "run",
+                                             device=device).step})
+    stages.run("samples", lambda: sample_demo(out, cfg, s, device))
+    metrics = stages.run("metrics", lambda: evaluate_demo(out, s, train_set.dataset, test_set,
+                                                          device))
+    return _write_metrics(out, stages, metrics, tex, sem, cfg)
+
+
+def _summary(meta: dict | None) -> dict:
+    return {} if meta is None else {"count": meta.get("count"), "shards": len(meta["shards"])}
+
+
+def _write_metrics(out: Path, stages: Stages, metrics: dict, tex: dict, sem: dict,
+                   cfg: Config) -> dict:
+    result = {
+        **metrics,
+        "texture_vae_psnr_db": tex.get("test_psnr"),
+        "semvae_cosine": sem.get("cos"),
+        "semvae_mse": sem.get("mse"),
+        "stage_seconds": {k: v["seconds"] for k, v in stages.done.items()},
+        "total_seconds": round(sum(v["seconds"] for v in stages.done.values()), 1),
+        "hardware": {"machine": platform.machine(), "processor": platform.processor(),
+                     "torch_threads": torch.get_num_threads(), "torch": torch.__version__},
+        "model": {"preset": cfg.preset, "depth": cfg.model.depth, "width": cfg.model.width,
+                  "latent": [cfg.latent.tex_channels, cfg.latent.sem_channels, cfg.latent.size],
+                  "delta_t": cfg.flow.delta_t, "train_steps": cfg.train.total_steps,
+                  "sampler": f"{cfg.sample.method} {cfg.sample.num_steps} steps"},
+    }
+    atomic_write_json(out / "metrics.json", json.loads(json.dumps(result, default=_np_default)))
+    return result
+
+
+def _np_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value)}")

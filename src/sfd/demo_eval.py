@@ -1,0 +1,160 @@
+"""Samples, pictures and offline metrics of ``sfd demo`` (see :mod:`sfd.demo`).
+
+Metrics, all offline with EfficientNet-Lite0's real ImageNet weights:
+
+- ``fd_samples``: Fréchet distance between pooled features of samples and of real test images;
+- ``fd_real_floor``: the same distance between two disjoint sets of real test images of the
+  same size (what a perfect generator would get with this many images);
+- ``probe_acc_real`` / ``probe_acc_samples``: accuracy of a linear probe on the pooled features,
+  trained on real training images, on real test images / on samples (w.r.t. the class each
+  sample was conditioned on).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from sfd.api import load_checkpoint
+from sfd.config import Config
+from sfd.data.image_io import read_png
+from sfd.eval.metrics import frechet_distance
+from sfd.eval.stats import FeatureStats
+from sfd.figures import loss_curves, sample_grid, stage_strip
+from sfd.generate import GenerationJob, LatentSampler, to_uint8
+from sfd.latents.encoders import EfficientNetLite0Encoder
+from sfd.latents.texture import load_texture_autoencoder
+from sfd.training.logs import read_log
+
+log = logging.getLogger("sfd.demo")
+POOL_SIZE = 64  # input size of the pooled-feature network (speed on 2 cores)
+
+
+def sample_demo(out: Path, cfg: Config, s, device: str) -> dict:
+    """Generate the metric samples (balanced classes) and the stage trajectory picture."""
+    model, ckpt = load_checkpoint(out / "run", device)
+    sampler = LatentSampler(model, dataclasses_replace_sample(ckpt.config, cfg), ckpt.stats,
+                            device=device)
+    decoder = load_texture_autoencoder(out / "texture_vae").to(device).eval()
+    num = max(s.metric_images, 100)
+    job = GenerationJob(sampler, decoder, out / "samples", num, batch_size=50, seed=s.seed)
+    job.run()
+    if not (out / "samples" / "samples.npz").exists():
+        job.write_npz()
+    images = np.stack([read_png(job.png_path(i)) for i in range(100)])
+    labels = job.label_of(range(100)).tolist()
+    from sfd.data.fashion_mnist import FashionMNIST
+
+    sample_grid(images, labels, FashionMNIST.classes, out / "samples.png")
+    _stage_picture(sampler, decoder, out / "stages.png", seed=s.seed)
+    _curves(out)
+    return {"num_samples": num}
+
+
+def dataclasses_replace_sample(stored: Config, current: Config) -> Config:
+    """The checkpoint's config with the demo's sampling settings."""
+    import dataclasses
+
+    return dataclasses.replace(stored, sample=current.sample)
+
+
+@torch.no_grad()
+def _stage_picture(sampler: LatentSampler, decoder, path: Path, seed: int) -> None:
+    import dataclasses
+
+    cfg = sampler.config
+    euler = dataclasses.replace(cfg.sample, method="euler", num_steps=26)
+    one = dataclasses.replace(sampler, config=dataclasses.replace(cfg, sample=euler))
+    sol = one.sample([3], torch.tensor([7]), seed=seed, keep_trajectory=True)  # a sneaker
+    from sfd.flow.schedule import staged_schedule
+
+    taus = staged_schedule(euler.num_steps, cfg.flow.delta_t).tau.tolist()
+    picks = [0, 3, 6, 9, 12, 15, 18, 21, 23, 26]
+    states = torch.cat([sol.trajectory[k] for k in picks])
+    textures = to_uint8(decoder.decode(sampler.texture_latents(states)).cpu()).numpy()
+    sem = sampler.layout.sem(sampler.stats.denormalize(states)).cpu()
+    stage_strip([taus[k] for k in picks], textures, sem, cfg.flow.delta_t, path)
+
+
+def _curves(out: Path) -> None:
+    curves = {}
+    rows = read_log(out / "run")
+    if rows:
+        curves["SFD training loss"] = ([r["step"] for r in rows], [r["loss"] for r in rows])
+    info = out / "texture_vae" / "train_info.json"
+    if info.exists():
+        hist = json.loads(info.read_text()).get("history", [])
+        curves["texture VAE loss"] = ([r["step"] for r in hist], [r["loss"] for r in hist])
+    for path in sorted((out / "semvae").glob("*.json")):
+        hist = json.loads(path.read_text()).get("history", [])
+        if hist:
+            curves["SemVAE loss"] = ([r["step"] for r in hist], [r["loss"] for r in hist])
+    if curves:
+        loss_curves(curves, out / "curves.png")
+
+
+@torch.no_grad()
+def pooled_features(net: EfficientNetLite0Encoder, images: torch.Tensor, device: str,
+                    batch: int = 256) -> torch.Tensor:
+    """(N, C, H, W) images in [-1, 1] -> (N, 1280) pooled EfficientNet-Lite0 features."""
+    return torch.cat([net.pooled(images[i:i + batch].to(device), size=POOL_SIZE).cpu()
+                      for i in range(0, len(images), batch)])
+
+
+def _images_of(dataset, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    loader = DataLoader(Subset(dataset, range(n)), batch_size=512)
+    xs, ys = zip(*loader, strict=True)
+    return torch.cat(xs), torch.cat(ys)
+
+
+def _stats(features: torch.Tensor) -> FeatureStats:
+    f = features.double().numpy()
+    return FeatureStats(f.mean(0), np.cov(f, rowvar=False))
+
+
+def train_probe(features: torch.Tensor, labels: torch.Tensor, classes: int, steps: int = 300):
+    """Multinomial logistic regression (L2 1e-4) on standardised features, full-batch L-BFGS."""
+    mean, std = features.mean(0), features.std(0) + 1e-6
+    x = (features - mean) / std
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(x.shape[1], classes)
+    opt = torch.optim.LBFGS(
+        layer.parameters(), lr=1.0, max_iter=steps, line_search_fn="strong_wolfe"
+    )
+
+    def closure():
+        opt.zero_grad()
+        ce = torch.nn.functional.cross_entropy(layer(x), labels)
+        loss = ce + 1e-4 * layer.weight.square().sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    return lambda f: layer((f - mean) / std).argmax(1)
+
+
+def evaluate_demo(out: Path, s, train_dataset, test_set, device: str) -> dict:
+    net = EfficientNetLite0Encoder(grid=8, stride=s.encoder_stride).to(device).eval()
+    n = min(s.metric_images, len(test_set) // 2)
+    test_x, test_y = _images_of(test_set, 2 * n)
+    probe_x, probe_y = _images_of(train_dataset, s.probe_images)
+    npz = np.load(out / "samples" / "samples.npz")
+    samples = torch.from_numpy(npz["arr_0"][:n]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    sample_y = torch.from_numpy(npz["arr_1"][:n])
+    f_test = pooled_features(net, test_x, device)
+    f_samples = pooled_features(net, samples, device)
+    probe = train_probe(pooled_features(net, probe_x, device), probe_y, 10)
+    return {
+        "fd_samples": frechet_distance(_stats(f_samples), _stats(f_test[:n]), method="eigh"),
+        "fd_real_floor": frechet_distance(_stats(f_test[n:]), _stats(f_test[:n]), method="eigh"),
+        "probe_acc_real": float((probe(f_test[:n]) == test_y[:n]).float().mean()),
+        "probe_acc_samples": float((probe(f_samples) == sample_y).float().mean()),
+        "metric_images": n,
+        "feature_net": f"EfficientNet-Lite0 (ImageNet weights), pooled 1280-d, {POOL_SIZE} px",
+    }

@@ -1,0 +1,96 @@
+"""Pictures of a run: a labelled class-conditional grid, the three stages, loss curves.
+
+``stages.png`` shows one sample's trajectory: the decoded texture latent and a colour picture of
+the semantic latent (its first three principal components, fixed across time) at several global
+times tau, so semantics can be seen to settle before texture (Pan et al. 2026, Fig. 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def _show(ax, image: np.ndarray) -> None:
+    ax.imshow(image[..., 0] if image.shape[-1] == 1 else image,
+              cmap="gray" if image.shape[-1] == 1 else None, vmin=0, vmax=255)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def sample_grid(images: np.ndarray, labels: Sequence[int], class_names: Sequence[str],
+                path: Path, per_class: int = 10) -> None:
+    """Rows of ``per_class`` uint8 (H, W, C) images per class, labelled with the class name."""
+    n_cls = len(class_names)
+    fig, axes = plt.subplots(n_cls, per_class, figsize=(per_class * 0.8, n_cls * 0.85))
+    labels = np.asarray(labels)
+    for c in range(n_cls):
+        idx = np.nonzero(labels == c)[0][:per_class]
+        for j in range(per_class):
+            ax = axes[c, j]
+            if j < len(idx):
+                _show(ax, images[idx[j]])
+            else:
+                ax.axis("off")
+            if j == 0:
+                ax.set_ylabel(class_names[c], rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle("sfd samples, one row per class", fontsize=9)
+    fig.tight_layout(pad=0.2)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def semantic_colours(sem: torch.Tensor) -> np.ndarray:
+    """(T, C_s, H, W) semantic latents -> (T, H, W, 3) uint8 by a PCA fitted on the LAST state."""
+    t, c, h, w = sem.shape
+    flat = sem.permute(0, 2, 3, 1).reshape(t, h * w, c).double()
+    last = flat[-1]
+    mean = last.mean(0, keepdim=True)
+    _, _, v = torch.linalg.svd(last - mean, full_matrices=False)
+    k = min(3, c)
+    proj = (flat - mean) @ v[:k].T  # (T, HW, k)
+    if k < 3:
+        proj = torch.cat([proj, torch.zeros(t, h * w, 3 - k, dtype=proj.dtype)], -1)
+    lo, hi = proj[-1].amin(0), proj[-1].amax(0)
+    scaled = ((proj - lo) / (hi - lo + 1e-8)).clamp(0, 1)
+    return (scaled.reshape(t, h, w, 3) * 255).round().byte().numpy()
+
+
+def stage_strip(taus: Sequence[float], textures: np.ndarray, sem: torch.Tensor, delta_t: float,
+                path: Path) -> None:
+    """Two rows over tau: decoded texture (uint8 (T, H, W, C)) and semantic PCA colours."""
+    colours = semantic_colours(sem)
+    n = len(taus)
+    fig, axes = plt.subplots(2, n, figsize=(n * 1.1, 2.6))
+    for j, tau in enumerate(taus):
+        stage = "I" if tau < delta_t else ("III" if tau > 1 else "II")
+        _show(axes[0, j], textures[j])
+        axes[0, j].set_title(f"τ={tau:.2f}\nstage {stage}", fontsize=7)
+        _show(axes[1, j], colours[j])
+    axes[0, 0].set_ylabel("texture\n(decoded)", fontsize=7)
+    axes[1, 0].set_ylabel("semantics\n(PCA)", fontsize=7)
+    fig.suptitle(f"semantics lead texture by Δt = {delta_t}", fontsize=9)
+    fig.tight_layout(pad=0.2)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def loss_curves(curves: dict[str, tuple[list[float], list[float]]], path: Path) -> None:
+    """One panel per training stage: {name: (steps, losses)}."""
+    fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3), squeeze=False)
+    for ax, (name, (steps, values)) in zip(axes[0], curves.items(), strict=True):
+        ax.plot(steps, values)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
