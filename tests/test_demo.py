@@ -43,6 +43,7 @@ def test_quick_demo_writes_every_artefact_and_resumes(tmp_path):
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk == json.loads(json.dumps(metrics))
     for key in ("fd_samples", "fd_real_floor", "probe_acc_real", "probe_acc_samples",
+                "probe_acc_reconstructions",
                 "texture_vae_psnr_db", "semvae_cosine", "total_seconds"):
         assert isinstance(on_disk[key], (int, float)) and math.isfinite(on_disk[key]), key
     assert all(math.isfinite(v) for v in _finite_numbers(on_disk))

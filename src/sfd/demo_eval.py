@@ -7,7 +7,9 @@ Metrics, all offline with EfficientNet-Lite0's real ImageNet weights:
   same size (what a perfect generator would get with this many images);
 - ``probe_acc_real`` / ``probe_acc_samples``: accuracy of a linear probe on the pooled features,
   trained on real training images, on real test images / on samples (w.r.t. the class each
-  sample was conditioned on).
+  sample was conditioned on);
+- ``probe_acc_reconstructions``: the same probe on the texture VAE's reconstructions of the
+  real test images: the ceiling the samples can reach through this decoder.
 """
 
 from __future__ import annotations
@@ -150,7 +152,14 @@ def evaluate_demo(out: Path, s, train_dataset, test_set, device: str) -> dict:
     f_test = pooled_features(net, test_x, device)
     f_samples = pooled_features(net, samples, device)
     probe = train_probe(pooled_features(net, probe_x, device), probe_y, 10)
+    with torch.no_grad():  # what the texture VAE alone costs: its reconstructions of test images
+        vae = load_texture_autoencoder(out / "texture_vae").to(device).eval()
+        real = test_x[:n]
+        recon = torch.cat([vae.decode(vae.encode(real[i:i + 250].to(device))[0]).clamp(-1, 1)
+                           for i in range(0, n, 250)]).cpu()
+    f_recon = pooled_features(net, recon, device)
     return {
+        "probe_acc_reconstructions": float((probe(f_recon) == test_y[:n]).float().mean()),
         "fd_samples": frechet_distance(_stats(f_samples), _stats(f_test[:n]), method="eigh"),
         "fd_real_floor": frechet_distance(_stats(f_test[n:]), _stats(f_test[:n]), method="eigh"),
         "probe_acc_real": float((probe(f_test[:n]) == test_y[:n]).float().mean()),

