@@ -287,8 +287,8 @@ def preset(name: str) -> Config:
         model = dataclasses.replace(model, num_classes=10, repa_dim=40)
         latent = LatentConfig(tex_channels=4, sem_channels=4, size=8)
         # A short run: an EMA half-life of ~70 steps (0.999 would still be ~45 % init at 800).
-        train = dataclasses.replace(train, global_batch_size=64, total_steps=700, lr=1e-3,
-                                    beta2=0.99, ema_decay=0.99, log_every=25, ckpt_every=250)
+        train = dataclasses.replace(train, global_batch_size=64, total_steps=600, lr=1e-3,
+                                    beta2=0.99, ema_decay=0.99, log_every=25, ckpt_every=200)
         # CFG 4: probe accuracy of samples 0.50 at scale 2, 0.58 at 3, 0.61 at 4 (200 samples)
         sample = SampleConfig(method="heun", num_steps=10, cfg_scale_tex=4.0, cfg_scale_sem=4.0,
                               compute_batch=50)

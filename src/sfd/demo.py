@@ -47,14 +47,14 @@ log = logging.getLogger("sfd.demo")
 class DemoSettings:
     """Sizes of the demo; ``quick()`` is the small version the test suite runs."""
 
-    train_images: int = 12_000  # images (and their flips) whose latents SFD learns from
+    train_images: int = 10_000  # images (and their flips) whose latents SFD learns from
     semvae_images: int = 5_000
     test_images: int = 2_000  # held out: texture-VAE PSNR, SemVAE cosine, real-image metrics
     metric_images: int = 500  # samples and real images per Fréchet distance / accuracy
     probe_images: int = 5_000  # real training images the probe classifier learns from
     texture_steps: int = 250
-    semvae_steps: int = 500
-    sfd_steps: int = 700
+    semvae_steps: int = 400
+    sfd_steps: int = 600
     sfd_batch: int = 64
     sem_channels: int = 4
     encoder_stride: int = 8

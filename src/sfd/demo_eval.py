@@ -145,6 +145,11 @@ def evaluate_demo(out: Path, s, train_dataset, test_set, device: str) -> dict:
     net = EfficientNetLite0Encoder(grid=8, stride=s.encoder_stride).to(device).eval()
     n = min(s.metric_images, len(test_set) // 2)
     test_x, test_y = _images_of(test_set, 2 * n)
+    real_npz = out / "real_test.npz"  # the FD reference, for `sfd eval --ref` (ADM layout)
+    if not real_npz.exists():
+        tmp = out / "real_test.tmp.npz"
+        np.savez(tmp, arr_0=to_uint8(test_x[:n]).numpy(), arr_1=test_y[:n].numpy())
+        tmp.replace(real_npz)
     probe_x, probe_y = _images_of(train_dataset, s.probe_images)
     npz = np.load(out / "samples" / "samples.npz")
     samples = torch.from_numpy(npz["arr_0"][:n]).permute(0, 3, 1, 2).float() / 127.5 - 1

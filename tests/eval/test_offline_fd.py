@@ -102,3 +102,16 @@ def test_cli_offline_fd_errors(npzs, tmp_path):
     res = runner.invoke(main, ["eval", str(a), "--ref", str(stats), "--feature-space",
                                "efficientnet-lite0"])  # fmt: skip
     assert res.exit_code != 0 and "needs reference images" in res.output
+
+
+def test_grayscale_npz_is_scored_as_its_rgb_replication(tmp_path):
+    gray = _images(2)[..., :1]
+    g, rgb, ref = tmp_path / "g.npz", tmp_path / "rgb.npz", tmp_path / "ref.npz"
+    np.savez(g, arr_0=gray)
+    np.savez(rgb, arr_0=np.repeat(gray, 3, axis=-1))
+    np.savez(ref, arr_0=_images(3))
+    fn = offline_feature_fn("efficientnet-lite0")
+    assert frechet_distance_with(fn, g, ref) == frechet_distance_with(fn, rgb, ref)
+    with pytest.raises(ValueError, match=r"\(N, H, W, 3\)"):
+        np.savez(tmp_path / "bad.npz", arr_0=np.zeros((2, 8, 8, 2), np.uint8))
+        frechet_distance_with(fn, tmp_path / "bad.npz", ref)

@@ -47,7 +47,8 @@ class InceptionResult(NamedTuple):
 def iter_shard(
     source: ImageSource, batch_size: int, device, progress: bool = False
 ) -> Iterator[torch.Tensor]:
-    """This rank's images as uint8 (B, 3, H, W) batches on ``device``, in index order."""
+    """This rank's images as uint8 (B, 3, H, W) batches on ``device``, in index order
+    (grayscale sources are replicated to three channels)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     rank, world = rank_and_world()
@@ -58,6 +59,8 @@ def iter_shard(
     steps = range(start, stop, batch_size)
     for i in tqdm(steps, desc=source.name, disable=not progress or rank != 0):
         batch = torch.from_numpy(source.read(i, min(i + batch_size, stop)))
+        if batch.shape[-1] == 1:  # grayscale: replicated to RGB, as PIL's convert("RGB")
+            batch = batch.expand(-1, -1, -1, 3)
         yield batch.permute(0, 3, 1, 2).to(device)  # NHWC -> NCHW
 
 

@@ -29,9 +29,10 @@ class ImageSource(Protocol):
 
 
 def _check_images(name: str, shape: tuple, dtype) -> None:
-    if dtype != np.uint8 or len(shape) != 4 or shape[-1] != 3:
+    if dtype != np.uint8 or len(shape) != 4 or shape[-1] not in (1, 3):
         raise ValueError(
-            f"{name}: expected uint8 images of shape (N, H, W, 3), got {dtype} {tuple(shape)}"
+            f"{name}: expected uint8 images of shape (N, H, W, 3) (or (N, H, W, 1) grayscale), "
+            f"got {dtype} {tuple(shape)}"
         )
 
 
