@@ -26,6 +26,7 @@ data:
 
 lint: setup
 	$(VENV)/bin/ruff check src tests scripts
+	$(VENV)/bin/ruff format --check src tests scripts
 
 # The dataset is installed above, so the quick-demo test must run, never skip.
 test: setup data lint

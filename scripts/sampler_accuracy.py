@@ -23,8 +23,11 @@ from sfd.latents.composite import LatentLayout
 from sfd.model import LightningDiT
 from sfd.upstream import config_from_kwargs
 
-fixtures = Path(sys.argv[1] if len(sys.argv) > 1 else
-                Path(__file__).resolve().parents[2] / "shared/fixtures/upstream_parity")
+fixtures = Path(
+    sys.argv[1]
+    if len(sys.argv) > 1
+    else Path(__file__).resolve().parents[2] / "shared/fixtures/upstream_parity"
+)
 meta = json.loads((fixtures / "upstream_config.json").read_text())
 cfg = config_from_kwargs(meta["model_kwargs"], meta["create_transport_kwargs"])
 model = LightningDiT(cfg.model, cfg.latent).eval()
@@ -40,15 +43,27 @@ with torch.no_grad():
     runs = []
     for rule in ("release", "exact"):
         for steps in (7, 13, 24, 49):
-            runs.append((f"euler {steps} steps, {rule}",
-                         lambda s=steps, r=rule: euler(fn, z, staged_schedule(s, dt, boundary=r),
-                                                       layout)))
+            runs.append(
+                (
+                    f"euler {steps} steps, {rule}",
+                    lambda s=steps, r=rule: euler(
+                        fn, z, staged_schedule(s, dt, boundary=r), layout
+                    ),
+                )
+            )
         for steps in (6, 12, 24):
-            runs.append((f"heun {steps} steps, {rule}",
-                         lambda s=steps, r=rule: heun(fn, z, staged_schedule(s, dt, boundary=r),
-                                                      layout)))
-        runs.append((f"dopri5 1e-6/1e-3, {rule}",
-                     lambda r=rule: dopri5(fn, z, dt, layout, 1e-6, 1e-3, boundary=r)))
+            runs.append(
+                (
+                    f"heun {steps} steps, {rule}",
+                    lambda s=steps, r=rule: heun(fn, z, staged_schedule(s, dt, boundary=r), layout),
+                )
+            )
+        runs.append(
+            (
+                f"dopri5 1e-6/1e-3, {rule}",
+                lambda r=rule: dopri5(fn, z, dt, layout, 1e-6, 1e-3, boundary=r),
+            )
+        )
     for name, run in runs:
         sol = run()
         err = (sol.final - ref).abs().max().item()

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 from click.testing import CliRunner
 from safetensors.torch import load_file
@@ -96,3 +97,19 @@ def test_import_upstream_cli(tmp_path):
         tmp_path / "bad",
     )
     assert res.exit_code == 1 and "does not match the config" in res.output
+
+
+def test_run_relative_decoder_path(tmp_path, monkeypatch):
+    import click
+    import pytest
+
+    from sfd.cli import _run_relative
+
+    run_dir = tmp_path / "demo" / "run"
+    (tmp_path / "demo" / "texture_vae").mkdir(parents=True)
+    run_dir.mkdir()
+    monkeypatch.chdir(tmp_path)  # "../texture_vae" does not exist from here
+    assert _run_relative("../texture_vae", run_dir).resolve() == tmp_path / "demo/texture_vae"
+    assert _run_relative("demo/texture_vae", run_dir) == Path("demo/texture_vae")  # cwd first
+    with pytest.raises(click.UsageError, match="'missing_vae'.*--decoder"):
+        _run_relative("missing_vae", run_dir)

@@ -14,8 +14,16 @@ from PIL import Image
 from sfd.data.fashion_mnist import DEFAULT_ROOT
 from sfd.demo import DemoSettings, run_demo
 
-STAGES = {"texture_vae", "features", "features_val", "semvae", "latents", "sfd", "samples",
-          "metrics"}
+STAGES = {
+    "texture_vae",
+    "features",
+    "features_val",
+    "semvae",
+    "latents",
+    "sfd",
+    "samples",
+    "metrics",
+}
 
 have_data = (DEFAULT_ROOT / "train-images-idx3-ubyte.gz").exists()
 # `make test` sets SFD_REQUIRE_FASHION_MNIST=1 (it installs the package), so CI cannot skip this.
@@ -42,9 +50,16 @@ def test_quick_demo_writes_every_artefact_and_resumes(tmp_path):
             assert im.size[0] > 100 and im.size[1] > 100, name
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk == json.loads(json.dumps(metrics))
-    for key in ("fd_samples", "fd_real_floor", "probe_acc_real", "probe_acc_samples",
-                "probe_acc_reconstructions",
-                "texture_vae_psnr_db", "semvae_cosine", "total_seconds"):
+    for key in (
+        "fd_samples",
+        "fd_real_floor",
+        "probe_acc_real",
+        "probe_acc_samples",
+        "probe_acc_reconstructions",
+        "texture_vae_psnr_db",
+        "semvae_cosine",
+        "total_seconds",
+    ):
         assert isinstance(on_disk[key], (int, float)) and math.isfinite(on_disk[key]), key
     assert all(math.isfinite(v) for v in _finite_numbers(on_disk))
     assert set(on_disk["stage_seconds"]) == STAGES

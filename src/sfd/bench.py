@@ -13,6 +13,7 @@ import resource
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
@@ -23,6 +24,7 @@ from sfd.flow.solvers import euler
 from sfd.latents.composite import LatentLayout
 from sfd.model import LightningDiT, count_parameters
 from sfd.training.loss import flow_loss
+from sfd.training.parallel import compile_blocks
 
 
 def forward_flops_per_image(cfg: Config, with_repa: bool = False, attention: bool = True) -> float:
@@ -58,6 +60,28 @@ def time_fn(fn: Callable[[], object], device: torch.device, warmup: int, iters: 
         _sync(device)
         times.append(time.perf_counter() - t0)
     return sorted(times)[len(times) // 2]
+
+
+def time_interleaved(
+    fns: list[Callable[[], object]], device: torch.device, warmup: int, iters: int
+) -> list[float]:
+    """Median seconds per call of each of ``fns``, timed in alternation.
+
+    Alternating the calls makes slow drifts of a shared machine hit every function alike, so
+    their ratio is not biased by when each was timed.
+    """
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    _sync(device)
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(iters):
+        for fn, out in zip(fns, times, strict=True):
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            out.append(time.perf_counter() - t0)
+    return [sorted(t)[len(t) // 2] for t in times]
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
@@ -105,7 +129,18 @@ class BenchResult:
 def hardware_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+    return f"{cpu_model_name()} ({torch.get_num_threads()} threads)"
+
+
+def cpu_model_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def run_bench(
@@ -123,7 +158,9 @@ def run_bench(
     torch.manual_seed(0)
     model = LightningDiT(cfg.model, cfg.latent).to(device)
     model.gradient_checkpointing = cfg.train.activation_checkpointing
-    fwd_model = torch.compile(model) if cfg.train.compile else model
+    if cfg.train.compile:
+        compile_blocks(model)  # as training does
+    fwd_model = model
     opt = torch.optim.AdamW(
         model.parameters(), lr=cfg.train.lr, fused=cfg.train.fused_adamw and device.type == "cuda"
     )
@@ -178,8 +215,7 @@ def run_bench(
                 layout,
             )
 
-    plain_sec = time_fn(forwards, device, 1, iters)
-    staged_sec = time_fn(staged, device, 1, iters)
+    plain_sec, staged_sec = time_interleaved([forwards, staged], device, 1, max(iters, 3))
     fwd_flops = forward_flops_per_image(cfg)
     train_flops = 3 * forward_flops_per_image(cfg, with_repa=True) * batch_size / train_sec
     peak = matmul_peak(device, dtype)

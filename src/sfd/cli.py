@@ -177,8 +177,11 @@ def sample(
     if latents_only:
         _write_latents(sampler, out, num, seed, batch_size)
         return
-    decoder_path = decoder or cfg.latent.texture_autoencoder
-    if not decoder_path:
+    if decoder:
+        decoder_path = decoder
+    elif cfg.latent.texture_autoencoder:
+        decoder_path = _run_relative(cfg.latent.texture_autoencoder, ckpt.path.parent.parent)
+    else:
         raise click.UsageError("no decoder: pass --decoder PATH (or --latents-only)")
     from sfd.latents.texture import load_texture_autoencoder
 
@@ -233,6 +236,24 @@ def _check_generation_settings(out: Path, settings: dict) -> None:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(path, settings)
     distributed.barrier()
+
+
+def _run_relative(path: str, run_dir: Path) -> Path:
+    """A path stored in a run's config: as given if it exists, else relative to the run directory.
+
+    ``sfd demo`` stores its decoder relative to the run (``../texture_vae``), so the run works from
+    any current directory and after the whole demo directory is moved.
+    """
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return p
+    beside = run_dir / p
+    if beside.exists():
+        return beside
+    raise click.UsageError(
+        f"the run's latent.texture_autoencoder {path!r} exists neither from the current directory "
+        f"nor from the run directory {run_dir}; pass --decoder PATH"
+    )
 
 
 def _read_labels(path: str, num: int, num_classes: int) -> torch.Tensor:
@@ -343,11 +364,20 @@ def bench_cmd(preset_name, overrides, batch_size, device, iters, warmup, as_json
 
 
 @main.command("demo")
-@click.option("--out", type=click.Path(file_okay=False), default="runs/demo", show_default=True,
-              help="Run directory; a rerun resumes where it stopped.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default="runs/demo",
+    show_default=True,
+    help="Run directory; a rerun resumes where it stopped.",
+)
 @click.option("--quick", is_flag=True, help="A small version (minutes) that checks every stage.")
-@click.option("--data-root", type=click.Path(exists=True, file_okay=False), default=None,
-              help="Fashion-MNIST IDX directory (default: the Debian package's).")
+@click.option(
+    "--data-root",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="Fashion-MNIST IDX directory (default: the Debian package's).",
+)
 @_set_option
 @click.option("--device", default=None)
 @friendly_errors

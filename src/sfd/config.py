@@ -144,7 +144,7 @@ class TrainConfig:
     log_every: int = 50
     ckpt_every: int = 5000
     keep_last: int = 0  # keep only the newest N checkpoints; 0 keeps all
-    num_workers: int = 0
+    num_workers: int = 1  # loader threads, each one step ahead of training (0 acts as 1)
 
     def __post_init__(self) -> None:
         _check(
@@ -178,6 +178,7 @@ class TrainConfig:
         _check(self.log_every >= 1, "train.log_every", "an integer >= 1", self.log_every)
         _check(self.ckpt_every >= 1, "train.ckpt_every", "an integer >= 1", self.ckpt_every)
         _check(self.keep_last >= 0, "train.keep_last", "an integer >= 0", self.keep_last)
+        _check(self.num_workers >= 0, "train.num_workers", "an integer >= 0", self.num_workers)
 
 
 @dataclass(frozen=True)
@@ -287,11 +288,20 @@ def preset(name: str) -> Config:
         model = dataclasses.replace(model, num_classes=10, repa_dim=40)
         latent = LatentConfig(tex_channels=4, sem_channels=4, size=8)
         # A short run: an EMA half-life of ~70 steps (0.999 would still be ~45 % init at 800).
-        train = dataclasses.replace(train, global_batch_size=64, total_steps=600, lr=1e-3,
-                                    beta2=0.99, ema_decay=0.99, log_every=25, ckpt_every=200)
+        train = dataclasses.replace(
+            train,
+            global_batch_size=64,
+            total_steps=600,
+            lr=1e-3,
+            beta2=0.99,
+            ema_decay=0.99,
+            log_every=25,
+            ckpt_every=200,
+        )
         # CFG 4: probe accuracy of samples 0.50 at scale 2, 0.58 at 3, 0.61 at 4 (200 samples)
-        sample = SampleConfig(method="heun", num_steps=10, cfg_scale_tex=4.0, cfg_scale_sem=4.0,
-                              compute_batch=50)
+        sample = SampleConfig(
+            method="heun", num_steps=10, cfg_scale_tex=4.0, cfg_scale_sem=4.0, compute_batch=50
+        )
         return Config(model=model, latent=latent, train=train, sample=sample, preset=name)
     return Config(model=model, latent=latent, train=train, preset=name)
 

@@ -64,9 +64,17 @@ class DemoSettings:
 
     @classmethod
     def quick(cls) -> DemoSettings:
-        return cls(train_images=512, semvae_images=512, test_images=256, metric_images=100,
-                   probe_images=512, texture_steps=30, semvae_steps=30, sfd_steps=30,
-                   sfd_batch=16)
+        return cls(
+            train_images=512,
+            semvae_images=512,
+            test_images=256,
+            metric_images=100,
+            probe_images=512,
+            texture_steps=30,
+            semvae_steps=30,
+            sfd_steps=30,
+            sfd_batch=16,
+        )
 
 
 class Stages:
@@ -93,17 +101,27 @@ def sfd_config(s: DemoSettings, encoder_dim: int, out: Path) -> Config:
     cfg = dataclasses.replace(
         cfg,
         model=dataclasses.replace(cfg.model, repa_dim=encoder_dim),
-        latent=dataclasses.replace(cfg.latent, sem_channels=s.sem_channels,
-                                   texture_autoencoder=str(out / "texture_vae")),
-        train=dataclasses.replace(cfg.train, total_steps=s.sfd_steps,
-                                  global_batch_size=s.sfd_batch, seed=s.seed,
-                                  ckpt_every=max(s.sfd_steps // 3, 1), log_every=10),
+        latent=dataclasses.replace(
+            cfg.latent, sem_channels=s.sem_channels, texture_autoencoder="../texture_vae"
+        ),
+        train=dataclasses.replace(
+            cfg.train,
+            total_steps=s.sfd_steps,
+            global_batch_size=s.sfd_batch,
+            seed=s.seed,
+            ckpt_every=max(s.sfd_steps // 3, 1),
+            log_every=10,
+        ),
     )
     return apply_overrides(cfg, list(s.overrides))
 
 
-def run_demo(out: str | Path, settings: DemoSettings, data_root: str | Path | None = None,
-             device: str = "cpu") -> dict:
+def run_demo(
+    out: str | Path,
+    settings: DemoSettings,
+    data_root: str | Path | None = None,
+    device: str = "cpu",
+) -> dict:
     """Run (or resume) every stage; returns the metrics written to ``metrics.json``."""
     from sfd.demo_eval import evaluate_demo, sample_demo
     from sfd.extract import extract, extract_features
@@ -118,30 +136,84 @@ def run_demo(out: str | Path, settings: DemoSettings, data_root: str | Path | No
     stages = Stages(out)
     encoder = EfficientNetLite0Encoder(grid=8, stride=s.encoder_stride).to(device)
 
-    tex = stages.run("texture_vae", lambda: train_texture_vae(
-        train_set, out / "texture_vae",
-        TextureVAETrainConfig(total_steps=s.texture_steps, seed=s.seed), test_dataset=test_set))
-    stages.run("features", lambda: _summary(extract_features(
-        Subset(train_set.dataset, range(s.semvae_images)), encoder, out / "features",
-        shard_size=2048, batch_size=s.batch_size, device=device, num_classes=10)))
-    stages.run("features_val", lambda: _summary(extract_features(
-        test_set, encoder, out / "features_val", shard_size=2048, batch_size=s.batch_size,
-        device=device, num_classes=10)))
-    sem = stages.run("semvae", lambda: train_semvae(
-        out / "features", out / "semvae",
-        SemVAEConfig(latent_channels=s.sem_channels, width=64, depth=2, num_heads=2),
-        SemVAETrainConfig(total_steps=s.semvae_steps, batch_size=32, lr=2e-3, warmup_steps=50,
-                          seed=s.seed, log_every=50), val_dir=out / "features_val"))
-    stages.run("latents", lambda: _summary(extract(
-        train_set, encoder, load_texture_autoencoder(out / "texture_vae"),
-        load_semvae(out / "semvae"), out / "latents", shard_size=4096,
-        batch_size=s.batch_size, device=device, num_classes=10)))
+    tex = stages.run(
+        "texture_vae",
+        lambda: train_texture_vae(
+            train_set,
+            out / "texture_vae",
+            TextureVAETrainConfig(total_steps=s.texture_steps, seed=s.seed),
+            test_dataset=test_set,
+        ),
+    )
+    stages.run(
+        "features",
+        lambda: _summary(
+            extract_features(
+                Subset(train_set.dataset, range(s.semvae_images)),
+                encoder,
+                out / "features",
+                shard_size=2048,
+                batch_size=s.batch_size,
+                device=device,
+                num_classes=10,
+            )
+        ),
+    )
+    stages.run(
+        "features_val",
+        lambda: _summary(
+            extract_features(
+                test_set,
+                encoder,
+                out / "features_val",
+                shard_size=2048,
+                batch_size=s.batch_size,
+                device=device,
+                num_classes=10,
+            )
+        ),
+    )
+    sem = stages.run(
+        "semvae",
+        lambda: train_semvae(
+            out / "features",
+            out / "semvae",
+            SemVAEConfig(latent_channels=s.sem_channels, width=64, depth=2, num_heads=2),
+            SemVAETrainConfig(
+                total_steps=s.semvae_steps,
+                batch_size=32,
+                lr=2e-3,
+                warmup_steps=50,
+                seed=s.seed,
+                log_every=50,
+            ),
+            val_dir=out / "features_val",
+        ),
+    )
+    stages.run(
+        "latents",
+        lambda: _summary(
+            extract(
+                train_set,
+                encoder,
+                load_texture_autoencoder(out / "texture_vae"),
+                load_semvae(out / "semvae"),
+                out / "latents",
+                shard_size=4096,
+                batch_size=s.batch_size,
+                device=device,
+                num_classes=10,
+            )
+        ),
+    )
     cfg = sfd_config(s, encoder.dim, out)
-    stages.run("sfd", lambda: {"step": train(cfg, out / "latents", out / "run",
-                                             device=device).step})
+    stages.run(
+        "sfd", lambda: {"step": train(cfg, out / "latents", out / "run", device=device).step}
+    )
     stages.run("samples", lambda: sample_demo(out, cfg, s, device))
-    metrics = stages.run("metrics", lambda: evaluate_demo(out, s, train_set.dataset, test_set,
-                                                          device))
+    metrics = stages.run(
+        "metrics", lambda: evaluate_demo(out, s, train_set.dataset, test_set, device)
+    )
     return _write_metrics(out, stages, metrics, tex, sem, cfg)
 
 
@@ -149,8 +221,9 @@ def _summary(meta: dict | None) -> dict:
     return {} if meta is None else {"count": meta.get("count"), "shards": len(meta["shards"])}
 
 
-def _write_metrics(out: Path, stages: Stages, metrics: dict, tex: dict, sem: dict,
-                   cfg: Config) -> dict:
+def _write_metrics(
+    out: Path, stages: Stages, metrics: dict, tex: dict, sem: dict, cfg: Config
+) -> dict:
     result = {
         **metrics,
         "texture_vae_psnr_db": tex.get("test_psnr"),
@@ -158,12 +231,21 @@ def _write_metrics(out: Path, stages: Stages, metrics: dict, tex: dict, sem: dic
         "semvae_mse": sem.get("mse"),
         "stage_seconds": {k: v["seconds"] for k, v in stages.done.items()},
         "total_seconds": round(sum(v["seconds"] for v in stages.done.values()), 1),
-        "hardware": {"machine": platform.machine(), "processor": platform.processor(),
-                     "torch_threads": torch.get_num_threads(), "torch": torch.__version__},
-        "model": {"preset": cfg.preset, "depth": cfg.model.depth, "width": cfg.model.width,
-                  "latent": [cfg.latent.tex_channels, cfg.latent.sem_channels, cfg.latent.size],
-                  "delta_t": cfg.flow.delta_t, "train_steps": cfg.train.total_steps,
-                  "sampler": f"{cfg.sample.method} {cfg.sample.num_steps} steps"},
+        "hardware": {
+            "machine": platform.machine(),
+            "processor": platform.processor(),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+        },
+        "model": {
+            "preset": cfg.preset,
+            "depth": cfg.model.depth,
+            "width": cfg.model.width,
+            "latent": [cfg.latent.tex_channels, cfg.latent.sem_channels, cfg.latent.size],
+            "delta_t": cfg.flow.delta_t,
+            "train_steps": cfg.train.total_steps,
+            "sampler": f"{cfg.sample.method} {cfg.sample.num_steps} steps",
+        },
     }
     atomic_write_json(out / "metrics.json", json.loads(json.dumps(result, default=_np_default)))
     return result

@@ -40,8 +40,9 @@ POOL_SIZE = 64  # input size of the pooled-feature network (speed on 2 cores)
 def sample_demo(out: Path, cfg: Config, s, device: str) -> dict:
     """Generate the metric samples (balanced classes) and the stage trajectory picture."""
     model, ckpt = load_checkpoint(out / "run", device)
-    sampler = LatentSampler(model, dataclasses_replace_sample(ckpt.config, cfg), ckpt.stats,
-                            device=device)
+    sampler = LatentSampler(
+        model, dataclasses_replace_sample(ckpt.config, cfg), ckpt.stats, device=device
+    )
     decoder = load_texture_autoencoder(out / "texture_vae").to(device).eval()
     num = max(s.metric_images, 100)
     job = GenerationJob(sampler, decoder, out / "samples", num, batch_size=50, seed=s.seed)
@@ -101,11 +102,16 @@ def _curves(out: Path) -> None:
 
 
 @torch.no_grad()
-def pooled_features(net: EfficientNetLite0Encoder, images: torch.Tensor, device: str,
-                    batch: int = 256) -> torch.Tensor:
+def pooled_features(
+    net: EfficientNetLite0Encoder, images: torch.Tensor, device: str, batch: int = 256
+) -> torch.Tensor:
     """(N, C, H, W) images in [-1, 1] -> (N, 1280) pooled EfficientNet-Lite0 features."""
-    return torch.cat([net.pooled(images[i:i + batch].to(device), size=POOL_SIZE).cpu()
-                      for i in range(0, len(images), batch)])
+    return torch.cat(
+        [
+            net.pooled(images[i : i + batch].to(device), size=POOL_SIZE).cpu()
+            for i in range(0, len(images), batch)
+        ]
+    )
 
 
 def _images_of(dataset, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -160,8 +166,12 @@ def evaluate_demo(out: Path, s, train_dataset, test_set, device: str) -> dict:
     with torch.no_grad():  # what the texture VAE alone costs: its reconstructions of test images
         vae = load_texture_autoencoder(out / "texture_vae").to(device).eval()
         real = test_x[:n]
-        recon = torch.cat([vae.decode(vae.encode(real[i:i + 250].to(device))[0]).clamp(-1, 1)
-                           for i in range(0, n, 250)]).cpu()
+        recon = torch.cat(
+            [
+                vae.decode(vae.encode(real[i : i + 250].to(device))[0]).clamp(-1, 1)
+                for i in range(0, n, 250)
+            ]
+        ).cpu()
     f_recon = pooled_features(net, recon, device)
     return {
         "probe_acc_reconstructions": float((probe(f_recon) == test_y[:n]).float().mean()),

@@ -19,14 +19,23 @@ import torch  # noqa: E402
 
 
 def _show(ax, image: np.ndarray) -> None:
-    ax.imshow(image[..., 0] if image.shape[-1] == 1 else image,
-              cmap="gray" if image.shape[-1] == 1 else None, vmin=0, vmax=255)
+    ax.imshow(
+        image[..., 0] if image.shape[-1] == 1 else image,
+        cmap="gray" if image.shape[-1] == 1 else None,
+        vmin=0,
+        vmax=255,
+    )
     ax.set_xticks([])
     ax.set_yticks([])
 
 
-def sample_grid(images: np.ndarray, labels: Sequence[int], class_names: Sequence[str],
-                path: Path, per_class: int = 10) -> None:
+def sample_grid(
+    images: np.ndarray,
+    labels: Sequence[int],
+    class_names: Sequence[str],
+    path: Path,
+    per_class: int = 10,
+) -> None:
     """Rows of ``per_class`` uint8 (H, W, C) images per class, labelled with the class name."""
     n_cls = len(class_names)
     fig, axes = plt.subplots(n_cls, per_class, figsize=(per_class * 0.8, n_cls * 0.85))
@@ -63,8 +72,9 @@ def semantic_colours(sem: torch.Tensor) -> np.ndarray:
     return (scaled.reshape(t, h, w, 3) * 255).round().byte().numpy()
 
 
-def stage_strip(taus: Sequence[float], textures: np.ndarray, sem: torch.Tensor, delta_t: float,
-                path: Path) -> None:
+def stage_strip(
+    taus: Sequence[float], textures: np.ndarray, sem: torch.Tensor, delta_t: float, path: Path
+) -> None:
     """Two rows over tau: decoded texture (uint8 (T, H, W, C)) and semantic PCA colours."""
     colours = semantic_colours(sem)
     n = len(taus)

@@ -119,3 +119,13 @@ def test_data_mismatch_is_a_clear_error(latents, tmp_path):
     bad = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=7))
     with pytest.raises(ValueError, match="latent data has 10 classes"):
         Trainer(bad, latents, tmp_path)
+
+
+def test_loader_threads_do_not_change_the_run(latents, tmp_path):
+    base = tiny_config(total_steps=5, global_batch_size=8, log_every=1)
+    train(base, latents, tmp_path / "one", progress=False)
+    more = dataclasses.replace(base, train=dataclasses.replace(base.train, num_workers=3))
+    train(more, latents, tmp_path / "three", progress=False)
+    a = tensors(tmp_path / "one/checkpoints/step-0000005/model.safetensors")
+    b = tensors(tmp_path / "three/checkpoints/step-0000005/model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)

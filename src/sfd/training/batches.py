@@ -40,13 +40,12 @@ class EpochOrder:
         self._cache: dict[int, np.ndarray] = {}
 
     def perm(self, epoch: int) -> np.ndarray:
-        if epoch not in self._cache:
+        perm = self._cache.get(epoch)
+        if perm is None:  # the cache is replaced, never mutated: safe from prefetch threads
             g = torch.Generator().manual_seed(derived_seed(self.seed, epoch, 0xDA7A))
-            self._cache = {
-                epoch: torch.randperm(self.n, generator=g).numpy(),
-                **{e: p for e, p in self._cache.items() if e >= epoch - 1},
-            }
-        return self._cache[epoch]
+            perm = torch.randperm(self.n, generator=g).numpy()
+            self._cache = {epoch: perm, **{e: p for e, p in self._cache.items() if e >= epoch - 1}}
+        return perm
 
     def indices(self, start: int, count: int) -> np.ndarray:
         pos = np.arange(start, start + count, dtype=np.int64)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -276,14 +277,16 @@ class Trainer:
             desc="train",
             unit="step",
         )
-        pool = ThreadPoolExecutor(max_workers=1)
-        pending = pool.submit(self.micro_batches, self.step) if self.step < end else None
+        # Batches are pure functions of the step, so loader threads may run ahead in any order.
+        ahead = max(1, cfg.num_workers)
+        pool = ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="sfd-loader")
+        first = range(self.step, min(self.step + ahead, end))
+        pending = deque(pool.submit(self.micro_batches, s) for s in first)
         t0, done = time.perf_counter(), 0
         while self.step < end:
-            batches = pending.result()
-            pending = (
-                pool.submit(self.micro_batches, self.step + 1) if self.step + 1 < end else None
-            )
+            batches = pending.popleft().result()
+            if self.step + ahead < end:
+                pending.append(pool.submit(self.micro_batches, self.step + ahead))
             out = self.train_step(module, batches)
             self.step += 1
             done += 1

@@ -1,0 +1,81 @@
+"""The speed switches of ``train`` change speed, not results (compile, bf16 + fused AdamW on GPU).
+
+``torch.compile`` on CPU needs a C++ compiler and takes tens of seconds, so those tests are
+``slow`` (``pytest -m slow``); the CUDA ones are ``gpu`` (``pytest -m gpu`` on a GPU machine).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from helpers import tiny_config, write_synthetic_latents
+from sfd.model import LightningDiT
+from sfd.training.loop import train
+from sfd.training.parallel import compile_blocks
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture(scope="module")
+def latents(tmp_path_factory):
+    d = tmp_path_factory.mktemp("latents")
+    return write_synthetic_latents(d, tiny_config(), count=24, shard_size=10)
+
+
+def with_train(cfg, **changes):
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **changes))
+
+
+def final_weights(run):
+    return load_file(str(run / "checkpoints/step-0000003/model.safetensors"))
+
+
+@pytest.mark.slow
+def test_compiled_blocks_keep_names_and_outputs():
+    cfg = tiny_config()
+    torch.manual_seed(0)
+    eager = LightningDiT(cfg.model, cfg.latent).eval()
+    for p in eager.parameters():  # leave the zero init, so the output depends on every block
+        p.data.add_(0.02 * torch.randn_like(p))
+    compiled = LightningDiT(cfg.model, cfg.latent).eval()
+    compiled.load_state_dict(eager.state_dict())
+    compile_blocks(compiled)
+    assert compiled.state_dict().keys() == eager.state_dict().keys()
+    lat = cfg.latent
+    x = torch.randn(3, lat.channels, lat.size, lat.size)
+    t_tex, t_sem, y = torch.rand(3), torch.rand(3), torch.tensor([0, 1, 2])
+    with torch.no_grad():
+        want = eager(x, t_tex=t_tex, t_sem=t_sem, y=y)
+        got = compiled(x, t_tex=t_tex, t_sem=t_sem, y=y)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(latents, tmp_path):
+    cfg = tiny_config(total_steps=3, global_batch_size=8, log_every=1)
+    train(cfg, latents, tmp_path / "eager", progress=False)
+    train(with_train(cfg, compile=True), latents, tmp_path / "compiled", progress=False)
+    a, b = final_weights(tmp_path / "eager"), final_weights(tmp_path / "compiled")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_bf16_compile_fused_adamw_on_cuda_tracks_fp32(latents, tmp_path):
+    cfg = tiny_config(total_steps=3, global_batch_size=8, log_every=1)
+    fp32 = train(cfg, latents, tmp_path / "fp32", device="cuda", progress=False)
+    fast = with_train(cfg, precision="bf16", compile=True, fused_adamw=True)
+    bf16 = train(fast, latents, tmp_path / "bf16", device="cuda", progress=False)
+    for h32, h16 in zip(fp32.history, bf16.history, strict=True):
+        assert torch.isfinite(torch.tensor(h16["loss"]))
+        assert abs(h16["loss"] - h32["loss"]) <= 0.05 * abs(h32["loss"]) + 1e-3
+    a, b = final_weights(tmp_path / "fp32"), final_weights(tmp_path / "bf16")
+    for k in a:  # fp32 master weights: bf16 only rounds the compute
+        assert b[k].dtype == torch.float32
+        torch.testing.assert_close(b[k], a[k], atol=5e-3, rtol=5e-2)
