@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import torch
@@ -10,7 +11,15 @@ import torch
 from sfd.config import Config, preset
 from sfd.data.latents import finalize_latent_set, write_latent_shard
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "upstream_parity"
+# The release-produced parity set: ../shared/fixtures/upstream_parity beside the checkout, or
+# another set of the same layout named by SFD_UPSTREAM_FIXTURES.
+FIXTURES = Path(
+    os.environ.get(
+        "SFD_UPSTREAM_FIXTURES",
+        Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "upstream_parity",
+    )
+)
+HAVE_FIXTURES = (FIXTURES / "cases.safetensors").exists()
 
 
 def tiny_config(**train_overrides) -> Config:

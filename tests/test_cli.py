@@ -1,10 +1,11 @@
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from helpers import FIXTURES, tiny_config, write_synthetic_latents
+from helpers import FIXTURES, HAVE_FIXTURES, tiny_config, write_synthetic_latents
 from sfd.cli import main
 
 
@@ -77,6 +78,7 @@ def test_train_resume_and_sample(tmp_path):
     assert res.exit_code == 1 and "exists" in res.output
 
 
+@pytest.mark.skipif(not HAVE_FIXTURES, reason="upstream fixtures not present")
 def test_import_upstream_cli(tmp_path):
     out = tmp_path / "imported"
     res = run(
@@ -101,7 +103,6 @@ def test_import_upstream_cli(tmp_path):
 
 def test_run_relative_decoder_path(tmp_path, monkeypatch):
     import click
-    import pytest
 
     from sfd.cli import _run_relative
 
