@@ -52,11 +52,9 @@ class DemoSettings:
     test_images: int = 2_000  # held out: texture-VAE PSNR, SemVAE cosine, real-image metrics
     metric_images: int = 500  # samples and real images per Fréchet distance / accuracy
     probe_images: int = 5_000  # real training images the probe classifier learns from
-    texture_steps: int = 375
-    texture_lr: float = 6e-3
-    texture_warmup: int = 40
+    texture_steps: int = 250
     semvae_steps: int = 400
-    sfd_steps: int = 560
+    sfd_steps: int = 600
     sfd_batch: int = 64
     sem_channels: int = 4
     encoder_stride: int = 8
@@ -73,7 +71,6 @@ class DemoSettings:
             metric_images=100,
             probe_images=512,
             texture_steps=30,
-            texture_warmup=5,
             semvae_steps=30,
             sfd_steps=30,
             sfd_batch=16,
@@ -144,12 +141,7 @@ def run_demo(
         lambda: train_texture_vae(
             train_set,
             out / "texture_vae",
-            TextureVAETrainConfig(
-                total_steps=s.texture_steps,
-                lr=s.texture_lr,
-                warmup_steps=s.texture_warmup,
-                seed=s.seed,
-            ),
+            TextureVAETrainConfig(total_steps=s.texture_steps, seed=s.seed),
             test_dataset=test_set,
         ),
     )
