@@ -300,7 +300,7 @@ def preset(name: str) -> Config:
         )
         # CFG 4: probe accuracy of samples 0.50 at scale 2, 0.58 at 3, 0.61 at 4 (200 samples)
         sample = SampleConfig(
-            method="heun", num_steps=8, cfg_scale_tex=4.0, cfg_scale_sem=4.0, compute_batch=50
+            method="heun", num_steps=10, cfg_scale_tex=4.0, cfg_scale_sem=4.0, compute_batch=50
         )
         return Config(model=model, latent=latent, train=train, sample=sample, preset=name)
     return Config(model=model, latent=latent, train=train, preset=name)

@@ -27,7 +27,6 @@ import numpy as np
 import torch
 from torch.utils.data import Subset
 
-from sfd.bench import cpu_model_name
 from sfd.config import Config, apply_overrides, preset
 from sfd.data.fashion_mnist import FashionMNIST
 from sfd.data.shards import atomic_write_json
@@ -48,14 +47,14 @@ log = logging.getLogger("sfd.demo")
 class DemoSettings:
     """Sizes of the demo; ``quick()`` is the small version the test suite runs."""
 
-    train_images: int = 8_000  # images (and their flips) whose latents SFD learns from
+    train_images: int = 10_000  # images (and their flips) whose latents SFD learns from
     semvae_images: int = 5_000
     test_images: int = 2_000  # held out: texture-VAE PSNR, SemVAE cosine, real-image metrics
     metric_images: int = 500  # samples and real images per Fréchet distance / accuracy
     probe_images: int = 5_000  # real training images the probe classifier learns from
     texture_steps: int = 250
-    semvae_steps: int = 300
-    sfd_steps: int = 520
+    semvae_steps: int = 400
+    sfd_steps: int = 600
     sfd_batch: int = 64
     sem_channels: int = 4
     encoder_stride: int = 8
@@ -234,7 +233,7 @@ def _write_metrics(
         "total_seconds": round(sum(v["seconds"] for v in stages.done.values()), 1),
         "hardware": {
             "machine": platform.machine(),
-            "processor": cpu_model_name(),
+            "processor": platform.processor(),
             "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__,
         },
