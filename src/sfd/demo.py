@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Subset
 
+from sfd.bench import cpu_model_name
 from sfd.config import Config, apply_overrides, preset
 from sfd.data.fashion_mnist import FashionMNIST
 from sfd.data.shards import atomic_write_json
@@ -233,7 +234,7 @@ def _write_metrics(
         "total_seconds": round(sum(v["seconds"] for v in stages.done.values()), 1),
         "hardware": {
             "machine": platform.machine(),
-            "processor": platform.processor(),
+            "processor": cpu_model_name(),
             "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__,
         },
