@@ -5,7 +5,8 @@ Extracts the encoder map (B, C, 8, 8) of the first ``--train`` training images a
 full-batch L-BFGS, standardised features, small L2) on (a) the map averaged over positions
 (C-d) and (b) the whole map flattened (C * 64-d), and reports test accuracy for both.
 
-    python scripts/probe_efficientnet.py --stride 16 --train 10000 --test 10000
+    python scripts/probe_efficientnet.py --stride 8   # the demo: 91.0% flattened, 81.1% pooled
+    python scripts/probe_efficientnet.py --stride 16  # 91.8% / 87.5% (measured; README)
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def fit_probe(x_train, y_train, x_test, y_test, l2: float, steps: int) -> float:
 
 @click.command()
 @click.option("--root", default=str(DEFAULT_ROOT), show_default=True)
-@click.option("--stride", type=int, default=16, show_default=True)
+@click.option("--stride", type=int, default=8, show_default=True)
 @click.option(
     "--normalization",
     type=click.Choice(["imagenet", "lite"]),
