@@ -146,34 +146,25 @@ def run_demo(
             test_dataset=test_set,
         ),
     )
+
+    def features(dataset, name: str) -> dict:
+        return _summary(
+            extract_features(
+                dataset,
+                encoder,
+                out / name,
+                shard_size=2048,
+                batch_size=s.batch_size,
+                device=device,
+                num_classes=10,
+            )
+        )
+
     stages.run(
         "features",
-        lambda: _summary(
-            extract_features(
-                Subset(train_set.dataset, range(s.semvae_images)),
-                encoder,
-                out / "features",
-                shard_size=2048,
-                batch_size=s.batch_size,
-                device=device,
-                num_classes=10,
-            )
-        ),
+        lambda: features(Subset(train_set.dataset, range(s.semvae_images)), "features"),
     )
-    stages.run(
-        "features_val",
-        lambda: _summary(
-            extract_features(
-                test_set,
-                encoder,
-                out / "features_val",
-                shard_size=2048,
-                batch_size=s.batch_size,
-                device=device,
-                num_classes=10,
-            )
-        ),
-    )
+    stages.run("features_val", lambda: features(test_set, "features_val"))
     sem = stages.run(
         "semvae",
         lambda: train_semvae(

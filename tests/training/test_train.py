@@ -23,6 +23,17 @@ def tensors(path):
     return load_file(str(path))
 
 
+def final_weights_of_both(base, train_changes: dict, latents, tmp_path):
+    """Train ``base`` and ``base`` with ``train_changes``; the final model weights of each."""
+    other = dataclasses.replace(base, train=dataclasses.replace(base.train, **train_changes))
+    last = f"checkpoints/step-{base.train.total_steps:07d}/model.safetensors"
+    weights = []
+    for name, cfg in (("base", base), ("other", other)):
+        train(cfg, latents, tmp_path / name, progress=False)
+        weights.append(tensors(tmp_path / name / last))
+    return weights
+
+
 def test_resume_is_exact(latents, tmp_path):
     cfg = tiny_config(total_steps=8, ckpt_every=100, log_every=2, global_batch_size=8)
     train(cfg, latents, tmp_path / "a", progress=False)
@@ -42,11 +53,7 @@ def test_resume_is_exact(latents, tmp_path):
 
 def test_grad_accumulation_matches_one_big_batch(latents, tmp_path):
     base = tiny_config(total_steps=3, global_batch_size=8, log_every=1)
-    train(base, latents, tmp_path / "one", progress=False)
-    acc = dataclasses.replace(base, train=dataclasses.replace(base.train, grad_accum_steps=4))
-    train(acc, latents, tmp_path / "acc", progress=False)
-    a = tensors(tmp_path / "one/checkpoints/step-0000003/model.safetensors")
-    b = tensors(tmp_path / "acc/checkpoints/step-0000003/model.safetensors")
+    a, b = final_weights_of_both(base, {"grad_accum_steps": 4}, latents, tmp_path)
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=2e-6, rtol=1e-5)
 
@@ -123,9 +130,5 @@ def test_data_mismatch_is_a_clear_error(latents, tmp_path):
 
 def test_loader_threads_do_not_change_the_run(latents, tmp_path):
     base = tiny_config(total_steps=5, global_batch_size=8, log_every=1)
-    train(base, latents, tmp_path / "one", progress=False)
-    more = dataclasses.replace(base, train=dataclasses.replace(base.train, num_workers=3))
-    train(more, latents, tmp_path / "three", progress=False)
-    a = tensors(tmp_path / "one/checkpoints/step-0000005/model.safetensors")
-    b = tensors(tmp_path / "three/checkpoints/step-0000005/model.safetensors")
+    a, b = final_weights_of_both(base, {"num_workers": 3}, latents, tmp_path)
     assert all(torch.equal(a[k], b[k]) for k in a)
