@@ -97,7 +97,7 @@ class Stages:
         return result
 
 
-def sfd_config(s: DemoSettings, encoder_dim: int, out: Path) -> Config:
+def sfd_config(s: DemoSettings, encoder_dim: int) -> Config:
     cfg = preset("demo")
     cfg = dataclasses.replace(
         cfg,
@@ -198,7 +198,7 @@ def run_demo(
             )
         ),
     )
-    cfg = sfd_config(s, encoder.dim, out)
+    cfg = sfd_config(s, encoder.dim)
     stages.run(
         "sfd", lambda: {"step": train(cfg, out / "latents", out / "run", device=device).step}
     )

@@ -169,13 +169,9 @@ def _offline_fd(samples, ref, space, weights, size, batch_size, device, out, pro
             )
         except ValueError as e:
             raise click.ClickException(str(e)) from e
-        results = {
-            f"fd_{space.replace('-', '_')}": fd,
-            "feature_space": space,
-            "feature_size": size or DEFAULT_SIZES[space],
-        }
+        px = size or DEFAULT_SIZES[space]
+        results = {f"fd_{space.replace('-', '_')}": fd, "feature_space": space, "feature_size": px}
         if _is_main():
-            px = size or DEFAULT_SIZES[space]
             click.echo(f"Fréchet distance ({space} features, {px} px)  {fd:.4f}")
             if out is not None:
                 write_results(results, out)
