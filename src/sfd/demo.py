@@ -117,16 +117,39 @@ def sfd_config(s: DemoSettings, encoder_dim: int) -> Config:
     return apply_overrides(cfg, list(s.overrides))
 
 
-def run_demo(
+@dataclass(frozen=True)
+class DemoBase:
+    """The cached data stages of the demo: what SFD trains on and decodes with."""
+
+    out: Path
+    stages: Stages
+    train_set: Subset
+    test_set: Subset
+    encoder_dim: int
+    texture: dict  # texture-VAE training summary (test PSNR, ...)
+    semvae: dict  # SemVAE training summary (held-out cosine, ...)
+
+    @property
+    def latents(self) -> Path:
+        return self.out / "latents"
+
+    @property
+    def features(self) -> Path:
+        return self.out / "features"
+
+    @property
+    def texture_vae(self) -> Path:
+        return self.out / "texture_vae"
+
+
+def prepare_base(
     out: str | Path,
     settings: DemoSettings,
     data_root: str | Path | None = None,
     device: str = "cpu",
-) -> dict:
-    """Run (or resume) every stage; returns the metrics written to ``metrics.json``."""
-    from sfd.demo_eval import evaluate_demo, sample_demo
+) -> DemoBase:
+    """Run (or resume) the data stages 1-4: texture VAE, features, SemVAE, latents."""
     from sfd.extract import extract, extract_features
-    from sfd.training.loop import train
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -198,15 +221,32 @@ def run_demo(
             )
         ),
     )
-    cfg = sfd_config(s, encoder.dim)
+    return DemoBase(out, stages, train_set, test_set, encoder.dim, tex, sem)
+
+
+def run_demo(
+    out: str | Path,
+    settings: DemoSettings,
+    data_root: str | Path | None = None,
+    device: str = "cpu",
+) -> dict:
+    """Run (or resume) every stage; returns the metrics written to ``metrics.json``."""
+    from sfd.demo_eval import evaluate_demo, sample_demo
+    from sfd.training.loop import train
+
+    s = settings
+    base = prepare_base(out, s, data_root, device)
+    out, stages = base.out, base.stages
+    cfg = sfd_config(s, base.encoder_dim)
     stages.run(
         "sfd", lambda: {"step": train(cfg, out / "latents", out / "run", device=device).step}
     )
     stages.run("samples", lambda: sample_demo(out, cfg, s, device))
     metrics = stages.run(
-        "metrics", lambda: evaluate_demo(out, s, train_set.dataset, test_set, device)
+        "metrics",
+        lambda: evaluate_demo(out, s, base.train_set.dataset, base.test_set, device),
     )
-    return _write_metrics(out, stages, metrics, tex, sem, cfg)
+    return _write_metrics(out, stages, metrics, base.texture, base.semvae, cfg)
 
 
 def _summary(meta: dict | None) -> dict:

