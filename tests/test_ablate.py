@@ -197,3 +197,24 @@ def test_a_latent_set_missing_what_a_row_needs_is_refused_before_training(tmp_pa
     assert res.exit_code != 0 and "--decoder" in res.output
     for sub in "abc":
         assert not (tmp_path / sub / "runs").exists()
+
+
+def test_a_job_lock_keeps_out_live_processes_and_takes_over_dead_ones(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from sfd.ablate import _JobLock
+
+    lock = _JobLock(tmp_path / "run")
+    assert lock.acquire() and lock.path.exists()
+    lock.release()
+    assert not lock.path.exists()
+    host = socket.gethostname()
+    lock.path.write_text(f"{host} {os.getppid()}")  # a live process that is not us
+    assert not lock.acquire()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock.path.write_text(f"{host} {dead.pid}")  # its process is gone: stale
+    assert lock.acquire()
+    assert lock.path.read_text() == f"{host} {os.getpid()}"

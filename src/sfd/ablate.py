@@ -350,9 +350,12 @@ def prepare_data(
 
 
 def _fashion_classifier(path: Path, quick: bool, device: str) -> Path:
-    """The in-domain classifier of the metrics: trained once, cached (a common stage)."""
-    from sfd.eval.fashion_classifier import train_fashion_classifier
+    """The in-domain classifier of the metrics: the packaged one (the same metric everywhere);
+    trained once into ``path`` only where the package lacks it."""
+    from sfd.eval.fashion_classifier import META_FILE, PACKAGED_CLASSIFIER, train_fashion_classifier
 
+    if (PACKAGED_CLASSIFIER / META_FILE).exists():
+        return PACKAGED_CLASSIFIER
     if quick:  # toy budget: the test suite checks the plumbing, not the metric's quality
         train_fashion_classifier(path, steps=60, train_images=2000, device=device)
     else:
@@ -569,16 +572,18 @@ def run_ablation(
     jobs = [job for k, job in enumerate(settings.jobs()) if k % n == i]
     evaluator = None
     decoder_net = None
-    work = {"trained": [], "evaluated": []}
+    work: dict[str, list] = {"trained": [], "evaluated": [], "skipped": []}
     for row_name, seed in jobs:
         row = parse_row(row_name)
         cfg = row_config(base, row, base.latent.sem_channels, seed, settings.steps)
-        cfg = dataclasses.replace(
-            cfg, train=dataclasses.replace(cfg.train, ckpt_every=settings.checkpoint_steps()[0])
-        )
         run_dir = out / "runs" / row_name / f"seed{seed}"
         todo = _evaluations(out, settings, row_name, seed)
         if not todo:
+            continue
+        lock = _JobLock(run_dir)
+        if not lock.acquire():
+            log.info("%s seed %d: another live process holds %s; skipped", row_name, seed, lock)
+            work["skipped"].append([row_name, seed])
             continue
         ckpt_steps = settings.checkpoint_steps()
         if not all((checkpoint_dir(run_dir, k) / "ema.safetensors").exists() for k in ckpt_steps):
@@ -616,6 +621,7 @@ def run_ablation(
             atomic_write_json(target, record)
             work["evaluated"].append([row_name, seed, step, scale])
             log.info("%s seed %d step %d cfg %g: %s", row_name, seed, step, scale, metrics)
+        lock.release()
     if evaluator is None:  # nothing left to do here: the reference may still be missing
         ref = sorted(out.glob(f"reference_{settings.num_samples}.json"))
         reference_info = json.loads(ref[0].read_text()) if ref else None
@@ -624,6 +630,60 @@ def run_ablation(
     summary = write_report(out, settings, reference_info, data.info)
     summary["work"] = work
     return summary
+
+
+class _JobLock:
+    """One process per (row, seed) at a time, whatever ``--shard`` each was given.
+
+    ``.lock`` in the run directory holds the owner's host and pid; a lock whose process is
+    gone (same host) is stale and taken over, so a crash never blocks a rerun.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / ".lock"
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def acquire(self) -> bool:
+        import os
+        import socket
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = f"{socket.gethostname()} {os.getpid()}"
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                if not self._stale(socket.gethostname()):
+                    return False
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(me)
+            return True
+        return False
+
+    def _stale(self, host: str) -> bool:
+        import os
+
+        try:
+            owner_host, pid = self.path.read_text().split()
+            if owner_host != host:
+                return False  # another machine's process: cannot tell, assume alive
+            if int(pid) == os.getpid():
+                return True  # left by this process (an earlier call that failed)
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False  # alive, another user's
+        except (OSError, ValueError):
+            return True  # unreadable or half-written lock
+        return False
+
+    def release(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 def _with_checkpoints(cfg: Config, steps: list[int]) -> Config:

@@ -110,7 +110,10 @@ def test_save_load_round_trip_gives_identical_logits(tmp_path):
     assert a.dtype == torch.float32 and fb.dtype == torch.float64 and fb.shape == (5, 128)
 
 
-def test_default_dir_follows_sfd_cache(monkeypatch, tmp_path):
+def test_default_dir_follows_sfd_cache_without_a_packaged_classifier(monkeypatch, tmp_path):
+    import sfd.eval.fashion_classifier as fc
+
+    monkeypatch.setattr(fc, "PACKAGED_CLASSIFIER", tmp_path / "not-packaged")
     monkeypatch.setenv("SFD_CACHE", str(tmp_path))
     assert default_classifier_dir() == tmp_path / "fashion-mnist-classifier"
     monkeypatch.delenv("SFD_CACHE")
@@ -199,7 +202,10 @@ def test_cli_eval_fashion_mnist(tiny, real_test, tmp_path, monkeypatch):
     _, ref_feats = classifier_outputs(net, images[1000:1300])
     assert got["fd_fashion_mnist"] == pytest.approx(fd_fmnist(feats, ref_feats), rel=1e-6)
     assert got["accuracy"] == class_accuracy(logits, labels[:200])
-    # no labels -> FD only; no --feature-weights -> the cached classifier of $SFD_CACHE
+    # no labels -> FD only; no --feature-weights -> the default classifier (here the tiny one)
+    import sfd.eval.fashion_classifier as fc
+
+    monkeypatch.setattr(fc, "PACKAGED_CLASSIFIER", tmp_path / "not-packaged")
     monkeypatch.setenv("SFD_CACHE", str(tmp_path / "cache"))
     shutil.copytree(out, default_classifier_dir())
     res = runner.invoke(main, ["eval", str(unlabelled), *args])
@@ -210,3 +216,19 @@ def test_cli_eval_fashion_mnist(tiny, real_test, tmp_path, monkeypatch):
     )
     res = runner.invoke(main, ["eval", str(samples), "--feature-size", "64", *args])
     assert res.exit_code != 0 and "32 px" in res.output
+
+
+@needs_data
+def test_packaged_classifier_is_the_default_and_classifies_real_test_images(real_test):
+    from sfd.eval.fashion_classifier import PACKAGED_CLASSIFIER
+
+    assert default_classifier_dir() == PACKAGED_CLASSIFIER
+    meta = json.loads((PACKAGED_CLASSIFIER / META_FILE).read_text())
+    assert meta["test_images"] == 10_000 and meta["test_accuracy"] > 0.9
+    net = load_fashion_classifier(PACKAGED_CLASSIFIER)
+    images, labels = real_test
+    logits, feats = classifier_outputs(net, images)
+    # its accuracy on real test images is what its file says (first 2,000 of the 10,000)
+    assert class_accuracy(logits, torch.from_numpy(labels)) > 0.89
+    # two disjoint halves of the real test images sit close: the floor is small
+    assert fd_fmnist(feats[:1000], feats[1000:]) < 10
