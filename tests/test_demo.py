@@ -59,6 +59,12 @@ def test_quick_demo_writes_every_artefact_and_resumes(tmp_path):
         "texture_vae_psnr_db",
         "semvae_cosine",
         "total_seconds",
+        "fd_fmnist_samples",
+        "fd_fmnist_real_floor",
+        "fd_fmnist_reconstructions",
+        "classifier_acc_samples",
+        "classifier_acc_real",
+        "classifier_acc_reconstructions",
     ):
         assert isinstance(on_disk[key], (int, float)) and math.isfinite(on_disk[key]), key
     assert all(math.isfinite(v) for v in _finite_numbers(on_disk))
@@ -67,6 +73,10 @@ def test_quick_demo_writes_every_artefact_and_resumes(tmp_path):
     assert on_disk["fd_samples"] >= 0 and on_disk["fd_real_floor"] >= 0
     # the probe is a real classifier: far above chance (10 %) on real test images
     assert on_disk["probe_acc_real"] > 0.5
+    # the packaged in-domain classifier: real test images near its 91 % test accuracy, and two
+    # real sets closer to each other than the quick demo's samples are to them
+    assert on_disk["classifier_acc_real"] > 0.8
+    assert on_disk["fd_fmnist_real_floor"] < on_disk["fd_fmnist_samples"]
     assert on_disk["hardware"]["torch_threads"] >= 1
 
     # A rerun finds every stage cached: nothing is retrained, the artefacts are untouched.

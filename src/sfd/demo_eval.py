@@ -1,6 +1,6 @@
 """Samples, pictures and offline metrics of ``sfd demo`` (see :mod:`sfd.demo`).
 
-Metrics, all offline with EfficientNet-Lite0's real ImageNet weights:
+Metrics, all offline (EfficientNet-Lite0's real ImageNet weights and the packaged classifier):
 
 - ``fd_samples``: Fréchet distance between pooled features of samples and of real test images;
 - ``fd_real_floor``: the same distance between two disjoint sets of real test images of the
@@ -10,6 +10,9 @@ Metrics, all offline with EfficientNet-Lite0's real ImageNet weights:
   sample was conditioned on);
 - ``probe_acc_reconstructions``: the same probe on the texture VAE's reconstructions of the
   real test images: the ceiling the samples can reach through this decoder.
+- ``fd_fmnist_*`` / ``classifier_acc_*``: the in-domain metrics of the packaged Fashion-MNIST
+  classifier (:mod:`sfd.eval.fashion_classifier`) for samples, the real floor and the
+  reconstructions.
 """
 
 from __future__ import annotations
@@ -147,6 +150,38 @@ def train_probe(features: torch.Tensor, labels: torch.Tensor, classes: int, step
     return lambda f: layer((f - mean) / std).argmax(1)
 
 
+def _in_domain(test_x, test_y, samples, sample_y, recon, n: int, device: str) -> dict:
+    """FD_FMNIST and accuracy with the packaged Fashion-MNIST classifier (docs/EVALUATION.md):
+    samples, the real-vs-real floor and the texture VAE's reconstructions (the ceiling)."""
+    from sfd.eval.fashion_classifier import (
+        classifier_outputs,
+        ensure_fashion_classifier,
+        fd_fmnist,
+    )
+
+    net = ensure_fashion_classifier(device=device)
+
+    def outputs(images: torch.Tensor):
+        return classifier_outputs(net, to_uint8(images).permute(0, 3, 1, 2), device=device)
+
+    real_logits, real = outputs(test_x[:n])
+    _, other = outputs(test_x[n : 2 * n])
+    sample_logits, fake = outputs(samples)
+    recon_logits, rec = outputs(recon)
+
+    def acc(logits, labels) -> float:
+        return float((logits.argmax(1) == labels).float().mean())
+
+    return {
+        "fd_fmnist_samples": fd_fmnist(fake, real),
+        "fd_fmnist_real_floor": fd_fmnist(other, real),
+        "fd_fmnist_reconstructions": fd_fmnist(rec, real),
+        "classifier_acc_samples": acc(sample_logits, sample_y),
+        "classifier_acc_real": acc(real_logits, test_y[:n]),
+        "classifier_acc_reconstructions": acc(recon_logits, test_y[:n]),
+    }
+
+
 def evaluate_demo(out: Path, s, train_dataset, test_set, device: str) -> dict:
     net = EfficientNetLite0Encoder(grid=8, stride=s.encoder_stride).to(device).eval()
     n = min(s.metric_images, len(test_set) // 2)
@@ -174,6 +209,7 @@ def evaluate_demo(out: Path, s, train_dataset, test_set, device: str) -> dict:
         ).cpu()
     f_recon = pooled_features(net, recon, device)
     return {
+        **_in_domain(test_x, test_y, samples, sample_y, recon, n, device),
         "probe_acc_reconstructions": float((probe(f_recon) == test_y[:n]).float().mean()),
         "fd_samples": frechet_distance(_stats(f_samples), _stats(f_test[:n]), method="eigh"),
         "fd_real_floor": frechet_distance(_stats(f_test[n:]), _stats(f_test[:n]), method="eigh"),
