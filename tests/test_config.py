@@ -89,3 +89,10 @@ def test_unknown_preset():
 def test_invalid_model_shape():
     with pytest.raises(ValueError, match="multiple of model.num_heads"):
         dataclasses.replace(preset("tiny").model, width=65)
+
+
+def test_a_texture_only_latent_refuses_a_semantic_lead():
+    cfg = apply_overrides(preset("tiny"), ["flow.delta_t=0", "latent.sem_channels=0"])
+    assert cfg.latent.sem_channels == 0
+    with pytest.raises(ValueError, match=r"flow.delta_t must be 0 for a texture-only latent"):
+        apply_overrides(preset("tiny"), ["latent.sem_channels=0"])

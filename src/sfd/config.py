@@ -234,6 +234,17 @@ class Config:
     sample: SampleConfig = field(default_factory=SampleConfig)
     preset: str = "custom"
 
+    def __post_init__(self) -> None:
+        # A texture-only latent has nothing to lead: with Δt > 0 the first Δt / (1 + Δt) of
+        # every sampling path would move no channel at all.
+        if self.latent.sem_channels == 0:
+            _check(
+                self.flow.delta_t == 0,
+                "flow.delta_t",
+                "0 for a texture-only latent (latent.sem_channels=0)",
+                self.flow.delta_t,
+            )
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
