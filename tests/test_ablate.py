@@ -115,6 +115,7 @@ def _grid(out, shard, *extra):
     from sfd.cli import main
 
     args = ["ablate", "--quick", "--out", str(out), "--shard", shard, "--device", "cpu", *extra]
+    args += ["--set", "train.lr=1e-3"]  # the demo preset's own value: --set adds to the grid's
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     return res.output
@@ -126,6 +127,8 @@ def _results(out):
 
 @needs_data
 def test_quick_grid_shards_resumes_and_writes_every_artefact(tmp_path, quick_base):
+    from sfd.cli import main
+
     out = tmp_path / "grid"
     shutil.copytree(quick_base, out / "base")
     first = _grid(out, "0/2")
@@ -140,6 +143,12 @@ def test_quick_grid_shards_resumes_and_writes_every_artefact(tmp_path, quick_bas
     again = _grid(out, "0/1")
     assert "trained 0 and evaluated 0" in again  # a rerun does no work
     assert {p: (out / "results" / p).stat().st_mtime_ns for p in mtimes} == mtimes
+
+    protocol = json.loads((out / "protocol.json").read_text())
+    assert protocol["overrides"][0] == "model.depth=2"
+    assert protocol["overrides"][-1] == "train.lr=1e-3"
+    res = CliRunner().invoke(main, ["ablate", "--quick", "--out", str(out), "--steps", "10"])
+    assert res.exit_code != 0 and "another protocol (differs in steps, checkpoints" in res.output
 
     summary = json.loads((out / "results.json").read_text())
     assert len(summary["results"]) == 12
@@ -195,8 +204,9 @@ def test_a_latent_set_missing_what_a_row_needs_is_refused_before_training(tmp_pa
         main, ["ablate", "--data", str(no_repa), "--out", str(tmp_path / "c"), "--rows", "baseline"]
     )
     assert res.exit_code != 0 and "--decoder" in res.output
-    for sub in "abc":
+    for sub in "abc":  # refused before anything was trained or recorded
         assert not (tmp_path / sub / "runs").exists()
+        assert not (tmp_path / sub / "protocol.json").exists()
 
 
 def test_a_job_lock_keeps_out_live_processes_and_takes_over_dead_ones(tmp_path):

@@ -399,7 +399,7 @@ class Evaluator:
     give the ceiling a generator can reach through this decoder.
     """
 
-    def __init__(self, out: Path, data: AblationData, num: int, quick: bool, device: str) -> None:
+    def __init__(self, out: Path, data: AblationData, num: int, device: str) -> None:
         from sfd.latents.encoders import EfficientNetLite0Encoder
 
         self.device, self.num = device, num
@@ -415,6 +415,7 @@ class Evaluator:
         if len(images) < 2 * num:
             raise ValueError(f"{data.reference}: {len(images)} images; {2 * num} needed")
         self.real = self.features(images[:num])
+        self.real_stats = {k: _stats(v) for k, v in self.real.items() if k != "logits"}
         self.real_labels = None if labels is None else torch.from_numpy(labels[:num]).long()
         self.reference = self._reference(out, data, images, labels)
 
@@ -443,22 +444,16 @@ class Evaluator:
 
         result = {
             "fd_effnet": frechet_distance(
-                _stats(feats["effnet"]), self.real_s["effnet"], method="eigh"
+                _stats(feats["effnet"]), self.real_stats["effnet"], method="eigh"
             )
         }
         if "fmnist" in feats:
             result["fd_fmnist"] = frechet_distance(
-                _stats(feats["fmnist"]), self.real_s["fmnist"], method="eigh"
+                _stats(feats["fmnist"]), self.real_stats["fmnist"], method="eigh"
             )
             if labels is not None:
                 result["acc"] = float((feats["logits"].argmax(1) == labels).float().mean())
         return result
-
-    @property
-    def real_s(self):
-        if not hasattr(self, "_real_s"):
-            self._real_s = {k: _stats(v) for k, v in self.real.items() if k != "logits"}
-        return self._real_s
 
     def _reference(self, out: Path, data: AblationData, images, labels) -> dict:
         path = out / f"reference_{self.num}.json"
@@ -568,6 +563,7 @@ def run_ablation(
     base = base_config(data.meta, settings.overrides)
     for r in settings.rows:  # every row's config is valid before anything trains
         row_config(base, parse_row(r), base.latent.sem_channels, 0, settings.steps)
+    _check_settings(out, settings, write=True)
     i, n = shard
     jobs = [job for k, job in enumerate(settings.jobs()) if k % n == i]
     evaluator = None
@@ -597,7 +593,7 @@ def run_ablation(
             )
             work["trained"].append([row_name, seed, round(time.perf_counter() - t0, 1)])
         if evaluator is None:
-            evaluator = Evaluator(out, data, settings.num_samples, settings.quick, device)
+            evaluator = Evaluator(out, data, settings.num_samples, device)
             decoder_net = load_texture_autoencoder(data.decoder).to(device).eval()
         for step, scale in todo:
             t0 = time.perf_counter()
@@ -701,8 +697,9 @@ def _evaluations(out: Path, s: AblationSettings, row: str, seed: int) -> list[tu
     return [(k, w) for k, w in wanted if not result_path(out, row, seed, k, w).exists()]
 
 
-def _check_settings(out: Path, s: AblationSettings) -> None:
-    """A grid directory holds one protocol: rerunning with another one would mix results."""
+def _check_settings(out: Path, s: AblationSettings, write: bool = False) -> None:
+    """A grid directory holds one protocol: rerunning with another one would mix results.
+    It is recorded (``write``) once the inputs are checked, so a refused start leaves none."""
     path = out / "protocol.json"
     proto = s.protocol()
     if path.exists():
@@ -714,4 +711,5 @@ def _check_settings(out: Path, s: AblationSettings) -> None:
                 f"use a new --out or the same settings"
             )
         return
-    atomic_write_json(path, proto)
+    if write:
+        atomic_write_json(path, proto)

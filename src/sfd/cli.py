@@ -402,9 +402,9 @@ def demo_cmd(out, quick, data_root, overrides, device) -> None:
 )
 @click.option("--seeds", type=int, default=None, help="Training seeds of the main rows [3].")
 @click.option("--sweep-seeds", type=int, default=None, help="Seeds of the other rows [1].")
-@click.option("--steps", type=int, default=None, help="Training steps of every run.")
+@click.option("--steps", type=int, default=None, help="Training steps of every run [1000].")
 @click.option("--checkpoints", type=int, default=None, help="Evaluated checkpoints per run [5].")
-@click.option("--num-samples", type=int, default=None, help="Samples per evaluation.")
+@click.option("--num-samples", type=int, default=None, help="Samples per evaluation [1000].")
 @click.option("--cfg", "cfg_scale", type=float, default=None, help="Guidance of the curves [1].")
 @click.option(
     "--cfg-sweep", default=None, help="Comma-separated guidance scales at the final checkpoint."
@@ -448,10 +448,12 @@ def ablate_cmd(
         "cfg_sweep": None
         if cfg_sweep is None
         else tuple(float(w) for w in cfg_sweep.split(",") if w.strip()),
-        "overrides": tuple(overrides) or None,
     }
     given = {k: v for k, v in given.items() if v is not None}
-    settings = AblationSettings.quick_settings(**given) if quick else AblationSettings(**given)
+    make = AblationSettings.quick_settings if quick else AblationSettings
+    # --set comes after the grid's own model settings, so it can change them or add to them
+    settings = make(**given)
+    settings = make(**given, overrides=settings.overrides + tuple(overrides))
     summary = run_ablation(
         Path(out),
         settings,
