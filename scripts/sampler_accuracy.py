@@ -26,7 +26,7 @@ from sfd.upstream import config_from_kwargs
 fixtures = Path(
     sys.argv[1]
     if len(sys.argv) > 1
-    else Path(__file__).resolve().parents[2] / "shared/fixtures/upstream_parity"
+    else Path(__file__).resolve().parents[1] / "tests/fixtures/upstream_parity"
 )
 meta = json.loads((fixtures / "upstream_config.json").read_text())
 cfg = config_from_kwargs(meta["model_kwargs"], meta["create_transport_kwargs"])

@@ -11,15 +11,10 @@ import torch
 from sfd.config import Config, preset
 from sfd.data.latents import finalize_latent_set, write_latent_shard
 
-# The release-produced parity set: ../shared/fixtures/upstream_parity beside the checkout, or
-# another set of the same layout named by SFD_UPSTREAM_FIXTURES.
-FIXTURES = Path(
-    os.environ.get(
-        "SFD_UPSTREAM_FIXTURES",
-        Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "upstream_parity",
-    )
-)
-HAVE_FIXTURES = (FIXTURES / "cases.safetensors").exists()
+# The release-produced parity sets ship in tests/fixtures (data only; MIT, see LICENSE-upstream).
+# SFD_UPSTREAM_FIXTURES names another set of the upstream_parity layout (e.g. the hidden one).
+FIXTURES_ROOT = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = Path(os.environ.get("SFD_UPSTREAM_FIXTURES") or FIXTURES_ROOT / "upstream_parity")
 
 
 def tiny_config(**train_overrides) -> Config:

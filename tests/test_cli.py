@@ -2,10 +2,11 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from helpers import FIXTURES, HAVE_FIXTURES, tiny_config, write_synthetic_latents
+from helpers import FIXTURES, tiny_config, write_synthetic_latents
 from sfd.cli import main
 
 
@@ -78,7 +79,6 @@ def test_train_resume_and_sample(tmp_path):
     assert res.exit_code == 1 and "exists" in res.output
 
 
-@pytest.mark.skipif(not HAVE_FIXTURES, reason="upstream fixtures not present")
 def test_import_upstream_cli(tmp_path):
     out = tmp_path / "imported"
     res = run(
@@ -99,6 +99,82 @@ def test_import_upstream_cli(tmp_path):
         tmp_path / "bad",
     )
     assert res.exit_code == 1 and "does not match the config" in res.output
+
+
+def test_sample_latents_only_honours_labels(tmp_path):
+    # the release fixture model, whose output depends strongly on the label
+    ckpt = tmp_path / "imported"
+    res = run(
+        "import-upstream", FIXTURES / "state_dict.safetensors",
+        "--upstream-config", FIXTURES / "upstream_config.json", "--out", ckpt,
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    k = json.loads((FIXTURES / "upstream_config.json").read_text())["model_kwargs"]["num_classes"]
+    balanced = torch.arange(5) % k
+    labels = (balanced + torch.tensor([1, 0, 0, 2, 0])) % k  # items 0 and 3 change
+    (tmp_path / "labels.txt").write_text("\n".join(map(str, labels.tolist())))
+    common = ["--num", 5, "--batch-size", 2, "--latents-only"]
+    common += ["--set", "sample.method=euler", "--set", "sample.num_steps=3"]
+    res = run("sample", ckpt, *common, "--out", tmp_path / "balanced")
+    assert res.exit_code == 0, res.output
+    res = run(
+        "sample", ckpt, *common, "--out", tmp_path / "given", "--labels", tmp_path / "labels.txt"
+    )
+    assert res.exit_code == 0, res.output
+    a, b = (load_file(str(tmp_path / d / "latents.safetensors")) for d in ("balanced", "given"))
+    assert torch.equal(a["labels"], balanced) and torch.equal(b["labels"], labels)
+    same = labels == balanced  # same seeds: equal where the label is equal, else different
+    assert torch.equal(a["latents"][same], b["latents"][same])
+    assert all((a["latents"][i] != b["latents"][i]).any() for i in torch.nonzero(~same).flatten())
+
+
+def _release_stats(path: Path, channels: int, offset: float) -> torch.Tensor:
+    """A statistics file as the release writes it: torch.save of {'mean', 'std'}, (1, C, 1, 1)."""
+    mean = torch.linspace(-1, 1, channels).view(1, channels, 1, 1) + offset
+    std = torch.linspace(0.5, 2, channels).view(1, channels, 1, 1) + offset
+    torch.save({"mean": mean, "std": std}, path)
+    return torch.cat([mean.reshape(-1), std.reshape(-1)])
+
+
+def test_import_upstream_release_latent_stats(tmp_path):
+    from sfd.api import load_checkpoint
+    from sfd.upstream import read_upstream_config
+
+    lat = read_upstream_config(FIXTURES / "upstream_config.json").latent
+    tex, sem = lat.tex_channels, lat.sem_channels
+    tex_file, sem_file = tmp_path / "latents_stats.pt", tmp_path / "latents_sv_stats.pt"
+    tex_ms, sem_ms = _release_stats(tex_file, tex, 0.0), _release_stats(sem_file, sem, 3.0)
+    all_file = tmp_path / "all_stats.pt"
+    all_ms = _release_stats(all_file, tex + sem, 1.0)
+    base = ["import-upstream", FIXTURES / "state_dict.safetensors"]
+    base += ["--upstream-config", FIXTURES / "upstream_config.json"]
+
+    # the release's two files: texture then semantic
+    res = run(
+        *base, "--out", tmp_path / "two", "--latent-stats", tex_file, "--latent-stats", sem_file
+    )
+    assert res.exit_code == 0, res.output
+    stats = load_checkpoint(tmp_path / "two")[1].stats
+    assert torch.equal(stats.mean, torch.cat([tex_ms[:tex], sem_ms[:sem]]))
+    assert torch.equal(stats.std, torch.cat([tex_ms[tex:], sem_ms[sem:]]))
+    # one file for all channels
+    res = run(*base, "--out", tmp_path / "one", "--latent-stats", all_file)
+    assert res.exit_code == 0, res.output
+    stats = load_checkpoint(tmp_path / "one")[1].stats
+    assert torch.equal(torch.cat([stats.mean, stats.std]), all_ms)
+    # each part's channel count is checked, in one line naming the file and the count
+    bad = (
+        ([tex_file], tex_file, f"all {tex + sem} channels"),
+        ([sem_file, tex_file], sem_file, f"the {tex} texture channels"),
+        ([tex_file, all_file], all_file, f"the {sem} semantic channels"),
+    )
+    for i, (files, named, expected) in enumerate(bad):
+        given = [a for f in files for a in ("--latent-stats", f)]
+        res = run(*base, "--out", tmp_path / f"bad{i}", *given)
+        assert res.exit_code == 1 and str(named) in res.output and expected in res.output
+        assert len(res.output.strip().splitlines()) == 1, res.output
+    res = run(*base, "--out", tmp_path / "three", *(["--latent-stats", tex_file] * 3))
+    assert res.exit_code == 1 and "got 3" in res.output
 
 
 def test_run_relative_decoder_path(tmp_path, monkeypatch):

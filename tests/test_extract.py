@@ -297,3 +297,19 @@ def test_commands_run_the_default_pipeline_on_an_image_folder(tmp_path):
     assert len(latents) == 6 and latents.num_classes == 2 and latents.meta["repa_dim"] == 40
     assert latents.meta["extraction"]["texture_ae_path"] == str(tmp_path / "vae")
     assert latents.meta["extraction"]["encoder"]["input_size"] == 64
+
+
+@pytest.mark.parametrize("command", ["extract", "extract-features"])
+def test_encoder_stride_is_refused_for_dinov2(tmp_path, command):
+    from click.testing import CliRunner
+
+    from sfd.cli import main
+
+    args = [command, "--dataset", "folder", "--data-root", str(tmp_path), "--image-size", "224"]
+    args += ["--out", str(tmp_path / "out"), "--encoder", "dinov2", "--encoder-path", str(tmp_path)]
+    if command == "extract":
+        args += ["--texture-ae", str(tmp_path / "vae"), "--semvae", str(tmp_path / "semvae")]
+    result = CliRunner().invoke(main, [*args, "--encoder-stride", "8"])
+    assert result.exit_code == 2, result.output
+    assert "--encoder-stride applies to efficientnet-lite0 only; dinov2 is a ViT" in result.output
+    assert not (tmp_path / "out").exists()

@@ -1,4 +1,4 @@
-"""Parity with tensors produced by the official SFD release (shared/fixtures/upstream_parity).
+"""Parity with tensors produced by the official SFD release (tests/fixtures/upstream_parity).
 
 Everything is driven by the fixture set itself: the model configs come from
 ``upstream_config.json`` through :mod:`sfd.upstream`, and the cases are discovered from the key
@@ -26,14 +26,13 @@ from sfd.model import LightningDiT
 from sfd.training.loss import flow_loss
 from sfd.upstream import config_from_kwargs, import_upstream, interval_for_mode
 
-pytestmark = pytest.mark.skipif(
-    not (FIXTURES / "cases.safetensors").exists(), reason="upstream fixtures not present"
-)
 ATOL = 1e-5
 
 
 @pytest.fixture(scope="module")
 def fx():
+    # the set ships with the repository: a missing file is a failure, never a skip
+    assert (FIXTURES / "cases.safetensors").exists(), f"no upstream fixture set in {FIXTURES}"
     meta = json.loads((FIXTURES / "upstream_config.json").read_text())
     cases = load_file(str(FIXTURES / "cases.safetensors"))
     cfg = config_from_kwargs(meta["model_kwargs"], meta["create_transport_kwargs"])
@@ -140,12 +139,19 @@ def test_loss_terms(fx):
 
 def test_loss_variants(fx):
     c = fx["cases"]
+    checked = []
     for key in c:
         if m := re.fullmatch(r"loss\.repa_mode_(cos|mse|cos_mse)_w(\w+)", key):
             close(_loss(fx, repa_mode=m.group(1), repa_weight=scale_of(m.group(2))).repa, c[key])
-    if "loss.loss_mse_beta1" in c:
-        close(_loss(fx, sem_weight=1.0).vel, c["loss.loss_mse_beta1"])
+            checked.append(key)
+        elif m := re.fullmatch(r"loss\.loss_mse_beta(\w+)", key):
+            close(_loss(fx, sem_weight=scale_of(m.group(1))).vel, c[key])
+            checked.append(key)
     fx["model"].eval()
+    # a fixture set without variants, or with one this test cannot read, must fail, not pass
+    assert checked, "no loss variant (loss.repa_mode_*_w*, loss.loss_mse_beta*) in the fixture set"
+    unread = {k for k in c if k.startswith(("loss.repa_mode_", "loss.loss_mse_"))} - set(checked)
+    assert not unread, f"loss variants this test does not understand: {sorted(unread)}"
 
 
 def _euler_cases(cases) -> list[tuple[str, int, str]]:
@@ -314,3 +320,10 @@ def test_import_upstream_roundtrip(fx, tmp_path):
         ).config
         == fx["cfg"].model
     )
+
+
+def test_loss_variants_fails_on_a_set_without_variants(fx):
+    variants = ("loss.repa_mode_", "loss.loss_mse_")
+    cases = {k: v for k, v in fx["cases"].items() if not k.startswith(variants)}
+    with pytest.raises(AssertionError, match="no loss variant"):
+        test_loss_variants({**fx, "cases": cases})

@@ -174,8 +174,9 @@ def sample(
     guide_model = load_checkpoint(guide, dev)[0] if guide else None
     sampler = LatentSampler(model, cfg, ckpt.stats, guide_model, dev)
     out = Path(out)
+    labels = _read_labels(labels_file, num, cfg.model.num_classes) if labels_file else None
     if latents_only:
-        _write_latents(sampler, out, num, seed, batch_size)
+        _write_latents(sampler, out, num, seed, batch_size, labels)
         return
     if decoder:
         decoder_path = decoder
@@ -185,7 +186,6 @@ def sample(
         raise click.UsageError("no decoder: pass --decoder PATH (or --latents-only)")
     from sfd.latents.texture import load_texture_autoencoder
 
-    labels = _read_labels(labels_file, num, cfg.model.num_classes) if labels_file else None
     job = GenerationJob(
         sampler,
         load_texture_autoencoder(decoder_path).to(dev).eval(),
@@ -270,20 +270,26 @@ def _read_labels(path: str, num: int, num_classes: int) -> torch.Tensor:
     return labels
 
 
-def _write_latents(sampler, out: Path, num: int, seed: int, batch_size: int) -> None:
+def _write_latents(
+    sampler, out: Path, num: int, seed: int, batch_size: int, labels: torch.Tensor | None
+) -> None:
+    """De-normalised composite latents of images [0, num) with ``labels`` (default balanced)."""
     from sfd.data.shards import atomic_save_safetensors
+    from sfd.generate import balanced_labels
 
     target = out / "latents.safetensors"
     if target.exists():
         raise click.ClickException(
             f"{target} exists; choose another --out (nothing is overwritten)"
         )
+    if labels is None:
+        labels = balanced_labels(range(num), sampler.config.model.num_classes)
     parts = []
     for start in range(0, num, batch_size):
         idx = list(range(start, min(num, start + batch_size)))
-        parts.append(sampler.stats.denormalize(sampler.sample(idx, seed=seed).final).cpu())
+        sol = sampler.sample(idx, labels[idx], seed=seed)
+        parts.append(sampler.stats.denormalize(sol.final).cpu())
     out.mkdir(parents=True, exist_ok=True)
-    labels = torch.arange(num) % sampler.config.model.num_classes
     atomic_save_safetensors(
         target,
         {"latents": torch.cat(parts), "labels": labels},
@@ -314,8 +320,9 @@ def _with_sample_overrides(cfg: Config, overrides: tuple[str, ...]) -> Config:
 @click.option(
     "--latent-stats",
     type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="The release's latents_stats.pt (mean/std), travels with the checkpoint.",
+    multiple=True,
+    help="The release's latents_stats.pt then latents_sv_stats.pt (give the option twice), "
+    "or one mean/std file for all channels; travels with the checkpoint.",
 )
 @click.option("--weights", type=click.Choice(["ema", "model"]), default="ema", show_default=True)
 @friendly_errors
@@ -323,7 +330,7 @@ def import_upstream_cmd(ckpt, upstream_config, out, latent_stats, weights) -> No
     """Turn an official SFD release checkpoint into an sfd checkpoint directory."""
     from sfd.upstream import import_upstream
 
-    path = import_upstream(ckpt, upstream_config, out, latent_stats, weights)
+    path = import_upstream(ckpt, upstream_config, out, latent_stats or None, weights)
     click.echo(f"imported {ckpt} -> {path}")
 
 
@@ -477,6 +484,7 @@ def _register_subpackage_commands() -> None:
     from sfd.eval.cli import eval_command, ref_stats_command, train_classifier_command
     from sfd.extract import extract_command, extract_features_command
     from sfd.latents.train_autoencoders import train_semvae_command, train_texture_vae_command
+    from sfd.latents.upstream_semvae import import_upstream_semvae_command
 
     main.add_command(eval_command, "eval")
     main.add_command(ref_stats_command, "ref-stats")
@@ -485,6 +493,7 @@ def _register_subpackage_commands() -> None:
     main.add_command(extract_features_command, "extract-features")
     main.add_command(train_semvae_command, "train-semvae")
     main.add_command(train_texture_vae_command, "train-texture-vae")
+    main.add_command(import_upstream_semvae_command, "import-upstream-semvae")
 
 
 _register_subpackage_commands()

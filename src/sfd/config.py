@@ -100,7 +100,7 @@ class FlowConfig:
     cos_weight: float = 1.0
     repa_weight: float = 1.0
     repa_mode: Literal["cos", "mse", "cos_mse"] = "cos"
-    mask_clamped: bool = False  # drop targets of parts whose time is clamped (off = release)
+    mask_clamped: bool = False  # drop the semantic target where t_sem = 1 (off = release)
 
     def __post_init__(self) -> None:
         _check(0.0 <= self.delta_t <= 1.0, "flow.delta_t", "a number in [0, 1]", self.delta_t)

@@ -318,18 +318,32 @@ def _common_options(fn: Callable) -> Callable:
         click.option("--device", default=None, help="cpu, cuda, ... (default: cuda if any)"),
         click.option("--encoder", type=click.Choice(ENCODERS), default="efficientnet-lite0"),
         click.option("--encoder-path", default=None, help="Weights (DINOv2: a local directory)"),
-        click.option("--encoder-stride", type=int, default=16, help="EfficientNet stage stride"),
+        click.option(
+            "--encoder-stride",
+            type=int,
+            default=None,
+            help="EfficientNet stage stride: 8, 16 or 32 [16]; efficientnet-lite0 only",
+        ),
     )
     for option in reversed(options):
         fn = option(fn)
     return dataset_options(fn)
 
 
+def _check_encoder_options(kw: dict) -> None:
+    """Refuse options the chosen encoder would ignore (a ViT has a fixed patch size, no stride)."""
+    if kw["encoder_stride"] is not None and kw["encoder"] != "efficientnet-lite0":
+        raise click.UsageError(
+            f"--encoder-stride applies to efficientnet-lite0 only; {kw['encoder']} is a ViT "
+            f"with a fixed patch size and no stride to choose"
+        )
+
+
 def _open_common(kw: dict, grid: int | None) -> tuple:
     """(dataset, encoder on the device, settings for meta.json, sharding kwargs)."""
     data = {k: kw[k] for k in DATASET_OPTION_KEYS}
     name, path, stride = kw["encoder"], kw["encoder_path"], kw["encoder_stride"]
-    encoder_kwargs = {"stride": stride} if name == "efficientnet-lite0" else {}
+    encoder_kwargs = {"stride": stride or 16} if name == "efficientnet-lite0" else {}
     encoder = load_encoder(name, path, grid=grid, **encoder_kwargs).to(kw["device"])
     settings = {"dataset": data, "encoder_path": path}
     return open_dataset(**data), encoder, settings, {k: kw[k] for k in _SHARD_KEYS}
@@ -351,6 +365,7 @@ def _process_group(kw: dict) -> Iterator[None]:
 @click.option("--grid", type=int, default=None, help="Latent grid (default: the encoder's)")
 def extract_features_command(grid, **kw):
     """Write encoder-feature shards (both views) to train the SemVAE on."""
+    _check_encoder_options(kw)
     with _process_group(kw):
         dataset, encoder, settings, shard_kw = _open_common(kw, grid)
         meta = extract_features(dataset, encoder, grid=grid, settings=settings, **shard_kw)
@@ -365,6 +380,7 @@ def extract_features_command(grid, **kw):
 @click.option("--repa/--no-repa", default=True, show_default=True, help="Store REPA targets")
 def extract_command(texture_ae, semvae_path, repa, **kw):
     """Write composite-latent shards (texture + semantic posteriors, REPA targets, labels)."""
+    _check_encoder_options(kw)
     with _process_group(kw):
         tex = load_texture_autoencoder(texture_ae).to(kw["device"])
         grid = kw["image_size"] // tex.downsample

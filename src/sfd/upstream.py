@@ -16,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import pickle
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -215,39 +217,84 @@ def read_upstream_state_dict(path: str | Path, prefer: str = "ema") -> dict[str,
     return {k.removeprefix("module."): v.float() for k, v in state.items()}
 
 
-def read_latent_stats(path: str | Path | None, channels: int) -> LatentStats:
-    """Latent mean/std from the release's ``latents_stats.pt`` (or safetensors), else identity."""
-    if path is None:
+StatsPaths = str | Path | Sequence[str | Path] | None
+
+
+def read_latent_stats(paths: StatsPaths, tex_channels: int, sem_channels: int) -> LatentStats:
+    """Latent mean/std from the release's statistics files, else identity (with a warning).
+
+    The release keeps the texture and the semantic statistics apart: ``latents_stats.pt`` (mean
+    and std of shape (1, C_z, 1, 1)) and ``latents_sv_stats.pt`` ((1, C_s, 1, 1)). ``paths`` is
+    either those two files in that order, or one file for all C_z + C_s channels (``.pt`` read
+    with ``weights_only=True``, or ``.safetensors``), each holding tensors ``mean`` and ``std``.
+    """
+    if paths is None or (not isinstance(paths, str | Path) and len(paths) == 0):
         log.warning(
             "no latent statistics given: using mean 0 / std 1 (decoding will be wrong "
             "unless the latents were already normalised)"
         )
-        return LatentStats.identity(channels)
-    path = Path(path)
-    data = (
-        load_file(str(path))
-        if path.suffix == ".safetensors"
-        else torch.load(path, map_location="cpu", weights_only=True)
-    )
-    try:
-        stats = LatentStats(data["mean"].reshape(-1).float(), data["std"].reshape(-1).float())
-    except (KeyError, TypeError):
-        raise ValueError(f"{path} must hold tensors 'mean' and 'std'") from None
-    if stats.mean.numel() != channels:
+        return LatentStats.identity(tex_channels + sem_channels)
+    files = [Path(paths)] if isinstance(paths, str | Path) else [Path(p) for p in paths]
+    total = tex_channels + sem_channels
+    if len(files) == 1:
+        both = f"all {total} channels ({tex_channels} texture + {sem_channels} semantic)"
+        parts = [(files[0], total, f"{both}, or give the texture file then the semantic file")]
+    elif len(files) == 2 and sem_channels > 0:
+        parts = [
+            (files[0], tex_channels, f"the {tex_channels} texture channels (first file)"),
+            (files[1], sem_channels, f"the {sem_channels} semantic channels (second file)"),
+        ]
+    else:
         raise ValueError(
-            f"{path} has statistics for {stats.mean.numel()} channels; the model has {channels}"
+            f"give one latent statistics file for all {total} channels, or two (texture, "
+            f"then semantic) for a model with semantic channels; got {len(files)}"
         )
-    return stats
+    means, stds = [], []
+    for path, channels, expected in parts:
+        mean, std = _read_stats_file(path)
+        if mean.numel() != channels:
+            raise ValueError(
+                f"{path} has statistics for {mean.numel()} channels; expected {expected}"
+            )
+        means.append(mean)
+        stds.append(std)
+    return LatentStats(torch.cat(means), torch.cat(stds))
+
+
+def _read_stats_file(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) as flat float32 vectors from one ``{'mean', 'std'}`` file (no pickled code)."""
+    if not path.exists():
+        raise FileNotFoundError(f"latent statistics file {path} does not exist")
+    try:
+        data = (
+            load_file(str(path))
+            if path.suffix == ".safetensors"
+            else torch.load(path, map_location="cpu", weights_only=True)
+        )
+    except (RuntimeError, pickle.UnpicklingError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path} is not a tensor file torch can load safely: {first}") from None
+    try:
+        mean, std = data["mean"].reshape(-1).float(), data["std"].reshape(-1).float()
+    except (KeyError, TypeError, AttributeError):
+        raise ValueError(f"{path} must hold tensors 'mean' and 'std'") from None
+    if mean.shape != std.shape:
+        raise ValueError(f"{path}: 'mean' has {mean.numel()} values but 'std' has {std.numel()}")
+    return mean, std
 
 
 def import_upstream(
     ckpt: str | Path,
     upstream_config: str | Path,
     out_dir: str | Path,
-    latent_stats: str | Path | None = None,
+    latent_stats: StatsPaths = None,
     prefer: str = "ema",
 ) -> Path:
-    """Write an sfd checkpoint directory from release weights; returns its path."""
+    """Write an sfd checkpoint directory from release weights; returns its path.
+
+    ``latent_stats``: the release's ``latents_stats.pt`` then ``latents_sv_stats.pt``, or one
+    file for all channels (see :func:`read_latent_stats`); None means identity statistics.
+    """
     from sfd.model import LightningDiT
     from sfd.training.checkpoint import save_checkpoint
 
@@ -268,7 +315,7 @@ def import_upstream(
                 f"gives {tuple(value.shape)}"
             )
     model.load_state_dict(state, strict=True)
-    stats = read_latent_stats(latent_stats, cfg.latent.channels)
+    stats = read_latent_stats(latent_stats, cfg.latent.tex_channels, cfg.latent.sem_channels)
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"output directory {out} is not empty; choose a new --out")

@@ -5,10 +5,20 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from sfd.eval.evaluate import evaluate, format_results, frechet_distance_with, write_results
+from sfd.eval.evaluate import (
+    IS_SHUFFLE_SEED,
+    evaluate,
+    format_results,
+    frechet_distance_with,
+    inception_score_order,
+    shuffled_inception_score,
+    write_results,
+)
 from sfd.eval.features import compute_inception_features
-from sfd.eval.metrics import frechet_distance
+from sfd.eval.inception import InceptionFeatures, as_nchw_uint8
+from sfd.eval.metrics import frechet_distance, inception_score
 from sfd.eval.reference import compute_reference_stats
 from sfd.eval.stats import FeatureStats, RunningStats
 
@@ -115,3 +125,63 @@ def test_inception_features_do_not_depend_on_batch_size(inception):
     torch.testing.assert_close(one.pool_features, two.pool_features, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(one.spatial.mean, two.spatial.mean, rtol=1e-4, atol=1e-5)
     assert one.pool_features.shape == (2, 2048) and one.spatial.dim == 2023
+
+
+class ClassNet:
+    """Pool features that say which of K classes an image shows (red channel = 20 * class)."""
+
+    classes = 10
+
+    def __call__(self, images: torch.Tensor) -> InceptionFeatures:
+        x = as_nchw_uint8(images).float()
+        label = (x[:, 0].mean(dim=(1, 2)) / 20).round().long()  # (B,)
+        noise = x[:, 1].flatten(1)[:, : self.classes] / 255  # (B, K) per-image variation
+        pool = 3 * F.one_hot(label, self.classes).float() + 2 * noise
+        return InceptionFeatures(pool, x[:, 2].flatten(1)[:, :4])
+
+    def logits(self, pool3: torch.Tensor) -> torch.Tensor:
+        return pool3
+
+
+def _class_probabilities(n: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n, k) peaked class probabilities, class-sorted (n / k of each class, in order)."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(k), n // k)
+    logits = rng.normal(size=(n, k)) + 4 * np.eye(k)[labels]
+    return np.exp(logits) / np.exp(logits).sum(1, keepdims=True), labels
+
+
+def test_inception_score_does_not_depend_on_the_sample_order():
+    n, k, split = 2000, 10, 200
+    probs, labels = _class_probabilities(n, k, seed=0)
+    shuffled = probs[np.random.default_rng(1).permutation(n)]
+    interleave = np.argsort(np.arange(n) % (n // k), kind="stable")
+    assert (labels[interleave][: 2 * k] == np.arange(2 * k) % k).all()  # as sfd sample: i mod K
+    interleaved = probs[interleave]
+    scores = [shuffled_inception_score(p, split) for p in (probs, shuffled, interleaved)]
+    assert scores[1] == pytest.approx(scores[0], rel=0.02)
+    assert scores[2] == pytest.approx(scores[0], rel=0.02)
+    # the naive file-order computation would not pass: each split of the sorted batch is 1 class
+    assert inception_score(probs, split) < 0.5 * inception_score(shuffled, split)
+    # the order is a fixed, seeded numpy permutation
+    assert (inception_score_order(n) == np.random.default_rng(IS_SHUFFLE_SEED).permutation(n)).all()
+    assert shuffled_inception_score(probs, split) == inception_score(
+        probs[inception_score_order(n)], split
+    )
+
+
+def test_evaluate_scores_a_class_sorted_file_like_a_shuffled_one():
+    n, k = 400, ClassNet.classes
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n, 8, 8, 3)).astype(np.uint8)
+    images[..., 0] = 20 * np.repeat(np.arange(k), n // k)[:, None, None]  # class-sorted
+    shuffled = images[rng.permutation(n)]
+
+    def score(x, **kw):
+        r = evaluate(
+            x, x, feature_net=ClassNet(), metrics=("inception_score",), split_size=40, **kw
+        )
+        return r["inception_score"]
+
+    assert score(shuffled) == pytest.approx(score(images), rel=0.03)
+    assert score(images, is_shuffle_seed=None) < 0.5 * score(images)  # file order: 1 class/split

@@ -39,33 +39,42 @@ def test_beta_weighting_closed_form():
     torch.testing.assert_close(terms.vel, torch.full((2,), 16 / 24))
 
 
-def test_mask_clamped_drops_the_clamped_part():
-    x1 = torch.randn(2, 6, 2, 2)
-    x0 = torch.randn(2, 6, 2, 2)
-    flow = FlowConfig(delta_t=0.3, mask_clamped=True)
-    base = torch.tensor([1.0, 0.1])  # item 0: tau = 1.3 > 1 (sem clamped); item 1: tau < Δt
-    a = flow_loss(
-        Constant(torch.zeros(1, 6, 1, 1)),
-        x1,
-        torch.zeros(2, dtype=torch.long),
-        x0=x0,
+def _terms_with_error_on(part: str, mask: bool, base: torch.Tensor):
+    """Loss terms of a model off by 1 on one part only, for x1 = x0 = 0 (target 0)."""
+    v = LAYOUT.join(
+        torch.full((1, LAYOUT.tex_channels, 1, 1), float(part == "tex")),
+        torch.full((1, LAYOUT.sem_channels, 1, 1), float(part == "sem")),
+    )
+    zeros = torch.zeros(len(base), LAYOUT.channels, 2, 2)
+    return flow_loss(
+        Constant(v),
+        zeros,
+        torch.zeros(len(base), dtype=torch.long),
+        x0=zeros,
         base_time=base,
-        flow=flow,
+        flow=FlowConfig(delta_t=0.3, sem_weight=2.0, mask_clamped=mask),
         layout=LAYOUT,
     )
-    bad = torch.zeros(1, 6, 1, 1)
-    bad[:, 4:] = 100.0
-    b = flow_loss(
-        Constant(bad),
-        x1,
-        torch.zeros(2, dtype=torch.long),
-        x0=x0,
-        base_time=base,
-        flow=flow,
-        layout=LAYOUT,
+
+
+def test_mask_clamped_drops_only_the_clamped_semantic_target():
+    # item 0: tau = 1.3 (t_sem clamped to 1); item 1: tau = 0.13 < Δt (t_tex clamped to 0);
+    # item 2: both parts moving
+    base = torch.tensor([1.0, 0.1, 0.5])
+    ref = _terms_with_error_on("tex", False, base)
+    assert ref.t_sem[0] == 1 and ref.t_tex[1] == 0 and 0 < ref.t_tex[2] < ref.t_sem[2] < 1
+    c, c_z, c_s = LAYOUT.channels, LAYOUT.tex_channels, LAYOUT.sem_channels
+    # texture: kept everywhere, also at t_tex = 0 (the model sees z0, z1 - z0 is learnable)
+    tex = _terms_with_error_on("tex", True, base).vel
+    torch.testing.assert_close(tex, torch.full((3,), c_z / c))
+    torch.testing.assert_close(tex, ref.vel)
+    # semantics: dropped where t_sem is clamped to 1, kept (β-weighted) elsewhere
+    sem = _terms_with_error_on("sem", True, base).vel
+    torch.testing.assert_close(sem, torch.tensor([0.0, 2.0 * c_s / c, 2.0 * c_s / c]))
+    # off (the release): nothing is masked
+    torch.testing.assert_close(
+        _terms_with_error_on("sem", False, base).vel, torch.full((3,), 2.0 * c_s / c)
     )
-    assert a.vel[0] == b.vel[0]  # the semantic error of item 0 is masked
-    assert b.vel[1] > a.vel[1]
 
 
 def test_repa_modes_and_shape_error():

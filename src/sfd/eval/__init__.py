@@ -10,6 +10,8 @@ from sfd.eval.evaluate import (
     evaluate,
     format_results,
     frechet_distance_with,
+    inception_score_order,
+    shuffled_inception_score,
     write_results,
 )
 from sfd.eval.features import compute_feature_stats, compute_inception_features
@@ -33,10 +35,12 @@ __all__ = [
     "frechet_distance",
     "frechet_distance_with",
     "inception_score",
+    "inception_score_order",
     "load_inception",
     "load_reference",
     "open_images",
     "precision_recall",
     "resize_bilinear_tf1",
+    "shuffled_inception_score",
     "write_results",
 ]

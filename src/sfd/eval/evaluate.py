@@ -2,7 +2,9 @@
 
 Follows openai/guided-diffusion ``evaluations/evaluator.py`` (``main``): FID on pool3, sFID on
 ``mixed_6/conv[..., :7]``, Inception Score on ``softmax(pool3 @ W)`` in 5000-sample splits of
-the given order, precision/recall with k = 3 on pool3 (reference manifold vs sample manifold).
+a fixed seeded permutation of the samples (:func:`inception_score_order`; ADM scores the file
+order, which the release shuffles first), precision/recall with k = 3 on pool3 (reference
+manifold vs sample manifold).
 Samples are streamed in batches; with ``torch.distributed`` initialised each rank scores its
 index shard, statistics are all-reduced in float64, and rank 0's metrics are broadcast, so the
 numbers do not depend on batch size or process count (up to float rounding in the network).
@@ -15,6 +17,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from sfd.eval.distributed import broadcast_object, rank_and_world
@@ -33,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 ALL_METRICS = ("fid", "sfid", "inception_score", "precision", "recall")
 SOFTMAX_BATCH = 512  # ADM's softmax_batch_size
+IS_SHUFFLE_SEED = 42  # the seed of the Inception Score's sample order (see inception_score_order)
 
 
 def evaluate(
@@ -46,13 +50,15 @@ def evaluate(
     split_size: int = 5000,
     nearest_k: int = 3,
     progress: bool = False,
+    is_shuffle_seed: int | None = IS_SHUFFLE_SEED,
 ) -> dict[str, float | int]:
     """Score ``samples`` (npz path, image folder, uint8 array) against ``ref``.
 
     ``ref`` is anything :func:`load_reference` accepts, or a :class:`Reference`.
     Returns ``{"num_samples", "num_reference", <each requested metric>}``, identical on all
     ranks. ``split_size`` is the Inception Score split (ADM: 5000); ``nearest_k`` the
-    precision/recall neighbourhood (ADM: 3).
+    precision/recall neighbourhood (ADM: 3). The Inception Score sees the samples in the order
+    :func:`inception_score_order` gives for ``is_shuffle_seed`` (None: the file order, as ADM).
     """
     metrics = _check_metrics(metrics)
     reference = load_reference(ref)
@@ -65,7 +71,16 @@ def evaluate(
     outcome = None
     if rank_and_world()[0] == 0:  # score once; a failure is re-raised on every rank
         try:
-            scores = _score(sample, ref_parts, metrics, feature_net, device, split_size, nearest_k)
+            scores = _score(
+                sample,
+                ref_parts,
+                metrics,
+                feature_net,
+                device,
+                split_size,
+                nearest_k,
+                is_shuffle_seed,
+            )
             outcome = (scores, None)
         except ValueError as e:
             outcome = (None, str(e))
@@ -75,7 +90,7 @@ def evaluate(
     return {"num_samples": len(source), "num_reference": reference.num_images, **scores}
 
 
-def _score(sample, ref_parts, metrics, net, device, split_size, nearest_k) -> dict:
+def _score(sample, ref_parts, metrics, net, device, split_size, nearest_k, is_seed) -> dict:
     ref_pool, ref_spatial, ref_feats = ref_parts
     results = {}
     if "fid" in metrics:
@@ -84,11 +99,35 @@ def _score(sample, ref_parts, metrics, net, device, split_size, nearest_k) -> di
         results["sfid"] = frechet_distance(sample.spatial.to_feature_stats(), ref_spatial)
     if "inception_score" in metrics:
         probs = _softmax(net, sample.pool_features, device)
-        results["inception_score"] = inception_score(probs, split_size)
+        results["inception_score"] = shuffled_inception_score(probs, split_size, is_seed)
     if "precision" in metrics or "recall" in metrics:
         p, r = precision_recall(ref_feats, sample.pool_features, nearest_k, device=device)
         results.update({m: v for m, v in (("precision", p), ("recall", r)) if m in metrics})
     return results
+
+
+def inception_score_order(n: int, seed: int | None = IS_SHUFFLE_SEED) -> np.ndarray:
+    """The order in which the Inception Score sees ``n`` samples.
+
+    ``np.random.default_rng(seed).permutation(n)`` (seed 42 by default), the same for every run,
+    rank count and batch size. ADM averages IS over consecutive splits of 5,000 in file order, so
+    the order matters: ``sfd sample`` writes image ``i`` with label ``i mod K``, which puts
+    exactly 5,000 / K of every class in each split and inflates IS (a class-sorted file deflates
+    it). The release shuffles its PNGs (seed 42) before packing them (METHOD.md §5.1, §6); this
+    plays that role (it is not the release's exact order, which depends on its file names).
+    ``seed=None`` keeps the file order. FID, sFID, precision and recall do not depend on order.
+    """
+    if seed is None:
+        return np.arange(n)
+    return np.random.default_rng(seed).permutation(n)
+
+
+def shuffled_inception_score(
+    probs: torch.Tensor | np.ndarray, split_size: int = 5000, seed: int | None = IS_SHUFFLE_SEED
+) -> float:
+    """:func:`inception_score` of ``probs`` (N, classes) in :func:`inception_score_order`."""
+    order = inception_score_order(len(probs), seed)
+    return inception_score(np.asarray(probs)[order], split_size)
 
 
 def _check_metrics(metrics: Sequence[str]) -> tuple[str, ...]:

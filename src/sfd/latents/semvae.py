@@ -7,11 +7,15 @@ Encoder: Linear C_in -> W, N pre-LN blocks (multi-head self-attention and a GELU
 (mean and log-variance). The decoder mirrors it: Linear C_s -> W, N blocks, LayerNorm,
 Linear W -> C_in. The release uses W = 768, N = 4, 6 heads, C_s = 16 (about 58M parameters)
 and no positional embedding (the features carry position); a learned or fixed 2D sin-cos one
-is optional. Randomness enters as an argument: ``forward(features, noise)``.
+is optional. Randomness enters as an argument: ``forward(features, noise)``. LayerNorm eps is
+``layer_norm_eps`` (1e-6 here; the release's modules use PyTorch's default 1e-5, which
+:mod:`sfd.latents.upstream_semvae` sets when it imports a release checkpoint).
 
-Loss (:func:`semvae_loss`): ``MSE(f_hat, f) + (1 - cos(f_hat, f)) + 1e-7 KL``. The cosine is
-taken PER TOKEN over the feature dimension and averaged over tokens. (The release computes it
-over the token axis, i.e. per channel across positions, by mistake; ``sfd`` does not.) The KL
+Loss (:func:`semvae_loss`): ``MSE(f_hat, f) + (1 - cos(f_hat, f)) + 1e-7 KL``. By default
+(``cos_axis="channel"``) the cosine is taken PER TOKEN over the feature dimension and averaged
+over tokens. The release computes it over the token axis instead, one cosine per (sample,
+channel) across positions (``F.cosine_similarity``'s default ``dim=1`` on its (B, L, C)
+tokens), by mistake (METHOD.md §2.2); ``cos_axis="token"`` reproduces it for parity. The KL
 to N(0, I) is summed over the latent elements of a sample and averaged over the batch (the LDM
 convention the 1e-7 weight was set with). Log-variances are clamped to [-30, 20] as in LDM.
 """
@@ -19,6 +23,7 @@ convention the 1e-7 weight was set with). Log-variances are clamped to [-30, 20]
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -45,6 +50,7 @@ class SemVAEConfig:
     mlp_ratio: float = 4.0
     pos_embed: Literal["none", "learned", "sincos"] = "none"
     grid: int = 16  # h = w; used only by a positional embedding
+    layer_norm_eps: float = 1e-6  # the release: 1e-5 (PyTorch's default)
 
     def __post_init__(self) -> None:
         for name in ("in_dim", "latent_channels", "width", "depth", "num_heads", "grid"):
@@ -58,6 +64,8 @@ class SemVAEConfig:
             raise ValueError(
                 f"semvae.pos_embed must be 'none', 'learned' or 'sincos'; got {self.pos_embed!r}"
             )
+        if not self.layer_norm_eps > 0:
+            raise ValueError(f"semvae.layer_norm_eps must be > 0; got {self.layer_norm_eps}")
         if self.pos_embed == "sincos" and self.width % 4:
             raise ValueError(
                 f"a sincos positional embedding needs semvae.width divisible by 4; got {self.width}"
@@ -81,13 +89,13 @@ def sincos_pos_embed(width: int, grid: int) -> torch.Tensor:
 class Block(nn.Module):
     """Pre-LN transformer block: x + Attn(LN(x)), then x + MLP(LN(x))."""
 
-    def __init__(self, width: int, num_heads: int, mlp_ratio: float) -> None:
+    def __init__(self, width: int, num_heads: int, mlp_ratio: float, eps: float) -> None:
         super().__init__()
         self.num_heads = num_heads
-        self.norm1 = nn.LayerNorm(width, eps=1e-6)
+        self.norm1 = nn.LayerNorm(width, eps=eps)
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
-        self.norm2 = nn.LayerNorm(width, eps=1e-6)
+        self.norm2 = nn.LayerNorm(width, eps=eps)
         hidden = int(width * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
 
@@ -119,19 +127,21 @@ class TokenTransformer(nn.Module):
         else:
             self.pos_embed = None
         self.blocks = nn.ModuleList(
-            Block(cfg.width, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.depth)
+            Block(cfg.width, cfg.num_heads, cfg.mlp_ratio, cfg.layer_norm_eps)
+            for _ in range(cfg.depth)
         )
-        self.norm = nn.LayerNorm(cfg.width, eps=1e-6)
+        self.norm = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps)
         self.proj_out = nn.Linear(cfg.width, d_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         x = self.proj_in(x.flatten(2).transpose(1, 2))  # (B, h*w, W)
         if self.pos_embed is not None:
-            if self.pos_embed.shape[1] != h * w:
+            grid = math.isqrt(self.pos_embed.shape[1])
+            if (h, w) != (grid, grid):
                 raise ValueError(
-                    f"the positional embedding has {self.pos_embed.shape[1]} "
-                    f"tokens; the input has {h} x {w}"
+                    f"the positional embedding has {self.pos_embed.shape[1]} tokens "
+                    f"({grid} x {grid}); the input has {h} x {w}"
                 )
             x = x + self.pos_embed
         for block in self.blocks:
@@ -181,17 +191,36 @@ def gaussian_kl_per_sample(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Te
     return 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).flatten(1).sum(1)
 
 
+CosAxis = Literal["channel", "token"]
+COS_AXES = ("channel", "token")
+
+
+def reconstruction_cosine(
+    recon: torch.Tensor, target: torch.Tensor, cos_axis: CosAxis = "channel"
+) -> torch.Tensor:
+    """Cosine similarity of (B, C, h, w) features: over the channels, one per token (B, h, w)
+    (``"channel"``, sfd's), or over the tokens, one per channel (B, C) (``"token"``, the
+    release's; module docstring)."""
+    if cos_axis == "channel":
+        return F.cosine_similarity(recon, target, dim=1, eps=1e-8)
+    if cos_axis == "token":
+        return F.cosine_similarity(recon.flatten(2), target.flatten(2), dim=2, eps=1e-8)
+    raise ValueError(f"cos_axis must be one of {COS_AXES}; got {cos_axis!r}")
+
+
 def semvae_loss(
     recon: torch.Tensor,
     target: torch.Tensor,
     mean: torch.Tensor,
     logvar: torch.Tensor,
     kl_weight: float = 1e-7,
+    cos_axis: CosAxis = "channel",
 ) -> dict[str, torch.Tensor]:
-    """``mse + cos + kl_weight * kl`` with the per-token cosine (module docstring).
-    Returns the scalar terms ``loss``, ``mse``, ``cos`` (= mean of 1 - cos) and ``kl``."""
+    """``mse + cos + kl_weight * kl``, the cosine per token by default (``cos_axis="token"``:
+    the release's, module docstring). Returns the scalar terms ``loss``, ``mse``, ``cos``
+    (= mean of 1 - cos) and ``kl``."""
     mse = F.mse_loss(recon, target)
-    cos = (1.0 - F.cosine_similarity(recon, target, dim=1, eps=1e-8)).mean()  # over C, per token
+    cos = (1.0 - reconstruction_cosine(recon, target, cos_axis)).mean()
     kl = gaussian_kl_per_sample(mean, logvar).mean()
     return {"loss": mse + cos + kl_weight * kl, "mse": mse, "cos": cos, "kl": kl}
 

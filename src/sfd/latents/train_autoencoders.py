@@ -4,7 +4,9 @@
   :func:`sfd.extract.extract_features`, streamed shard by shard through memory maps (shards in
   a random order and rows shuffled within a shard, from one seeded generator; never the whole
   set in memory). AdamW (lr 5e-5 as released), linear warm-up, constant, cosine decay over the
-  last 20% of the steps. Reports held-out reconstruction cosine similarity (per token) and MSE.
+  last 20% of the steps. Loss :func:`sfd.latents.semvae.semvae_loss` with the per-token cosine;
+  ``cos_axis="token"`` trains with the release's token-axis cosine instead (parity only).
+  Reports held-out reconstruction cosine similarity (per token) and MSE.
 - :func:`train_texture_vae`: a small diffusers ``AutoencoderKL`` (LDM's KL-VAE, Rombach et al.
   2022) for low-resolution data such as Fashion-MNIST at 32 px (f4: 8 x 8 latents). Loss:
   L1 + MSE per pixel plus LDM's KL weighting (``kl_weight`` times the KL summed over the latent,
@@ -40,7 +42,7 @@ from sfd.data.images import (
 )
 from sfd.data.shards import MappedShard, atomic_write_json
 from sfd.extract import FEATURE_FORMAT
-from sfd.latents.semvae import SemanticVAE, SemVAEConfig, save_semvae, semvae_loss
+from sfd.latents.semvae import COS_AXES, SemanticVAE, SemVAEConfig, save_semvae, semvae_loss
 from sfd.latents.texture import KLAutoencoder
 
 log = logging.getLogger(__name__)
@@ -128,10 +130,15 @@ class SemVAETrainConfig:
     warmup_steps: int = 500
     decay_fraction: float = 0.2  # cosine decay over this last fraction of the steps
     kl_weight: float = 1e-7
+    cos_axis: str = "channel"  # per-token cosine; "token": the release's (METHOD.md §2.2)
     holdout_shards: int = 1  # held out of the training set when no validation set is given
     seed: int = 0
     log_every: int = 100
     device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.cos_axis not in COS_AXES:
+            raise ValueError(f"cos_axis must be one of {COS_AXES}; got {self.cos_axis!r}")
 
 
 @torch.no_grad()
@@ -186,7 +193,7 @@ def train_semvae(
             features.shape[0], model_config.latent_channels, *features.shape[2:], generator=gen
         ).to(config.device)
         recon, mean, logvar = model(features, noise)
-        terms = semvae_loss(recon, features, mean, logvar, config.kl_weight)
+        terms = semvae_loss(recon, features, mean, logvar, config.kl_weight, config.cos_axis)
         opt.zero_grad(set_to_none=True)
         terms["loss"].backward()
         opt.step()
@@ -402,7 +409,10 @@ def _pick(cls: type, kw: dict):
 @config_options(SemVAETrainConfig)
 def train_semvae_command(feature_dir, val_dir, out_dir, **kw):
     """Train the Semantic VAE on encoder-feature shards (`sfd extract-features`)."""
-    model, train = _pick(SemVAEConfig, kw), _pick(SemVAETrainConfig, kw)
+    try:
+        model, train = _pick(SemVAEConfig, kw), _pick(SemVAETrainConfig, kw)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
     metrics = train_semvae(feature_dir, out_dir, model, train, val_dir)
     click.echo(f"held-out cos {metrics['cos']:.4f}, mse {metrics['mse']:.5f} -> {out_dir}")
 

@@ -73,12 +73,19 @@ def repa_loss(proj: torch.Tensor, target: torch.Tensor, mode: str) -> torch.Tens
     raise ValueError(f"repa mode must be 'cos', 'mse' or 'cos_mse'; got {mode!r}")
 
 
-def clamp_masks(
-    t_tex: torch.Tensor, t_sem: torch.Tensor, base: torch.Tensor, delta_t: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Which parts carry an un-clamped target: texture iff tau >= Δt, semantics iff tau <= 1."""
-    tau = base.float() * (1 + delta_t)
-    return (tau >= delta_t).float(), (tau <= 1).float()
+def clamp_mask(t_sem: torch.Tensor, layout: LatentLayout) -> torch.Tensor:
+    """(B, C, 1, 1): 0 on the semantic channels of samples whose ``t_sem`` is clamped to 1, else 1.
+
+    METHOD.md §3.7: at ``t_sem = 1`` (tau >= 1) the model sees the clean ``s1`` but not the noise
+    ``s0``, so the semantic target ``s1 - s0`` is unpredictable. The texture target is never
+    masked: at ``t_tex = 0`` the model sees ``z0`` itself and ``z1 - z0`` stays learnable.
+    """
+    keep_sem = (t_sem.float() < 1).float().view(-1, 1, 1, 1)  # (B, 1, 1, 1)
+    b = keep_sem.shape[0]
+    return layout.join(
+        torch.ones(b, layout.tex_channels, 1, 1, device=t_sem.device),
+        keep_sem.expand(b, layout.sem_channels, 1, 1),
+    )
 
 
 def flow_loss(
@@ -111,15 +118,8 @@ def flow_loss(
     weight = layout.per_channel(1.0, flow.sem_weight, pred_f)
     err = weight * (pred_f - target).pow(2)
     cos_pred, cos_target = pred_f, target
-    if flow.mask_clamped:
-        keep_tex, keep_sem = clamp_masks(t_tex, t_sem, base_time, flow.delta_t)
-        keep = torch.cat(
-            [
-                keep_tex[:, None].expand(-1, layout.tex_channels),
-                keep_sem[:, None].expand(-1, layout.sem_channels),
-            ],
-            1,
-        )[..., None, None]
+    if flow.mask_clamped:  # the clamped semantic target only (never the texture one)
+        keep = clamp_mask(t_sem, layout)
         err = err * keep
         cos_pred, cos_target = pred_f * keep, target * keep
     vel = err.mean(dim=(1, 2, 3))
