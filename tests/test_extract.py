@@ -313,3 +313,47 @@ def test_encoder_stride_is_refused_for_dinov2(tmp_path, command):
     assert result.exit_code == 2, result.output
     assert "--encoder-stride applies to efficientnet-lite0 only; dinov2 is a ViT" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_encoder_antialias_reaches_dinov2_and_is_refused_for_efficientnet(tmp_path):
+    from click.testing import CliRunner
+    from PIL import Image
+    from transformers import Dinov2Config, Dinov2Model
+
+    from sfd.cli import main
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "images" / "a").mkdir(parents=True)
+    for i in range(2):
+        pixels = rng.integers(0, 256, (40, 36, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / "images" / "a" / f"{i}.png")
+    torch.manual_seed(0)
+    Dinov2Model(
+        Dinov2Config(
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            patch_size=14,
+            image_size=224,
+        )
+    ).save_pretrained(tmp_path / "dinov2")
+    args = ["extract-features", "--dataset", "folder", "--data-root", str(tmp_path / "images")]
+    args += ["--image-size", "32", "--channels", "3", "--device", "cpu", "--encoder", "dinov2"]
+    args += ["--encoder-path", str(tmp_path / "dinov2")]
+    runner = CliRunner()
+    features = {}
+    for name, flag in (("default", []), ("aa", ["--encoder-antialias"])):
+        result = runner.invoke(main, [*args, *flag, "--out", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        shards = FeatureShards(tmp_path / name)
+        features[name] = torch.cat(list(shards.ordered(8)))
+        assert shards.meta["extraction"]["encoder"]["antialias"] is (name == "aa")
+    assert not torch.allclose(features["default"], features["aa"], atol=1e-3)
+    result = runner.invoke(
+        main,
+        [*args[:-4], "--out", str(tmp_path / "effnet"), "--encoder-antialias"],
+    )
+    assert result.exit_code == 2, result.output
+    assert "--encoder-antialias applies to dinov2 only" in result.output
+    assert not (tmp_path / "effnet").exists()

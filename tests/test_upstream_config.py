@@ -13,7 +13,8 @@ import json
 import pytest
 import yaml
 
-from sfd.upstream import parse_model_type, read_upstream_config
+from sfd.config import SampleConfig
+from sfd.upstream import parse_model_type, read_inference_config, read_upstream_config
 
 XL_YAML = {
     "model": {
@@ -121,3 +122,68 @@ def test_bad_release_configs_are_clear_errors(tmp_path):
         read_upstream_config(write_yaml(tmp_path / "c.yaml", ["not", "a", "config"]))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         read_upstream_config(tmp_path / "missing.yaml")
+
+
+# The sample section of the release's inference YAMLs (METHOD.md §5.1: dopri5 atol 1e-6 rtol 1e-3,
+# num_sampling_steps 250, cfg_scale 1.0, cfg_interval_start 0; AutoGuidance named by
+# autoguidance / autoguidance_config, its scale left to the CFG_SCALE environment variable).
+RELEASE_SAMPLE = {
+    "mode": "ODE",
+    "sampling_method": "dopri5",
+    "atol": 0.000001,
+    "rtol": 0.001,
+    "reverse": False,
+    "likelihood": False,
+    "num_sampling_steps": 250,
+    "cfg_scale": 1.0,
+    "per_proc_batch_size": 4,
+    "fid_num": 50000,
+    "cfg_interval_start": 0,
+    "timestep_shift": 0,
+    "balanced_sampling": True,
+}
+RELEASE_XL = {**XL_YAML, "model": {**XL_YAML["model"], "repa_feat_depth": 2}}
+AG = {"autoguidance": True, "autoguidance_config": "configs/sfd/autoguidance_b/inference.yaml"}
+
+
+def test_release_inference_yaml_is_the_release_sampler(tmp_path):
+    s = read_upstream_config(
+        write_yaml(tmp_path / "i.yaml", {**RELEASE_XL, "sample": RELEASE_SAMPLE})
+    ).sample
+    assert (s.method, s.atol, s.rtol, s.boundary) == ("dopri5", 1e-6, 1e-3, "release")
+    assert s.num_steps == 249 and s.timestep_shift == 0.0 and s.guide == "cfg"
+    assert s.cfg_scale_tex == s.cfg_scale_sem == 1.0
+    assert s.cfg_interval_tex == s.cfg_interval_sem == (0.0, 1.0)
+
+
+def test_autoguidance_yaml_needs_a_scale(tmp_path):
+    path = write_yaml(tmp_path / "ag.yaml", {**RELEASE_XL, "sample": {**RELEASE_SAMPLE, **AG}})
+    with pytest.raises(ValueError, match="autoguidance: true.*cfg_scale 1.0.*--cfg-scale"):
+        read_upstream_config(path)
+    s = read_upstream_config(path, cfg_scale=1.5).sample
+    assert s.guide == "autoguidance" and s.cfg_scale_tex == s.cfg_scale_sem == 1.5
+    assert s.boundary == "release" and s.method == "dopri5"
+    # the architecture alone needs no scale
+    assert read_upstream_config(path, sampling=False).sample == SampleConfig()
+    json_path = tmp_path / "xl.json"
+    json_path.write_text(json.dumps({"model_kwargs": XL_KWARGS}))
+    with pytest.raises(ValueError, match="--inference-config"):
+        read_upstream_config(json_path, cfg_scale=1.5)
+
+
+def test_inference_yaml_must_describe_the_same_model(tmp_path):
+    cfg = read_upstream_config(write_yaml(tmp_path / "xl.yaml", RELEASE_XL))
+    data = {**RELEASE_XL, "sample": {**RELEASE_SAMPLE, **AG}}
+    s = read_inference_config(write_yaml(tmp_path / "ok.yaml", data), cfg, cfg_scale=1.6)
+    assert s.guide == "autoguidance" and s.cfg_scale_sem == 1.6 and s.boundary == "release"
+    for key, value, named in (
+        ("model_type", "LightningDiT-B/1", "model.model_type"),
+        ("semfirst_delta_t", 0.2, "model.semfirst_delta_t"),
+        ("in_chans", 36, "model.in_chans"),
+    ):
+        bad = {**data, "model": {**data["model"], key: value}}
+        with pytest.raises(ValueError, match=named):
+            read_inference_config(write_yaml(tmp_path / f"{key}.yaml", bad), cfg, cfg_scale=1.5)
+    no_sample = {k: v for k, v in RELEASE_XL.items() if k != "sample"}
+    with pytest.raises(ValueError, match="no 'sample' section"):
+        read_inference_config(write_yaml(tmp_path / "train.yaml", no_sample), cfg)

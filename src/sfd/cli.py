@@ -12,6 +12,16 @@ import click
 import torch
 
 from sfd.config import PRESETS, Config, apply_overrides, preset
+from sfd.recipes import (
+    RECIPES,
+    SAMPLERS,
+    apply_recipe,
+    apply_sampler,
+    describe_sampler,
+    is_release_sampler,
+)
+
+log = logging.getLogger("sfd.cli")
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -22,14 +32,20 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def resolve_config(
-    preset_name: str | None, config_file: str | None, overrides: tuple[str, ...]
+    preset_name: str | None,
+    config_file: str | None,
+    overrides: tuple[str, ...],
+    recipe: str | None = None,
 ) -> Config:
-    """Preset or stored config.json, then ``--set`` overrides; errors become click errors."""
+    """Preset or stored config.json, then the recipe, then ``--set`` overrides; errors become
+    click errors."""
     try:
         if config_file:
             cfg = Config.from_dict(json.loads(Path(config_file).read_text()))
         else:
             cfg = preset(preset_name or "tiny")
+        if recipe:
+            cfg = apply_recipe(cfg, recipe)
         return apply_overrides(cfg, list(overrides))
     except (ValueError, FileNotFoundError, json.JSONDecodeError) as err:
         raise click.UsageError(str(err)) from None
@@ -89,6 +105,12 @@ _set_option = click.option(
     type=click.Path(exists=True, dir_okay=False),
     help="A config.json to start from instead of a preset.",
 )
+@click.option(
+    "--recipe",
+    type=click.Choice(tuple(RECIPES)),
+    default=None,
+    help="A published training recipe on top of the preset (sfd presets lists them).",
+)
 @_set_option
 @click.option("--data", type=click.Path(file_okay=False), help="Latent shard directory.")
 @click.option(
@@ -98,9 +120,11 @@ _set_option = click.option(
 @click.option("--max-steps", type=int, default=None, help="Stop after this many more steps.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved config and exit.")
 @friendly_errors
-def train(preset_name, config_file, overrides, data, out, device, max_steps, dry_run) -> None:
+def train(
+    preset_name, config_file, recipe, overrides, data, out, device, max_steps, dry_run
+) -> None:
     """Train SFD on pre-computed latents (resumes RUN if it holds checkpoints)."""
-    cfg = resolve_config(preset_name, config_file, overrides)
+    cfg = resolve_config(preset_name, config_file, overrides, recipe)
     if dry_run:
         click.echo(cfg.to_json())
         return
@@ -157,12 +181,20 @@ def train(preset_name, config_file, overrides, data, out, device, max_steps, dry
     help="A .npy or text file of --num class labels (default: balanced).",
 )
 @click.option("--latents-only", is_flag=True, help="Write composite latents, do not decode.")
+@click.option(
+    "--sampler",
+    "sampler_name",
+    type=click.Choice(tuple(SAMPLERS)),
+    default=None,
+    help="A published sampling setting (default: the checkpoint's; sfd presets lists them).",
+)
 @_set_option
 @click.option("--device", default=None)
 @friendly_errors
 def sample(
-    run, num, out, seed, batch_size, guide, decoder, labels_file, latents_only, overrides, device
-) -> None:
+    run, num, out, seed, batch_size, guide, decoder, labels_file, latents_only, sampler_name,
+    overrides, device,
+) -> None:  # fmt: skip
     """Sample images (PNGs + ADM-style samples.npz) from RUN; resumable, torchrun-aware."""
     from sfd import distributed
     from sfd.api import load_checkpoint
@@ -170,7 +202,10 @@ def sample(
 
     dev = distributed.init_from_env(_device(device))
     model, ckpt = load_checkpoint(run, dev)
-    cfg = _with_sample_overrides(ckpt.config, overrides)
+    cfg = ckpt.config if sampler_name is None else apply_sampler(ckpt.config, sampler_name)
+    cfg = _with_sample_overrides(cfg, overrides)
+    if distributed.is_main():
+        _log_sampler(cfg, sampler_name, overrides)
     guide_model = load_checkpoint(guide, dev)[0] if guide else None
     sampler = LatentSampler(model, cfg, ckpt.stats, guide_model, dev)
     out = Path(out)
@@ -214,6 +249,19 @@ def sample(
         if not npz.exists():
             npz = job.write_npz()
         click.echo(f"wrote {written} new images; all {num} in {out}/images and {npz}")
+
+
+def _log_sampler(cfg: Config, sampler_name: str | None, overrides: tuple[str, ...]) -> None:
+    """One line: the sampler in use, where its settings come from, and whether it is the
+    release's (imported release YAMLs store it) or sfd's exact boundary rule."""
+    source = f"--sampler {sampler_name}" if sampler_name else "the checkpoint's settings"
+    if overrides:
+        source += " with --set"
+    if is_release_sampler(cfg.sample):
+        what = "the release's sampler; --set sample.boundary=exact for sfd's rule"
+    else:
+        what = "not the release's published sampler (sfd presets: --sampler release)"
+    log.info("sampler: %s (%s: %s)", describe_sampler(cfg.sample), source, what)
 
 
 def _check_generation_settings(out: Path, settings: dict) -> None:
@@ -325,18 +373,36 @@ def _with_sample_overrides(cfg: Config, overrides: tuple[str, ...]) -> Config:
     "or one mean/std file for all channels; travels with the checkpoint.",
 )
 @click.option("--weights", type=click.Choice(["ema", "model"]), default="ema", show_default=True)
+@click.option(
+    "--inference-config",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="A release inference YAML whose sample section becomes the checkpoint's sampler "
+    "(default: --upstream-config's, if it is a YAML).",
+)
+@click.option(
+    "--cfg-scale",
+    type=float,
+    default=None,
+    help="The release's CFG_SCALE: replaces the YAML's cfg_scale (the AutoGuidance scale "
+    "when the YAML sets autoguidance: true).",
+)
 @friendly_errors
-def import_upstream_cmd(ckpt, upstream_config, out, latent_stats, weights) -> None:
+def import_upstream_cmd(
+    ckpt, upstream_config, out, latent_stats, weights, inference_config, cfg_scale
+) -> None:
     """Turn an official SFD release checkpoint into an sfd checkpoint directory."""
     from sfd.upstream import import_upstream
 
-    path = import_upstream(ckpt, upstream_config, out, latent_stats or None, weights)
+    path = import_upstream(
+        ckpt, upstream_config, out, latent_stats or None, weights, inference_config, cfg_scale
+    )
     click.echo(f"imported {ckpt} -> {path}")
 
 
 @main.command("presets")
 def presets_cmd() -> None:
-    """List presets with their sizes (built on the meta device)."""
+    """List presets with their sizes (built on the meta device), recipes and samplers."""
     from sfd.model import LightningDiT, count_parameters
 
     for name in PRESETS:
@@ -348,6 +414,15 @@ def presets_cmd() -> None:
             f"{name:>4}: depth {m['depth']:>2} width {m['width']:>4} heads "
             f"{m['num_heads']:>2}  {n / 1e6:8.1f}M params"
         )
+    for title, table in (
+        ("recipes (sfd train --preset P --recipe R)", RECIPES),
+        ("samplers (sfd sample RUN --sampler S)", SAMPLERS),
+    ):
+        click.echo(f"\n{title}:")
+        for name, setting in table.items():
+            only = f" [--preset {setting.backbone}]" if setting.backbone else ""
+            click.echo(f"  {name}{only}: {setting.note}")
+            click.echo(f"    {' '.join(setting.overrides)}")
 
 
 @main.command("bench")

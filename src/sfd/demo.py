@@ -193,12 +193,19 @@ def prepare_base(
         lambda: train_semvae(
             out / "features",
             out / "semvae",
-            SemVAEConfig(latent_channels=s.sem_channels, width=64, depth=2, num_heads=2),
+            # LayerNorm eps and LR schedule as the demo's documented numbers were measured
+            # with (the library defaults now follow the release: eps 1e-5, warm-up from 0.01 x
+            # lr, cosine floor 0.1 x lr)
+            SemVAEConfig(
+                latent_channels=s.sem_channels, width=64, depth=2, num_heads=2, layer_norm_eps=1e-6
+            ),
             SemVAETrainConfig(
                 total_steps=s.semvae_steps,
                 batch_size=32,
                 lr=2e-3,
                 warmup_steps=50,
+                warmup_start_factor=None,
+                min_lr_factor=0.0,
                 seed=s.seed,
                 log_every=50,
             ),

@@ -324,6 +324,12 @@ def _common_options(fn: Callable) -> Callable:
             default=None,
             help="EfficientNet stage stride: 8, 16 or 32 [16]; efficientnet-lite0 only",
         ),
+        click.option(
+            "--encoder-antialias/--no-encoder-antialias",
+            default=None,
+            help="DINOv2 input resize: antialiased bicubic (sfd's earlier) or plain bicubic "
+            "[the release's: --no-encoder-antialias]; dinov2 only",
+        ),
     )
     for option in reversed(options):
         fn = option(fn)
@@ -337,6 +343,11 @@ def _check_encoder_options(kw: dict) -> None:
             f"--encoder-stride applies to efficientnet-lite0 only; {kw['encoder']} is a ViT "
             f"with a fixed patch size and no stride to choose"
         )
+    if kw["encoder_antialias"] is not None and kw["encoder"] != "dinov2":
+        raise click.UsageError(
+            f"--encoder-antialias applies to dinov2 only; {kw['encoder']} resizes with "
+            f"antialiasing always"
+        )
 
 
 def _open_common(kw: dict, grid: int | None) -> tuple:
@@ -344,6 +355,8 @@ def _open_common(kw: dict, grid: int | None) -> tuple:
     data = {k: kw[k] for k in DATASET_OPTION_KEYS}
     name, path, stride = kw["encoder"], kw["encoder_path"], kw["encoder_stride"]
     encoder_kwargs = {"stride": stride or 16} if name == "efficientnet-lite0" else {}
+    if kw["encoder_antialias"] is not None:
+        encoder_kwargs["antialias"] = kw["encoder_antialias"]
     encoder = load_encoder(name, path, grid=grid, **encoder_kwargs).to(kw["device"])
     settings = {"dataset": data, "encoder_path": path}
     return open_dataset(**data), encoder, settings, {k: kw[k] for k in _SHARD_KEYS}

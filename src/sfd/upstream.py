@@ -9,6 +9,13 @@ arguments. This module turns either into an :class:`sfd.config.Config`.
 Release quirks handled here: ``num_sampling_steps`` counts grid points (sfd counts steps);
 ``semfirst_infer_interval_mode`` picks which parts the CFG interval applies to; the frozen
 ``pos_embed`` is taken from the checkpoint (the release's EMA touches it).
+
+A release YAML's ``sample`` section becomes the imported checkpoint's sampling settings, with
+the release's stage-boundary rule (``sample.boundary="release"``), so ``sfd sample IMPORTED``
+reproduces the release's sampler (METHOD.md §5.1). The release reads the guidance scale from
+its ``CFG_SCALE`` environment variable and applies AutoGuidance only if it exceeds 1, while its
+YAMLs say ``cfg_scale: 1.0`` next to ``autoguidance: true``; here that scale is given at import
+(``cfg_scale``), and a YAML that names a guide without a scale is an error, not a no-op.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from safetensors.torch import load_file
 
 from sfd.config import Config, FlowConfig, LatentConfig, ModelConfig, SampleConfig
 from sfd.latents.composite import LatentStats
+from sfd.recipes import describe_sampler
 
 log = logging.getLogger("sfd.upstream")
 
@@ -116,8 +124,14 @@ def interval_for_mode(start: float, mode: str) -> tuple[tuple[float, float], tup
     return (on if mode in ("both", "tex") else off), (on if mode in ("both", "sem") else off)
 
 
-def config_from_yaml(data: dict[str, Any]) -> Config:
-    """A :class:`Config` from one of the release's YAML training/inference configs."""
+def config_from_yaml(
+    data: dict[str, Any], cfg_scale: float | None = None, sampling: bool = True
+) -> Config:
+    """A :class:`Config` from one of the release's YAML training/inference configs.
+
+    ``sampling``: take the YAML's ``sample`` section (else sfd's defaults); ``cfg_scale``
+    replaces its ``cfg_scale`` (the release's ``CFG_SCALE`` environment variable).
+    """
     try:
         m, d = data["model"], data["data"]
         arch = parse_model_type(m["model_type"])
@@ -155,20 +169,37 @@ def config_from_yaml(data: dict[str, Any]) -> Config:
         "repa_mode": m.get("repa_mode", "cos"),
     }
     cfg = config_from_kwargs(kwargs, transport)
-    return dataclasses.replace(cfg, sample=_sample_from_yaml(data.get("sample", {}), m))
+    if not sampling:
+        return cfg
+    return dataclasses.replace(cfg, sample=sample_from_yaml(data, cfg_scale))
 
 
-def _sample_from_yaml(s: dict[str, Any], m: dict[str, Any]) -> SampleConfig:
+def sample_from_yaml(
+    data: dict[str, Any], cfg_scale: float | None = None, where: str = "the release YAML"
+) -> SampleConfig:
+    """The sampler of a release YAML (its ``sample`` section), with the release's boundary rule.
+
+    ``cfg_scale`` replaces the YAML's ``cfg_scale``. With ``autoguidance: true`` the scale must
+    differ from 1 (the release's YAMLs leave it at 1.0 and read ``CFG_SCALE``).
+    """
+    s, m = data.get("sample") or {}, data.get("model") or {}
     method = s.get("sampling_method", "dopri5")
     if method not in ("euler", "heun", "dopri5"):
         raise ValueError(f"release sampling_method {method!r} is not supported")
-    scale = float(s.get("cfg_scale", 1.0))
+    scale = float(s.get("cfg_scale", 1.0) if cfg_scale is None else cfg_scale)
+    if s.get("autoguidance") and scale == 1.0:
+        raise ValueError(
+            f"{where} enables AutoGuidance (autoguidance: true) with cfg_scale 1.0, which the "
+            f"release replaces by its CFG_SCALE variable: give --cfg-scale (METHOD.md §5.1: "
+            f"1.5; 1.6 for SFD-XL 80 epochs)"
+        )
     tex_iv, sem_iv = interval_for_mode(
         s.get("cfg_interval_start", 0.0) or 0.0, m.get("semfirst_infer_interval_mode", "both")
     )
     return SampleConfig(
         method=method,
         num_steps=max(int(s.get("num_sampling_steps", 250)) - 1, 1),
+        boundary="release",
         atol=float(s.get("atol", 1e-6)),
         rtol=float(s.get("rtol", 1e-3)),
         timestep_shift=float(s.get("timestep_shift", 0.0) or 0.0),
@@ -180,13 +211,24 @@ def _sample_from_yaml(s: dict[str, Any], m: dict[str, Any]) -> SampleConfig:
     )
 
 
-def read_upstream_config(path: str | Path) -> Config:
-    """Config from a release YAML, or a JSON of constructor args (``model_kwargs`` inside)."""
+def read_upstream_config(
+    path: str | Path, cfg_scale: float | None = None, sampling: bool = True
+) -> Config:
+    """Config from a release YAML, or a JSON of constructor args (``model_kwargs`` inside).
+
+    A YAML's ``sample`` section gives the sampling settings (``sampling=False``: sfd's defaults);
+    ``cfg_scale`` replaces its ``cfg_scale``. A JSON carries no sampling settings.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"upstream config {path} does not exist")
     text = path.read_text()
     if path.suffix == ".json":
+        if cfg_scale is not None and sampling:
+            raise ValueError(
+                f"{path} is a JSON of constructor arguments without sampling settings; a "
+                f"guidance scale applies to a release inference YAML (--inference-config)"
+            )
         data = json.loads(text)
         kwargs = data.get("model_kwargs", data)
         return config_from_kwargs(kwargs, data.get("create_transport_kwargs"))
@@ -196,7 +238,38 @@ def read_upstream_config(path: str | Path) -> Config:
             f"{path} is neither a release YAML config (with a 'model' section) nor "
             f"a JSON of LightningDiT constructor arguments"
         )
-    return config_from_yaml(data)
+    return config_from_yaml(data, cfg_scale, sampling)
+
+
+def read_inference_config(
+    path: str | Path, cfg: Config, cfg_scale: float | None = None
+) -> SampleConfig:
+    """The sampler of a release inference YAML for the model ``cfg`` describes.
+
+    What the YAML says about the model (``model_type``, ``in_chans``, ``semantic_chans``,
+    ``semfirst_delta_t``, ``data.num_classes``) must agree with ``cfg`` where it is given.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"inference config {path} does not exist")
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict) or "sample" not in data:
+        raise ValueError(f"{path} has no 'sample' section (a release inference YAML has one)")
+    m, d = data.get("model") or {}, data.get("data") or {}
+    given = {
+        "model.in_chans": (m.get("in_chans"), cfg.latent.channels),
+        "model.semantic_chans": (m.get("semantic_chans"), cfg.latent.sem_channels),
+        "model.semfirst_delta_t": (m.get("semfirst_delta_t"), cfg.flow.delta_t),
+        "data.num_classes": (d.get("num_classes"), cfg.model.num_classes),
+    }
+    if "model_type" in m:
+        arch = parse_model_type(m["model_type"])
+        mine = (cfg.model.depth, cfg.model.width, cfg.model.num_heads, cfg.model.patch_size)
+        given["model.model_type"] = (tuple(arch.values()), mine)
+    for key, (value, model_value) in given.items():
+        if value is not None and value != model_value:
+            raise ValueError(f"{path}: {key} is {value!r} but the model has {model_value!r}")
+    return sample_from_yaml(data, cfg_scale, where=str(path))
 
 
 def read_upstream_state_dict(path: str | Path, prefer: str = "ema") -> dict[str, torch.Tensor]:
@@ -289,16 +362,26 @@ def import_upstream(
     out_dir: str | Path,
     latent_stats: StatsPaths = None,
     prefer: str = "ema",
+    inference_config: str | Path | None = None,
+    cfg_scale: float | None = None,
 ) -> Path:
     """Write an sfd checkpoint directory from release weights; returns its path.
 
     ``latent_stats``: the release's ``latents_stats.pt`` then ``latents_sv_stats.pt``, or one
     file for all channels (see :func:`read_latent_stats`); None means identity statistics.
+    The checkpoint's sampling settings come from ``inference_config`` (a release inference
+    YAML) if given, else from ``upstream_config`` if it is a YAML, else they are sfd's defaults;
+    ``cfg_scale`` is the release's ``CFG_SCALE`` (the AutoGuidance scale with a guide).
     """
     from sfd.model import LightningDiT
     from sfd.training.checkpoint import save_checkpoint
 
-    cfg = read_upstream_config(upstream_config)
+    own = inference_config is None
+    cfg = read_upstream_config(upstream_config, cfg_scale if own else None, sampling=own)
+    if not own:
+        cfg = dataclasses.replace(
+            cfg, sample=read_inference_config(inference_config, cfg, cfg_scale)
+        )
     model = LightningDiT(cfg.model, cfg.latent)
     state = read_upstream_state_dict(ckpt, prefer)
     expected = model.state_dict()
@@ -319,4 +402,22 @@ def import_upstream(
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"output directory {out} is not empty; choose a new --out")
-    return save_checkpoint(out, step=0, config=cfg, stats=stats, ema=model)
+    path = save_checkpoint(out, step=0, config=cfg, stats=stats, ema=model)
+    _log_sampling(cfg.sample, inference_config or upstream_config)
+    return path
+
+
+def _log_sampling(sample: SampleConfig, source: str | Path) -> None:
+    if Path(source).suffix == ".json":
+        log.info(
+            "%s holds no sampling settings: the checkpoint gets sfd's defaults (%s); "
+            "--inference-config takes a release YAML's",
+            source,
+            describe_sampler(sample),
+        )
+    else:
+        log.info(
+            "sampling settings of %s stored in the checkpoint (sfd sample's default): %s",
+            source,
+            describe_sampler(sample),
+        )

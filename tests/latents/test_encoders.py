@@ -14,6 +14,7 @@ from sfd.latents.encoders import (
     imagenet_normalize,
     load_efficientnet_lite0,
     load_encoder,
+    resize_images,
     to_rgb,
 )
 
@@ -116,7 +117,7 @@ def test_dinov2_patch_tokens_on_a_16x16_grid(tmp_path, registers):
     assert features.shape == (2, 32, 16, 16) and encoder.grid == 16 and encoder.dim == 32
     with torch.no_grad():
         pixels = imagenet_normalize(
-            torch.nn.functional.interpolate(images, size=224, mode="bicubic", antialias=True)
+            torch.nn.functional.interpolate(images, size=224, mode="bicubic", antialias=False)
         )
         tokens = reference(pixel_values=pixels).last_hidden_state  # CLS, registers, patches
     # Token (row i, column j) sits at map position [:, :, i, j]; CLS and registers dropped.
@@ -124,6 +125,26 @@ def test_dinov2_patch_tokens_on_a_16x16_grid(tmp_path, registers):
     assert torch.allclose(features[:, :, 2, 5], tokens[:, 1 + registers + 2 * 16 + 5], atol=1e-5)
     resized = Dinov2Encoder(tmp_path, grid=8).features(images)
     assert resized.shape == (2, 32, 8, 8)
+
+
+def test_dinov2_resizes_with_plain_bicubic_as_the_release_unless_asked(tmp_path):
+    """The release's extraction: ``F.interpolate(x, size=(224, 224), mode='bicubic')``, i.e.
+    no antialiasing; ``antialias=True`` (sfd's earlier resize) is an option."""
+    reference = _save_dinov2(tmp_path, 0)
+    images = torch.rand(2, 3, 256, 256) * 2 - 1  # the release's 256 px crops
+    plain = torch.nn.functional.interpolate(images, size=(224, 224), mode="bicubic")
+    antialiased = torch.nn.functional.interpolate(images, size=224, mode="bicubic", antialias=True)
+    assert torch.equal(resize_images(images, 224, antialias=False), plain)
+    assert torch.equal(resize_images(images, 224, antialias=True), antialiased)
+    assert (plain - antialiased).abs().max() > 0.05
+    default, aa = Dinov2Encoder(tmp_path), Dinov2Encoder(tmp_path, antialias=True)
+    assert default.describe()["antialias"] is False and aa.describe()["antialias"] is True
+    with torch.no_grad():
+        for encoder, pixels in ((default, plain), (aa, antialiased)):
+            tokens = reference(pixel_values=imagenet_normalize(pixels)).last_hidden_state[:, 1:]
+            expected = tokens.transpose(1, 2).reshape(2, 32, 16, 16)
+            assert torch.allclose(encoder.features(images), expected, atol=1e-5)
+    assert not torch.allclose(default.features(images), aa.features(images), atol=1e-3)
 
 
 def test_dinov2_rejects_other_models_and_missing_paths(tmp_path):

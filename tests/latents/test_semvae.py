@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+from torch import nn
 
 from sfd.latents.semvae import (
     SemanticVAE,
@@ -122,3 +125,32 @@ def test_save_and_load_round_trip(tmp_path):
     assert torch.equal(loaded(features)[0], model(features)[0])
     with pytest.raises(FileNotFoundError, match="sfd train-semvae"):
         load_semvae(tmp_path / "missing")
+
+
+def _layer_norm_eps(model: SemanticVAE) -> set[float]:
+    return {m.eps for m in model.modules() if isinstance(m, nn.LayerNorm)}
+
+
+def test_layer_norm_eps_defaults_to_the_releases():
+    # Fixture README ("Blocks"): "LayerNorm eps is 1e-5" (PyTorch's default, kept by the release).
+    assert SemVAEConfig().layer_norm_eps == 1e-5
+    assert _layer_norm_eps(SemanticVAE(TINY)) == {1e-5}
+    other = SemanticVAE(SemVAEConfig(**{**TINY.__dict__, "layer_norm_eps": 1e-6}))
+    assert _layer_norm_eps(other) == {1e-6}
+    with pytest.raises(ValueError, match="layer_norm_eps"):
+        SemVAEConfig(layer_norm_eps=0.0)
+
+
+def test_a_directory_saved_without_layer_norm_eps_loads_with_the_old_eps(tmp_path):
+    """Directories written before the key existed were trained with eps 1e-6: they load so."""
+    torch.manual_seed(0)
+    old = SemanticVAE(SemVAEConfig(**{**TINY.__dict__, "layer_norm_eps": 1e-6})).eval()
+    save_semvae(old, tmp_path)
+    meta_path = tmp_path / "semvae.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["config"]["layer_norm_eps"]  # as the earlier code wrote it
+    meta_path.write_text(json.dumps(meta))
+    loaded = load_semvae(tmp_path)
+    assert loaded.config.layer_norm_eps == 1e-6 and _layer_norm_eps(loaded) == {1e-6}
+    features = torch.randn(2, 12, 4, 4)
+    assert torch.equal(loaded(features)[0], old(features)[0])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -17,6 +19,7 @@ from sfd.latents.train_autoencoders import (
     SemVAETrainConfig,
     TextureVAETrainConfig,
     lr_at,
+    semvae_lr,
     train_semvae,
     train_semvae_command,
     train_texture_vae,
@@ -60,6 +63,63 @@ def test_lr_schedule():
     assert lr_at(99, **kw) < 0.01
     decay = [lr_at(s, **kw) for s in range(80, 100)]
     assert all(a >= b for a, b in zip(decay, decay[1:], strict=False))
+
+
+def test_semvae_lr_schedule_defaults_are_the_releases():
+    """METHOD.md §2.2: lr 5e-5, 1M iterations, warm-up 500, cosine over the last 20%; the
+    release's setup_scheduler (tokenizer/semvae/train.py): LinearLR(start_factor=0.01) and
+    CosineAnnealingLR(eta_min=base_lr * 0.1)."""
+    cfg = SemVAETrainConfig()
+    assert (cfg.lr, cfg.total_steps, cfg.warmup_steps, cfg.decay_fraction) == (
+        5e-5,
+        1_000_000,
+        500,
+        0.2,
+    )
+    assert cfg.warmup_start_factor == 0.01 and cfg.min_lr_factor == 0.1
+    assert semvae_lr(0, cfg) == pytest.approx(0.01 * 5e-5, rel=1e-12)
+    assert semvae_lr(250, cfg) == pytest.approx((0.01 + 0.99 * 250 / 500) * 5e-5, rel=1e-12)
+    assert semvae_lr(500, cfg) == 5e-5 and semvae_lr(799_999, cfg) == 5e-5
+    decay = 200_000  # steps 800,000 ... 999,999; the floor is reached at step 1,000,000
+    last = 0.1 * 5e-5 + 0.9 * 5e-5 * 0.5 * (1 + math.cos(math.pi * (decay - 1) / decay))
+    assert semvae_lr(999_999, cfg) == pytest.approx(last, rel=1e-12)
+    # The options switch the schedule: from lr at once, and a decay to 0.
+    plain = replace(cfg, warmup_start_factor=1.0, min_lr_factor=0.0)
+    assert semvae_lr(0, plain) == 5e-5
+    to_zero = 5e-5 * 0.5 * (1 + math.cos(math.pi * (decay - 1) / decay))
+    assert semvae_lr(999_999, plain) == pytest.approx(to_zero, rel=1e-9)
+    assert semvae_lr(999_999, plain) < semvae_lr(999_999, cfg) / 1e6
+    with pytest.raises(ValueError, match="warmup_start_factor"):
+        SemVAETrainConfig(warmup_start_factor=0.0)
+    with pytest.raises(ValueError, match="min_lr_factor"):
+        SemVAETrainConfig(min_lr_factor=1.5)
+
+
+def test_semvae_lr_schedule_matches_the_releases_torch_schedulers():
+    """The release's three-phase SequentialLR, built from torch's schedulers as its
+    setup_scheduler does (warm-up 10, constant 70, cosine 20 of 100 steps), step by step."""
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=2.0)
+    warmup, constant, total = 10, 70, 100
+    sched = torch.optim.lr_scheduler.SequentialLR(
+        opt,
+        schedulers=[
+            torch.optim.lr_scheduler.LinearLR(opt, 0.01, 1.0, total_iters=warmup),
+            torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=constant),
+            torch.optim.lr_scheduler.CosineAnnealingLR(
+                opt, T_max=total - warmup - constant, eta_min=2.0 * 0.1
+            ),
+        ],
+        milestones=[warmup, warmup + constant],
+    )
+    release = []
+    for _ in range(total):
+        release.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    cfg = SemVAETrainConfig(total_steps=total, lr=2.0, warmup_steps=warmup, decay_fraction=0.2)
+    ours = [semvae_lr(step, cfg) for step in range(total)]
+    assert ours == pytest.approx(release, rel=1e-9, abs=1e-12)
 
 
 def test_feature_shards_stream_every_row_and_view_once_per_epoch(tmp_path):

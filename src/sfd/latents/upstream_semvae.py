@@ -4,7 +4,8 @@ The release's SemVAE (``tokenizer/semvae/models/vae.py``, ``create_semantic_auto
 arch="transformer", is_vae=True, ...)``; Pan et al. 2026, METHOD.md §2.2) is the same network
 as sfd's: a token-wise transformer with Linear in, pre-LN blocks (``nn.MultiheadAttention`` and
 a GELU MLP of 4x the width), a final LayerNorm and Linear out, no positional embedding. Only
-names, the LayerNorm eps (PyTorch's default 1e-5 there) and the layout differ:
+names and the layout differ (the LayerNorm eps, PyTorch's default 1e-5, is sfd's default too and
+is set explicitly on import):
 
 - ``encoder.0`` / ``decoder.0`` are ``proj_in``; ``{part}.{i}`` for i = 1..N is ``blocks.{i-1}``;
   ``{part}.{N+1}`` is ``norm`` and ``{part}.{N+2}`` is ``proj_out``.
@@ -33,9 +34,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from sfd.latents.semvae import SemanticVAE, SemVAEConfig, save_semvae
+from sfd.latents.semvae import RELEASE_LAYER_NORM_EPS, SemanticVAE, SemVAEConfig, save_semvae
 
-RELEASE_LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default, which the release's modules keep
 REQUIRED_KWARGS = (
     "input_dim",
     "bottleneck_dim",
