@@ -132,6 +132,12 @@ def summarise(results: list[dict], settings, reference: dict | None) -> dict:
     b = table.get("redi", {}).get(metric, {}).get("values", [])
     if a and b:
         tests["redi-sf vs redi"] = welch_t_test(a, b)
+    for w in sorted({w for ws in sweep.values() for w in ws}, key=float):
+        for first, second in (("sfd", "semvae-sync"), ("redi-sf", "redi")):
+            a = sweep.get(first, {}).get(w, {}).get(metric, [])
+            b = sweep.get(second, {}).get(w, {}).get(metric, [])
+            if a and b:
+                tests[f"{first} vs {second}, CFG {w}"] = welch_t_test(a, b)
     return {
         "protocol": settings.protocol(),
         "primary_metric": metric,
