@@ -165,7 +165,7 @@ def prepare_base(
         lambda: train_texture_vae(
             train_set,
             out / "texture_vae",
-            TextureVAETrainConfig(total_steps=s.texture_steps, seed=s.seed),
+            TextureVAETrainConfig(total_steps=s.texture_steps, seed=s.seed, device=device),
             test_dataset=test_set,
         ),
     )
@@ -206,6 +206,7 @@ def prepare_base(
                 warmup_steps=50,
                 warmup_start_factor=None,
                 min_lr_factor=0.0,
+                device=device,
                 seed=s.seed,
                 log_every=50,
             ),
