@@ -260,7 +260,10 @@ def plot_curves(results: list[dict], settings, path: Path) -> None:
             mean = np.nanmean(vals, 0)
             (line,) = ax.plot(steps, mean, marker="o", label=f"{row} (n={len(seeds)})")
             if len(seeds) > 1:
-                std = np.nanstd(vals, 0, ddof=1)
+                counts = np.isfinite(vals).sum(0)  # a run still in progress has fewer points
+                std = np.zeros_like(mean)
+                many = counts > 1
+                std[many] = np.nanstd(vals[:, many], 0, ddof=1)
                 ax.fill_between(steps, mean - std, mean + std, alpha=0.2, color=line.get_color())
         ax.set_xlabel("training steps")
         ax.set_ylabel(METRICS[m][0])
