@@ -41,6 +41,9 @@ import torch
 
 from sfd.config import Config, apply_overrides, preset
 from sfd.data.shards import atomic_write_json
+from sfd.demo_eval import pooled_features, reconstruct
+from sfd.eval.fashion_classifier import class_accuracy
+from sfd.eval.stats import FeatureStats
 
 log = logging.getLogger("sfd.ablate")
 
@@ -415,7 +418,7 @@ class Evaluator:
         if len(images) < 2 * num:
             raise ValueError(f"{data.reference}: {len(images)} images; {2 * num} needed")
         self.real = self.features(images[:num])
-        self.real_stats = {k: _stats(v) for k, v in self.real.items() if k != "logits"}
+        self.real_stats = {k: FeatureStats.of(v) for k, v in self.real.items() if k != "logits"}
         self.real_labels = None if labels is None else torch.from_numpy(labels[:num]).long()
         self.reference = self._reference(out, data, images, labels)
 
@@ -424,14 +427,7 @@ class Evaluator:
         """uint8 (N, H, W, C) -> {"effnet": (N, 1280), "fmnist": (N, D), "logits": (N, K)}."""
         x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
         xf = x.float() / 127.5 - 1
-        out = {
-            "effnet": torch.cat(
-                [
-                    self.effnet.pooled(xf[i : i + 250].to(self.device), size=64).double().cpu()
-                    for i in range(0, len(xf), 250)
-                ]
-            )
-        }
+        out = {"effnet": pooled_features(self.effnet, xf, self.device, batch=250)}
         if self.classifier is not None:
             from sfd.eval.fashion_classifier import classifier_outputs
 
@@ -444,15 +440,15 @@ class Evaluator:
 
         result = {
             "fd_effnet": frechet_distance(
-                _stats(feats["effnet"]), self.real_stats["effnet"], method="eigh"
+                FeatureStats.of(feats["effnet"]), self.real_stats["effnet"], method="eigh"
             )
         }
         if "fmnist" in feats:
             result["fd_fmnist"] = frechet_distance(
-                _stats(feats["fmnist"]), self.real_stats["fmnist"], method="eigh"
+                FeatureStats.of(feats["fmnist"]), self.real_stats["fmnist"], method="eigh"
             )
             if labels is not None:
-                result["acc"] = float((feats["logits"].argmax(1) == labels).float().mean())
+                result["acc"] = class_accuracy(feats["logits"], labels)
         return result
 
     def _reference(self, out: Path, data: AblationData, images, labels) -> dict:
@@ -472,13 +468,7 @@ class Evaluator:
             x = x[:, :1]
         from sfd.generate import to_uint8
 
-        with torch.no_grad():
-            recon = torch.cat(
-                [
-                    vae.decode(vae.encode(x[i : i + 250].to(self.device))[0]).clamp(-1, 1).cpu()
-                    for i in range(0, n, 250)
-                ]
-            )
+        recon = reconstruct(vae, x, self.device)
         recon_u8 = to_uint8(recon).numpy()
         ceiling = self.metrics(self.features(recon_u8), self.real_labels)
         result = {"floor": floor, "ceiling": ceiling, "num": n}
@@ -493,13 +483,6 @@ class Evaluator:
 
 def _decoder_channels(vae) -> int:
     return int(getattr(getattr(vae, "config", None), "in_channels", 0) or 1)
-
-
-def _stats(features: torch.Tensor):
-    from sfd.eval.stats import FeatureStats
-
-    f = features.double().numpy()
-    return FeatureStats(f.mean(0), np.cov(f, rowvar=False))
 
 
 @torch.no_grad()

@@ -14,7 +14,6 @@ any time from a partial grid. Statistics:
 from __future__ import annotations
 
 import json
-import math
 from collections import defaultdict
 from pathlib import Path
 
@@ -348,6 +347,4 @@ def write_report(out: Path, settings, reference: dict | None, info: dict) -> dic
 def _jsonable(value):
     if isinstance(value, np.generic):
         return value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
     raise TypeError(f"not JSON serialisable: {type(value)}")

@@ -123,9 +123,16 @@ def _images_of(dataset, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(xs), torch.cat(ys)
 
 
-def _stats(features: torch.Tensor) -> FeatureStats:
-    f = features.double().numpy()
-    return FeatureStats(f.mean(0), np.cov(f, rowvar=False))
+@torch.no_grad()
+def reconstruct(vae, images: torch.Tensor, device: str, batch: int = 250) -> torch.Tensor:
+    """The texture autoencoder's reconstructions (posterior mean, decoded, clamped to [-1, 1])
+    of (N, C, H, W) images in [-1, 1], on the CPU."""
+    return torch.cat(
+        [
+            vae.decode(vae.encode(images[i : i + batch].to(device))[0]).clamp(-1, 1).cpu()
+            for i in range(0, len(images), batch)
+        ]
+    )
 
 
 def train_probe(features: torch.Tensor, labels: torch.Tensor, classes: int, steps: int = 300):
@@ -154,6 +161,7 @@ def _in_domain(test_x, test_y, samples, sample_y, recon, n: int, device: str) ->
     """FD_FMNIST and accuracy with the packaged Fashion-MNIST classifier (docs/EVALUATION.md):
     samples, the real-vs-real floor and the texture VAE's reconstructions (the ceiling)."""
     from sfd.eval.fashion_classifier import (
+        class_accuracy,
         classifier_outputs,
         ensure_fashion_classifier,
         fd_fmnist,
@@ -169,16 +177,13 @@ def _in_domain(test_x, test_y, samples, sample_y, recon, n: int, device: str) ->
     sample_logits, fake = outputs(samples)
     recon_logits, rec = outputs(recon)
 
-    def acc(logits, labels) -> float:
-        return float((logits.argmax(1) == labels).float().mean())
-
     return {
         "fd_fmnist_samples": fd_fmnist(fake, real),
         "fd_fmnist_real_floor": fd_fmnist(other, real),
         "fd_fmnist_reconstructions": fd_fmnist(rec, real),
-        "classifier_acc_samples": acc(sample_logits, sample_y),
-        "classifier_acc_real": acc(real_logits, test_y[:n]),
-        "classifier_acc_reconstructions": acc(recon_logits, test_y[:n]),
+        "classifier_acc_samples": class_accuracy(sample_logits, sample_y),
+        "classifier_acc_real": class_accuracy(real_logits, test_y[:n]),
+        "classifier_acc_reconstructions": class_accuracy(recon_logits, test_y[:n]),
     }
 
 
@@ -198,21 +203,19 @@ def evaluate_demo(out: Path, s, train_dataset, test_set, device: str) -> dict:
     f_test = pooled_features(net, test_x, device)
     f_samples = pooled_features(net, samples, device)
     probe = train_probe(pooled_features(net, probe_x, device), probe_y, 10)
-    with torch.no_grad():  # what the texture VAE alone costs: its reconstructions of test images
-        vae = load_texture_autoencoder(out / "texture_vae").to(device).eval()
-        real = test_x[:n]
-        recon = torch.cat(
-            [
-                vae.decode(vae.encode(real[i : i + 250].to(device))[0]).clamp(-1, 1)
-                for i in range(0, n, 250)
-            ]
-        ).cpu()
+    # what the texture VAE alone costs: its reconstructions of the test images
+    vae = load_texture_autoencoder(out / "texture_vae").to(device).eval()
+    recon = reconstruct(vae, test_x[:n], device)
     f_recon = pooled_features(net, recon, device)
     return {
         **_in_domain(test_x, test_y, samples, sample_y, recon, n, device),
         "probe_acc_reconstructions": float((probe(f_recon) == test_y[:n]).float().mean()),
-        "fd_samples": frechet_distance(_stats(f_samples), _stats(f_test[:n]), method="eigh"),
-        "fd_real_floor": frechet_distance(_stats(f_test[n:]), _stats(f_test[:n]), method="eigh"),
+        "fd_samples": frechet_distance(
+            FeatureStats.of(f_samples), FeatureStats.of(f_test[:n]), method="eigh"
+        ),
+        "fd_real_floor": frechet_distance(
+            FeatureStats.of(f_test[n:]), FeatureStats.of(f_test[:n]), method="eigh"
+        ),
         "probe_acc_real": float((probe(f_test[:n]) == test_y[:n]).float().mean()),
         "probe_acc_samples": float((probe(f_samples) == sample_y).float().mean()),
         "metric_images": n,

@@ -321,17 +321,10 @@ def class_accuracy(logits, labels) -> float:
     return float((logits.argmax(1).cpu() == labels.cpu().long()).double().mean())
 
 
-def _gaussian(feats) -> FeatureStats:
-    x = torch.as_tensor(feats).detach().cpu().double().numpy()
-    if x.ndim != 2 or len(x) < 2:
-        raise ValueError(f"expected (N, D) features with N >= 2; got shape {x.shape}")
-    return FeatureStats(x.mean(0), np.cov(x, rowvar=False))
-
-
 def fd_fmnist(feats_a, feats_b) -> float:
     """FD_FMNIST: Fréchet distance of the Gaussian fits of two (N, D) feature sets (exact
     ``eigh`` trace of :func:`sfd.eval.metrics.frechet_distance`)."""
-    return frechet_distance(_gaussian(feats_a), _gaussian(feats_b), method="eigh")
+    return frechet_distance(FeatureStats.of(feats_a), FeatureStats.of(feats_b), method="eigh")
 
 
 def labelled_accuracy(

@@ -32,6 +32,14 @@ class FeatureStats:
         object.__setattr__(self, "mu", mu.astype(np.float64))
         object.__setattr__(self, "sigma", sigma.astype(np.float64))
 
+    @classmethod
+    def of(cls, features) -> FeatureStats:
+        """The Gaussian fit (mean, unbiased covariance) of (N, D) features, N >= 2."""
+        x = torch.as_tensor(features).detach().cpu().double().numpy()
+        if x.ndim != 2 or len(x) < 2:
+            raise ValueError(f"expected (N, D) features with N >= 2; got shape {x.shape}")
+        return cls(x.mean(0), np.cov(x, rowvar=False))
+
 
 class RunningStats:
     """Count, sum and sum of outer products of (B, D) feature batches, in float64.
