@@ -46,6 +46,15 @@ def test_rows_parse_and_reject_bad_names():
         AblationSettings(rows=("sfd", "nope"))
 
 
+def test_sem_channels_is_part_of_the_protocol_only_when_given():
+    from sfd.ablate import AblationSettings
+
+    assert "sem_channels" not in AblationSettings().protocol()
+    assert AblationSettings(sem_channels=8).protocol()["sem_channels"] == 8
+    with pytest.raises(ValueError, match="sem_channels must be >= 1"):
+        AblationSettings(sem_channels=0)
+
+
 def test_settings_checkpoints_jobs_and_shards():
     s = AblationSettings(rows=("sfd", "dt-0.5"), steps=1000, checkpoints=5)
     assert s.checkpoint_steps() == [200, 400, 600, 800, 1000]
@@ -204,7 +213,11 @@ def test_a_latent_set_missing_what_a_row_needs_is_refused_before_training(tmp_pa
         main, ["ablate", "--data", str(no_repa), "--out", str(tmp_path / "c"), "--rows", "baseline"]
     )
     assert res.exit_code != 0 and "--decoder" in res.output
-    for sub in "abc":  # refused before anything was trained or recorded
+    res = runner.invoke(
+        main, [*common, "--out", str(tmp_path / "d"), "--rows", "sfd", "--sem-channels", "8"]
+    )
+    assert res.exit_code != 0 and "sem_channels=8" in res.output and "--data" in res.output
+    for sub in "abcd":  # refused before anything was trained or recorded
         assert not (tmp_path / sub / "runs").exists()
         assert not (tmp_path / sub / "protocol.json").exists()
 

@@ -136,6 +136,9 @@ class AblationSettings:
     # default grid fits in ~3 hours on 2 CPU cores.
     overrides: tuple[str, ...] = GRID_MODEL
     quick: bool = False
+    # semantic channels of the embedded default's SemVAE (None: the demo's 4); a different count
+    # trains its own SemVAE and latents in OUT/base, so it needs its own grid directory
+    sem_channels: int | None = None
 
     def __post_init__(self) -> None:
         for name in self.rows:
@@ -151,6 +154,8 @@ class AblationSettings:
             raise ValueError("main_seeds and sweep_seeds must be >= 1")
         if self.num_samples < 2:
             raise ValueError(f"num_samples must be >= 2; got {self.num_samples}")
+        if self.sem_channels is not None and self.sem_channels < 1:
+            raise ValueError(f"sem_channels must be >= 1; got {self.sem_channels}")
 
     @classmethod
     def quick_settings(cls, **kw) -> AblationSettings:
@@ -200,7 +205,7 @@ class AblationSettings:
             "cfg_scale": self.cfg_scale,
             "cfg_sweep": list(self.cfg_sweep),
             "overrides": list(self.overrides),
-        }
+        } | ({} if self.sem_channels is None else {"sem_channels": self.sem_channels})
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -303,12 +308,19 @@ def prepare_data(
         from sfd.demo import DemoSettings, prepare_base
 
         ds = demo_settings or (DemoSettings.quick() if settings.quick else DemoSettings())
+        if settings.sem_channels is not None:
+            ds = dataclasses.replace(ds, sem_channels=settings.sem_channels)
         base = prepare_base(out / "base", ds, device=device)
         latents, features, decoder = base.latents, base.features, base.texture_vae
         reference = reference or _demo_reference(out, base.test_set, settings.num_samples)
         info = {"texture_vae": base.texture, "semvae": base.semvae}
         classifier = _fashion_classifier(out / "classifier", settings.quick, device)
     else:
+        if settings.sem_channels is not None:
+            raise ValueError(
+                f"sem_channels={settings.sem_channels} changes the embedded default's SemVAE; "
+                f"with --data {latents} the channels are the latent set's own"
+            )
         classifier = None
     ds = LatentDataset(latents)
     meta = ds.meta

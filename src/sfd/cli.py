@@ -509,12 +509,19 @@ def demo_cmd(out, quick, data_root, overrides, device) -> None:
     type=click.Path(exists=True, dir_okay=False),
     help="Real images (.npz, arr_0 uint8 NHWC, >= 2 x --num-samples) for --data.",
 )
+@click.option(
+    "--sem-channels",
+    type=int,
+    default=None,
+    help="Semantic channels of the embedded default's SemVAE [4]; trains its own SemVAE and "
+    "latents in OUT/base (use a new --out).",
+)
 @_set_option
 @click.option("--device", default=None)
 @friendly_errors
 def ablate_cmd(
     out, rows, seeds, sweep_seeds, steps, checkpoints, num_samples, cfg_scale, cfg_sweep, quick,
-    shard, data, features, decoder, ref, overrides, device,
+    shard, data, features, decoder, ref, sem_channels, overrides, device,
 ) -> None:  # fmt: skip
     """The paper's ablation grid (rows x seeds x checkpoints), cached and resumable."""
     from sfd.ablate import AblationSettings, parse_shard, run_ablation
@@ -530,6 +537,7 @@ def ablate_cmd(
         "cfg_sweep": None
         if cfg_sweep is None
         else tuple(float(w) for w in cfg_sweep.split(",") if w.strip()),
+        "sem_channels": sem_channels,
     }
     given = {k: v for k, v in given.items() if v is not None}
     make = AblationSettings.quick_settings if quick else AblationSettings
