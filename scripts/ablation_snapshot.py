@@ -9,6 +9,10 @@ extraction is deterministic), skips every (row, seed) whose results exist and tr
 
     python scripts/ablation_snapshot.py save    [--grid runs/ablate] [--to experiments/ablation]
     python scripts/ablation_snapshot.py restore [--grid runs/ablate] [--to experiments/ablation]
+
+The variants of scripts/ablation_gaps.sh (runs/gap/NAME) are saved with --grid runs/gap/NAME
+--to experiments/ablation/gaps/NAME; those sharing the default grid's base through a link save
+no base (ablation_gaps.sh links it again when it resumes them).
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ def save(grid: Path, dst: Path) -> None:
             shutil.copy2(grid / name, dst / name)
     for ref in grid.glob("reference_*.json"):
         shutil.copy2(ref, dst / ref.name)
+    if (grid / "base").is_symlink():  # a variant sharing another grid's data stages
+        print(f"saved {len(list((dst / 'results').rglob('*.json')))} results to {dst} (no base)")
+        return
     stages = json.loads((grid / "base" / "stages.json").read_text())
     (dst / "base").mkdir(exist_ok=True)
     for name in BASE:
@@ -47,7 +54,8 @@ def restore(grid: Path, src: Path) -> None:
     for path in src.iterdir():
         if path.is_file():
             shutil.copy2(path, grid / path.name)
-    shutil.copytree(src / "base", grid / "base")
+    if (src / "base").exists():  # variants of scripts/ablation_gaps.sh link the default's
+        shutil.copytree(src / "base", grid / "base")
     print(f"restored {grid}; rerun `sfd ablate --out {grid}` to resume")
 
 
