@@ -51,7 +51,8 @@ def write_feature_set(directory, count=40, shard_size=16, dim=12, grid=4, seed=0
             {"features": views[rows].half(), "label": torch.arange(count)[rows] % 3},
         )
         shards += 1
-    finalize_feature_set(directory, 3, shards)
+    encoder = {"name": "synthetic", "dim": dim, "grid": grid}
+    finalize_feature_set(directory, 3, shards, extra={"extraction": {"encoder": encoder}})
     return views
 
 
@@ -153,6 +154,9 @@ def test_short_semvae_run_learns_and_saves(tmp_path):
     assert info["held_out"] == metrics and info["config"]["in_dim"] == 12
     loaded = load_semvae(tmp_path / "semvae")
     assert loaded.config.in_dim == 12 and loaded.config.grid == 4
+    # it remembers the encoder its features came from (what `sfd extract` checks)
+    features_meta = json.loads((tmp_path / "features" / "meta.json").read_text())
+    assert loaded.trained_on == features_meta["extraction"]["encoder"]
 
 
 def test_train_semvae_command(tmp_path):

@@ -252,6 +252,8 @@ def train_semvae(
             "train": asdict(config),
             "held_out": metrics,
             "features": str(feature_dir),
+            # what `sfd extract` checks its encoder against (grid and dim are in the config)
+            "encoder": data.meta.get("extraction", {}).get("encoder"),
             "history": history,
         },
     )
