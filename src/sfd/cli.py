@@ -112,28 +112,45 @@ _set_option = click.option(
     help="A published training recipe on top of the preset (sfd presets lists them).",
 )
 @_set_option
-@click.option("--data", type=click.Path(file_okay=False), help="Latent shard directory.")
 @click.option(
-    "--out", type=click.Path(file_okay=False), help="Run directory (resumed if it exists)."
+    "--data",
+    type=click.Path(file_okay=False),
+    help="Latent shard directory; its meta.json sets latent.*, model.num_classes, "
+    "model.repa_dim and the decoder unless --set sets them.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    help="Run directory; a plain rerun resumes it with its stored config.",
 )
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available).")
 @click.option("--max-steps", type=int, default=None, help="Stop after this many more steps.")
-@click.option("--dry-run", is_flag=True, help="Print the resolved config and exit.")
+@click.option(
+    "--dry-run", is_flag=True, help="Print the resolved config (checked against --data) and exit."
+)
 @friendly_errors
 def train(
     preset_name, config_file, recipe, overrides, data, out, device, max_steps, dry_run
 ) -> None:
-    """Train SFD on pre-computed latents (resumes RUN if it holds checkpoints)."""
-    cfg = resolve_config(preset_name, config_file, overrides, recipe)
+    """Train SFD on pre-computed latents (a rerun resumes RUN from its stored config)."""
+    from sfd.training.loop import validate_run
+    from sfd.training.run_config import resolve_train_config
+
+    if data and not (Path(data) / "meta.json").exists():
+        raise click.BadParameter(
+            f"{data} is not a latent shard directory (no meta.json)", param_hint="--data"
+        )
+    try:
+        cfg = resolve_train_config(preset_name, config_file, recipe, overrides, data, out)
+    except (ValueError, FileNotFoundError, json.JSONDecodeError) as err:
+        raise click.UsageError(str(err)) from None
     if dry_run:
+        if data:
+            validate_run(cfg, data)
         click.echo(cfg.to_json())
         return
     if not data or not out:
         raise click.UsageError("--data and --out are required (or use --dry-run)")
-    if not (Path(data) / "meta.json").exists():
-        raise click.BadParameter(
-            f"{data} is not a latent shard directory (no meta.json)", param_hint="--data"
-        )
     from sfd import distributed
     from sfd.training.loop import train as run_training
 
