@@ -268,3 +268,14 @@ def test_the_default_ema_decay_follows_the_run_length(tmp_path):
     assert json.loads(res.output)["train"]["ema_decay"] == 0.99  # a preset's choice is kept
     res = run("train", "--dry-run", "--preset", "XL")
     assert json.loads(res.output)["train"]["ema_decay"] == 0.9999  # 400K steps: unchanged
+
+
+def test_every_image_reading_command_has_the_same_on_error_option():
+    """Issue 13, problem 4: sfd eval had none; the help text is one."""
+    from sfd.data.images import ON_ERROR_HELP
+
+    readers = ("extract", "extract-features", "train-texture-vae", "eval", "ref-stats")
+    for name in readers:
+        options = {o.name: o for o in main.commands[name].params}
+        assert options["on_error"].help == ON_ERROR_HELP, name
+        assert options["on_error"].default == "raise"
