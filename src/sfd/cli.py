@@ -12,6 +12,8 @@ import click
 import torch
 
 from sfd.config import PRESETS, Config, apply_overrides, preset
+from sfd.data.images import on_error_option
+from sfd.pipeline import BUDGETS
 from sfd.recipes import (
     RECIPES,
     SAMPLERS,
@@ -489,6 +491,59 @@ def demo_cmd(out, quick, data_root, overrides, device) -> None:
     metrics = run_demo(out, settings, data_root, _device(device))
     click.echo(json.dumps(metrics, indent=2))
     click.echo(f"artefacts in {out}: samples.png stages.png curves.png metrics.json")
+
+
+@main.command("pipeline")
+@click.option(
+    "--data-root",
+    required=True,
+    help="An image folder root/<class>/<image> (your images), or fashion-mnist.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    required=True,
+    help="Run directory; a rerun resumes where it stopped (finished stages are kept).",
+)
+@click.option(
+    "--budget",
+    type=click.Choice(tuple(BUDGETS)),
+    default="cpu-10min",
+    show_default=True,
+    help="Named stage sizes (see README: your own images).",
+)
+@click.option(
+    "--stage",
+    "stage_overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override one stage size of the budget, e.g. --stage sfd_steps=1000 (repeatable).",
+)
+@click.option("--image-size", type=int, default=None, help="Pixels [64; fashion-mnist 32].")
+@click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="[3; fmnist 1].")
+@on_error_option()
+@_set_option
+@click.option("--device", default=None)
+@friendly_errors
+def pipeline_cmd(
+    data_root, out, budget, stage_overrides, image_size, channels, on_error, overrides, device
+) -> None:  # fmt: skip
+    """SFD end to end on your images: texture VAE, features, SemVAE, latents, SFD, samples."""
+    from sfd.pipeline import run_pipeline, with_stage_overrides
+
+    fmnist = data_root == "fashion-mnist"
+    if not fmnist and not Path(data_root).is_dir():
+        raise click.BadParameter(
+            f"{data_root} is not a directory (expected root/<class>/<image>, or fashion-mnist)",
+            param_hint="--data-root",
+        )
+    shape = {"image_size": image_size or (32 if fmnist else 64)}
+    shape["channels"] = int(channels or (1 if fmnist else 3))
+    settings = dataclasses.replace(BUDGETS[budget], **shape)
+    settings = with_stage_overrides(settings, list(stage_overrides))
+    summary = run_pipeline(data_root, out, settings, tuple(overrides), on_error, _device(device))
+    click.echo(json.dumps(summary, indent=2))
+    click.echo(f"samples in {out}/samples.png; more: sfd sample {out}/run --num 16 --out DIR")
 
 
 @main.command("ablate")
