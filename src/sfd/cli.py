@@ -636,6 +636,13 @@ def _register_subpackage_commands() -> None:
     main.add_command(eval_command, "eval")
     main.add_command(ref_stats_command, "ref-stats")
     main.add_command(train_classifier_command, "train-classifier")
+    for command in (
+        extract_command,
+        extract_features_command,
+        train_semvae_command,
+        train_texture_vae_command,
+    ):
+        command.callback = friendly_errors(command.callback)
     main.add_command(extract_command, "extract")
     main.add_command(extract_features_command, "extract-features")
     main.add_command(train_semvae_command, "train-semvae")

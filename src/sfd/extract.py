@@ -174,8 +174,9 @@ def check_semvae_input(semvae: SemanticVAE, encoder: FeatureEncoder, grid: int, 
     grid (``why`` says where the latent grid comes from) or another encoder or encoder setting
     (as recorded by :func:`sfd.latents.train_autoencoders.train_semvae`)."""
     if semvae.config.in_dim != encoder.dim:
+        trained = f" (it was trained on {semvae.trained_on})" if semvae.trained_on else ""
         raise ValueError(
-            f"the SemVAE expects {semvae.config.in_dim}-d features; the encoder "
+            f"the SemVAE expects {semvae.config.in_dim}-d features{trained}; the encoder "
             f"{encoder.name} gives {encoder.dim}"
         )
     if semvae.config.grid != grid:
