@@ -190,3 +190,92 @@ def test_run_relative_decoder_path(tmp_path, monkeypatch):
     assert _run_relative("demo/texture_vae", run_dir) == Path("demo/texture_vae")  # cwd first
     with pytest.raises(click.UsageError, match="'missing_vae'.*--decoder"):
         _run_relative("missing_vae", run_dir)
+
+
+def _latents_of_another_shape(tmp_path):
+    """A latent set of shape (3, 2, 4), 3 classes, 12-d REPA features, made with a decoder."""
+    import dataclasses
+
+    cfg = tiny_config()
+    cfg = dataclasses.replace(
+        cfg,
+        model=dataclasses.replace(cfg.model, num_classes=3, repa_dim=12),
+        latent=dataclasses.replace(cfg.latent, tex_channels=3, sem_channels=2, size=4),
+    )
+    data = write_synthetic_latents(tmp_path / "lat", cfg, count=12, shard_size=6)
+    meta = json.loads((data / "meta.json").read_text())
+    (tmp_path / "vae").mkdir()
+    meta["extraction"] = {"texture_ae_path": str(tmp_path / "vae")}
+    (data / "meta.json").write_text(json.dumps(meta))
+    return data
+
+
+def test_train_takes_shape_classes_repa_dim_and_decoder_from_the_data(tmp_path):
+    """Issue 13, problem 2: no --set is needed to match the data; --dry-run --data shows it."""
+    data = _latents_of_another_shape(tmp_path)
+    res = run("train", "--data", data, "--dry-run")
+    assert res.exit_code == 0, res.output
+    cfg = json.loads(res.output)
+    lat = cfg["latent"]
+    assert (lat["tex_channels"], lat["sem_channels"], lat["size"]) == (3, 2, 4)
+    assert (cfg["model"]["num_classes"], cfg["model"]["repa_dim"]) == (3, 12)
+    assert lat["texture_autoencoder"] == str(tmp_path / "vae")
+    # only an explicit value that disagrees is an error, naming both values; nothing written
+    for key, want in (("model.num_classes=10", "= 3"), ("latent.size=8", "= 4")):
+        for extra in ((), ("--out", tmp_path / "run")):
+            res = CliRunner().invoke(
+                main, ["train", "--data", str(data), "--set", key, *map(str, extra)]
+            )
+            assert res.exit_code == 2 and key.split("=")[0] in res.output and want in res.output
+            assert "Traceback" not in res.output and not (tmp_path / "run").exists()
+    res = run("train", "--data", data, "--dry-run", "--set", "model.repa_dim=0")
+    assert res.exit_code == 0 and json.loads(res.output)["model"]["repa_dim"] == 0
+
+
+def test_a_plain_rerun_resumes_from_the_stored_config(tmp_path):
+    """Issue 13, problem 3: rerunning without the --set options resumes; a conflict is named."""
+    data = _latents_of_another_shape(tmp_path)
+    out = tmp_path / "run"
+    sets = ["--set", "train.total_steps=2", "--set", "train.global_batch_size=4"]
+    res = run("train", "--data", data, "--out", out, "--device", "cpu", *sets, "--max-steps", 1)
+    assert res.exit_code == 0 and "trained to step 1" in res.output
+    stored = json.loads((out / "config.json").read_text())
+    assert stored["latent"]["texture_autoencoder"] == str(tmp_path / "vae")
+    res = run("train", "--data", data, "--out", out, "--device", "cpu")
+    assert res.exit_code == 0 and "trained to step 2" in res.output, res.output
+    assert json.loads((out / "config.json").read_text()) == stored
+    res = run("train", "--data", data, "--out", out, "--set", "train.total_steps=3")
+    assert res.exit_code == 0 and "trained to step 3" in res.output
+    res = CliRunner().invoke(
+        main, ["train", "--data", str(data), "--out", str(out), "--set", "flow.delta_t=0.5"]
+    )
+    assert res.exit_code == 1 and "flow.delta_t: 0.3 -> 0.5" in res.output
+    res = CliRunner().invoke(
+        main, ["train", "--preset", "S", "--data", str(data), "--out", str(out)]
+    )
+    assert res.exit_code == 2 and "preset 'tiny'" in res.output
+
+
+def test_the_default_ema_decay_follows_the_run_length(tmp_path):
+    """Issue 13, problem 4: EMA 0.9999 on a 150-step run would stay at the initial weights."""
+    res = run("train", "--dry-run", "--set", "train.total_steps=150")
+    assert json.loads(res.output)["train"]["ema_decay"] == pytest.approx(0.5 ** (1 / 15))
+    res = run(
+        "train", "--dry-run", "--set", "train.total_steps=150", "--set", "train.ema_decay=0.9999"
+    )
+    assert json.loads(res.output)["train"]["ema_decay"] == 0.9999
+    res = run("train", "--dry-run", "--preset", "demo", "--set", "train.total_steps=30")
+    assert json.loads(res.output)["train"]["ema_decay"] == 0.99  # a preset's choice is kept
+    res = run("train", "--dry-run", "--preset", "XL")
+    assert json.loads(res.output)["train"]["ema_decay"] == 0.9999  # 400K steps: unchanged
+
+
+def test_every_image_reading_command_has_the_same_on_error_option():
+    """Issue 13, problem 4: sfd eval had none; the help text is one."""
+    from sfd.data.images import ON_ERROR_HELP
+
+    readers = ("extract", "extract-features", "train-texture-vae", "eval", "ref-stats")
+    for name in readers:
+        options = {o.name: o for o in main.commands[name].params}
+        assert options["on_error"].help == ON_ERROR_HELP, name
+        assert options["on_error"].default == "raise"

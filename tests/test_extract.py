@@ -178,6 +178,33 @@ def test_incompatible_models_are_named(tmp_path, models):
         extract(Images(), encoder, tex, semvae, tmp_path)
 
 
+def test_a_semvae_of_another_grid_is_refused_naming_both_grids(tmp_path, models):
+    """Issue 13, problem 1: an 8x8-trained SemVAE must not silently encode a 16x16 grid."""
+    encoder, tex, _ = models  # 16 px images, f2 texture AE: an 8x8 latent grid
+    semvae = SemanticVAE(
+        SemVAEConfig(in_dim=DIM, latent_channels=2, width=16, depth=1, num_heads=2, grid=4)
+    ).eval()
+    with pytest.raises(ValueError, match=r"trained on a 4x4 feature grid.* 8x8 grid"):
+        extract(Images(), encoder, tex, semvae, tmp_path / "latents")
+    assert not (tmp_path / "latents").exists()
+
+
+def test_a_semvae_of_another_encoder_setting_is_refused_naming_both(tmp_path, models):
+    encoder, tex, semvae = models
+    semvae.trained_on = {**encoder.describe(), "stride": 16}
+    try:
+        with pytest.raises(ValueError, match="stride: SemVAE 16, now None"):
+            extract(Images(), encoder, tex, semvae, tmp_path / "latents")
+        semvae.trained_on = {**encoder.describe(), "grid": 4, "path": "/elsewhere"}
+        meta = extract(Images(), encoder, tex, semvae, tmp_path / "ok", shard_size=SHARD)
+    finally:
+        semvae.trained_on = None
+    # the latent set records both the encoder used and the one the SemVAE was trained on
+    assert meta["extraction"]["semvae_encoder"]["path"] == "/elsewhere"
+    assert meta["extraction"]["encoder"] == encoder.describe()
+    assert meta["extraction"]["semvae"]["grid"] == meta["size"] == 8
+
+
 def test_feature_shards_and_their_resumption(tmp_path, models):
     encoder = models[0]
     data = Images()

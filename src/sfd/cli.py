@@ -12,6 +12,8 @@ import click
 import torch
 
 from sfd.config import PRESETS, Config, apply_overrides, preset
+from sfd.data.images import on_error_option
+from sfd.pipeline import BUDGETS
 from sfd.recipes import (
     RECIPES,
     SAMPLERS,
@@ -112,28 +114,45 @@ _set_option = click.option(
     help="A published training recipe on top of the preset (sfd presets lists them).",
 )
 @_set_option
-@click.option("--data", type=click.Path(file_okay=False), help="Latent shard directory.")
 @click.option(
-    "--out", type=click.Path(file_okay=False), help="Run directory (resumed if it exists)."
+    "--data",
+    type=click.Path(file_okay=False),
+    help="Latent shard directory; its meta.json sets latent.*, model.num_classes, "
+    "model.repa_dim and the decoder unless --set sets them.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    help="Run directory; a plain rerun resumes it with its stored config.",
 )
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available).")
 @click.option("--max-steps", type=int, default=None, help="Stop after this many more steps.")
-@click.option("--dry-run", is_flag=True, help="Print the resolved config and exit.")
+@click.option(
+    "--dry-run", is_flag=True, help="Print the resolved config (checked against --data) and exit."
+)
 @friendly_errors
 def train(
     preset_name, config_file, recipe, overrides, data, out, device, max_steps, dry_run
 ) -> None:
-    """Train SFD on pre-computed latents (resumes RUN if it holds checkpoints)."""
-    cfg = resolve_config(preset_name, config_file, overrides, recipe)
+    """Train SFD on pre-computed latents (a rerun resumes RUN from its stored config)."""
+    from sfd.training.loop import validate_run
+    from sfd.training.run_config import resolve_train_config
+
+    if data and not (Path(data) / "meta.json").exists():
+        raise click.BadParameter(
+            f"{data} is not a latent shard directory (no meta.json)", param_hint="--data"
+        )
+    try:
+        cfg = resolve_train_config(preset_name, config_file, recipe, overrides, data, out)
+    except (ValueError, FileNotFoundError, json.JSONDecodeError) as err:
+        raise click.UsageError(str(err)) from None
     if dry_run:
+        if data:
+            validate_run(cfg, data)
         click.echo(cfg.to_json())
         return
     if not data or not out:
         raise click.UsageError("--data and --out are required (or use --dry-run)")
-    if not (Path(data) / "meta.json").exists():
-        raise click.BadParameter(
-            f"{data} is not a latent shard directory (no meta.json)", param_hint="--data"
-        )
     from sfd import distributed
     from sfd.training.loop import train as run_training
 
@@ -474,6 +493,59 @@ def demo_cmd(out, quick, data_root, overrides, device) -> None:
     click.echo(f"artefacts in {out}: samples.png stages.png curves.png metrics.json")
 
 
+@main.command("pipeline")
+@click.option(
+    "--data-root",
+    required=True,
+    help="An image folder root/<class>/<image> (your images), or fashion-mnist.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    required=True,
+    help="Run directory; a rerun resumes where it stopped (finished stages are kept).",
+)
+@click.option(
+    "--budget",
+    type=click.Choice(tuple(BUDGETS)),
+    default="cpu-10min",
+    show_default=True,
+    help="Named stage sizes (see README: your own images).",
+)
+@click.option(
+    "--stage",
+    "stage_overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override one stage size of the budget, e.g. --stage sfd_steps=1000 (repeatable).",
+)
+@click.option("--image-size", type=int, default=None, help="Pixels [64; fashion-mnist 32].")
+@click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="[3; fmnist 1].")
+@on_error_option()
+@_set_option
+@click.option("--device", default=None)
+@friendly_errors
+def pipeline_cmd(
+    data_root, out, budget, stage_overrides, image_size, channels, on_error, overrides, device
+) -> None:  # fmt: skip
+    """SFD end to end on your images: texture VAE, features, SemVAE, latents, SFD, samples."""
+    from sfd.pipeline import run_pipeline, with_stage_overrides
+
+    fmnist = data_root == "fashion-mnist"
+    if not fmnist and not Path(data_root).is_dir():
+        raise click.BadParameter(
+            f"{data_root} is not a directory (expected root/<class>/<image>, or fashion-mnist)",
+            param_hint="--data-root",
+        )
+    shape = {"image_size": image_size or (32 if fmnist else 64)}
+    shape["channels"] = int(channels or (1 if fmnist else 3))
+    settings = dataclasses.replace(BUDGETS[budget], **shape)
+    settings = with_stage_overrides(settings, list(stage_overrides))
+    summary = run_pipeline(data_root, out, settings, tuple(overrides), on_error, _device(device))
+    click.echo(json.dumps(summary, indent=2))
+    click.echo(f"samples in {out}/samples.png; more: sfd sample {out}/run --num 16 --out DIR")
+
+
 @main.command("ablate")
 @click.option("--out", type=click.Path(file_okay=False), default="runs/ablate", show_default=True)
 @click.option(
@@ -572,6 +644,13 @@ def _register_subpackage_commands() -> None:
     main.add_command(eval_command, "eval")
     main.add_command(ref_stats_command, "ref-stats")
     main.add_command(train_classifier_command, "train-classifier")
+    for command in (
+        extract_command,
+        extract_features_command,
+        train_semvae_command,
+        train_texture_vae_command,
+    ):
+        command.callback = friendly_errors(command.callback)
     main.add_command(extract_command, "extract")
     main.add_command(extract_features_command, "extract-features")
     main.add_command(train_semvae_command, "train-semvae")

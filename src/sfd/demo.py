@@ -30,6 +30,7 @@ from torch.utils.data import Subset
 from sfd.bench import cpu_model_name
 from sfd.config import Config, apply_overrides, preset
 from sfd.data.fashion_mnist import FashionMNIST
+from sfd.data.images import first_image_shape
 from sfd.data.shards import atomic_write_json
 from sfd.latents.encoders import EfficientNetLite0Encoder
 from sfd.latents.semvae import SemVAEConfig, load_semvae
@@ -135,6 +136,48 @@ def sfd_config(s: DemoSettings, encoder_dim: int) -> Config:
 
 
 @dataclass(frozen=True)
+class StageSizes:
+    """What the data stages train and extract, whatever the images (the demo's and
+    ``sfd pipeline``'s sizes both become one of these)."""
+
+    texture: TextureVAETrainConfig
+    semvae: SemVAEConfig
+    semvae_train: SemVAETrainConfig
+    semvae_images: int  # training images (and flips) whose features train the SemVAE
+    encoder_stride: int
+    batch_size: int
+    num_classes: int
+
+
+def demo_stage_sizes(s: DemoSettings, device: str) -> StageSizes:
+    """The demo's stage sizes (its measured settings)."""
+    return StageSizes(
+        texture=TextureVAETrainConfig(total_steps=s.texture_steps, seed=s.seed, device=device),
+        # LayerNorm eps and LR schedule as the demo's documented numbers were measured with
+        # (the library defaults now follow the release: eps 1e-5, warm-up from 0.01 x lr,
+        # cosine floor 0.1 x lr)
+        semvae=SemVAEConfig(
+            latent_channels=s.sem_channels, width=64, depth=2, num_heads=2, layer_norm_eps=1e-6
+        ),
+        semvae_train=SemVAETrainConfig(
+            total_steps=s.semvae_steps,
+            batch_size=32,
+            lr=2e-3,
+            warmup_steps=50,
+            warmup_start_factor=None,
+            min_lr_factor=0.0,
+            device=device,
+            seed=s.seed,
+            log_every=50,
+        ),
+        semvae_images=s.semvae_images,
+        encoder_stride=s.encoder_stride,
+        batch_size=s.batch_size,
+        num_classes=10,
+    )
+
+
+@dataclass(frozen=True)
 class DemoBase:
     """The cached data stages of the demo: what SFD trains on and decodes with."""
 
@@ -165,88 +208,90 @@ def prepare_base(
     data_root: str | Path | None = None,
     device: str = "cpu",
 ) -> DemoBase:
-    """Run (or resume) the data stages 1-4: texture VAE, features, SemVAE, latents."""
-    from sfd.extract import extract, extract_features
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    """Run (or resume) the demo's data stages 1-4 on Fashion-MNIST."""
     s = settings
     kw = {"root": data_root} if data_root else {}
     train_set = Subset(FashionMNIST(split="train", **kw), range(s.train_images))
     test_set = Subset(FashionMNIST(split="test", **kw), range(s.test_images))
-    stages = Stages(out)
-    encoder = EfficientNetLite0Encoder(grid=8, stride=s.encoder_stride).to(device)
+    return prepare_stages(out, train_set, test_set, demo_stage_sizes(s, device), device)
 
+
+def prepare_stages(
+    out: str | Path, train_set, test_set, sizes: StageSizes, device: str = "cpu"
+) -> DemoBase:
+    """Run (or resume) the data stages 1-4 (texture VAE, features, SemVAE, latents) on any
+    images; each stage's shapes come from the one before (the latent grid from the image size
+    and the texture VAE's downsampling, the encoder grid from it, the SemVAE's from the
+    features)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stages = Stages(out)
     tex = stages.run(
         "texture_vae",
-        lambda: train_texture_vae(
-            train_set,
-            out / "texture_vae",
-            TextureVAETrainConfig(total_steps=s.texture_steps, seed=s.seed, device=device),
-            test_dataset=test_set,
-        ),
+        lambda: train_texture_vae(train_set, out / "texture_vae", sizes.texture, test_set),
     )
-
-    def features(dataset, name: str) -> dict:
-        return _summary(
-            extract_features(
-                dataset,
-                encoder,
-                out / name,
-                shard_size=2048,
-                batch_size=s.batch_size,
-                device=device,
-                num_classes=10,
-            )
-        )
-
+    texture_ae = load_texture_autoencoder(out / "texture_vae")
+    grid = first_image_shape(train_set)[-1] // texture_ae.downsample
+    encoder = EfficientNetLite0Encoder(grid=grid, stride=sizes.encoder_stride).to(device)
+    semvae_set = Subset(train_set, range(min(sizes.semvae_images, len(train_set))))
+    stages.run("features", lambda: _features(semvae_set, encoder, out / "features", sizes, device))
     stages.run(
-        "features",
-        lambda: features(Subset(train_set.dataset, range(s.semvae_images)), "features"),
+        "features_val", lambda: _features(test_set, encoder, out / "features_val", sizes, device)
     )
-    stages.run("features_val", lambda: features(test_set, "features_val"))
     sem = stages.run(
         "semvae",
         lambda: train_semvae(
             out / "features",
             out / "semvae",
-            # LayerNorm eps and LR schedule as the demo's documented numbers were measured
-            # with (the library defaults now follow the release: eps 1e-5, warm-up from 0.01 x
-            # lr, cosine floor 0.1 x lr)
-            SemVAEConfig(
-                latent_channels=s.sem_channels, width=64, depth=2, num_heads=2, layer_norm_eps=1e-6
-            ),
-            SemVAETrainConfig(
-                total_steps=s.semvae_steps,
-                batch_size=32,
-                lr=2e-3,
-                warmup_steps=50,
-                warmup_start_factor=None,
-                min_lr_factor=0.0,
-                device=device,
-                seed=s.seed,
-                log_every=50,
-            ),
+            sizes.semvae,
+            sizes.semvae_train,
             val_dir=out / "features_val",
         ),
     )
-    stages.run(
-        "latents",
-        lambda: _summary(
-            extract(
-                train_set,
-                encoder,
-                load_texture_autoencoder(out / "texture_vae"),
-                load_semvae(out / "semvae"),
-                out / "latents",
-                shard_size=4096,
-                batch_size=s.batch_size,
-                device=device,
-                num_classes=10,
-            )
-        ),
-    )
+    stages.run("latents", lambda: _latents(train_set, encoder, texture_ae, out, sizes, device))
     return DemoBase(out, stages, train_set, test_set, encoder.dim, tex, sem)
+
+
+def _features(dataset, encoder, out_dir: Path, sizes: StageSizes, device: str) -> dict:
+    from sfd.extract import extract_features
+
+    meta = extract_features(
+        dataset,
+        encoder,
+        out_dir,
+        shard_size=2048,
+        batch_size=sizes.batch_size,
+        device=device,
+        num_classes=sizes.num_classes,
+    )
+    return _summary(meta)
+
+
+def _latents(dataset, encoder, texture_ae, out: Path, sizes: StageSizes, device: str) -> dict:
+    from sfd.extract import extract
+
+    meta = extract(
+        dataset,
+        encoder,
+        texture_ae.to(device),
+        load_semvae(out / "semvae"),
+        out / "latents",
+        shard_size=4096,
+        batch_size=sizes.batch_size,
+        device=device,
+        num_classes=sizes.num_classes,
+    )
+    return _summary(meta)
+
+
+def train_stage(base: DemoBase, cfg: Config, device: str) -> dict:
+    """Stage 5: train SFD on the latents into ``run/`` (resumable)."""
+    from sfd.training.loop import train
+
+    out = base.out
+    return base.stages.run(
+        "sfd", lambda: {"step": train(cfg, out / "latents", out / "run", device=device).step}
+    )
 
 
 def run_demo(
@@ -257,15 +302,12 @@ def run_demo(
 ) -> dict:
     """Run (or resume) every stage; returns the metrics written to ``metrics.json``."""
     from sfd.demo_eval import evaluate_demo, sample_demo
-    from sfd.training.loop import train
 
     s = settings
     base = prepare_base(out, s, data_root, device)
     out, stages = base.out, base.stages
     cfg = sfd_config(s, base.encoder_dim)
-    stages.run(
-        "sfd", lambda: {"step": train(cfg, out / "latents", out / "run", device=device).step}
-    )
+    train_stage(base, cfg, device)
     stages.run("samples", lambda: sample_demo(out, cfg, s, device))
     metrics = stages.run(
         "metrics",

@@ -164,6 +164,44 @@ def _num_classes(dataset, num_classes: int | None) -> int:
     return int(value)
 
 
+# encoder settings that do not change the features (where the weights were read from) or
+# that follow the grid, which is checked on its own
+_UNCHECKED_ENCODER_KEYS = ("grid", "path", "input_size")
+
+
+def check_semvae_input(semvae: SemanticVAE, encoder: FeatureEncoder, grid: int, why: str) -> None:
+    """Refuse to feed ``semvae`` features it was not trained on: another channel count, another
+    grid (``why`` says where the latent grid comes from) or another encoder or encoder setting
+    (as recorded by :func:`sfd.latents.train_autoencoders.train_semvae`)."""
+    if semvae.config.in_dim != encoder.dim:
+        trained = f" (it was trained on {semvae.trained_on})" if semvae.trained_on else ""
+        raise ValueError(
+            f"the SemVAE expects {semvae.config.in_dim}-d features{trained}; the encoder "
+            f"{encoder.name} gives {encoder.dim}"
+        )
+    if semvae.config.grid != grid:
+        raise ValueError(
+            f"the SemVAE was trained on a {semvae.config.grid}x{semvae.config.grid} feature grid; "
+            f"these latents are on a {grid}x{grid} grid ({why}): extract its features with "
+            f"--grid {grid} at the same --image-size and retrain it"
+        )
+    trained = semvae.trained_on
+    if trained is None:
+        log.warning("the SemVAE records no encoder settings; they cannot be checked")
+        return
+    now = encoder.describe()
+    differ = [
+        f"{k}: SemVAE {trained.get(k)!r}, now {now.get(k)!r}"
+        for k in sorted(trained.keys() | now.keys())
+        if k not in _UNCHECKED_ENCODER_KEYS and trained.get(k) != now.get(k)
+    ]
+    if differ:
+        raise ValueError(
+            f"the SemVAE was trained on features of another encoder setting "
+            f"({'; '.join(differ)}); extract with the SemVAE's encoder settings"
+        )
+
+
 def extract(
     dataset,
     encoder: FeatureEncoder,
@@ -189,11 +227,7 @@ def extract(
             f"autoencoder's downsampling factor {texture_ae.downsample}"
         )
     grid = shape[-1] // texture_ae.downsample
-    if semvae.config.in_dim != encoder.dim:
-        raise ValueError(
-            f"the SemVAE expects {semvae.config.in_dim}-d features; the encoder "
-            f"{encoder.name} gives {encoder.dim}"
-        )
+    check_semvae_input(semvae, encoder, grid, f"{shape[-1]} px / f{texture_ae.downsample}")
     if encoder.grid != grid:
         log.info(
             "resizing the %s map from %d to the latent grid %d", encoder.name, encoder.grid, grid
@@ -210,6 +244,7 @@ def extract(
         "encoder": encoder.describe(),
         "texture_ae": texture_ae.describe(),
         "semvae": asdict(semvae.config),
+        "semvae_encoder": semvae.trained_on,
         "image_shape": list(shape),
         "dataset_size": len(dataset),
         "shard_size": shard_size,

@@ -76,3 +76,15 @@ def test_arrays_in_either_layout():
 def test_missing_path(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         open_images(tmp_path / "nope.npz")
+
+
+def test_folder_with_an_unreadable_file_raises_naming_the_option_or_skips_it(tmp_path):
+    images = random_images(2, size=8)
+    Image.fromarray(images[0]).save(tmp_path / "a.png")
+    (tmp_path / "b.png").write_text("not an image")
+    Image.fromarray(images[1]).save(tmp_path / "c.png")
+    with pytest.raises(ValueError, match=r"b.png.*--on-error skip"):
+        open_images(tmp_path).read(0, 3)
+    source = open_images(tmp_path, on_error="skip")
+    assert len(source) == 2
+    np.testing.assert_array_equal(source.read(0, 2), images)

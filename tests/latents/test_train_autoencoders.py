@@ -6,6 +6,7 @@ import json
 import math
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -51,7 +52,8 @@ def write_feature_set(directory, count=40, shard_size=16, dim=12, grid=4, seed=0
             {"features": views[rows].half(), "label": torch.arange(count)[rows] % 3},
         )
         shards += 1
-    finalize_feature_set(directory, 3, shards)
+    encoder = {"name": "synthetic", "dim": dim, "grid": grid}
+    finalize_feature_set(directory, 3, shards, extra={"extraction": {"encoder": encoder}})
     return views
 
 
@@ -135,10 +137,27 @@ def test_feature_shards_stream_every_row_and_view_once_per_epoch(tmp_path):
     )
     ordered = torch.cat(list(data.ordered(7)))
     assert torch.equal(ordered, views.half().float().reshape(20, 12, 4, 4))
-    train, held = data.split(1)
-    assert len(train.shards) == 2 and len(held.shards) == 1
-    with pytest.raises(ValueError, match="cannot hold out 3 of 3"):
-        data.split(3)
+    train, held = data.split(0.3)  # the last 3 of 10 images: shard 1 (rows 4..7) is cut
+    assert (train.count, held.count) == (7, 3)
+    both = torch.cat([*train.ordered(5), *held.ordered(5)])
+    assert torch.equal(both, ordered)
+    assert data.split(0) == (data, None)
+    with pytest.raises(ValueError, match="cannot hold out a fraction 1"):
+        data.split(1)
+
+
+def test_a_one_shard_feature_set_trains_with_or_without_a_hold_out(tmp_path, caplog):
+    """Issue 13, problem 4: hold-out by images, not shards; none at all works too."""
+    write_feature_set(tmp_path / "features", count=12, shard_size=100)
+    model = SemVAEConfig(latent_channels=2, width=16, depth=1, num_heads=2)
+    config = SemVAETrainConfig(total_steps=2, batch_size=4, warmup_steps=5)
+    with caplog.at_level("WARNING"):
+        metrics = train_semvae(tmp_path / "features", tmp_path / "a", model, config)
+    assert set(metrics) == {"cos", "mse"}
+    assert "warm-up (5 steps) >= total steps (2)" in caplog.text
+    none = replace(config, holdout_fraction=0.0)
+    metrics = train_semvae(tmp_path / "features", tmp_path / "b", model, none)
+    assert metrics["held_out"] is False and math.isfinite(metrics["cos"])
 
 
 def test_short_semvae_run_learns_and_saves(tmp_path):
@@ -153,6 +172,9 @@ def test_short_semvae_run_learns_and_saves(tmp_path):
     assert info["held_out"] == metrics and info["config"]["in_dim"] == 12
     loaded = load_semvae(tmp_path / "semvae")
     assert loaded.config.in_dim == 12 and loaded.config.grid == 4
+    # it remembers the encoder its features came from (what `sfd extract` checks)
+    features_meta = json.loads((tmp_path / "features" / "meta.json").read_text())
+    assert loaded.trained_on == features_meta["extraction"]["encoder"]
 
 
 def test_train_semvae_command(tmp_path):
@@ -216,3 +238,34 @@ def test_short_texture_vae_run_learns_and_loads(tmp_path):
     mean, _ = ae.encode(Ramps()[0][0][None])
     assert mean.shape == (1, 2, 4, 4)
     assert metrics["test_psnr"] > 10
+    # the image size is recorded (diffusers' default would say 32)
+    assert json.loads((tmp_path / "config.json").read_text())["sample_size"] == 16
+
+
+def test_texture_vae_command_reports_a_held_out_psnr_for_a_folder(tmp_path, caplog):
+    from PIL import Image
+
+    from sfd.cli import main
+
+    train_texture_vae_command = main.commands["train-texture-vae"]
+
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (tmp_path / "img" / c).mkdir(parents=True)
+        for i in range(5):
+            pixels = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "img" / c / f"{i}.png")
+    (tmp_path / "img" / "a" / "bad.png").write_text("not an image")
+    args = ["--dataset", "folder", "--data-root", str(tmp_path / "img"), "--channels", "3"]
+    args += ["--image-size", "16", "--out", str(tmp_path / "vae"), "--total-steps", "3"]
+    args += ["--batch-size", "4", "--block-out-channels", "8,8", "--norm-num-groups", "4"]
+    result = CliRunner().invoke(train_texture_vae_command, args)
+    assert result.exit_code == 1 and "--on-error skip" in result.output
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        result = CliRunner().invoke(train_texture_vae_command, [*args, "--on-error", "skip"])
+    assert result.exit_code == 0, result.output
+    assert "test_psnr" in json.loads(result.output.split(" -> ")[0])
+    # 3 steps of batch 4 over 10 images: epochs repeat, the unreadable file is reported once
+    assert sum("bad.png" in r.getMessage() for r in caplog.records) == 1
+    assert "warm-up (100 steps) >= total steps (3)" in caplog.text

@@ -132,3 +132,11 @@ def test_loader_threads_do_not_change_the_run(latents, tmp_path):
     base = tiny_config(total_steps=5, global_batch_size=8, log_every=1)
     a, b = final_weights_of_both(base, {"num_workers": 3}, latents, tmp_path)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_config_the_data_refuses_writes_nothing(latents, tmp_path):
+    cfg = tiny_config()
+    bad = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=7))
+    with pytest.raises(ValueError, match="latent data has 10 classes"):
+        train(bad, latents, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

@@ -8,9 +8,11 @@ the target; then a centre crop.
 Layout: ``root/<class>/<image>`` (the ImageNet ``train`` layout); class folders sorted by name
 give the label indices. Bad files (unreadable, truncated, not an image) follow ``on_error``:
 
-- ``"raise"``: ``__getitem__`` raises :class:`BadImageError` naming the file.
-- ``"skip"``: ``__getitem__`` logs a warning and returns ``None``; :func:`collate_images` drops
-  such items and the dataset lists the files skipped in this process in ``skipped``. Consumers
+- ``"raise"``: ``__getitem__`` raises :class:`BadImageError` naming the file (and the option
+  that skips such files).
+- ``"skip"``: ``__getitem__`` returns ``None``, logging one warning per file per process (not
+  one per epoch); :func:`collate_images` drops such items and the dataset lists the files
+  skipped in this process in ``skipped``. Consumers
   that need the count across DataLoader workers compare the batch sizes with the requested
   indices (as :mod:`sfd.extract` does).
 
@@ -33,6 +35,9 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm")
 ON_ERROR = ("skip", "raise")
+# one help text for the --on-error option of every command that reads image files
+ON_ERROR_HELP = "Unreadable image files: stop with an error naming the file, or skip them."
+SKIP_HINT = "pass --on-error skip (on_error='skip') to skip unreadable files"
 
 
 class BadImageError(ValueError):
@@ -163,9 +168,10 @@ class ImageFolder(torch.utils.data.Dataset):
             image = load_image(path, self.mode)
         except BadImageError as err:
             if self.on_error == "raise":
-                raise
-            log.warning("skipping %s", err)
-            self.skipped.append(path)
+                raise BadImageError(f"{err}; {SKIP_HINT}") from err
+            if path not in self.skipped:
+                log.warning("skipping %s", err)
+                self.skipped.append(path)
             return None
         tensor = to_tensor(adm_center_crop(image, self.size))
         return (hflip(tensor) if self.flip else tensor), label
@@ -209,8 +215,19 @@ def dataset_options(fn: Callable) -> Callable:
         click.option("--split", type=click.Choice(["train", "test"]), default="train"),
         click.option("--image-size", type=int, default=32, show_default=True),
         click.option("--channels", type=click.Choice(["1", "3"]), default="1", show_default=True),
-        click.option("--on-error", type=click.Choice(ON_ERROR), default="raise"),
+        on_error_option(),
     )
     for option in reversed(options):
         fn = option(fn)
     return fn
+
+
+def on_error_option() -> Callable:
+    """The ``--on-error`` option of every command that reads image files."""
+    return click.option(
+        "--on-error",
+        type=click.Choice(ON_ERROR),
+        default="raise",
+        show_default=True,
+        help=ON_ERROR_HELP,
+    )

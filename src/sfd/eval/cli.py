@@ -16,6 +16,7 @@ import click
 import torch
 import torch.distributed as dist
 
+from sfd.data.images import on_error_option
 from sfd.eval.evaluate import (
     ALL_METRICS,
     evaluate,
@@ -123,15 +124,16 @@ def _is_main() -> bool:
 )
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write JSON here.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@on_error_option()
 def eval_command(
     samples, ref, inception_weights, feature_space, feature_weights, feature_size, batch_size,
-    device, metrics, out, progress,
+    device, metrics, out, progress, on_error,
 ):  # fmt: skip
     """Score SAMPLES (.npz with uint8 arr_0, or an image folder) with the ADM evaluator metrics,
     or by a Fréchet distance in offline features (--feature-space)."""
     if feature_space != "inception":
-        _offline_fd(samples, ref, feature_space, feature_weights, feature_size, batch_size,
-                    device, out, progress)  # fmt: skip
+        _offline_fd(_folder(samples, on_error), _folder(ref, on_error), feature_space,
+                    feature_weights, feature_size, batch_size, device, out, progress)  # fmt: skip
         return
     if inception_weights is None:
         raise click.UsageError("--inception-weights is required for the Inception metrics")
@@ -142,8 +144,8 @@ def eval_command(
             f"unknown {unknown}; choose from {ALL_METRICS}", param_hint="--metrics"
         )
     with _process_setup(device) as dev:
-        reference = _checked(load_reference, ref, "--ref")
-        source = _checked(open_images, samples, "SAMPLES")
+        reference = _checked(load_reference, _folder(ref, on_error), "--ref")
+        source = _checked(lambda p: open_images(p, on_error), samples, "SAMPLES")
         net = _checked(lambda p: load_inception(p, dev), inception_weights, "--inception-weights")
         try:
             results = evaluate(
@@ -159,8 +161,16 @@ def eval_command(
                 click.echo(f"wrote {out}")
 
 
+def _folder(path: Path, on_error: str):
+    """An image folder opened with ``on_error`` (a click error if it has no readable image);
+    any other path as it is."""
+    if not Path(path).is_dir():
+        return path
+    return _checked(lambda p: open_images(p, on_error), path, str(path))
+
+
 def _offline_fd(samples, ref, space, weights, size, batch_size, device, out, progress) -> None:
-    if ref.suffix == ".safetensors":
+    if isinstance(ref, Path) and ref.suffix == ".safetensors":
         raise click.BadParameter(
             f"{ref} holds Inception statistics; --feature-space {space} needs reference images "
             "(.npz with arr_0, or a folder)",
@@ -182,7 +192,11 @@ def _offline_fd(samples, ref, space, weights, size, batch_size, device, out, pro
         results = {f"fd_{space.replace('-', '_')}": fd, "feature_space": space, "feature_size": px}
         if space == "fashion-mnist":
             accuracy = _checked(
-                lambda w: labelled_accuracy(samples, w, batch_size=batch_size, device=dev),
+                lambda w: (
+                    labelled_accuracy(samples, w, batch_size=batch_size, device=dev)
+                    if isinstance(samples, Path)  # an .npz; a folder has no labels
+                    else None
+                ),
                 weights,
                 "--feature-weights",
             )
@@ -215,12 +229,15 @@ def _offline_fd(samples, ref, space, weights, size, batch_size, device, out, pro
     help="Also store the pool3 vectors (needed for precision/recall).",
 )
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def ref_stats_command(images, inception_weights, out, batch_size, device, features, progress):
+@on_error_option()
+def ref_stats_command(
+    images, inception_weights, out, batch_size, device, features, progress, on_error
+):
     """Compute reference Inception statistics of IMAGES (.npz arr_0 or an image folder)."""
     if out.suffix != ".safetensors":
         raise click.BadParameter(f"{out} must end in .safetensors", param_hint="--out")
     with _process_setup(device) as dev:
-        source = _checked(open_images, images, "IMAGES")
+        source = _checked(lambda p: open_images(p, on_error), images, "IMAGES")
         net = _checked(lambda p: load_inception(p, dev), inception_weights, "--inception-weights")
         ref = compute_reference_stats(
             source, out, feature_net=net, batch_size=batch_size, device=dev,

@@ -8,13 +8,17 @@ memory-mapped when stored uncompressed as ``np.savez`` writes it, streamed like 
 
 from __future__ import annotations
 
+import logging
 import zipfile
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
-from PIL import Image
+
+from sfd.data.images import ON_ERROR, SKIP_HINT, BadImageError, load_image
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -138,16 +142,25 @@ def _member_data_offset(path: Path, info: zipfile.ZipInfo) -> int:
 
 
 class FolderImages:
-    """PNG/JPEG files under a folder (recursive, sorted by relative path), read as RGB."""
+    """PNG/JPEG files under a folder (recursive, sorted by relative path), read as RGB.
 
-    def __init__(self, root: str | Path):
+    ``on_error="raise"``: an unreadable file stops the read with a :class:`BadImageError`
+    naming it; ``"skip"``: every file is decoded once up front and the unreadable ones are
+    left out (one warning each)."""
+
+    def __init__(self, root: str | Path, on_error: str = "raise"):
+        if on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR}; got {on_error!r}")
         self.root, self.name = Path(root), str(root)
         self.files = sorted(
             (p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES),
             key=lambda p: p.relative_to(self.root).as_posix(),
         )
+        if on_error == "skip":
+            self.files = [p for p in self.files if _readable(p)]
         if not self.files:
-            raise ValueError(f"{root}: no {'/'.join(IMAGE_SUFFIXES)} images found")
+            readable = "readable " if on_error == "skip" else ""
+            raise ValueError(f"{root}: no {readable}{'/'.join(IMAGE_SUFFIXES)} images found")
 
     def __len__(self) -> int:
         return len(self.files)
@@ -155,8 +168,10 @@ class FolderImages:
     def read(self, start: int, stop: int) -> np.ndarray:
         images = []
         for path in self.files[start:stop]:
-            with Image.open(path) as im:
-                images.append(np.asarray(im.convert("RGB")))
+            try:
+                images.append(np.asarray(load_image(path, "RGB")))
+            except BadImageError as err:
+                raise BadImageError(f"{err}; {SKIP_HINT}") from err
             if images[-1].shape != images[0].shape:
                 raise ValueError(
                     f"{path}: size {images[-1].shape} differs from {images[0].shape} of "
@@ -165,15 +180,25 @@ class FolderImages:
         return np.stack(images)
 
 
-def open_images(images) -> ImageSource:
-    """An :class:`ImageSource` for an existing source, an array/tensor, a folder, or an .npz."""
+def _readable(path: Path) -> bool:
+    try:
+        load_image(path, "RGB")
+    except BadImageError as err:
+        log.warning("skipping %s", err)
+        return False
+    return True
+
+
+def open_images(images, on_error: str = "raise") -> ImageSource:
+    """An :class:`ImageSource` for an existing source, an array/tensor, a folder (unreadable
+    files follow ``on_error``, see :class:`FolderImages`), or an .npz."""
     if isinstance(images, ImageSource) and not isinstance(images, (np.ndarray, torch.Tensor)):
         return images
     if isinstance(images, (np.ndarray, torch.Tensor)):
         return ArrayImages(images)
     path = Path(images)
     if path.is_dir():
-        return FolderImages(path)
+        return FolderImages(path, on_error)
     if path.is_file() and path.suffix == ".npz":
         return NpzImages(path)
     if not path.exists():

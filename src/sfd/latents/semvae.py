@@ -160,6 +160,9 @@ class SemanticVAE(nn.Module):
     def __init__(self, config: SemVAEConfig) -> None:
         super().__init__()
         self.config = config
+        # the encoder settings of the features it was trained on (``semvae.json``'s
+        # ``encoder``; None when unknown): ``sfd.extract`` refuses features of another encoder
+        self.trained_on: dict | None = None
         self.encoder = TokenTransformer(config.in_dim, 2 * config.latent_channels, config)
         self.decoder = TokenTransformer(config.latent_channels, config.in_dim, config)
 
@@ -263,4 +266,5 @@ def load_semvae(directory: str | Path, device: str | torch.device = "cpu") -> Se
     config = {"layer_norm_eps": LEGACY_LAYER_NORM_EPS, **meta["config"]}
     model = SemanticVAE(SemVAEConfig(**config))
     model.load_state_dict(load_file(str(directory / WEIGHTS_FILE)), strict=True)
+    model.trained_on = meta.get("encoder")
     return model.to(device).eval().requires_grad_(False)

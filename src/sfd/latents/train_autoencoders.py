@@ -88,9 +88,10 @@ def lr_at(
 
 
 class FeatureShards:
-    """A ``sfd-features`` set, memory-mapped shard by shard (see :mod:`sfd.extract`)."""
+    """A ``sfd-features`` set, memory-mapped shard by shard (see :mod:`sfd.extract`), or the
+    rows ``[start, stop)`` of it (counted over the whole set, shards in order)."""
 
-    def __init__(self, directory: str | Path, shards: list[int] | None = None) -> None:
+    def __init__(self, directory: str | Path, start: int = 0, stop: int | None = None) -> None:
         self.directory = Path(directory)
         meta_path = self.directory / "meta.json"
         if not meta_path.exists():
@@ -103,23 +104,31 @@ class FeatureShards:
             raise ValueError(
                 f"{meta_path}: format {self.meta.get('format')!r} is not {FEATURE_FORMAT!r}"
             )
-        infos = self.meta["shards"]
-        chosen = range(len(infos)) if shards is None else shards
-        self.shards = [MappedShard(self.directory / infos[i]["file"]) for i in chosen]
+        stop = int(self.meta["count"]) if stop is None else stop
+        self.shards, self.rows = [], []  # per shard: its memmap and the rows of it we use
+        first = 0
+        for info in self.meta["shards"]:
+            lo, hi = max(start, first), min(stop, first + info["count"])
+            if lo < hi:
+                self.shards.append(MappedShard(self.directory / info["file"]))
+                self.rows.append(range(lo - first, hi - first))
+            first += info["count"]
+        self.count = sum(len(r) for r in self.rows)
         self.dim, self.grid = int(self.meta["dim"]), int(self.meta["grid"])
 
-    def split(self, holdout: int) -> tuple[FeatureShards, FeatureShards]:
-        """(train, held-out): the last ``holdout`` shards are held out."""
-        n = len(self.meta["shards"])
-        if not 0 < holdout < n:
+    def split(self, fraction: float) -> tuple[FeatureShards, FeatureShards | None]:
+        """(train, held-out): the last ``fraction`` of the images (at least one) are held out;
+        ``fraction = 0`` holds out nothing (None)."""
+        n = int(self.meta["count"])
+        if fraction == 0:
+            return self, None
+        held = max(1, round(fraction * n))
+        if not 0 < fraction < 1 or held >= n:
             raise ValueError(
-                f"cannot hold out {holdout} of {n} feature shards; pass a "
-                f"validation set or write more shards"
+                f"cannot hold out a fraction {fraction} of {n} feature rows; pass a value in "
+                f"[0, 1) that leaves training rows (0: no hold-out), or a validation set"
             )
-        return (
-            FeatureShards(self.directory, list(range(n - holdout))),
-            FeatureShards(self.directory, list(range(n - holdout, n))),
-        )
+        return FeatureShards(self.directory, 0, n - held), FeatureShards(self.directory, n - held)
 
     def batches(self, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
         """Endless float32 batches (B, C, h, w) over (row, view) pairs: shards in a random
@@ -127,16 +136,17 @@ class FeatureShards:
         while True:
             for s in torch.randperm(len(self.shards), generator=generator).tolist():
                 features = self.shards[s]["features"]  # (N, V, C, h, w) memmap
-                views = features.shape[1]
-                order = torch.randperm(features.shape[0] * views, generator=generator).numpy()
+                rows, views = self.rows[s], features.shape[1]
+                order = torch.randperm(len(rows) * views, generator=generator).numpy()
                 for start in range(0, len(order), batch_size):
                     pick = order[start : start + batch_size]
-                    yield torch.from_numpy(features[pick // views, pick % views]).float()
+                    batch = features[rows.start + pick // views, pick % views]
+                    yield torch.from_numpy(batch).float()
 
     def ordered(self, batch_size: int) -> Iterator[torch.Tensor]:
         """Every (row, view) once, in order (for evaluation)."""
-        for shard in self.shards:
-            features = shard["features"]
+        for shard, rows in zip(self.shards, self.rows, strict=True):
+            features = shard["features"][rows.start : rows.stop]
             flat = features.reshape(-1, *features.shape[2:])
             for start in range(0, len(flat), batch_size):
                 yield torch.from_numpy(np.array(flat[start : start + batch_size], np.float32))
@@ -156,7 +166,8 @@ class SemVAETrainConfig:
     min_lr_factor: float = 0.1  # the cosine's floor, x lr: the release's eta_min
     kl_weight: float = 1e-7
     cos_axis: str = "channel"  # per-token cosine; "token": the release's (METHOD.md §2.2)
-    holdout_shards: int = 1  # held out of the training set when no validation set is given
+    # the last fraction of the images held out when no validation set is given (0: none)
+    holdout_fraction: float = 0.05
     seed: int = 0
     log_every: int = 100
     device: str = "cpu"
@@ -170,6 +181,17 @@ class SemVAETrainConfig:
             )
         if not 0.0 <= self.min_lr_factor <= 1.0:
             raise ValueError(f"min_lr_factor must be in [0, 1]; got {self.min_lr_factor}")
+
+
+def warn_short_warmup(name: str, warmup_steps: int, total_steps: int) -> None:
+    """A warm-up as long as the run never reaches the learning rate: say so."""
+    if warmup_steps >= total_steps:
+        log.warning(
+            "%s: warm-up (%d steps) >= total steps (%d): the run never reaches its lr",
+            name,
+            warmup_steps,
+            total_steps,
+        )
 
 
 def semvae_lr(step: int, config: SemVAETrainConfig) -> float:
@@ -213,12 +235,16 @@ def train_semvae(
     config: SemVAETrainConfig,
     val_dir: str | Path | None = None,
 ) -> dict:
-    """Train a SemVAE on a feature set; save it to ``out_dir``; return the held-out metrics.
-    ``model_config.in_dim`` and ``grid`` are taken from the feature set."""
+    """Train a SemVAE on a feature set; save it to ``out_dir``; return the held-out metrics
+    (on the training rows, with ``held_out: False``, when ``holdout_fraction`` is 0 and no
+    ``val_dir`` is given). ``model_config.in_dim`` and ``grid`` are taken from the feature set."""
     data = FeatureShards(feature_dir)
     train, held_out = (
-        (data, FeatureShards(val_dir)) if val_dir is not None else data.split(config.holdout_shards)
+        (data, FeatureShards(val_dir))
+        if val_dir is not None
+        else data.split(config.holdout_fraction)
     )
+    warn_short_warmup("semvae", config.warmup_steps, config.total_steps)
     model_config = replace(model_config, in_dim=data.dim, grid=data.grid)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
@@ -243,7 +269,11 @@ def train_semvae(
             row = {"step": step, **{k: round(v.item(), 6) for k, v in terms.items()}}
             history.append(row)
             log.info("semvae %s", row)
-    metrics = evaluate_semvae(model, held_out, device=config.device)
+    if held_out is None:
+        log.warning("semvae: nothing held out (holdout_fraction 0); metrics on training data")
+        metrics = {**evaluate_semvae(model, train, device=config.device), "held_out": False}
+    else:
+        metrics = evaluate_semvae(model, held_out, device=config.device)
     log.info("semvae held-out: cos %.4f, mse %.5f", metrics["cos"], metrics["mse"])
     save_semvae(
         model,
@@ -252,6 +282,8 @@ def train_semvae(
             "train": asdict(config),
             "held_out": metrics,
             "features": str(feature_dir),
+            # what `sfd extract` checks its encoder against (grid and dim are in the config)
+            "encoder": data.meta.get("extraction", {}).get("encoder"),
             "history": history,
         },
     )
@@ -283,8 +315,11 @@ class TextureVAETrainConfig:
     device: str = "cpu"
 
 
-def build_texture_vae(image_channels: int, config: TextureVAETrainConfig):
-    """A fresh diffusers ``AutoencoderKL`` (no attention in the down/up blocks)."""
+def build_texture_vae(
+    image_channels: int, config: TextureVAETrainConfig, image_size: int | None = None
+):
+    """A fresh diffusers ``AutoencoderKL`` (no attention in the down/up blocks) for images of
+    ``image_size`` pixels (recorded as its ``sample_size``; diffusers' default 32 if None)."""
     from diffusers import AutoencoderKL
 
     n = len(config.block_out_channels)
@@ -298,6 +333,7 @@ def build_texture_vae(image_channels: int, config: TextureVAETrainConfig):
         latent_channels=config.latent_channels,
         norm_num_groups=config.norm_num_groups,
         scaling_factor=1.0,
+        **({"sample_size": int(image_size)} if image_size else {}),
     )
 
 
@@ -352,7 +388,9 @@ def train_texture_vae(
     start = time.time()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        vae = build_texture_vae(first_image_shape(dataset)[0], config)
+        shape = first_image_shape(dataset)
+        vae = build_texture_vae(shape[0], config, shape[-1])
+    warn_short_warmup("texture vae", config.warmup_steps, config.total_steps)
     vae = vae.to(config.device).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=config.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(config.seed)
@@ -456,23 +494,49 @@ def train_semvae_command(feature_dir, val_dir, out_dir, **kw):
     except ValueError as err:
         raise click.UsageError(str(err)) from None
     metrics = train_semvae(feature_dir, out_dir, model, train, val_dir)
-    click.echo(f"held-out cos {metrics['cos']:.4f}, mse {metrics['mse']:.5f} -> {out_dir}")
+    where = "training-set" if metrics.get("held_out") is False else "held-out"
+    click.echo(f"{where} cos {metrics['cos']:.4f}, mse {metrics['mse']:.5f} -> {out_dir}")
+
+
+def holdout_split(dataset, fraction: float) -> tuple[Subset, Subset]:
+    """(train, held-out): the held-out part is every ``round(1 / fraction)``-th image (at least
+    one image), so each class of a class-sorted folder keeps its share."""
+    n = len(dataset)
+    if not 0 < fraction < 1 or n < 2:
+        raise ValueError(f"cannot hold out a fraction {fraction} of {n} images; use (0, 1)")
+    every = max(2, round(1 / fraction))
+    held = list(range(every - 1, n, every)) or [n - 1]
+    keep = sorted(set(range(n)) - set(held))
+    return Subset(dataset, keep), Subset(dataset, held)
 
 
 @click.command("train-texture-vae")
 @dataset_options
-@click.option("--eval-root", default=None, help="Image folder to measure PSNR on")
+@click.option(
+    "--eval-root", default=None, help="Image folder to measure PSNR on (overrides the hold-out)"
+)
+@click.option(
+    "--holdout-fraction",
+    type=float,
+    default=0.05,
+    show_default=True,
+    help="An image folder without --eval-root: this fraction of it is held out for the PSNR.",
+)
 @click.option("--out", "out_dir", required=True, type=click.Path())
 @config_options(TextureVAETrainConfig)
-def train_texture_vae_command(eval_root, out_dir, **kw):
-    """Train a small KL-VAE; report the reconstruction PSNR on the test split / --eval-root."""
+def train_texture_vae_command(eval_root, holdout_fraction, out_dir, **kw):
+    """Train a small KL-VAE; report the reconstruction PSNR on the test split (Fashion-MNIST),
+    --eval-root, or a held-out fraction of the folder."""
     data = {k: kw[k] for k in DATASET_OPTION_KEYS}
-    test = None
+    train = open_dataset(**data)
     if data["dataset"] == "fashion-mnist" or eval_root is not None:
         test = open_dataset(
             **{**data, "split": "test", "data_root": eval_root or data["data_root"]}
         )
-    metrics = train_texture_vae(
-        open_dataset(**data), out_dir, _pick(TextureVAETrainConfig, kw), test
-    )
+    else:
+        try:
+            train, test = holdout_split(train, holdout_fraction)
+        except ValueError as err:
+            raise click.BadParameter(str(err), param_hint="--holdout-fraction") from None
+    metrics = train_texture_vae(train, out_dir, _pick(TextureVAETrainConfig, kw), test)
     click.echo(f"{json.dumps(metrics)} -> {out_dir}")

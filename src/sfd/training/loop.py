@@ -69,7 +69,8 @@ class TrainResult:
 def check_run_config(run_dir: Path, cfg: Config) -> None:
     """Write ``config.json`` for a new run, or check a resumed run's config agrees with ``cfg``."""
     path = Path(run_dir) / "config.json"
-    if not path.exists():
+    if not path.exists() or not list_checkpoints(run_dir):
+        # a config without a checkpoint trained nothing (an attempt that failed): replaced
         atomic_write_bytes(path, cfg.to_json().encode())
         return
     stored = Config.from_dict(json.loads(path.read_text())).to_dict()
@@ -110,6 +111,26 @@ def check_data(dataset: LatentDataset, cfg: Config) -> None:
         )
 
 
+def micro_batch_size(cfg: Config, world: int) -> int:
+    """Images per rank and micro-batch; ``ValueError`` unless the global batch splits evenly."""
+    per_rank, rem = divmod(cfg.train.global_batch_size, world * cfg.train.grad_accum_steps)
+    if rem or per_rank == 0:
+        raise ValueError(
+            f"train.global_batch_size={cfg.train.global_batch_size} must be a "
+            f"multiple of world size x grad_accum_steps = "
+            f"{world} x {cfg.train.grad_accum_steps}"
+        )
+    return per_rank
+
+
+def validate_run(cfg: Config, data_dir: str | Path, world: int = 1) -> LatentDataset:
+    """Check ``cfg`` against the latent set and the world size (nothing is written)."""
+    micro_batch_size(cfg, world)
+    dataset = LatentDataset(data_dir)
+    check_data(dataset, cfg)
+    return dataset
+
+
 class Trainer:
     """Holds the model, EMA, optimizer and data of one run; :meth:`run` trains."""
 
@@ -122,14 +143,7 @@ class Trainer:
     ) -> None:
         self.cfg, self.run_dir, self.device = cfg, Path(run_dir), torch.device(device)
         self.rank, self.world = D.rank(), D.world_size()
-        per_rank, rem = divmod(cfg.train.global_batch_size, self.world * cfg.train.grad_accum_steps)
-        if rem or per_rank == 0:
-            raise ValueError(
-                f"train.global_batch_size={cfg.train.global_batch_size} must be a "
-                f"multiple of world size x grad_accum_steps = "
-                f"{self.world} x {cfg.train.grad_accum_steps}"
-            )
-        self.micro = per_rank
+        self.micro = micro_batch_size(cfg, self.world)
         self.parallel = P.parallel_mode(cfg)
         self.dataset = LatentDataset(data_dir)
         check_data(self.dataset, cfg)
@@ -326,7 +340,7 @@ def train(
     run_dir = Path(run_dir)
     if torch.device(device).type == "cuda":
         torch.set_float32_matmul_precision("high")  # TF32 matmuls (process state: entry point)
-    error = _prepare_run_dir(run_dir, cfg, resume) if D.is_main() else None
+    error = _prepare_run_dir(run_dir, cfg, resume, data_dir) if D.is_main() else None
     error = D.broadcast_object(error)  # every rank fails alike (no rank hangs in a barrier)
     if error:
         raise ValueError(error)
@@ -336,13 +350,15 @@ def train(
     return trainer.run(max_steps=max_steps, progress=progress)
 
 
-def _prepare_run_dir(run_dir: Path, cfg: Config, resume: bool) -> str | None:
-    """Create or check the run directory (rank 0); the error message, if any."""
+def _prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, data_dir) -> str | None:
+    """Check the config against the data, then create or check the run directory (rank 0);
+    the error message, if any. A config the data refuses writes nothing."""
     try:
+        validate_run(cfg, data_dir, D.world_size())
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume and list_checkpoints(run_dir):
             raise ValueError(f"{run_dir} already holds checkpoints; resume it or use a new --out")
         check_run_config(run_dir, cfg)
-    except ValueError as err:
+    except (ValueError, FileNotFoundError) as err:
         return str(err)
     return None
