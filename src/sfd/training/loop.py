@@ -27,6 +27,7 @@ from sfd import distributed as D
 from sfd.config import Config
 from sfd.data.latents import LatentDataset
 from sfd.data.shards import atomic_write_bytes
+from sfd.errors import MismatchError
 from sfd.latents.composite import LatentLayout
 from sfd.model import LightningDiT
 from sfd.training import parallel as P
@@ -82,7 +83,7 @@ def check_run_config(run_dir: Path, cfg: Config) -> None:
         if stored[sec][k] != new[sec][k] and not (sec == "train" and k in RESUMABLE_CHANGES)
     ]
     if diffs:
-        raise ValueError(
+        raise MismatchError(
             f"run directory {run_dir} holds a run with another config ("
             f"{'; '.join(diffs)}); use a new --out or the stored config"
         )
@@ -94,17 +95,17 @@ def check_data(dataset: LatentDataset, cfg: Config) -> None:
     got = (meta["tex_channels"], meta["sem_channels"], meta["size"])
     want = (lat.tex_channels, lat.sem_channels, lat.size)
     if got != want:
-        raise ValueError(
+        raise MismatchError(
             f"latent data {dataset.directory} has (C_z, C_s, size) = {got}; the "
             f"config expects {want} (set latent.* to match)"
         )
     if dataset.num_classes != cfg.model.num_classes:
-        raise ValueError(
+        raise MismatchError(
             f"latent data has {dataset.num_classes} classes; model.num_classes is "
             f"{cfg.model.num_classes}"
         )
     if cfg.model.repa_dim and cfg.flow.repa_weight > 0 and meta["repa_dim"] != cfg.model.repa_dim:
-        raise ValueError(
+        raise MismatchError(
             f"latent data has REPA features of dim {meta['repa_dim']}; "
             f"model.repa_dim is {cfg.model.repa_dim} (set it, or model.repa_dim=0)"
         )
@@ -329,20 +330,20 @@ def train(
     error = _prepare_run_dir(run_dir, cfg, resume) if D.is_main() else None
     error = D.broadcast_object(error)  # every rank fails alike (no rank hangs in a barrier)
     if error:
-        raise ValueError(error)
+        raise error
     trainer = Trainer(cfg, data_dir, run_dir, device)
     if resume:
         trainer.resume()
     return trainer.run(max_steps=max_steps, progress=progress)
 
 
-def _prepare_run_dir(run_dir: Path, cfg: Config, resume: bool) -> str | None:
-    """Create or check the run directory (rank 0); the error message, if any."""
+def _prepare_run_dir(run_dir: Path, cfg: Config, resume: bool) -> Exception | None:
+    """Create or check the run directory (rank 0); the error, if any."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume and list_checkpoints(run_dir):
             raise ValueError(f"{run_dir} already holds checkpoints; resume it or use a new --out")
         check_run_config(run_dir, cfg)
-    except ValueError as err:
-        return str(err)
+    except (ValueError, OSError) as err:
+        return err
     return None
