@@ -158,6 +158,13 @@ class TrainConfig:
     sample_posterior: bool = True  # draw latents from the stored posterior, else use its mean
     hflip: bool = True  # use the stored flipped latents half of the time
     skip_nonfinite: bool = True  # skip an update whose loss or gradient is not finite
+    # a loss above spike_factor x the median of the last spike_window losses is a spike: its
+    # update is skipped; with spike_rollback, training returns to the last checkpoint and skips
+    # the batches up to the spike (at most max_rollbacks times, then it stops). 0: off
+    spike_factor: float = 0.0
+    spike_window: int = 50
+    spike_rollback: bool = False
+    max_rollbacks: int = 3
     log_every: int = 50
     ckpt_every: int = 5000
     keep_last: int = 0  # keep only the newest N checkpoints; 0 keeps all
@@ -201,6 +208,16 @@ class TrainConfig:
         _check(self.ckpt_every >= 1, "train.ckpt_every", "an integer >= 1", self.ckpt_every)
         _check(self.keep_last >= 0, "train.keep_last", "an integer >= 0", self.keep_last)
         _check(self.num_workers >= 0, "train.num_workers", "an integer >= 0", self.num_workers)
+        _check(
+            self.spike_factor == 0 or self.spike_factor > 1,
+            "train.spike_factor",
+            "0 (off) or a number > 1",
+            self.spike_factor,
+        )
+        _check(self.spike_window >= 2, "train.spike_window", "an integer >= 2", self.spike_window)
+        _check(
+            self.max_rollbacks >= 0, "train.max_rollbacks", "an integer >= 0", self.max_rollbacks
+        )
 
 
 @dataclass(frozen=True)

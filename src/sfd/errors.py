@@ -263,8 +263,8 @@ def load_tensor_file(path: str | Path, what: str = "weights file") -> Any:
 
 def write_failed(target: str | Path, err: OSError, kept: str = "") -> WriteError:
     """A :class:`WriteError` saying what failed to be written, why, and what is intact."""
-    reason = err.strerror or _first_line(err)
+    reason = getattr(err, "reason", None) or err.strerror or _first_line(err)
     tail = f"; {kept}" if kept else ""
     out = WriteError(f"writing {target} failed: {reason}{tail}")
-    out.errno = err.errno
+    out.reason = reason
     return out

@@ -36,6 +36,7 @@ from sfd.errors import (
     load_safetensors,
     one_line,
     safetensors_metadata,
+    write_failed,
 )
 from sfd.latents.composite import LatentStats
 
@@ -131,6 +132,7 @@ def save_checkpoint(
     ema: nn.Module,
     model: nn.Module | None = None,
     optimizer: torch.optim.Optimizer | None = None,
+    trainer_state: dict | None = None,
 ) -> Path:
     """Write a checkpoint directory atomically (temp dir + rename) and return its path.
 
@@ -141,18 +143,29 @@ def save_checkpoint(
     tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir()
-    meta = _metadata(config, step, stats)
-    atomic_save_safetensors(tmp / "ema.safetensors", _unwrap(ema).state_dict(), meta)
-    if model is not None:
-        atomic_save_safetensors(tmp / "model.safetensors", _unwrap(model).state_dict(), meta)
-    if optimizer is not None:
-        tensors, groups = optimizer_tensors(optimizer)
-        atomic_save_safetensors(
-            tmp / "optimizer.safetensors",
-            tensors,
-            {"format": FORMAT, "param_groups": groups, "step": str(step)},
-        )
+    try:
+        tmp.mkdir()
+        meta = _metadata(config, step, stats)
+        atomic_save_safetensors(tmp / "ema.safetensors", _unwrap(ema).state_dict(), meta)
+        if model is not None:
+            atomic_save_safetensors(tmp / "model.safetensors", _unwrap(model).state_dict(), meta)
+        if optimizer is not None:
+            tensors, groups = optimizer_tensors(optimizer)
+            atomic_save_safetensors(
+                tmp / "optimizer.safetensors",
+                tensors,
+                {
+                    "format": FORMAT,
+                    "param_groups": groups,
+                    "step": str(step),
+                    "trainer_state": json.dumps(trainer_state or {}),
+                },
+            )
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        before = [p.name for p in list_checkpoints(run_dir)]
+        kept = f"the last checkpoint {before[-1]} is intact" if before else "no checkpoint before"
+        raise write_failed(final, err, f"{kept}; nothing partial was left") from err
     if final.exists():
         final.rename(final.with_name(f"{final.name}.replaced-{int(time.time())}"))
     os.replace(tmp, final)
