@@ -15,7 +15,7 @@ POSITIVE_INTS = frozenset(
         "num", "batch_size", "shard_size", "image_size", "iters", "seeds", "sweep_seeds",
         "steps", "checkpoints", "num_samples", "total_steps", "grid", "log_every",
         "latent_channels", "layers_per_block", "norm_num_groups", "hidden_dim", "depth",
-        "num_heads", "width", "feature_size",
+        "num_heads", "width", "feature_size", "ckpt_every",
     }
 )  # fmt: skip
 # Integer options that may be negative (everything else must be >= 0).
