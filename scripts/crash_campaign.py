@@ -8,7 +8,8 @@ For each command: one uninterrupted reference run; then a victim run killed ``--
 rerun after each kill, and finally run to completion. Checks: final model / EMA / optimizer
 (train) or every PNG and samples.npz (sample) bitwise equal to the reference; no temp files
 (``.tmp``) left; no lock left; ``log.jsonl`` without duplicated or missing steps. Covered today:
-``train`` and ``sample``, on tiny settings; the other long-running commands are not yet in it.
+``train``, ``sample``, ``train-semvae`` and ``train-texture-vae``, on tiny settings; ``extract``,
+``extract-features``, ``demo`` and ``ablate`` are not yet in it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -47,11 +49,52 @@ def setup(root: Path) -> dict:
         torch.manual_seed(0)
         cfg = TextureVAETrainConfig(block_out_channels=(8,), latent_channels=4, norm_num_groups=4)
         build_texture_vae(3, cfg).save_pretrained(decoder)
+    features = root / "features"
+    if not (features / "meta.json").exists():
+        sys.path.insert(0, str(HERE.parent / "tests" / "latents"))
+        from test_train_autoencoders import write_feature_set
+
+        write_feature_set(features, count=64, shard_size=16)
+    images = root / "images"
+    if not images.exists():
+        import numpy as np
+        from PIL import Image
+
+        rng = np.random.default_rng(0)
+        for c in "ab":
+            (images / c).mkdir(parents=True)
+            for i in range(12):
+                arr = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+                Image.fromarray(arr).save(images / c / f"{i}.png")
     trained = root / "trained"
     if not (trained / "config.json").exists():
         subprocess.run(_sfd(train_args(data, trained, steps=2), {}), check=True,
                        capture_output=True)  # fmt: skip
-    return {"data": data, "decoder": decoder, "trained": trained}
+    return {"data": data, "decoder": decoder, "trained": trained, "features": features,
+            "images": images}  # fmt: skip
+
+
+def semvae_args(features, out):
+    return ["train-semvae", "--features", features, "--out", out, "--latent-channels", 2,
+            "--width", 16, "--depth", 1, "--num-heads", 2, "--total-steps", 150,
+            "--batch-size", 8, "--warmup-steps", 5, "--ckpt-every", 10]  # fmt: skip
+
+
+def texture_args(images, out):
+    return ["train-texture-vae", "--dataset", "folder", "--data-root", images, "--image-size",
+            16, "--channels", 3, "--out", out, "--block-out-channels", "8", "--latent-channels",
+            4, "--norm-num-groups", 4, "--batch-size", 6, "--total-steps", 60,
+            "--warmup-steps", 5, "--ckpt-every", 5]  # fmt: skip
+
+
+def compare_files(*names):
+    def compare(ref: Path, got: Path) -> list[str]:
+        def same(n):
+            return (got / n).exists() and (got / n).read_bytes() == (ref / n).read_bytes()
+
+        return [f"{n} differs or is missing" for n in names if not same(n)]
+
+    return compare
 
 
 def train_args(data, out, steps=40):
@@ -127,11 +170,18 @@ def campaign(root: Path, commands: list[str], kills: int, seed: int) -> dict:
         "train": (lambda out: train_args(inputs["data"], out), compare_train),
         "sample": (lambda out: sample_args(inputs["trained"], inputs["decoder"], out),
                    compare_sample),
+        "train-semvae": (lambda out: semvae_args(inputs["features"], out),
+                         compare_files("semvae.safetensors", "semvae.json")),
+        "train-texture-vae": (lambda out: texture_args(inputs["images"], out),
+                              compare_files("diffusion_pytorch_model.safetensors",
+                                            "config.json")),
     }  # fmt: skip
     results = {}
     for name in commands:
         args, compare = make[name]
         ref, got = root / f"{name}-ref", root / f"{name}-killed"
+        for old in (ref, got):
+            shutil.rmtree(old, ignore_errors=True)
         _, duration = _run(_sfd(args(ref), env), env)
         done, moments = 0, []
         for _ in range(kills):
