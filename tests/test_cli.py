@@ -33,7 +33,7 @@ def test_bad_inputs_are_clear_errors(tmp_path):
     res = run("train", "--data", tmp_path, "--out", tmp_path / "run")
     assert res.exit_code == 2 and "not a latent shard directory" in res.output
     res = run("sample", tmp_path, "--out", tmp_path / "s")
-    assert res.exit_code == 1 and "holds no checkpoint" in res.output
+    assert res.exit_code == 3 and "holds no checkpoint" in res.output
 
 
 def test_train_resume_and_sample(tmp_path):
@@ -98,7 +98,7 @@ def test_import_upstream_cli(tmp_path):
         "--out",
         tmp_path / "bad",
     )
-    assert res.exit_code == 1 and "does not match the config" in res.output
+    assert res.exit_code == 5 and "does not match the config" in res.output
 
 
 def test_sample_latents_only_honours_labels(tmp_path):
@@ -171,7 +171,7 @@ def test_import_upstream_release_latent_stats(tmp_path):
     for i, (files, named, expected) in enumerate(bad):
         given = [a for f in files for a in ("--latent-stats", f)]
         res = run(*base, "--out", tmp_path / f"bad{i}", *given)
-        assert res.exit_code == 1 and str(named) in res.output and expected in res.output
+        assert res.exit_code == 5 and str(named) in res.output and expected in res.output
         assert len(res.output.strip().splitlines()) == 1, res.output
     res = run(*base, "--out", tmp_path / "three", *(["--latent-stats", tex_file] * 3))
     assert res.exit_code == 1 and "got 3" in res.output

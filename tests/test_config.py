@@ -77,7 +77,7 @@ def test_dict_roundtrip_and_unknown_keys():
     assert Config.from_dict(cfg.to_dict()) == cfg
     data = cfg.to_dict()
     data["model"]["wat"] = 1
-    with pytest.raises(ValueError, match="unknown config keys"):
+    with pytest.raises(ValueError, match="unknown config key model.wat"):
         Config.from_dict(data)
 
 

@@ -45,6 +45,7 @@ from sfd.demo import DEMO_MODEL
 from sfd.demo_eval import pooled_features, reconstruct
 from sfd.eval.fashion_classifier import class_accuracy
 from sfd.eval.stats import FeatureStats
+from sfd.locks import DirLock as _JobLock
 
 log = logging.getLogger("sfd.ablate")
 
@@ -617,60 +618,6 @@ def run_ablation(
     summary = write_report(out, settings, reference_info, data.info)
     summary["work"] = work
     return summary
-
-
-class _JobLock:
-    """One process per (row, seed) at a time, whatever ``--shard`` each was given.
-
-    ``.lock`` in the run directory holds the owner's host and pid; a lock whose process is
-    gone (same host) is stale and taken over, so a crash never blocks a rerun.
-    """
-
-    def __init__(self, run_dir: Path) -> None:
-        self.path = Path(run_dir) / ".lock"
-
-    def __str__(self) -> str:
-        return str(self.path)
-
-    def acquire(self) -> bool:
-        import os
-        import socket
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        me = f"{socket.gethostname()} {os.getpid()}"
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                if not self._stale(socket.gethostname()):
-                    return False
-                self.path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(me)
-            return True
-        return False
-
-    def _stale(self, host: str) -> bool:
-        import os
-
-        try:
-            owner_host, pid = self.path.read_text().split()
-            if owner_host != host:
-                return False  # another machine's process: cannot tell, assume alive
-            if int(pid) == os.getpid():
-                return True  # left by this process (an earlier call that failed)
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False  # alive, another user's
-        except (OSError, ValueError):
-            return True  # unreadable or half-written lock
-        return False
-
-    def release(self) -> None:
-        self.path.unlink(missing_ok=True)
 
 
 def _with_checkpoints(cfg: Config, steps: list[int]) -> Config:

@@ -11,8 +11,10 @@ from pathlib import Path
 import click
 import torch
 
-from sfd.config import PRESETS, Config, apply_overrides, preset
+from sfd.cli_policy import PolicyGroup, apply_value_policy, to_click_error, wants_traceback
+from sfd.config import PRESETS, Config, apply_overrides, load_config_file, preset
 from sfd.data.images import on_error_option
+from sfd.errors import ConfigError, MismatchError
 from sfd.pipeline import BUDGETS
 from sfd.recipes import (
     RECIPES,
@@ -39,29 +41,35 @@ def resolve_config(
     overrides: tuple[str, ...],
     recipe: str | None = None,
 ) -> Config:
-    """Preset or stored config.json, then the recipe, then ``--set`` overrides; errors become
-    click errors."""
+    """Preset or a config file (typed like ``--set``), then the recipe, then ``--set``
+    overrides. A bad config file is a :class:`ConfigError` naming the file and the key; a bad
+    ``--set`` a usage error."""
+    cfg = load_config_file(config_file) if config_file else preset(preset_name or "tiny")
     try:
-        if config_file:
-            cfg = Config.from_dict(json.loads(Path(config_file).read_text()))
-        else:
-            cfg = preset(preset_name or "tiny")
         if recipe:
             cfg = apply_recipe(cfg, recipe)
         return apply_overrides(cfg, list(overrides))
-    except (ValueError, FileNotFoundError, json.JSONDecodeError) as err:
+    except (ConfigError, ValueError) as err:
         raise click.UsageError(str(err)) from None
 
 
 def friendly_errors(fn):
-    """Report library errors about the user's input as one clear line, not a traceback."""
+    """Report any failure as one clear line with the error policy's exit code (sfd.errors);
+    the ``sfd`` group does the same for every command, this keeps a command that is invoked on
+    its own alike. ``--debug`` / ``SFD_DEBUG=1`` keep the traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (ValueError, FileNotFoundError, FileExistsError) as err:
-            raise click.ClickException(str(err)) from None
+        except (click.exceptions.Exit, click.Abort, KeyboardInterrupt, SystemExit):
+            raise
+        except click.ClickException:
+            raise
+        except Exception as err:
+            if wants_traceback():
+                raise
+            raise to_click_error(err) from None
 
     return wrapper
 
@@ -76,11 +84,21 @@ def _device(name: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-@click.group()
+@click.group(cls=PolicyGroup)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.option(
+    "--debug",
+    is_flag=True,
+    help="Show the traceback of a failure (also SFD_DEBUG=1) instead of one line.",
+)
 @click.version_option(package_name="sfd")
-def main(verbose: bool) -> None:
-    """Semantic-First Diffusion: train, sample, import and evaluate."""
+def main(verbose: bool, debug: bool) -> None:
+    """Semantic-First Diffusion: train, sample, import and evaluate.
+
+    A failure prints one line, `Error: ...`, and exits with a code that says what failed:
+    1 refused, 2 command line, 3 bad input file, 4 bad config, 5 inputs that do not fit
+    together, 6 unsafe file refused, 7 write failed, 8 run directory busy, 9 diverged,
+    70 internal error (a bug: rerun with --debug and report it)."""
     _setup_logging(verbose)
 
 
@@ -240,15 +258,6 @@ def sample(
         raise click.UsageError("no decoder: pass --decoder PATH (or --latents-only)")
     from sfd.latents.texture import load_texture_autoencoder
 
-    job = GenerationJob(
-        sampler,
-        load_texture_autoencoder(decoder_path).to(dev).eval(),
-        out,
-        num,
-        batch_size,
-        seed,
-        labels,
-    )
     _check_generation_settings(
         out,
         {
@@ -261,6 +270,8 @@ def sample(
             "labels": str(labels_file),
         },
     )
+    decoder_model = load_texture_autoencoder(decoder_path).to(dev).eval()
+    job = GenerationJob(sampler, decoder_model, out, num, batch_size, seed, labels)
     written = job.run(distributed.rank(), distributed.world_size())
     distributed.barrier()
     if distributed.is_main():
@@ -295,7 +306,7 @@ def _check_generation_settings(out: Path, settings: dict) -> None:
             changed = sorted(
                 k for k in settings if stored.get(k) != json.loads(json.dumps(settings[k]))
             )
-            raise click.ClickException(
+            raise MismatchError(
                 f"{out} holds a sampling job with other settings "
                 f"({', '.join(changed)}); use a new --out"
             )
@@ -659,6 +670,7 @@ def _register_subpackage_commands() -> None:
 
 
 _register_subpackage_commands()
+apply_value_policy(main)
 
 
 if __name__ == "__main__":  # pragma: no cover

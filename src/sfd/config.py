@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import types
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
+
+from sfd.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,17 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _check(self.depth >= 1, "model.depth", "an integer >= 1", self.depth)
+        _check(self.width >= 1, "model.width", "an integer >= 1", self.width)
+        _check(self.num_heads >= 1, "model.num_heads", "an integer >= 1", self.num_heads)
+        _check(self.patch_size >= 1, "model.patch_size", "an integer >= 1", self.patch_size)
+        _check(self.mlp_ratio > 0, "model.mlp_ratio", "a number > 0", self.mlp_ratio)
+        _check(self.repa_dim >= 0, "model.repa_dim", "an integer >= 0", self.repa_dim)
+        _check(
+            self.repa_projector_dim >= 1,
+            "model.repa_projector_dim",
+            "an integer >= 1",
+            self.repa_projector_dim,
+        )
         _check(
             self.width % self.num_heads == 0,
             "model.width",
@@ -116,7 +132,8 @@ class FlowConfig:
             "'cos', 'mse' or 'cos_mse'",
             self.repa_mode,
         )
-        _check(self.sem_weight >= 0, "flow.sem_weight", "a number >= 0", self.sem_weight)
+        for name in ("sem_weight", "cos_weight", "repa_weight"):
+            _check(getattr(self, name) >= 0, f"flow.{name}", "a number >= 0", getattr(self, name))
 
 
 @dataclass(frozen=True)
@@ -141,6 +158,13 @@ class TrainConfig:
     sample_posterior: bool = True  # draw latents from the stored posterior, else use its mean
     hflip: bool = True  # use the stored flipped latents half of the time
     skip_nonfinite: bool = True  # skip an update whose loss or gradient is not finite
+    # a loss above spike_factor x the median of the last spike_window losses is a spike: its
+    # update is skipped; with spike_rollback, training returns to the last checkpoint and skips
+    # the batches up to the spike (at most max_rollbacks times, then it stops). 0: off
+    spike_factor: float = 0.0
+    spike_window: int = 50
+    spike_rollback: bool = False
+    max_rollbacks: int = 3
     log_every: int = 50
     ckpt_every: int = 5000
     keep_last: int = 0  # keep only the newest N checkpoints; 0 keeps all
@@ -167,6 +191,11 @@ class TrainConfig:
         )
         _check(self.total_steps >= 0, "train.total_steps", "an integer >= 0", self.total_steps)
         _check(self.lr > 0, "train.lr", "a number > 0", self.lr)
+        for name in ("beta1", "beta2"):
+            value = getattr(self, name)
+            _check(0.0 <= value < 1.0, f"train.{name}", "in [0, 1)", value)
+        _check(self.weight_decay >= 0, "train.weight_decay", "a number >= 0", self.weight_decay)
+        _check(self.grad_clip >= 0, "train.grad_clip", "a number >= 0 (0: off)", self.grad_clip)
         _check(0.0 <= self.ema_decay <= 1.0, "train.ema_decay", "in [0, 1]", self.ema_decay)
         _check(
             self.precision in ("fp32", "bf16"),
@@ -179,6 +208,16 @@ class TrainConfig:
         _check(self.ckpt_every >= 1, "train.ckpt_every", "an integer >= 1", self.ckpt_every)
         _check(self.keep_last >= 0, "train.keep_last", "an integer >= 0", self.keep_last)
         _check(self.num_workers >= 0, "train.num_workers", "an integer >= 0", self.num_workers)
+        _check(
+            self.spike_factor == 0 or self.spike_factor > 1,
+            "train.spike_factor",
+            "0 (off) or a number > 1",
+            self.spike_factor,
+        )
+        _check(self.spike_window >= 2, "train.spike_window", "an integer >= 2", self.spike_window)
+        _check(
+            self.max_rollbacks >= 0, "train.max_rollbacks", "an integer >= 0", self.max_rollbacks
+        )
 
 
 @dataclass(frozen=True)
@@ -218,6 +257,8 @@ class SampleConfig:
         _check(
             self.timestep_shift >= 0, "sample.timestep_shift", "a number >= 0", self.timestep_shift
         )
+        _check(self.atol > 0, "sample.atol", "a number > 0", self.atol)
+        _check(self.rtol > 0, "sample.rtol", "a number > 0", self.rtol)
         for name in ("cfg_interval_tex", "cfg_interval_sem"):
             lo, hi = getattr(self, name)
             _check(0.0 <= lo <= hi <= 1.0, f"sample.{name}", "lo <= hi within [0, 1]", (lo, hi))
@@ -258,7 +299,29 @@ class Config:
 
 def _check(ok: bool, name: str, expected: str, got: Any) -> None:
     if not ok:
-        raise ValueError(f"{name} must be {expected}; got {got!r}")
+        raise ConfigError(f"{name} must be {expected}; got {got!r}")
+
+
+def load_config_file(path: str | Path) -> Config:
+    """A config JSON file (``sfd train --dry-run`` output, a run's ``config.json``), checked
+    like ``--set``: wrong types, unknown keys and bad values are errors naming the file and
+    the key. Keys left out keep their defaults."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config file {path} cannot be read: {err}") from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(
+            f"config file {path} is not valid JSON (line {err.lineno}, column {err.colno}: "
+            f"{err.msg})"
+        ) from None
+    try:
+        return Config.from_dict(data)
+    except ConfigError as err:
+        raise ConfigError(f"config file {path}: {err}") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -329,16 +392,16 @@ def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Conf
     data = cfg.to_dict()
     for item in overrides:
         if "=" not in item:
-            raise ValueError(f"override {item!r} must look like section.key=value")
+            raise ConfigError(f"override {item!r} must look like section.key=value")
         path, raw = item.split("=", 1)
         parts = path.strip().split(".")
         if len(parts) != 2:
-            raise ValueError(f"override key {path!r} must be section.key, e.g. train.lr")
+            raise ConfigError(f"override key {path!r} must be section.key, e.g. train.lr")
         section, key = parts
         sub_cls = _section_class(section)
         fields = {f.name: f for f in dataclasses.fields(sub_cls)}
         if key not in fields:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown key {key!r} in section {section!r}; "
                 f"expected one of {', '.join(sorted(fields))}"
             )
@@ -353,7 +416,7 @@ def _section_class(section: str) -> type:
         names = [
             f.name for f in dataclasses.fields(Config) if dataclasses.is_dataclass(hints[f.name])
         ]
-        raise ValueError(f"unknown config section {section!r}; expected one of {', '.join(names)}")
+        raise ConfigError(f"unknown config section {section!r}; expected one of {', '.join(names)}")
     return hints[section]
 
 
@@ -371,7 +434,10 @@ def parse_value(raw: str, hint: Any, name: str) -> Any:
         if hint is int:
             return int(raw)
         if hint is float:
-            return float(raw)
+            value = float(raw)
+            if not math.isfinite(value):
+                raise ValueError
+            return value
         if hint is str:
             return raw
         if origin is Literal:
@@ -385,7 +451,7 @@ def parse_value(raw: str, hint: Any, name: str) -> Any:
                 raise ValueError
             return tuple(parse_value(x.strip(), a, name) for x, a in zip(items, args, strict=True))
     except ValueError:
-        raise ValueError(f"cannot parse {raw!r} for {name}: expected {_describe(hint)}") from None
+        raise ConfigError(f"cannot parse {raw!r} for {name}: expected {_describe(hint)}") from None
     raise TypeError(f"unsupported config type {hint!r} for {name}")
 
 
@@ -394,24 +460,69 @@ def _describe(hint: Any) -> str:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
     if typing.get_origin(hint) is tuple:
         return "a comma-separated tuple of " + ", ".join(a.__name__ for a in typing.get_args(hint))
+    if hint is float:
+        return "a finite number"
     return getattr(hint, "__name__", str(hint))
 
 
+_JSON_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _typed(value: Any, hint: Any, name: str) -> Any:
+    """``value`` (parsed JSON) checked against the field type ``hint``, as ``--set`` would."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        origin = typing.get_origin(hint)
+    ok = True
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        ok = ok and math.isfinite(value)
+        value = float(value) if ok else value
+    elif hint is str:
+        ok = isinstance(value, str)
+    elif origin is Literal:
+        ok = isinstance(value, str) and value in typing.get_args(hint)
+    elif origin is tuple:
+        args = typing.get_args(hint)
+        ok = isinstance(value, list | tuple) and len(value) == len(args)
+        if ok:
+            return tuple(_typed(v, a, name) for v, a in zip(value, args, strict=True))
+    if not ok:
+        expected = _JSON_NAMES.get(hint) or _describe(hint)
+        if origin is tuple:
+            expected = f"a list of {len(typing.get_args(hint))} numbers"
+        raise ConfigError(f"{name} must be {expected}; got {value!r}")
+    return value
+
+
 def _from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    where = prefix.rstrip(".") or "the top level"
     if not isinstance(data, dict):
-        raise ValueError(f"config section {prefix or 'root'!r} must be a mapping; got {data!r}")
+        raise ConfigError(
+            f"config section {where} must be a mapping (a JSON object); got {type(data).__name__}"
+        )
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(data) - names
+    unknown = sorted(set(data) - names)
     if unknown:
-        raise ValueError(f"unknown config keys {sorted(unknown)} in {prefix or 'root'}")
+        keys = ", ".join(f"{prefix}{k}" for k in unknown)
+        raise ConfigError(
+            f"unknown config key{'s' if len(unknown) > 1 else ''} {keys}; {where} has "
+            f"{', '.join(sorted(names))}"
+        )
     kwargs = {}
     for key, value in data.items():
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
             kwargs[key] = _from_dict(hint, value, f"{prefix}{key}.")
-        elif typing.get_origin(hint) is tuple:
-            kwargs[key] = tuple(value)
         else:
-            kwargs[key] = value
+            kwargs[key] = _typed(value, hint, f"{prefix}{key}")
     return cls(**kwargs)

@@ -23,16 +23,24 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
-from safetensors.torch import load_file
 
 from sfd.config import Config, FlowConfig, LatentConfig, ModelConfig, SampleConfig
+from sfd.errors import (
+    BadInputError,
+    ConfigError,
+    MismatchError,
+    SfdError,
+    load_safetensors,
+    load_tensor_file,
+    load_torch_file,
+    one_line,
+)
 from sfd.latents.composite import LatentStats
 from sfd.recipes import describe_sampler
 
@@ -222,6 +230,20 @@ def read_upstream_config(
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"upstream config {path} does not exist")
+    try:
+        return _read_upstream_config(path, cfg_scale, sampling)
+    except SfdError:
+        raise
+    except KeyError as err:
+        raise ConfigError(f"upstream config {path} lacks the key {err}") from None
+    except (ValueError, TypeError, AttributeError, yaml.YAMLError, UnicodeDecodeError) as err:
+        first = one_line(str(err)) or type(err).__name__
+        if str(path) in first:
+            raise ConfigError(first) from None
+        raise ConfigError(f"upstream config {path} cannot be read: {first}") from None
+
+
+def _read_upstream_config(path: Path, cfg_scale: float | None, sampling: bool) -> Config:
     text = path.read_text()
     if path.suffix == ".json":
         if cfg_scale is not None and sampling:
@@ -278,15 +300,17 @@ def read_upstream_state_dict(path: str | Path, prefer: str = "ema") -> dict[str,
     if not path.exists():
         raise FileNotFoundError(f"upstream checkpoint {path} does not exist")
     if path.suffix == ".safetensors":
-        state = load_file(str(path))
+        state = load_safetensors(path, "upstream checkpoint")
     else:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        raw = load_torch_file(path, "upstream checkpoint")
         if not isinstance(raw, dict):
             raise ValueError(f"{path} does not hold a dict of state dicts")
         keys = [k for k in (prefer, "ema", "model") if k in raw]
         state = raw[keys[0]] if keys else raw
         if keys and keys[0] != prefer:
             log.warning("%s has no %r entry; using %r", path, prefer, keys[0])
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BadInputError(f"{path} does not hold a state dict of tensors")
     return {k.removeprefix("module."): v.float() for k, v in state.items()}
 
 
@@ -326,7 +350,7 @@ def read_latent_stats(paths: StatsPaths, tex_channels: int, sem_channels: int) -
     for path, channels, expected in parts:
         mean, std = _read_stats_file(path)
         if mean.numel() != channels:
-            raise ValueError(
+            raise MismatchError(
                 f"{path} has statistics for {mean.numel()} channels; expected {expected}"
             )
         means.append(mean)
@@ -338,19 +362,11 @@ def _read_stats_file(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, std) as flat float32 vectors from one ``{'mean', 'std'}`` file (no pickled code)."""
     if not path.exists():
         raise FileNotFoundError(f"latent statistics file {path} does not exist")
-    try:
-        data = (
-            load_file(str(path))
-            if path.suffix == ".safetensors"
-            else torch.load(path, map_location="cpu", weights_only=True)
-        )
-    except (RuntimeError, pickle.UnpicklingError, OSError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{path} is not a tensor file torch can load safely: {first}") from None
+    data = load_tensor_file(path, "latent statistics file")
     try:
         mean, std = data["mean"].reshape(-1).float(), data["std"].reshape(-1).float()
-    except (KeyError, TypeError, AttributeError):
-        raise ValueError(f"{path} must hold tensors 'mean' and 'std'") from None
+    except (KeyError, TypeError, AttributeError, IndexError):
+        raise BadInputError(f"{path} must hold tensors 'mean' and 'std'") from None
     if mean.shape != std.shape:
         raise ValueError(f"{path}: 'mean' has {mean.numel()} values but 'std' has {std.numel()}")
     return mean, std
@@ -387,13 +403,13 @@ def import_upstream(
     expected = model.state_dict()
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:
-        raise ValueError(
+        raise MismatchError(
             f"{ckpt} does not match the config {upstream_config}: missing "
             f"{missing[:5]}, unexpected {unexpected[:5]}"
         )
     for key, value in expected.items():
         if value.shape != state[key].shape:
-            raise ValueError(
+            raise MismatchError(
                 f"{ckpt}: {key} has shape {tuple(state[key].shape)}, the config "
                 f"gives {tuple(value.shape)}"
             )

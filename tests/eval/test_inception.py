@@ -86,7 +86,7 @@ def test_load_rejects_missing_or_unreadable_file(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         load_inception(tmp_path / "nope.pth")
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="junk.pth: not a readable"):
+    with pytest.raises(ValueError, match="junk.pth is not a readable"):
         load_inception(tmp_path / "junk.pth")
 
 

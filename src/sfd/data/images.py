@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from sfd.errors import BadInputError
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm")
@@ -40,7 +42,7 @@ ON_ERROR_HELP = "Unreadable image files: stop with an error naming the file, or 
 SKIP_HINT = "pass --on-error skip (on_error='skip') to skip unreadable files"
 
 
-class BadImageError(ValueError):
+class BadImageError(BadInputError):
     """An image file that cannot be decoded (unreadable, truncated or not an image)."""
 
 
@@ -73,14 +75,43 @@ def hflip(images: torch.Tensor) -> torch.Tensor:
     return images.flip(-1)
 
 
+# Larger images are refused before decoding (PIL's own decompression-bomb threshold).
+MAX_PIXELS = 89_478_485
+
+
 def load_image(path: Path, mode: str = "RGB") -> Image.Image:
-    """Decode ``path`` fully (so truncated files fail here), converted to ``mode``."""
+    """Decode ``path`` fully (so truncated files fail here), converted to ``mode``.
+
+    Every decodable mode is converted: palette, CMYK, grayscale and RGBA (alpha dropped) to
+    RGB or L; 16- and 32-bit grayscale are scaled to 8 bits (not clipped). Images over
+    :data:`MAX_PIXELS` pixels are refused before they are decoded.
+    """
     try:
         with Image.open(path) as image:
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise BadImageError(
+                    f"image file {path} is {width} x {height} pixels, over the limit of "
+                    f"{MAX_PIXELS}; refused (resize it first)"
+                )
             image.load()
-            return image.convert(mode)
+            return _to_8bit(image).convert(mode)
+    except BadImageError:
+        raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-        raise BadImageError(f"cannot read image file {path}: {err}") from err
+        raise BadImageError(f"cannot read image file {path}: {err}") from None
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """16-bit ("I;16*") and 32-bit ("I") grayscale scaled to 8-bit "L"; others unchanged."""
+    if image.mode.startswith("I;16") or image.mode == "I":
+        top = 65535.0 if image.mode.startswith("I;16") else float(max(np.asarray(image).max(), 1))
+        arr = np.asarray(image, dtype=np.float64) * (255.0 / top)
+        return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
+    if image.mode == "F":
+        arr = np.asarray(image, dtype=np.float64)
+        return Image.fromarray(np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8), mode="L")
+    return image
 
 
 def collate_images(batch: list) -> tuple[torch.Tensor, torch.Tensor]:

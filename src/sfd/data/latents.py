@@ -25,11 +25,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from sfd.data.shards import MappedShard, atomic_write_json, finished_shard, rows, write_shard
+from sfd.errors import BadInputError, MissingInputError
 from sfd.latents.composite import LatentStats
 
 FORMAT = "sfd-latents"
@@ -108,6 +110,65 @@ def _stats(directory: Path, infos: Iterable[dict]) -> LatentStats:
     return LatentStats(torch.from_numpy(mean).float(), torch.from_numpy(np.sqrt(var)).float())
 
 
+_META_INTS = ("num_classes", "count", "views", "tex_channels", "sem_channels", "size", "repa_dim")
+
+
+def shard_path(directory: Path, name: Any) -> Path:
+    """``directory / name`` for a file name a ``meta.json`` gives; anything that is not a plain
+    file name inside ``directory`` (``../x``, ``/etc/passwd``, ``a/b``) is refused."""
+    if not isinstance(name, str) or not name or name in (".", "..") or Path(name).name != name:
+        raise BadInputError(
+            f"{directory}/meta.json names the shard {name!r}, which is not a file inside "
+            f"{directory}; refused (shard names must be plain file names)"
+        )
+    path = Path(directory) / name
+    if path.is_symlink() or path.resolve().parent != Path(directory).resolve():
+        raise BadInputError(f"latent shard {path} points outside {directory}; refused")
+    return path
+
+
+def read_meta(meta_path: Path) -> dict:
+    """A latent set's ``meta.json``, checked: format, integer fields, shards and statistics."""
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BadInputError(f"{meta_path} is not valid JSON: {err}") from None
+    if not isinstance(meta, dict):
+        raise BadInputError(f"{meta_path} must hold a JSON object")
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise BadInputError(
+            f"{meta_path}: expected format {FORMAT} v{VERSION}; got "
+            f"{meta.get('format')} v{meta.get('version')}"
+        )
+    for key in _META_INTS:
+        value = meta.get(key)
+        low = 1 if key in ("num_classes", "views", "tex_channels", "size") else 0
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise BadInputError(f"{meta_path}: {key!r} must be an integer >= {low}; got {value!r}")
+    shards = meta.get("shards")
+    if not isinstance(shards, list) or not shards:
+        raise BadInputError(f"{meta_path}: 'shards' must be a non-empty list")
+    for info in shards:
+        ok = isinstance(info, dict) and all(
+            isinstance(info.get(k), int) and info[k] >= 0 for k in ("count", "bytes")
+        )
+        if not ok or "file" not in info:
+            raise BadInputError(f"{meta_path}: a shard entry lacks file, count or bytes: {info!r}")
+        shard_path(meta_path.parent, info["file"])
+    stats = meta.get("stats")
+    channels = meta["tex_channels"] + meta["sem_channels"]
+    try:
+        good = all(len(stats[k]) == channels for k in ("mean", "std"))
+        good = good and all(float(v) > 0 for v in stats["std"])
+    except (TypeError, KeyError, ValueError):
+        good = False
+    if not good:
+        raise BadInputError(
+            f"{meta_path}: 'stats' must hold 'mean' and positive 'std' for {channels} channels"
+        )
+    return meta
+
+
 class LatentDataset:
     """Random access to a latent shard set; every shard is memory-mapped once."""
 
@@ -115,24 +176,56 @@ class LatentDataset:
         self.directory = Path(directory)
         meta_path = self.directory / "meta.json"
         if not meta_path.exists():
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"{self.directory} is not a latent set: no meta.json (write "
                 f"one with `sfd extract` or sfd.data.latents)"
             )
-        self.meta = json.loads(meta_path.read_text())
-        if self.meta.get("format") != FORMAT or self.meta.get("version") != VERSION:
-            raise ValueError(
-                f"{meta_path}: expected format {FORMAT} v{VERSION}; got "
-                f"{self.meta.get('format')} v{self.meta.get('version')}"
-            )
-        self.shards = []
-        for info in self.meta["shards"]:
-            path = self.directory / info["file"]
-            if not path.exists() or path.stat().st_size != info["bytes"]:
-                raise ValueError(f"latent shard {path} is missing or has the wrong size")
-            self.shards.append(MappedShard(path))
+        self.meta = read_meta(meta_path)
+        self.shards = [self._open_shard(info) for info in self.meta["shards"]]
         self.offsets = np.cumsum([0] + [len(s) for s in self.shards])
+        if int(self.offsets[-1]) != self.meta["count"]:
+            raise BadInputError(
+                f"{meta_path}: count {self.meta['count']} but the shards hold "
+                f"{int(self.offsets[-1])} samples"
+            )
         self.stats = LatentStats.from_dict(self.meta["stats"])
+
+    def _open_shard(self, info: dict) -> MappedShard:
+        """One shard named by ``meta.json``, checked against it (keys, shapes, dtypes, labels)."""
+        path = shard_path(self.directory, info["file"])
+        if not path.is_file() or path.stat().st_size != info["bytes"]:
+            raise BadInputError(f"latent shard {path} is missing or has the wrong size")
+        shard = MappedShard(path)
+        m = self.meta
+        n = info["count"]
+        keys = list(REQUIRED_KEYS) + (["repa"] if m["repa_dim"] > 0 else [])
+        missing = [k for k in keys if k not in shard]
+        if missing:
+            raise BadInputError(f"latent shard {path} lacks the tensors {missing}")
+        h = m["size"]
+        want = {
+            "label": ((n,), ("int64", "int32")),
+            "tex_mean": ((n, m["views"], m["tex_channels"], h, h), ("float32",)),
+            "tex_std": ((n, m["views"], m["tex_channels"], h, h), ("float32",)),
+            "sem_mean": ((n, m["views"], m["sem_channels"], h, h), ("float32",)),
+            "sem_std": ((n, m["views"], m["sem_channels"], h, h), ("float32",)),
+            "repa": ((n, m["views"], m["repa_dim"], h, h), ("float16", "float32")),
+        }
+        for key in keys:
+            shape, dtypes = want[key]
+            arr = shard[key]
+            if tuple(arr.shape) != shape or arr.dtype.name not in dtypes:
+                raise BadInputError(
+                    f"latent shard {path}: tensor {key!r} is {arr.dtype.name} "
+                    f"{tuple(arr.shape)}; meta.json implies {dtypes[0]} {shape}"
+                )
+        labels = shard["label"]
+        if n and (labels.min() < 0 or labels.max() >= m["num_classes"]):
+            raise BadInputError(
+                f"latent shard {path}: labels in [{labels.min()}, {labels.max()}] outside "
+                f"[0, num_classes={m['num_classes']})"
+            )
+        return shard
 
     def __len__(self) -> int:
         return int(self.offsets[-1])

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from sfd.errors import BadInputError, write_failed
+
 _NP_DTYPES = {
     "F32": np.float32,
     "F16": np.float16,
@@ -43,11 +45,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise write_failed(path, err, _KEPT) from err
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -60,14 +66,21 @@ def atomic_save_safetensors(
     """``safetensors.torch.save_file`` through a temporary file and an atomic rename."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file(
-        {k: v.detach().contiguous().cpu() for k, v in tensors.items()},
-        str(tmp),
-        metadata=dict(metadata) if metadata else None,
-    )
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in tensors.items()},
+            str(tmp),
+            metadata=dict(metadata) if metadata else None,
+        )
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise write_failed(path, err, _KEPT) from err
+
+
+_KEPT = "the previous version, if any, is unchanged and no partial file was left"
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
@@ -123,29 +136,38 @@ class MappedShard:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        size = self.path.stat().st_size
         with open(self.path, "rb") as f:
             raw = f.read(8)
             if len(raw) != 8:
-                raise ValueError(f"{self.path} is not a safetensors file (truncated header)")
+                raise BadInputError(f"{self.path} is not a safetensors file (truncated header)")
             (header_len,) = struct.unpack("<Q", raw)
+            if header_len > size - 8:
+                raise BadInputError(f"{self.path} is truncated or not a safetensors file")
             try:
                 header = json.loads(f.read(header_len))
-            except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                raise ValueError(f"{self.path} has a corrupt safetensors header") from err
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise BadInputError(f"{self.path} has a corrupt safetensors header") from None
+        if not isinstance(header, dict):
+            raise BadInputError(f"{self.path} has a corrupt safetensors header")
         self.metadata = header.pop("__metadata__", {}) or {}
         base = 8 + header_len
-        size = self.path.stat().st_size
         self.arrays: dict[str, np.ndarray] = {}
         for name, spec in header.items():
-            if spec["dtype"] not in _NP_DTYPES:
-                raise ValueError(
-                    f"{self.path}: tensor {name!r} has unsupported dtype {spec['dtype']}"
-                )
-            start, end = spec["data_offsets"]
+            try:
+                kind, (start, end) = spec["dtype"], spec["data_offsets"]
+                shape = tuple(int(n) for n in spec["shape"])
+            except (KeyError, TypeError, ValueError):
+                raise BadInputError(f"{self.path}: corrupt header entry for {name!r}") from None
+            if kind not in _NP_DTYPES:
+                raise BadInputError(f"{self.path}: tensor {name!r} has unsupported dtype {kind}")
             if base + end > size:
-                raise ValueError(f"{self.path} is truncated (tensor {name!r} ends past the file)")
-            dtype = np.dtype(_NP_DTYPES[spec["dtype"]])
-            shape = tuple(spec["shape"])
+                raise BadInputError(
+                    f"{self.path} is truncated (tensor {name!r} ends past the file)"
+                )
+            dtype = np.dtype(_NP_DTYPES[kind])
+            if end - start != dtype.itemsize * int(np.prod(shape, dtype=np.int64)):
+                raise BadInputError(f"{self.path}: tensor {name!r} has a corrupt size")
             if end == start:
                 self.arrays[name] = np.zeros(shape, dtype)
                 continue

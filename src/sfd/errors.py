@@ -1,0 +1,270 @@
+"""One error policy for every command: expected failures are one line with a distinct exit code.
+
+Library code raises the typed errors below at its boundaries (each is also a ``ValueError`` or
+``OSError``, so callers that catch those keep working). The ``sfd`` command group turns any
+exception into one line on stderr, ``Error: <what> (<which input>)``, and an exit code that says
+which kind of failure it was; ``--debug`` or ``SFD_DEBUG=1`` shows the traceback instead.
+
+=====  =================================================================================
+code   meaning
+=====  =================================================================================
+0      success
+1      a refused request not covered below (a library ``ValueError``, ``click`` error)
+2      bad command line: an unknown option, a value out of range (``--num 0``), a bad --set
+3      a bad input file: missing, unreadable, truncated, wrong format or contents
+4      a bad config: a config file or stored config with a wrong type, unknown key or value
+5      inputs that do not fit together: data vs checkpoint vs config (shapes, statistics)
+6      a file refused as unsafe: a pickle that would run code when loaded
+7      a write failed: output not writable, disk full, I/O error (previous state kept)
+8      busy: another live process holds the run directory's lock
+9      training diverged (loss spikes beyond the rollback budget)
+70     an internal error (a bug in sfd): please report it, with the ``--debug`` traceback
+=====  =================================================================================
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_BAD_INPUT = 3
+EXIT_CONFIG = 4
+EXIT_MISMATCH = 5
+EXIT_UNSAFE = 6
+EXIT_WRITE = 7
+EXIT_BUSY = 8
+EXIT_DIVERGED = 9
+EXIT_INTERNAL = 70
+
+
+class SfdError(Exception):
+    """Base of sfd's expected failures; ``exit_code`` is the command's exit status."""
+
+    exit_code = EXIT_ERROR
+
+
+class BadInputError(SfdError, ValueError):
+    """A file or directory the user gave cannot be read as what it should be."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class MissingInputError(SfdError, FileNotFoundError):
+    """A file or directory the user named does not exist (or lacks what it must hold)."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class ConfigError(SfdError, ValueError):
+    """A configuration value, key or file that is wrong (names the key)."""
+
+    exit_code = EXIT_CONFIG
+
+
+class MismatchError(SfdError, ValueError):
+    """Inputs that are each fine but do not fit together (shapes, statistics, configs)."""
+
+    exit_code = EXIT_MISMATCH
+
+
+class UnsafeFileError(SfdError, ValueError):
+    """A file refused because loading it could run code (a pickle with globals)."""
+
+    exit_code = EXIT_UNSAFE
+
+
+class WriteError(SfdError, OSError):
+    """An output could not be written; what was there before is intact."""
+
+    exit_code = EXIT_WRITE
+
+
+class BusyError(SfdError, RuntimeError):
+    """Another live process holds the lock of a run directory."""
+
+    exit_code = EXIT_BUSY
+
+
+class DivergedError(SfdError, RuntimeError):
+    """Training diverged beyond what skipping and rollback can repair."""
+
+    exit_code = EXIT_DIVERGED
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("SFD_DEBUG", "").lower() in ("1", "true", "yes", "on")
+
+
+def one_line(text: str) -> str:
+    """``text`` as one line (newlines of library messages become '; ')."""
+    parts = [p.strip() for p in str(text).splitlines() if p.strip()]
+    return "; ".join(parts)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def classify(err: BaseException) -> tuple[int, str]:
+    """(exit code, one-line message) for any exception a command lets escape."""
+    if isinstance(err, SfdError):
+        return err.exit_code, one_line(str(err))
+    if isinstance(err, OSError) and not isinstance(err, FileNotFoundError | FileExistsError):
+        name = err.filename or ""
+        where = f"{name}: " if name else ""
+        if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES) or (
+            isinstance(err, PermissionError)
+        ):
+            return EXIT_WRITE, f"{where}{err.strerror or _first_line(err)}"
+        if isinstance(err, NotADirectoryError | IsADirectoryError):
+            return EXIT_BAD_INPUT, f"{where}{err.strerror or _first_line(err)}"
+        return EXIT_WRITE if name else EXIT_ERROR, f"{where}{err.strerror or _first_line(err)}"
+    if isinstance(err, FileNotFoundError):
+        msg = str(err) if not err.filename else f"{err.filename} does not exist"
+        return EXIT_BAD_INPUT, one_line(msg)
+    if isinstance(err, FileExistsError):
+        return EXIT_ERROR, one_line(str(err))
+    if isinstance(err, pickle.UnpicklingError):
+        return EXIT_UNSAFE, f"refused a pickle that would run code: {_first_line(err)}"
+    if type(err).__name__ == "SafetensorError":
+        return EXIT_BAD_INPUT, f"not a readable safetensors file: {_first_line(err)}"
+    if isinstance(err, ValueError):
+        return EXIT_ERROR, one_line(str(err))
+    if isinstance(err, MemoryError):
+        return EXIT_ERROR, "out of memory (try a smaller --batch-size)"
+    return EXIT_INTERNAL, (
+        f"internal error {type(err).__name__}: {_first_line(err)} "
+        f"(a bug in sfd; rerun with --debug or SFD_DEBUG=1 for the traceback and report it)"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Loaders that name the file in every failure: the only places sfd reads tensors from disk.
+
+
+def load_torch_file(path: str | Path, what: str = "tensor file") -> Any:
+    """``torch.load(weights_only=True)`` of ``path``; refuses code, names the file on failure."""
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise MissingInputError(f"{what} {path} does not exist")
+    if path.is_dir():
+        raise BadInputError(f"{what} {path} is a directory; expected a file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        code = _code_globals(path)
+        if code or "GLOBAL" in str(err):
+            named = ", ".join(code[:3]) if code else _unsafe_reason(err)
+            raise UnsafeFileError(
+                f"{what} {path} holds Python objects whose loading could run code "
+                f"({named}); refused: sfd loads only tensors (weights_only=True). "
+                f"Re-save it as tensors (safetensors) from a trusted environment"
+            ) from None
+        raise BadInputError(
+            f"{what} {path} is not a readable torch file (truncated or another format): "
+            f"{_unsafe_reason(err)}"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError) as err:
+        raise BadInputError(
+            f"{what} {path} is not a readable torch file (truncated or another format): "
+            f"{_first_line(err)}"
+        ) from None
+
+
+_SAFE_GLOBALS = ("torch.", "collections.OrderedDict", "builtins.set", "numpy.")
+
+
+def _code_globals(path: Path) -> list[str]:
+    """The callables a pickle file would import (``GLOBAL`` / ``STACK_GLOBAL``), other than
+    torch's own rebuild functions: what loading it with plain ``pickle`` would run."""
+    import pickletools
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                names = [n for n in z.namelist() if n.endswith("data.pkl")]
+                data = z.read(names[0]) if names else b""
+        else:
+            with open(path, "rb") as f:
+                data = f.read(1 << 26)
+    except (OSError, zipfile.BadZipFile):
+        return []
+    found: list[str] = []
+    strings: list[str] = []
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in ("GLOBAL", "INST"):
+                found.append(str(arg).replace(" ", "."))
+            elif "UNICODE" in op.name or op.name.endswith("STRING"):
+                strings.append(str(arg))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(f"{strings[-2]}.{strings[-1]}")
+    except Exception:  # a malformed pickle: what was read so far counts
+        pass
+    return [g for g in dict.fromkeys(found) if not g.startswith(_SAFE_GLOBALS)]
+
+
+def _unsafe_reason(err: BaseException) -> str:
+    for line in str(err).splitlines():
+        line = line.strip()
+        if "GLOBAL" in line or "Unsupported" in line:
+            return line.rstrip(".")
+    return _first_line(err).rstrip(".")
+
+
+def load_safetensors(path: str | Path, what: str = "weights file") -> dict:
+    """``safetensors.torch.load_file`` of ``path`` with the file named on failure."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.exists():
+        raise MissingInputError(f"{what} {path} does not exist")
+    try:
+        return load_file(str(path))
+    except Exception as err:  # SafetensorError, OSError, ...: all mean an unreadable file
+        raise BadInputError(
+            f"{what} {path} is not a readable safetensors file (truncated or corrupt): "
+            f"{_first_line(err)}"
+        ) from None
+
+
+def safetensors_metadata(path: str | Path, what: str = "weights file") -> dict[str, str]:
+    """The metadata of a safetensors file (empty if none), the file named on failure."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise MissingInputError(f"{what} {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as err:
+        raise BadInputError(
+            f"{what} {path} is not a readable safetensors file (truncated or corrupt): "
+            f"{_first_line(err)}"
+        ) from None
+
+
+def load_tensor_file(path: str | Path, what: str = "weights file") -> Any:
+    """A ``.safetensors`` file, else a torch file read with ``weights_only=True``."""
+    if Path(path).suffix == ".safetensors":
+        return load_safetensors(path, what)
+    return load_torch_file(path, what)
+
+
+def write_failed(target: str | Path, err: OSError, kept: str = "") -> WriteError:
+    """A :class:`WriteError` saying what failed to be written, why, and what is intact."""
+    reason = getattr(err, "reason", None) or err.strerror or _first_line(err)
+    tail = f"; {kept}" if kept else ""
+    out = WriteError(f"writing {target} failed: {reason}{tail}")
+    out.reason = reason
+    return out
