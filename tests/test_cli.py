@@ -8,6 +8,7 @@ from safetensors.torch import load_file
 
 from helpers import FIXTURES, tiny_config, write_synthetic_latents
 from sfd.cli import main
+from sfd.errors import EXIT_MISMATCH
 
 
 def run(*args):
@@ -226,7 +227,7 @@ def test_train_takes_shape_classes_repa_dim_and_decoder_from_the_data(tmp_path):
             res = CliRunner().invoke(
                 main, ["train", "--data", str(data), "--set", key, *map(str, extra)]
             )
-            assert res.exit_code == 2 and key.split("=")[0] in res.output and want in res.output
+            assert res.exit_code == EXIT_MISMATCH and key.split("=")[0] in res.output and want in res.output
             assert "Traceback" not in res.output and not (tmp_path / "run").exists()
     res = run("train", "--data", data, "--dry-run", "--set", "model.repa_dim=0")
     assert res.exit_code == 0 and json.loads(res.output)["model"]["repa_dim"] == 0
@@ -249,11 +250,11 @@ def test_a_plain_rerun_resumes_from_the_stored_config(tmp_path):
     res = CliRunner().invoke(
         main, ["train", "--data", str(data), "--out", str(out), "--set", "flow.delta_t=0.5"]
     )
-    assert res.exit_code == 1 and "flow.delta_t: 0.3 -> 0.5" in res.output
+    assert res.exit_code == EXIT_MISMATCH and "flow.delta_t: 0.3 -> 0.5" in res.output
     res = CliRunner().invoke(
         main, ["train", "--preset", "S", "--data", str(data), "--out", str(out)]
     )
-    assert res.exit_code == 2 and "preset 'tiny'" in res.output
+    assert res.exit_code == EXIT_MISMATCH and "preset 'tiny'" in res.output
 
 
 def test_the_default_ema_decay_follows_the_run_length(tmp_path):

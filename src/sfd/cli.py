@@ -14,7 +14,7 @@ import torch
 from sfd.cli_policy import PolicyGroup, apply_value_policy, to_click_error, wants_traceback
 from sfd.config import PRESETS, Config, apply_overrides, load_config_file, preset
 from sfd.data.images import on_error_option
-from sfd.errors import ConfigError, MismatchError
+from sfd.errors import ConfigError, MismatchError, OverrideError, SfdError
 from sfd.pipeline import BUDGETS
 from sfd.recipes import (
     RECIPES,
@@ -162,7 +162,11 @@ def train(
         )
     try:
         cfg = resolve_train_config(preset_name, config_file, recipe, overrides, data, out)
-    except (ValueError, FileNotFoundError, json.JSONDecodeError) as err:
+    except OverrideError as err:
+        raise click.UsageError(str(err)) from None
+    except SfdError:  # a bad config file, data that conflicts: the policy's own exit codes
+        raise
+    except (ValueError, FileNotFoundError) as err:  # a bad --set
         raise click.UsageError(str(err)) from None
     if dry_run:
         if data:

@@ -66,6 +66,12 @@ class ConfigError(SfdError, ValueError):
     exit_code = EXIT_CONFIG
 
 
+class OverrideError(ConfigError):
+    """A bad ``--set SECTION.KEY=VALUE`` (the CLI reports it as a command-line error)."""
+
+    exit_code = EXIT_USAGE
+
+
 class MismatchError(SfdError, ValueError):
     """Inputs that are each fine but do not fit together (shapes, statistics, configs)."""
 

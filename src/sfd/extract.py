@@ -47,6 +47,7 @@ from sfd.data.images import (
 )
 from sfd.data.latents import finalize_latent_set, write_latent_shard
 from sfd.data.shards import MappedShard, atomic_write_json, finished_shard, write_shard
+from sfd.errors import MismatchError
 from sfd.latents.encoders import ENCODERS, FeatureEncoder, load_encoder, resize_map
 from sfd.latents.semvae import SemanticVAE, load_semvae
 from sfd.latents.texture import TextureAutoencoder, load_texture_autoencoder
@@ -173,19 +174,23 @@ def check_semvae_input(semvae: SemanticVAE, encoder: FeatureEncoder, grid: int, 
     """Refuse to feed ``semvae`` features it was not trained on: another channel count, another
     grid (``why`` says where the latent grid comes from) or another encoder or encoder setting
     (as recorded by :func:`sfd.latents.train_autoencoders.train_semvae`)."""
+    recorded = getattr(semvae, "trained_on", None)  # a PCA encoder records none
     if semvae.config.in_dim != encoder.dim:
-        trained = f" (it was trained on {semvae.trained_on})" if semvae.trained_on else ""
-        raise ValueError(
+        trained = f" (it was trained on {recorded})" if recorded else ""
+        raise MismatchError(
             f"the SemVAE expects {semvae.config.in_dim}-d features{trained}; the encoder "
             f"{encoder.name} gives {encoder.dim}"
         )
-    if semvae.config.grid != grid:
-        raise ValueError(
+    sem_grid = getattr(semvae.config, "grid", None)  # None: any grid (per-position PCA)
+    if sem_grid is not None and sem_grid != grid:
+        raise MismatchError(
             f"the SemVAE was trained on a {semvae.config.grid}x{semvae.config.grid} feature grid; "
             f"these latents are on a {grid}x{grid} grid ({why}): extract its features with "
             f"--grid {grid} at the same --image-size and retrain it"
         )
-    trained = semvae.trained_on
+    trained = recorded
+    if not hasattr(semvae, "trained_on"):
+        return
     if trained is None:
         log.warning("the SemVAE records no encoder settings; they cannot be checked")
         return
@@ -196,7 +201,7 @@ def check_semvae_input(semvae: SemanticVAE, encoder: FeatureEncoder, grid: int, 
         if k not in _UNCHECKED_ENCODER_KEYS and trained.get(k) != now.get(k)
     ]
     if differ:
-        raise ValueError(
+        raise MismatchError(
             f"the SemVAE was trained on features of another encoder setting "
             f"({'; '.join(differ)}); extract with the SemVAE's encoder settings"
         )
@@ -244,7 +249,7 @@ def extract(
         "encoder": encoder.describe(),
         "texture_ae": texture_ae.describe(),
         "semvae": asdict(semvae.config),
-        "semvae_encoder": semvae.trained_on,
+        "semvae_encoder": getattr(semvae, "trained_on", None),
         "image_shape": list(shape),
         "dataset_size": len(dataset),
         "shard_size": shard_size,

@@ -12,7 +12,9 @@ def _boom(monkeypatch):
     def preset(name):
         raise TypeError("boom")
 
-    monkeypatch.setattr(cli, "preset", preset)
+    import sfd.training.run_config as run_config
+
+    monkeypatch.setattr(run_config, "preset", preset)
 
 
 def test_internal_error_is_one_line(monkeypatch):

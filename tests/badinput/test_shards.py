@@ -89,9 +89,11 @@ def test_bad_latent_set(latents, copy_of, tmp_path, case):
 
 def test_data_that_does_not_fit_the_config(latents, tmp_path):
     refused([*TRAIN, "--set", "latent.tex_channels=3", "--data", latents, "--out",
-             tmp_path / "run"], EXIT_MISMATCH, "(C_z, C_s, size)", inputs=[latents])  # fmt: skip
+             tmp_path / "run"], EXIT_MISMATCH, "latent.tex_channels = 4",
+            inputs=[latents])  # fmt: skip
     refused([*TRAIN, "--set", "model.num_classes=7", "--data", latents, "--out",
-             tmp_path / "run2"], EXIT_MISMATCH, "10 classes", inputs=[latents])  # fmt: skip
+             tmp_path / "run2"], EXIT_MISMATCH, "model.num_classes = 10",
+            inputs=[latents])  # fmt: skip
 
 
 def test_good_set_trains(latents, tmp_path):

@@ -12,6 +12,7 @@ import torch
 from click.testing import CliRunner
 
 from sfd.data.shards import write_shard
+from sfd.errors import EXIT_BAD_INPUT
 from sfd.extract import finalize_feature_set
 from sfd.latents.semvae import SemVAEConfig, load_semvae
 from sfd.latents.texture import load_texture_autoencoder
@@ -260,7 +261,7 @@ def test_texture_vae_command_reports_a_held_out_psnr_for_a_folder(tmp_path, capl
     args += ["--image-size", "16", "--out", str(tmp_path / "vae"), "--total-steps", "3"]
     args += ["--batch-size", "4", "--block-out-channels", "8,8", "--norm-num-groups", "4"]
     result = CliRunner().invoke(train_texture_vae_command, args)
-    assert result.exit_code == 1 and "--on-error skip" in result.output
+    assert result.exit_code == EXIT_BAD_INPUT and "--on-error skip" in result.output
     caplog.clear()
     with caplog.at_level("WARNING"):
         result = CliRunner().invoke(train_texture_vae_command, [*args, "--on-error", "skip"])

@@ -214,10 +214,13 @@ class LatentDataset:
         for key in keys:
             shape, dtypes = want[key]
             arr = shard[key]
-            if tuple(arr.shape) != shape or arr.dtype.name not in dtypes:
+            got = tuple(arr.shape)
+            if key == "repa" and len(got) == 5 and got[3] == got[4]:
+                shape = (*shape[:3], *got[3:])  # REPA targets may have their own square grid
+            if got != shape or arr.dtype.name not in dtypes:
                 raise BadInputError(
                     f"latent shard {path}: tensor {key!r} is {arr.dtype.name} "
-                    f"{tuple(arr.shape)}; meta.json implies {dtypes[0]} {shape}"
+                    f"{got}; meta.json implies {dtypes[0]} {shape}"
                 )
         labels = shard["label"]
         if n and (labels.min() < 0 or labels.max() >= m["num_classes"]):

@@ -23,7 +23,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from sfd.config import Config, TrainConfig, apply_overrides, preset
+from sfd.config import Config, TrainConfig, apply_overrides, load_config_file, preset
+from sfd.errors import BadInputError, MismatchError, OverrideError
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def fit_to_data(cfg: Config, meta: dict, explicit: set[str] | str, data_dir: str
             continue  # an explicit repa_dim 0 turns REPA off whatever the data holds
         if _is_explicit(key, explicit):
             source = "the run's config" if explicit == ALL_KEYS else "--set"
-            raise ValueError(
+            raise MismatchError(
                 f"latent data {data_dir} has {key} = {want}; {source} sets {have} "
                 f"(leave it unset to take the data's value, or use data that matches)"
             )
@@ -117,10 +118,10 @@ def _stored_base(run_dir: Path, preset_name: str | None, recipe: str | None) -> 
     path = run_dir / "config.json"
     if not path.exists() or not list_checkpoints(run_dir):
         return None
-    stored = Config.from_dict(json.loads(path.read_text()))
+    stored = load_config_file(path)
     names = stored.preset.split("+")
     if (preset_name and names[0] != preset_name) or (recipe and recipe not in names[1:]):
-        raise ValueError(
+        raise MismatchError(
             f"{run_dir} holds a run of preset {stored.preset!r}; rerun without --preset/--recipe "
             f"to resume it, or use a new --out"
         )
@@ -142,13 +143,16 @@ def resolve_train_config(
     explicit: set[str] | str
     stored = _stored_base(Path(run_dir), preset_name, recipe) if run_dir else None
     if config_file is not None:
-        cfg, explicit = Config.from_dict(json.loads(Path(config_file).read_text())), ALL_KEYS
+        cfg, explicit = load_config_file(config_file), ALL_KEYS
     elif stored is not None:
         cfg, explicit = stored, ALL_KEYS
     else:
         cfg, explicit = preset(preset_name or "tiny"), set()
         cfg = apply_recipe(cfg, recipe) if recipe else cfg
-    cfg = apply_overrides(cfg, list(overrides))
+    try:
+        cfg = apply_overrides(cfg, list(overrides))
+    except ValueError as err:  # ConfigError included: the --set values are what is wrong
+        raise OverrideError(str(err)) from None
     if explicit != ALL_KEYS:
         explicit = override_keys(overrides)
     if data_dir is not None:
@@ -163,4 +167,9 @@ def _data_meta(data_dir: str | Path) -> dict:
             f"{data_dir} is not a latent shard directory (no meta.json); write one with "
             f"`sfd extract`"
         )
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise BadInputError(
+            f"{path} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})"
+        ) from None
