@@ -6,6 +6,7 @@
 # single-threaded shards. Cached and resumable like every grid: rerun the same line to resume.
 #
 #   bash scripts/ablation_gaps.sh long ema clamp repa0 sem8 wide
+#   SHARDS=1 bash scripts/ablation_gaps.sh clamp     # one process per variant (default 2)
 #
 # long   4x the training (4,000 steps, 4 checkpoints, CFG 2 and 4 at the end), 2 seeds
 # clamp  flow.mask_clamped=true (no semantic target where t_sem = 1), `sfd` only, 2 seeds
@@ -45,11 +46,13 @@ EOF
   [ -e "$out/real_test_1000.npz" ] || cp "$GRID/real_test_1000.npz" "$out/"
 }
 
+SHARDS=${SHARDS:-2}  # processes per variant (each single-threaded)
+
 two_shards() {  # name, then the `sfd ablate` arguments
   local name=$1
   shift
-  for i in 0 1; do
-    OMP_NUM_THREADS=1 "$SFD" ablate --out "runs/gap/$name" --shard "$i/2" "$@" \
+  for ((i = 0; i < SHARDS; i++)); do
+    OMP_NUM_THREADS=1 "$SFD" ablate --out "runs/gap/$name" --shard "$i/$SHARDS" "$@" \
       >"runs/logs/gap_${name}_s$i.log" 2>&1 &
   done
   wait
