@@ -68,7 +68,7 @@ class DemoSettings:
     probe_images: int = 5_000  # real training images the probe classifier learns from
     texture_steps: int = 250
     semvae_steps: int = 400
-    sfd_steps: int = 3000  # the grid's sfd curve flattens here: FD_FMNIST 58.2 at 3,000, 59.4 at 4,000
+    sfd_steps: int = 3000  # the grid's sfd curve flattens: FD_FMNIST 58.2 at 3,000, 59.4 at 4,000
     sfd_batch: int = 64
     model: tuple[str, ...] = DEMO_MODEL  # `--set` overrides of the `demo` preset's backbone
     # CFG on texture and semantics, chosen on FD_FMNIST: on the grid's sfd run (seed 0) CFG 2
