@@ -23,8 +23,10 @@ from sfd.flow.schedule import staged_schedule
 from sfd.flow.solvers import euler
 from sfd.latents.composite import LatentLayout
 from sfd.model import LightningDiT, count_parameters
-from sfd.training.loss import flow_loss
+from sfd.training.batches import Batch
+from sfd.training.ema import make_ema
 from sfd.training.parallel import compile_blocks
+from sfd.training.step import TrainStep, make_optimizer
 
 
 def forward_flops_per_image(cfg: Config, with_repa: bool = False, attention: bool = True) -> float:
@@ -143,6 +145,48 @@ def cpu_model_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def synthetic_batch(cfg: Config, batch_size: int, device: torch.device) -> Batch:
+    """Random latents, noise, times, labels and REPA targets of the config's shapes (seed 0)."""
+    g = torch.Generator().manual_seed(0)
+    lat = cfg.latent
+    shape = (batch_size, lat.channels, lat.size, lat.size)
+    repa = (
+        torch.randn(batch_size, cfg.model.repa_dim, lat.size, lat.size, generator=g)
+        if cfg.model.repa_dim
+        else None
+    )
+    batch = Batch(
+        torch.randn(shape, generator=g),
+        torch.randint(0, cfg.model.num_classes, (batch_size,), generator=g),
+        torch.randn(shape, generator=g),
+        torch.rand(batch_size, generator=g),
+        repa,
+    )
+    return batch.to(device)
+
+
+def build_train_step(
+    cfg: Config, batch_size: int, device: torch.device | str = "cpu"
+) -> tuple[TrainStep, Callable[[], torch.Tensor]]:
+    """The training step of ``sfd train`` and a closure running it on one fixed batch.
+
+    The same :class:`~sfd.training.step.TrainStep` as training (loss, backward, gradient norm,
+    AdamW, EMA, the non-finite check), compiled as ``train.compile`` says; no data loading.
+    """
+    device = torch.device(device)
+    torch.manual_seed(0)
+    model = LightningDiT(cfg.model, cfg.latent).to(device)
+    model.gradient_checkpointing = cfg.train.activation_checkpointing
+    ema = make_ema(model)
+    if cfg.train.compile:
+        compile_blocks(model)  # in place, as training does
+    trained = [p for p in model.parameters() if p.requires_grad]
+    step = TrainStep(cfg, model, ema, make_optimizer(trained, cfg.train, device), device)
+    batch = synthetic_batch(cfg, batch_size, device)
+    model.train()
+    return step, lambda: step(model, [batch])
+
+
 def run_bench(
     cfg: Config,
     batch_size: int,
@@ -155,44 +199,15 @@ def run_bench(
     device = torch.device(device)
     bf16 = cfg.train.precision == "bf16"
     dtype = torch.bfloat16 if bf16 else torch.float32
-    torch.manual_seed(0)
-    model = LightningDiT(cfg.model, cfg.latent).to(device)
-    model.gradient_checkpointing = cfg.train.activation_checkpointing
-    if cfg.train.compile:
-        compile_blocks(model)  # in place, as training does
-    opt = torch.optim.AdamW(
-        model.parameters(), lr=cfg.train.lr, fused=cfg.train.fused_adamw and device.type == "cuda"
-    )
-    lat = cfg.latent
-    layout = LatentLayout(lat.tex_channels, lat.sem_channels)
-    shape = (batch_size, lat.channels, lat.size, lat.size)
-    x1, x0 = torch.randn(shape, device=device), torch.randn(shape, device=device)
-    y = torch.randint(0, cfg.model.num_classes, (batch_size,), device=device)
-    base = torch.rand(batch_size, device=device)
-    repa = (
-        torch.randn(batch_size, cfg.model.repa_dim, lat.size, lat.size, device=device)
-        if cfg.model.repa_dim
-        else None
-    )
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-
-    def train_step() -> None:
-        with autocast:
-            loss = flow_loss(
-                model,
-                x1,
-                y,
-                x0=x0,
-                base_time=base,
-                flow=cfg.flow,
-                layout=layout,
-                repa_target=repa,
-            ).total(cfg.flow.cos_weight)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+    step, train_step = build_train_step(cfg, batch_size, device)
+    model = step.model
+    b = synthetic_batch(cfg, batch_size, device)
+    x0, y, base = b.x0, b.y, b.base_time
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    lat = cfg.latent
+    layout = LatentLayout(lat.tex_channels, lat.sem_channels)
 
     model.train()
     train_sec = time_fn(train_step, device, warmup, iters)

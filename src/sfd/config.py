@@ -137,7 +137,7 @@ class TrainConfig:
     parallel: Literal["ddp", "fsdp"] = "ddp"  # data parallelism under torchrun (DISTRIBUTED.md)
     compile: bool = False
     activation_checkpointing: bool = False
-    fused_adamw: bool = False
+    fused_adamw: bool = True  # fused AdamW kernel (CPU and CUDA); false: torch's for-loop
     sample_posterior: bool = True  # draw latents from the stored posterior, else use its mean
     hflip: bool = True  # use the stored flipped latents half of the time
     skip_nonfinite: bool = True  # skip an update whose loss or gradient is not finite

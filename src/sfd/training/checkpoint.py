@@ -100,6 +100,9 @@ def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch
     return tensors, json.dumps(state["param_groups"])
 
 
+IMPL_KEYS = ("fused", "foreach")
+
+
 def load_optimizer_tensors(optimizer: torch.optim.Optimizer, path: Path) -> None:
     """Strictly restore an optimizer from :func:`optimizer_tensors` output on disk."""
     tensors = load_file(str(path))
@@ -109,7 +112,12 @@ def load_optimizer_tensors(optimizer: torch.optim.Optimizer, path: Path) -> None
     for key, value in tensors.items():
         _, idx, name = key.split(".", 2)
         state.setdefault(int(idx), {})[name] = value
+    # The kernel choice (fused / foreach) is this process's, not the stored run's: it may change
+    # on resume (``train.fused_adamw``), and the moments are the same tensors either way.
+    impl = [{k: g.get(k) for k in IMPL_KEYS} for g in optimizer.param_groups]
     optimizer.load_state_dict({"state": state, "param_groups": groups})
+    for group, keys in zip(optimizer.param_groups, impl, strict=True):
+        group.update(keys)
 
 
 def save_checkpoint(

@@ -27,7 +27,6 @@ from sfd import distributed as D
 from sfd.config import Config
 from sfd.data.latents import LatentDataset
 from sfd.data.shards import atomic_write_bytes
-from sfd.latents.composite import LatentLayout
 from sfd.model import LightningDiT
 from sfd.training import parallel as P
 from sfd.training.batches import Batch, EpochOrder, global_batch
@@ -39,9 +38,9 @@ from sfd.training.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from sfd.training.ema import make_ema, update_ema
+from sfd.training.ema import make_ema
 from sfd.training.logs import MetricLog
-from sfd.training.loss import flow_loss
+from sfd.training.step import TrainStep, make_optimizer, stats_dict
 
 log = logging.getLogger("sfd.train")
 
@@ -134,7 +133,6 @@ class Trainer:
         self.dataset = LatentDataset(data_dir)
         check_data(self.dataset, cfg)
         self.order = EpochOrder(len(self.dataset), cfg.train.seed)
-        self.layout = LatentLayout(cfg.latent.tex_channels, cfg.latent.sem_channels)
         torch.manual_seed(cfg.train.seed)  # only weight init draws from the global RNG
         self.model = LightningDiT(cfg.model, cfg.latent).to(self.device)
         self.model.gradient_checkpointing = cfg.train.activation_checkpointing
@@ -143,15 +141,10 @@ class Trainer:
         self.module = P.prepare(
             self.model, self.ema, cfg, self.device, find_unused=self._repa_unused()
         )
-        t = cfg.train
-        self.optimizer = torch.optim.AdamW(
-            [p for p in self.model.parameters() if p.requires_grad],
-            lr=t.lr,
-            betas=(t.beta1, t.beta2),
-            weight_decay=t.weight_decay,
-            fused=t.fused_adamw and self.device.type == "cuda",
-        )
-        self.step, self.skipped = 0, 0
+        trained = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = make_optimizer(trained, cfg.train, self.device)
+        self.step_fn = TrainStep(cfg, self.model, self.ema, self.optimizer, self.device)
+        self.step, self._warned = 0, 0
 
     def _repa_unused(self) -> bool:
         """Whether the model has a REPA projector that the loss never uses (no gradients)."""
@@ -192,55 +185,19 @@ class Trainer:
         ]
         return [P.pin(b) for b in batches] if self.device.type == "cuda" else batches
 
-    def train_step(self, module: nn.Module, batches: list[Batch]) -> dict[str, float]:
-        """Forward/backward of every micro-batch (gradients synced on the last), then update."""
-        accum = len(batches)
-        sums = torch.zeros(4, device=self.device)
-        for a, cpu_batch in enumerate(batches):
-            with P.grad_sync(module, enabled=a == accum - 1):
-                loss, terms = self._loss(module, cpu_batch.to(self.device))
-                (loss / accum).backward()
-            sums += terms / accum
-        return self._apply_update(sums)
+    @property
+    def skipped(self) -> int:
+        """Updates skipped for a non-finite loss or gradient (reading it syncs the device)."""
+        return self.step_fn.skipped
 
-    def _loss(self, module: nn.Module, b: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """The micro-batch loss and its (total, vel, cos, repa) means, detached in fp32."""
-        cfg = self.cfg
-        bf16 = cfg.train.precision == "bf16"
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
-            terms = flow_loss(
-                module,
-                b.x1,
-                b.y,
-                x0=b.x0,
-                base_time=b.base_time,
-                flow=cfg.flow,
-                layout=self.layout,
-                repa_target=b.repa,
-            )
-            loss = terms.total(cfg.flow.cos_weight)
-        repa = terms.repa.mean() if terms.repa is not None else torch.zeros_like(loss)
-        parts = torch.stack([loss, terms.vel.mean(), terms.cos.mean(), repa])
-        return loss, parts.detach().float()
+    def train_step(self, module: nn.Module, batches: list[Batch]) -> torch.Tensor:
+        """One update (see :class:`~sfd.training.step.TrainStep`); statistics on the device."""
+        self.step_fn.last_step = self.step
+        return self.step_fn(module, batches)
 
-    def _apply_update(self, sums: torch.Tensor) -> dict[str, float]:
+    def _apply_update(self, sums: torch.Tensor) -> torch.Tensor:
         """Clip, then AdamW + EMA unless any rank saw a non-finite loss or gradient."""
-        cfg = self.cfg.train
-        params = [p for p in self.model.parameters() if p.grad is not None]
-        gnorm = P.clip_grad_norm(params, cfg.grad_clip)
-        # Losses are per rank, the norm already global: after the mean all ranks agree.
-        stats = D.all_reduce_mean(torch.cat([sums, gnorm.reshape(1).float().to(sums.device)]))
-        finite = bool(torch.isfinite(stats).all())
-        if finite or not cfg.skip_nonfinite:
-            self.optimizer.step()
-            update_ema(self.ema, self.model, cfg.ema_decay)
-        else:
-            self.skipped += 1
-            if D.is_main():
-                log.warning("step %d: non-finite loss or gradient; update skipped", self.step)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss, vel, cos, repa, gn = stats.tolist()
-        return {"loss": loss, "loss_vel": vel, "loss_cos": cos, "loss_repa": repa, "grad_norm": gn}
+        return self.step_fn.update(sums)
 
     def save(self) -> None:
         """Checkpoint: sharded (all ranks) for FSDP, safetensors from rank 0 otherwise."""
@@ -287,11 +244,13 @@ class Trainer:
             batches = pending.popleft().result()
             if self.step + ahead < end:
                 pending.append(pool.submit(self.micro_batches, self.step + ahead))
-            out = self.train_step(module, batches)
+            stats = self.train_step(module, batches)
             self.step += 1
             done += 1
             bar.update(1)
             if self.step % cfg.log_every == 0 or self.step == end:
+                out = stats_dict(stats)  # the only host sync of the loop
+                self._warn_skipped()
                 elapsed = time.perf_counter() - t0
                 out["img_per_s"] = done * cfg.global_batch_size / max(elapsed, 1e-9)
                 history.append({"step": self.step, **out})
@@ -306,6 +265,13 @@ class Trainer:
         if metrics is not None:
             metrics.close()
         return TrainResult(self.run_dir, self.step, self.skipped, history)
+
+    def _warn_skipped(self) -> None:
+        """Log the non-finite steps skipped since the last log (read at log time, no sync)."""
+        total = self.skipped
+        new, self._warned = total - self._warned, total
+        if new and D.is_main() and self.step_fn.fused:
+            log.warning("%d non-finite update(s) skipped up to step %d", new, self.step)
 
 
 def train(
