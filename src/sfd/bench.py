@@ -178,8 +178,8 @@ def build_train_step(
     model = LightningDiT(cfg.model, cfg.latent).to(device)
     model.gradient_checkpointing = cfg.train.activation_checkpointing
     ema = make_ema(model)
-    if cfg.train.compile:
-        compile_blocks(model)  # in place, as training does
+    if cfg.train.compile and cfg.train.compile_scope == "blocks":
+        compile_blocks(model)  # in place, as training does (scope "loss": TrainStep compiles)
     trained = [p for p in model.parameters() if p.requires_grad]
     step = TrainStep(cfg, model, ema, make_optimizer(trained, cfg.train, device), device)
     batch = synthetic_batch(cfg, batch_size, device)

@@ -52,6 +52,7 @@ RESUMABLE_CHANGES = {
     "keep_last",
     "num_workers",
     "compile",
+    "compile_scope",
     "activation_checkpointing",
     "fused_adamw",
 }

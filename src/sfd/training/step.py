@@ -71,6 +71,8 @@ class TrainStep:
         self._skipped = torch.zeros((), device=self.device)  # device-side count (fused path)
         self._skipped_host = 0
         self.last_step = -1  # the step number for warnings (the loop sets it)
+        if cfg.train.compile and cfg.train.compile_scope == "loss":
+            self.loss = torch.compile(self.loss)  # forward + loss as one region (and backward)
 
     @property
     def skipped(self) -> int:
