@@ -86,13 +86,18 @@ def time_interleaved(
     return [sorted(t)[len(t) // 2] for t in times]
 
 
-def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
-    """Achieved FLOP/s of a large square matmul on this device and dtype."""
+def peak_matmul(device: torch.device, dtype: torch.dtype) -> tuple[Callable[[], object], float]:
+    """A large square matmul on this device and dtype, and its FLOPs."""
     n = 8192 if device.type == "cuda" else 1536
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    sec = time_fn(lambda: a @ b, device, warmup=2, iters=5)
-    return 2 * n**3 / sec
+    return (lambda: a @ b), 2.0 * n**3
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
+    """Achieved FLOP/s of a large square matmul on this device and dtype."""
+    fn, flops = peak_matmul(device, dtype)
+    return flops / time_fn(fn, device, warmup=2, iters=5)
 
 
 def peak_memory_bytes(device: torch.device) -> int:
@@ -210,7 +215,11 @@ def run_bench(
     layout = LatentLayout(lat.tex_channels, lat.sem_channels)
 
     model.train()
-    train_sec = time_fn(train_step, device, warmup, iters)
+    # The matmul peak alternates with the training step, so the MFU is not skewed by the
+    # load of a shared machine drifting between the two measurements.
+    matmul, matmul_flops = peak_matmul(device, dtype)
+    train_sec, matmul_sec = time_interleaved([train_step, matmul], device, warmup, iters)
+    peak = matmul_flops / matmul_sec
     model.eval()
 
     @torch.no_grad()
@@ -232,7 +241,6 @@ def run_bench(
     plain_sec, staged_sec = time_interleaved([forwards, staged], device, 1, max(iters, 3))
     fwd_flops = forward_flops_per_image(cfg)
     train_flops = 3 * forward_flops_per_image(cfg, with_repa=True) * batch_size / train_sec
-    peak = matmul_peak(device, dtype)
     return BenchResult(
         preset=cfg.preset,
         device=str(device),
