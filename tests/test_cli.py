@@ -227,7 +227,11 @@ def test_train_takes_shape_classes_repa_dim_and_decoder_from_the_data(tmp_path):
             res = CliRunner().invoke(
                 main, ["train", "--data", str(data), "--set", key, *map(str, extra)]
             )
-            assert res.exit_code == EXIT_MISMATCH and key.split("=")[0] in res.output and want in res.output
+            assert (
+                res.exit_code == EXIT_MISMATCH
+                and key.split("=")[0] in res.output
+                and want in res.output
+            )
             assert "Traceback" not in res.output and not (tmp_path / "run").exists()
     res = run("train", "--data", data, "--dry-run", "--set", "model.repa_dim=0")
     assert res.exit_code == 0 and json.loads(res.output)["model"]["repa_dim"] == 0
