@@ -27,3 +27,19 @@ def test_bench_runs_and_reports_finite_figures():
         value = getattr(result, name)
         assert math.isfinite(value) and value > 0, name
     assert "train_mfu" in result.table()
+
+
+def test_compare_times_two_trees_each_in_its_own_process():
+    """Against 5b5309d where the clone has it (its workers rebuild that revision's Trainer
+    step, which has no ``build_train_step``), else against this tree's own directory."""
+    import subprocess
+
+    from sfd.bench_compare import compare, this_tree
+
+    repo = this_tree().parent
+    has_ref = not subprocess.run(["git", "-C", str(repo), "cat-file", "-e", "5b5309d"]).returncode
+    got = compare(
+        "5b5309d" if has_ref else str(this_tree()), "tiny", 2, warmup=1, iters=2, threads=1
+    )
+    assert got.ours_ms > 0 and got.ref_ms > 0 and math.isfinite(got.ratio)
+    assert got.threads == 1 and "ratio" in got.table()

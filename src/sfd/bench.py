@@ -23,8 +23,10 @@ from sfd.flow.schedule import staged_schedule
 from sfd.flow.solvers import euler
 from sfd.latents.composite import LatentLayout
 from sfd.model import LightningDiT, count_parameters
-from sfd.training.loss import flow_loss
+from sfd.training.batches import Batch
+from sfd.training.ema import make_ema
 from sfd.training.parallel import compile_blocks
+from sfd.training.step import TrainStep, make_optimizer
 
 
 def forward_flops_per_image(cfg: Config, with_repa: bool = False, attention: bool = True) -> float:
@@ -84,13 +86,18 @@ def time_interleaved(
     return [sorted(t)[len(t) // 2] for t in times]
 
 
-def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
-    """Achieved FLOP/s of a large square matmul on this device and dtype."""
+def peak_matmul(device: torch.device, dtype: torch.dtype) -> tuple[Callable[[], object], float]:
+    """A large square matmul on this device and dtype, and its FLOPs."""
     n = 8192 if device.type == "cuda" else 1536
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    sec = time_fn(lambda: a @ b, device, warmup=2, iters=5)
-    return 2 * n**3 / sec
+    return (lambda: a @ b), 2.0 * n**3
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
+    """Achieved FLOP/s of a large square matmul on this device and dtype."""
+    fn, flops = peak_matmul(device, dtype)
+    return flops / time_fn(fn, device, warmup=2, iters=5)
 
 
 def peak_memory_bytes(device: torch.device) -> int:
@@ -143,6 +150,48 @@ def cpu_model_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def synthetic_batch(cfg: Config, batch_size: int, device: torch.device) -> Batch:
+    """Random latents, noise, times, labels and REPA targets of the config's shapes (seed 0)."""
+    g = torch.Generator().manual_seed(0)
+    lat = cfg.latent
+    shape = (batch_size, lat.channels, lat.size, lat.size)
+    repa = (
+        torch.randn(batch_size, cfg.model.repa_dim, lat.size, lat.size, generator=g)
+        if cfg.model.repa_dim
+        else None
+    )
+    batch = Batch(
+        torch.randn(shape, generator=g),
+        torch.randint(0, cfg.model.num_classes, (batch_size,), generator=g),
+        torch.randn(shape, generator=g),
+        torch.rand(batch_size, generator=g),
+        repa,
+    )
+    return batch.to(device)
+
+
+def build_train_step(
+    cfg: Config, batch_size: int, device: torch.device | str = "cpu"
+) -> tuple[TrainStep, Callable[[], torch.Tensor]]:
+    """The training step of ``sfd train`` and a closure running it on one fixed batch.
+
+    The same :class:`~sfd.training.step.TrainStep` as training (loss, backward, gradient norm,
+    AdamW, EMA, the non-finite check), compiled as ``train.compile`` says; no data loading.
+    """
+    device = torch.device(device)
+    torch.manual_seed(0)
+    model = LightningDiT(cfg.model, cfg.latent).to(device)
+    model.gradient_checkpointing = cfg.train.activation_checkpointing
+    ema = make_ema(model)
+    if cfg.train.compile and cfg.train.compile_scope == "blocks":
+        compile_blocks(model)  # in place, as training does (scope "loss": TrainStep compiles)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    step = TrainStep(cfg, model, ema, make_optimizer(trained, cfg.train, device), device)
+    batch = synthetic_batch(cfg, batch_size, device)
+    model.train()
+    return step, lambda: step(model, [batch])
+
+
 def run_bench(
     cfg: Config,
     batch_size: int,
@@ -155,47 +204,22 @@ def run_bench(
     device = torch.device(device)
     bf16 = cfg.train.precision == "bf16"
     dtype = torch.bfloat16 if bf16 else torch.float32
-    torch.manual_seed(0)
-    model = LightningDiT(cfg.model, cfg.latent).to(device)
-    model.gradient_checkpointing = cfg.train.activation_checkpointing
-    if cfg.train.compile:
-        compile_blocks(model)  # in place, as training does
-    opt = torch.optim.AdamW(
-        model.parameters(), lr=cfg.train.lr, fused=cfg.train.fused_adamw and device.type == "cuda"
-    )
-    lat = cfg.latent
-    layout = LatentLayout(lat.tex_channels, lat.sem_channels)
-    shape = (batch_size, lat.channels, lat.size, lat.size)
-    x1, x0 = torch.randn(shape, device=device), torch.randn(shape, device=device)
-    y = torch.randint(0, cfg.model.num_classes, (batch_size,), device=device)
-    base = torch.rand(batch_size, device=device)
-    repa = (
-        torch.randn(batch_size, cfg.model.repa_dim, lat.size, lat.size, device=device)
-        if cfg.model.repa_dim
-        else None
-    )
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-
-    def train_step() -> None:
-        with autocast:
-            loss = flow_loss(
-                model,
-                x1,
-                y,
-                x0=x0,
-                base_time=base,
-                flow=cfg.flow,
-                layout=layout,
-                repa_target=repa,
-            ).total(cfg.flow.cos_weight)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+    step, train_step = build_train_step(cfg, batch_size, device)
+    model = step.model
+    b = synthetic_batch(cfg, batch_size, device)
+    x0, y, base = b.x0, b.y, b.base_time
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    lat = cfg.latent
+    layout = LatentLayout(lat.tex_channels, lat.sem_channels)
 
     model.train()
-    train_sec = time_fn(train_step, device, warmup, iters)
+    # The matmul peak alternates with the training step, so the MFU is not skewed by the
+    # load of a shared machine drifting between the two measurements.
+    matmul, matmul_flops = peak_matmul(device, dtype)
+    train_sec, matmul_sec = time_interleaved([train_step, matmul], device, warmup, iters)
+    peak = matmul_flops / matmul_sec
     model.eval()
 
     @torch.no_grad()
@@ -217,7 +241,6 @@ def run_bench(
     plain_sec, staged_sec = time_interleaved([forwards, staged], device, 1, max(iters, 3))
     fwd_flops = forward_flops_per_image(cfg)
     train_flops = 3 * forward_flops_per_image(cfg, with_repa=True) * batch_size / train_sec
-    peak = matmul_peak(device, dtype)
     return BenchResult(
         preset=cfg.preset,
         device=str(device),

@@ -469,11 +469,68 @@ def presets_cmd() -> None:
 @click.option("--iters", type=int, default=5, show_default=True, help="Timed iterations.")
 @click.option("--warmup", type=int, default=2, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option(
+    "--compare",
+    "ref",
+    default=None,
+    help="Time this tree against REF (a git revision or a source tree), interleaved, and "
+    "print the ratio (> 1: this tree faster).",
+)
+@click.option(
+    "--ref-set",
+    "ref_overrides",
+    multiple=True,
+    help="With --compare: the reference's overrides instead of --set's (repeatable).",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["train", "forward"]),
+    default="train",
+    show_default=True,
+    help="With --compare: time the training step or an inference forward.",
+)
+@click.option("--threads", type=int, default=0, help="Torch threads (0: torch's default).")
 @friendly_errors
-def bench_cmd(preset_name, overrides, batch_size, device, iters, warmup, as_json) -> None:
-    """Time the training step and the sampler; print img/s, FLOPs and MFU."""
+def bench_cmd(
+    preset_name,
+    overrides,
+    batch_size,
+    device,
+    iters,
+    warmup,
+    as_json,
+    ref,
+    ref_overrides,
+    mode,
+    threads,
+) -> None:
+    """Time the training step and the sampler; print img/s, FLOPs and MFU.
+
+    With --compare REF: the training step (or forward) of this tree and of REF, each in its own
+    process, alternated call by call; the medians and their ratio.
+    """
+    if ref is not None:
+        from sfd.bench_compare import compare
+
+        resolve_config(preset_name, None, overrides)  # unknown keys fail here, not in a worker
+        result = compare(
+            ref,
+            preset_name,
+            batch_size,
+            overrides=tuple(overrides),
+            ref_overrides=tuple(ref_overrides) if ref_overrides else None,
+            mode=mode,
+            device=str(_device(device)),
+            threads=threads,
+            warmup=warmup,
+            iters=iters,
+        )
+        click.echo(json.dumps(dataclasses.asdict(result), indent=2) if as_json else result.table())
+        return
     from sfd.bench import run_bench
 
+    if threads:
+        torch.set_num_threads(threads)
     cfg = resolve_config(preset_name, None, overrides)
     result = run_bench(cfg, batch_size, _device(device), warmup=warmup, iters=iters)
     click.echo(json.dumps(dataclasses.asdict(result), indent=2) if as_json else result.table())

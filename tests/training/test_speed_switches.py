@@ -69,3 +69,17 @@ def test_bf16_compile_fused_adamw_on_cuda_tracks_fp32(latents, tmp_path):
     for k in a:  # fp32 master weights: bf16 only rounds the compute
         assert b[k].dtype == torch.float32
         torch.testing.assert_close(b[k], a[k], atol=5e-3, rtol=5e-2)
+
+
+@pytest.mark.slow
+def test_compiled_loss_region_trains_like_eager(latents, tmp_path):
+    cfg = tiny_config(total_steps=3, global_batch_size=8, log_every=1)
+    eager = train(cfg, latents, tmp_path / "eager", progress=False)
+    region = with_train(cfg, compile=True, compile_scope="loss")
+    compiled = train(region, latents, tmp_path / "loss", progress=False)
+    for a, b in zip(eager.history, compiled.history, strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4, abs=1e-6)
+    a, b = final_weights(tmp_path / "eager"), final_weights(tmp_path / "loss")
+    assert a.keys() == b.keys()  # the module is not wrapped: checkpoints keep their names
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=1e-4)

@@ -11,6 +11,7 @@ from helpers import tiny_config, write_synthetic_latents
 from sfd.errors import DivergedError
 from sfd.training import loop
 from sfd.training.logs import read_log
+from sfd.training.step import TrainStep
 
 
 @pytest.fixture(scope="module")
@@ -20,17 +21,17 @@ def data(tmp_path_factory):
 
 def _inject(monkeypatch, faults: dict[int, float]):
     """Multiply the loss of (0-based) step k by faults[k], the first time step k runs."""
-    real, seen = loop.Trainer._loss, set()
+    real, seen = TrainStep.loss, set()
 
     def loss(self, module, b):
         total, parts = real(self, module, b)
-        k = self.step
+        k = self.last_step  # the trainer's step (Trainer.train_step sets it)
         if k in faults and k not in seen:
             seen.add(k)
             total, parts = total * faults[k], parts * faults[k]
         return total, parts
 
-    monkeypatch.setattr(loop.Trainer, "_loss", loss)
+    monkeypatch.setattr(TrainStep, "loss", loss)
     return seen
 
 
@@ -91,3 +92,17 @@ def test_spike_settings_may_change_on_resume(data, tmp_path):
     cfg = _cfg(total_steps=4, spike_factor=3.0, spike_rollback=True)
     assert loop.train(cfg, data, tmp_path / "r", progress=False).step == 4
     assert dataclasses.asdict(cfg.train)["spike_factor"] == 3.0
+
+
+def test_detection_off_by_default_reads_no_loss_per_step(data, tmp_path):
+    """The default step stays sync-free: no gate; spike_factor > 0 installs the host-side one."""
+    assert loop.Trainer(_cfg(), data, tmp_path / "a").step_fn.gate is None
+    assert loop.Trainer(_cfg(spike_factor=5.0), data, tmp_path / "b").step_fn.gate is not None
+
+
+def test_skipped_count_survives_resume(data, tmp_path, monkeypatch):
+    _inject(monkeypatch, {1: float("nan")})
+    run = tmp_path / "r"
+    assert loop.train(_cfg(total_steps=4), data, run, progress=False).skipped_steps == 1
+    res = loop.train(_cfg(total_steps=8), data, run, progress=False)
+    assert res.step == 8 and res.skipped_steps == 1

@@ -25,6 +25,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+            # One kernel, the same float32 arithmetic as below (bit-identical on CPU).
+            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
         xf = x.float()
         normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         return normed.type_as(x) * self.weight
@@ -35,8 +38,16 @@ def make_norm(dim: int, rms: bool) -> nn.Module:
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """adaLN modulation of tokens (B, T, D) by per-sample (B, D) shift and scale."""
-    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+    """adaLN modulation of tokens (B, T, D) by per-sample (B, D) shift and scale.
+
+    ``x * (1 + scale) + shift`` as one ``addcmul`` (no (B, T, D) temporary).
+    """
+    return torch.addcmul(shift.unsqueeze(1), x, 1 + scale.unsqueeze(1))
+
+
+def gated(x: torch.Tensor, gate: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The adaLN-Zero residual ``x + gate * y`` for tokens (B, T, D) and a (B, D) gate."""
+    return torch.addcmul(x, gate.unsqueeze(1), y)
 
 
 def timestep_features(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
@@ -162,6 +173,16 @@ class Rope2D(nn.Module):
         self.register_buffer("freqs_sin", sin)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, heads, T, head_dim)
+        if x.dtype == torch.float32 and not torch.compiler.is_compiling():
+            # The same rotation as one complex multiply per pair (x[2i] + i x[2i+1]) by
+            # (cos + i sin): ~5x faster in eager on CPU and bit-identical. Compiled blocks take
+            # the real form below, which inductor fuses (it does not lower complex tensors).
+            rot = torch.complex(self.freqs_cos[:, 0::2], self.freqs_sin[:, 0::2])  # (T, hd/2)
+            pairs = x.unflatten(-1, (-1, 2))  # q, k: views of qkv, already viewable as complex
+            if pairs.storage_offset() % 2 or any(st % 2 for st in pairs.stride()[:-1]):
+                pairs = pairs.contiguous()
+            pairs = torch.view_as_complex(pairs)
+            return torch.view_as_real(pairs * rot).flatten(-2)
         return x * self.freqs_cos + rotate_pairs(x) * self.freqs_sin
 
 
@@ -211,8 +232,8 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, rope: Rope2D | None) -> torch.Tensor:
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = self.adaLN_modulation(c).chunk(6, -1)
-        x = x + gate_a.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_a, scale_a), rope)
-        return x + gate_m.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_m, scale_m))
+        x = gated(x, gate_a, self.attn(modulate(self.norm1(x), shift_a, scale_a), rope))
+        return gated(x, gate_m, self.mlp(modulate(self.norm2(x), shift_m, scale_m)))
 
 
 class FinalLayer(nn.Module):

@@ -107,9 +107,15 @@ def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch
     return tensors, json.dumps(state["param_groups"])
 
 
+IMPL_KEYS = ("fused", "foreach")
+
+
 def load_optimizer_tensors(optimizer: torch.optim.Optimizer, path: Path) -> None:
     """Strictly restore an optimizer from :func:`optimizer_tensors` output on disk."""
     tensors = load_safetensors(path, "optimizer state")
+    # The kernel choice (fused / foreach) is this process's, not the stored run's: it may change
+    # on resume (``train.fused_adamw``), and the moments are the same tensors either way.
+    impl = [{k: g.get(k) for k in IMPL_KEYS} for g in optimizer.param_groups]
     try:
         groups = json.loads(safetensors_metadata(path, "optimizer state")["param_groups"])
         state: dict[int, dict[str, torch.Tensor]] = {}
@@ -121,6 +127,8 @@ def load_optimizer_tensors(optimizer: torch.optim.Optimizer, path: Path) -> None
         raise MismatchError(
             f"optimizer state {path} does not fit this model's optimizer: {one_line(str(err))}"
         ) from None
+    for group, keys in zip(optimizer.param_groups, impl, strict=True):
+        group.update(keys)
 
 
 def save_checkpoint(

@@ -16,8 +16,14 @@ def make_ema(model: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    """ema <- decay * ema + (1 - decay) * model for trained parameters; copy everything else."""
+def update_ema(
+    ema: nn.Module, model: nn.Module, decay: float, keep: torch.Tensor | None = None
+) -> None:
+    """ema <- decay * ema + (1 - decay) * model for trained parameters; copy everything else.
+
+    ``keep``: an optional 0-dim device tensor, 1 to update and 0 to leave the average as it is
+    (``lerp`` by a zero weight is exact), so a skipped step needs no host sync.
+    """
     src = dict(model.named_parameters())
     trained_ema, trained_src = [], []
     for name, p_ema in ema.named_parameters():
@@ -28,6 +34,7 @@ def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
         else:
             p_ema.copy_(p)
     if trained_ema:
-        torch._foreach_lerp_(trained_ema, trained_src, 1.0 - decay)
+        weight = 1.0 - decay if keep is None else keep * (1.0 - decay)
+        torch._foreach_lerp_(trained_ema, trained_src, weight)
     for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
         b_ema.copy_(b)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +29,6 @@ from sfd.config import Config
 from sfd.data.latents import LatentDataset
 from sfd.data.shards import atomic_write_bytes
 from sfd.errors import BusyError, DivergedError, MismatchError, safetensors_metadata
-from sfd.latents.composite import LatentLayout
 from sfd.locks import DirLock
 from sfd.model import LightningDiT
 from sfd.training import parallel as P
@@ -41,9 +41,9 @@ from sfd.training.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from sfd.training.ema import make_ema, update_ema
+from sfd.training.ema import make_ema
 from sfd.training.logs import MetricLog
-from sfd.training.loss import flow_loss
+from sfd.training.step import TrainStep, make_optimizer, stats_dict
 
 log = logging.getLogger("sfd.train")
 
@@ -59,6 +59,7 @@ RESUMABLE_CHANGES = {
     "keep_last",
     "num_workers",
     "compile",
+    "compile_scope",
     "activation_checkpointing",
     "fused_adamw",
 }
@@ -154,7 +155,6 @@ class Trainer:
         self.dataset = LatentDataset(data_dir)
         check_data(self.dataset, cfg)
         self.order = EpochOrder(len(self.dataset), cfg.train.seed)
-        self.layout = LatentLayout(cfg.latent.tex_channels, cfg.latent.sem_channels)
         torch.manual_seed(cfg.train.seed)  # only weight init draws from the global RNG
         self.model = LightningDiT(cfg.model, cfg.latent).to(self.device)
         self.model.gradient_checkpointing = cfg.train.activation_checkpointing
@@ -163,17 +163,14 @@ class Trainer:
         self.module = P.prepare(
             self.model, self.ema, cfg, self.device, find_unused=self._repa_unused()
         )
-        t = cfg.train
-        self.optimizer = torch.optim.AdamW(
-            [p for p in self.model.parameters() if p.requires_grad],
-            lr=t.lr,
-            betas=(t.beta1, t.beta2),
-            weight_decay=t.weight_decay,
-            fused=t.fused_adamw and self.device.type == "cuda",
-        )
-        self.step, self.skipped = 0, 0
+        trained = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = make_optimizer(trained, cfg.train, self.device)
+        self.step_fn = TrainStep(cfg, self.model, self.ema, self.optimizer, self.device)
+        self.step, self._warned = 0, 0
         self.loss_window: deque[float] = deque(maxlen=cfg.train.spike_window)
         self.spikes, self.rollbacks, self.skip_until, self.rollback_pending = 0, 0, 0, False
+        if cfg.train.spike_factor > 0:  # reads the loss on the host: a sync per step
+            self.step_fn.gate = self._spike_gate
 
     def _repa_unused(self) -> bool:
         """Whether the model has a REPA projector that the loss never uses (no gradients)."""
@@ -216,63 +213,23 @@ class Trainer:
         ]
         return [P.pin(b) for b in batches] if self.device.type == "cuda" else batches
 
-    def train_step(self, module: nn.Module, batches: list[Batch]) -> dict[str, float]:
-        """Forward/backward of every micro-batch (gradients synced on the last), then update."""
-        accum = len(batches)
-        sums = torch.zeros(4, device=self.device)
-        for a, cpu_batch in enumerate(batches):
-            with P.grad_sync(module, enabled=a == accum - 1):
-                loss, terms = self._loss(module, cpu_batch.to(self.device))
-                (loss / accum).backward()
-            sums += terms / accum
-        return self._apply_update(sums)
+    @property
+    def skipped(self) -> int:
+        """Updates skipped for a non-finite loss or gradient (reading it syncs the device)."""
+        return self.step_fn.skipped
 
-    def _loss(self, module: nn.Module, b: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """The micro-batch loss and its (total, vel, cos, repa) means, detached in fp32."""
-        cfg = self.cfg
-        bf16 = cfg.train.precision == "bf16"
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
-            terms = flow_loss(
-                module,
-                b.x1,
-                b.y,
-                x0=b.x0,
-                base_time=b.base_time,
-                flow=cfg.flow,
-                layout=self.layout,
-                repa_target=b.repa,
-            )
-            loss = terms.total(cfg.flow.cos_weight)
-        repa = terms.repa.mean() if terms.repa is not None else torch.zeros_like(loss)
-        parts = torch.stack([loss, terms.vel.mean(), terms.cos.mean(), repa])
-        return loss, parts.detach().float()
+    @skipped.setter
+    def skipped(self, count: int) -> None:
+        self.step_fn.skipped = count
 
-    def _apply_update(self, sums: torch.Tensor) -> dict[str, float]:
+    def train_step(self, module: nn.Module, batches: list[Batch]) -> torch.Tensor:
+        """One update (see :class:`~sfd.training.step.TrainStep`); statistics on the device."""
+        self.step_fn.last_step = self.step
+        return self.step_fn(module, batches)
+
+    def _apply_update(self, sums: torch.Tensor) -> torch.Tensor:
         """Clip, then AdamW + EMA unless any rank saw a non-finite loss or gradient."""
-        cfg = self.cfg.train
-        params = [p for p in self.model.parameters() if p.grad is not None]
-        gnorm = P.clip_grad_norm(params, cfg.grad_clip)
-        # Losses are per rank, the norm already global: after the mean all ranks agree.
-        stats = D.all_reduce_mean(torch.cat([sums, gnorm.reshape(1).float().to(sums.device)]))
-        finite = bool(torch.isfinite(stats).all())
-        spike = finite and self._is_spike(float(stats[0]))
-        if spike:
-            self.spikes += 1
-            self.rollback_pending = cfg.spike_rollback
-            if D.is_main():
-                log.warning("step %d: loss spike %.4g; update skipped", self.step, stats[0])
-        elif finite or not cfg.skip_nonfinite:
-            self.optimizer.step()
-            update_ema(self.ema, self.model, cfg.ema_decay)
-            if finite:
-                self.loss_window.append(float(stats[0]))
-        else:
-            self.skipped += 1
-            if D.is_main():
-                log.warning("step %d: non-finite loss or gradient; update skipped", self.step)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss, vel, cos, repa, gn = stats.tolist()
-        return {"loss": loss, "loss_vel": vel, "loss_cos": cos, "loss_repa": repa, "grad_norm": gn}
+        return self.step_fn.update(sums)
 
     def save(self) -> None:
         """Checkpoint: sharded (all ranks) for FSDP, safetensors from rank 0 otherwise."""
@@ -331,9 +288,9 @@ class Trainer:
                     if s not in pending and s > self.skip_until:
                         pending[s] = pool.submit(self.micro_batches, s)
                 if step < self.skip_until:  # after a rollback: the batches up to the spike
-                    out = None
+                    stats = None
                 else:
-                    out = self.train_step(self.module, batches or self.micro_batches(step))
+                    stats = self.train_step(self.module, batches or self.micro_batches(step))
                     if self.rollback_pending:
                         self._rollback(step + 1)
                         pending.clear()
@@ -341,7 +298,9 @@ class Trainer:
                 self.step += 1
                 done += 1
                 bar.update(1)
-                if out is not None and (self.step % cfg.log_every == 0 or self.step == end):
+                if stats is not None and (self.step % cfg.log_every == 0 or self.step == end):
+                    out = stats_dict(stats)  # the loop's host sync (each step only for spikes)
+                    self._warn_skipped()
                     elapsed = time.perf_counter() - t0
                     out["img_per_s"] = done * cfg.global_batch_size / max(elapsed, 1e-9)
                     out["spikes"], out["rollbacks"] = self.spikes, self.rollbacks
@@ -355,7 +314,30 @@ class Trainer:
         finally:
             pool.shutdown(cancel_futures=True)
 
-    # -- loss spikes ------------------------------------------------------------------------
+    def _warn_skipped(self) -> None:
+        """Log the non-finite steps skipped since the last log (read at log time, no sync)."""
+        total = self.skipped
+        new, self._warned = total - self._warned, total
+        if new and D.is_main() and self.step_fn.fused:
+            log.warning("%d non-finite update(s) skipped up to step %d", new, self.step)
+
+    # -- loss spikes (train.spike_factor > 0) -----------------------------------------------
+
+    def _spike_gate(self, stats: torch.Tensor) -> bool:
+        """:attr:`TrainStep.gate`: whether to skip the update for a loss spike (one host sync).
+        Finite losses of applied updates go into the window; a non-finite step is left to the
+        step's own skip."""
+        loss, *rest = stats.tolist()
+        finite = all(map(math.isfinite, (loss, *rest)))
+        if finite and self._is_spike(loss):
+            self.spikes += 1
+            self.rollback_pending = self.cfg.train.spike_rollback
+            if D.is_main():
+                log.warning("step %d: loss spike %.4g; update skipped", self.step, loss)
+            return True
+        if finite:
+            self.loss_window.append(loss)
+        return False
 
     def _is_spike(self, loss: float) -> bool:
         """Whether ``loss`` is above ``spike_factor`` x the median of the recent losses (the
@@ -381,10 +363,10 @@ class Trainer:
             log.warning("loss spike at step %d: no checkpoint to roll back to", spike_step)
             self.step = spike_step
             return
-        counts = self.rollbacks, self.spikes, self.skipped
+        counts = self.rollbacks, self.spikes, self.skipped, self._warned
         self.resume()  # restores the checkpoint's loss window; the counts go on
         self.skip_until = spike_step
-        self.rollbacks, self.spikes, self.skipped = counts
+        self.rollbacks, self.spikes, self.skipped, self._warned = counts
         if D.is_main():
             log.warning(
                 "loss spike at step %d: rolled back to step %d, skipping its batches up to step %d",
@@ -400,7 +382,7 @@ class Trainer:
             "spikes": self.spikes,
             "rollbacks": self.rollbacks,
             "skip_until": self.skip_until,
-            "skipped": self.skipped,
+            "skipped": self.skipped,  # a device sync, at checkpoint time only
         }
 
     def load_state(self, state: dict) -> None:
@@ -408,7 +390,7 @@ class Trainer:
         self.spikes = int(state.get("spikes", 0))
         self.rollbacks = int(state.get("rollbacks", 0))
         self.skip_until = int(state.get("skip_until", 0))
-        self.skipped = int(state.get("skipped", 0))
+        self.skipped = self._warned = int(state.get("skipped", 0))  # already warned about
 
 
 def train(

@@ -80,8 +80,8 @@ def prepare(
     Returns the module the training step calls: DDP around ``model``, or ``model`` itself
     (plain, or fully sharded). ``ema`` must be a copy made before this call.
     """
-    if cfg.train.compile:
-        compile_blocks(model)
+    if cfg.train.compile and cfg.train.compile_scope == "blocks":
+        compile_blocks(model)  # scope "loss": the TrainStep compiles its loss region
     if parallel_mode(cfg) == "fsdp" and D.is_initialized():
         mesh = init_device_mesh(device.type, (D.world_size(),))
         bf16 = cfg.train.precision == "bf16"

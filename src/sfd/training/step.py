@@ -1,0 +1,159 @@
+"""One optimisation step: micro-batch losses and backward, gradient norm, AdamW, EMA.
+
+Shared by :class:`sfd.training.loop.Trainer` and ``sfd bench`` (the benchmark times exactly the
+step that trains). With ``train.fused_adamw`` (the default) the step never waits on the device:
+
+- the loss terms, the gradient norm and the non-finite flag stay device tensors, read only when
+  a step is logged (:meth:`TrainStep.skipped` and the loop's logging sync, nothing else does);
+- a non-finite step is skipped inside the fused AdamW kernel (its ``found_inf`` input: moments,
+  weights and step count stay as they were) and by a zero EMA weight (``lerp`` by 0 is exact);
+- AdamW is the fused kernel (one pass over each parameter, CPU and CUDA) and the EMA one
+  ``_foreach_lerp_``.
+
+``train.fused_adamw=false`` gives the for-loop AdamW of torch's default on CPU and a host-side
+skip, i.e. the update of sfd up to commit 5b5309d bit for bit.
+
+:attr:`TrainStep.gate` (``None`` by default) may veto an update from the step's statistics
+before AdamW runs; the trainer sets it for loss-spike detection (``train.spike_factor > 0``),
+which reads the loss on the host: one sync per step, only when that detection is on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from sfd import distributed as D
+from sfd.config import Config, TrainConfig
+from sfd.latents.composite import LatentLayout
+from sfd.training import parallel as P
+from sfd.training.batches import Batch
+from sfd.training.ema import update_ema
+from sfd.training.loss import flow_loss
+
+log = logging.getLogger("sfd.train")
+
+STAT_NAMES = ("loss", "loss_vel", "loss_cos", "loss_repa", "grad_norm")
+FUSED_DEVICES = ("cpu", "cuda")
+
+
+def make_optimizer(
+    params: list[nn.Parameter], t: TrainConfig, device: torch.device
+) -> torch.optim.AdamW:
+    """AdamW of the config: the fused kernel where ``fused_adamw`` and the device has one."""
+    return torch.optim.AdamW(
+        params,
+        lr=t.lr,
+        betas=(t.beta1, t.beta2),
+        weight_decay=t.weight_decay,
+        fused=t.fused_adamw and device.type in FUSED_DEVICES,
+    )
+
+
+class TrainStep:
+    """``step(batches)``: one update of ``model`` (and ``ema``); returns the step's statistics.
+
+    The statistics are a device tensor (5,) in the order of :data:`STAT_NAMES`, averaged over
+    ranks; :func:`stats_dict` turns them into floats (a host sync) when they are logged.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        model: nn.Module,
+        ema: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        device: torch.device,
+    ) -> None:
+        self.cfg, self.model, self.ema, self.optimizer = cfg, model, ema, optimizer
+        self.device = torch.device(device)
+        self.layout = LatentLayout(cfg.latent.tex_channels, cfg.latent.sem_channels)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.fused = any(g.get("fused") for g in optimizer.param_groups)
+        self._skipped = torch.zeros((), device=self.device)  # device-side count (fused path)
+        self._skipped_host = 0
+        self.last_step = -1  # the step number for warnings (the loop sets it)
+        # Called with the (device) statistics before the update; True skips it (no AdamW, no
+        # EMA). Reading the statistics there syncs the host, so it is None unless needed.
+        self.gate: Callable[[torch.Tensor], bool] | None = None
+        if cfg.train.compile and cfg.train.compile_scope == "loss":
+            self.loss = torch.compile(self.loss)  # forward + loss as one region (and backward)
+
+    @property
+    def skipped(self) -> int:
+        """Updates skipped for a non-finite loss or gradient (reading it syncs the device)."""
+        return self._skipped_host + int(self._skipped.item())
+
+    @skipped.setter
+    def skipped(self, count: int) -> None:
+        """Set the count (a resumed run's, from its checkpoint)."""
+        self._skipped_host = int(count)
+        self._skipped.zero_()
+
+    def __call__(self, module: nn.Module, batches: list[Batch]) -> torch.Tensor:
+        """Forward/backward of every micro-batch (gradients synced on the last), then update."""
+        accum = len(batches)
+        sums = torch.zeros(4, device=self.device)
+        for a, cpu_batch in enumerate(batches):
+            with P.grad_sync(module, enabled=a == accum - 1):
+                loss, terms = self.loss(module, cpu_batch.to(self.device))
+                (loss / accum).backward()
+            sums += terms / accum
+        return self.update(sums)
+
+    def loss(self, module: nn.Module, b: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The micro-batch loss and its (total, vel, cos, repa) means, detached in fp32."""
+        cfg = self.cfg
+        bf16 = cfg.train.precision == "bf16"
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+            terms = flow_loss(
+                module,
+                b.x1,
+                b.y,
+                x0=b.x0,
+                base_time=b.base_time,
+                flow=cfg.flow,
+                layout=self.layout,
+                repa_target=b.repa,
+            )
+            loss = terms.total(cfg.flow.cos_weight)
+        repa = terms.repa.mean() if terms.repa is not None else torch.zeros_like(loss)
+        parts = torch.stack([loss, terms.vel.mean(), terms.cos.mean(), repa])
+        return loss, parts.detach().float()
+
+    def update(self, sums: torch.Tensor) -> torch.Tensor:
+        """Clip, then AdamW + EMA unless any rank saw a non-finite loss or gradient (or
+        :attr:`gate` vetoes the step)."""
+        t = self.cfg.train
+        params = [p for p in self.params if p.grad is not None]
+        gnorm = P.clip_grad_norm(params, t.grad_clip)
+        # Losses are per rank, the norm already global: after the mean all ranks agree.
+        stats = D.all_reduce_mean(torch.cat([sums, gnorm.reshape(1).float().to(sums.device)]))
+        if self.gate is not None and self.gate(stats):  # stats are global: all ranks agree
+            pass  # vetoed (a loss spike): no AdamW, no EMA; the gate counts and logs it
+        elif self.fused and t.skip_nonfinite:
+            bad = (~torch.isfinite(stats).all()).float()  # 0-dim, stays on the device
+            self.optimizer.found_inf = bad
+            try:
+                self.optimizer.step()
+            finally:
+                del self.optimizer.found_inf
+            update_ema(self.ema, self.model, t.ema_decay, keep=1.0 - bad)
+            self._skipped += bad
+        elif not t.skip_nonfinite or bool(torch.isfinite(stats).all()):
+            self.optimizer.step()
+            update_ema(self.ema, self.model, t.ema_decay)
+        else:
+            self._skipped_host += 1
+            if D.is_main():
+                log.warning("step %d: non-finite loss or gradient; update skipped", self.last_step)
+        self.optimizer.zero_grad(set_to_none=True)
+        return stats
+
+
+def stats_dict(stats: torch.Tensor) -> dict[str, float]:
+    """The step statistics as floats (one host sync)."""
+    return dict(zip(STAT_NAMES, stats.tolist(), strict=True))
