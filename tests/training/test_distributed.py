@@ -217,6 +217,8 @@ def test_torchrun_cli_trains_and_resumes(runs, tmp_path, slow_selected):
         *("--data", str(runs / "latents"), "--out", str(tmp_path / "run")),
         *("--set", f"train.total_steps={STEPS}", "--set", f"train.global_batch_size={BATCH}"),
         *("--set", f"train.ckpt_every={STEPS}", "--set", "train.log_every=1"),
+        # explicit, as the API run has it: left unset, the CLI fits the EMA to the run length
+        *("--set", f"train.ema_decay={run_config().train.ema_decay}"),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for extra in (["--max-steps", str(HALF)], []):
