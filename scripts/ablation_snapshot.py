@@ -29,6 +29,8 @@ BASE = ("texture_vae", "semvae")
 def save(grid: Path, dst: Path) -> None:
     dst.mkdir(parents=True, exist_ok=True)
     shutil.copytree(grid / "results", dst / "results", dirs_exist_ok=True)
+    if (grid / "guidance").exists():  # scripts/ablation_guidance.py's cached evaluations
+        shutil.copytree(grid / "guidance", dst / "guidance", dirs_exist_ok=True)
     for name in FILES:
         if (grid / name).exists():
             shutil.copy2(grid / name, dst / name)
@@ -51,6 +53,8 @@ def restore(grid: Path, src: Path) -> None:
         raise SystemExit(f"{grid} already holds a grid; restore into a new --grid")
     grid.mkdir(parents=True, exist_ok=True)
     shutil.copytree(src / "results", grid / "results")
+    if (src / "guidance").exists():
+        shutil.copytree(src / "guidance", grid / "guidance")
     for path in src.iterdir():
         if path.is_file():
             shutil.copy2(path, grid / path.name)
