@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from sfd.cli import main
+from sfd.errors import EXIT_BAD_INPUT
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -69,7 +70,8 @@ def _check_pipeline(tmp_path, caplog):
     res = CliRunner().invoke(
         main, ["pipeline", "--data-root", str(folder), "--out", str(out), "--image-size", "16"]
     )
-    assert res.exit_code == 1 and "broken.jpg" in res.output and "--on-error skip" in res.output
+    assert res.exit_code == EXIT_BAD_INPUT and "broken.jpg" in res.output
+    assert "--on-error skip" in res.output
     t0 = time.perf_counter()
     with caplog.at_level("WARNING"):
         res = _pipeline(folder, out)

@@ -2,9 +2,9 @@
 
 import io
 import json
-import os
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,15 +68,20 @@ def test_output_under_a_file(trained, latents, tmp_path):
             str(tmp_path / "file"), inputs=[tmp_path / "file"])  # fmt: skip
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through permissions")
-def test_output_not_writable(latents, tmp_path):
+def test_output_not_writable(latents, tmp_path, monkeypatch):
+    """A directory the user may not write to. Root writes through permission bits, so the
+    refusal the OS would give is injected where sfd creates the run directory."""
     ro = tmp_path / "ro"
     ro.mkdir()
-    ro.chmod(0o500)
-    try:
-        refused([*TRAIN, "--data", latents, "--out", ro / "r"], EXIT_WRITE, str(ro))
-    finally:
-        ro.chmod(0o700)
+    real_mkdir = Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        if self == ro or ro in self.parents:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    refused([*TRAIN, "--data", latents, "--out", ro / "r"], EXIT_WRITE, str(ro))
 
 
 def test_output_holding_another_run(trained, latents, copy_of, tmp_path):
