@@ -22,12 +22,17 @@ GRID=runs/ablate
 [ -f "$GRID/base/stages.json" ] || { echo "run the default grid first (sfd ablate)" >&2; exit 2; }
 mkdir -p runs/logs
 
+link_metric() {  # the default grid's classifier and reference images
+  local out=$1
+  [ -e "$out/classifier" ] || ln -s "$(realpath $GRID/classifier)" "$out/classifier"
+  [ -e "$out/real_test_1000.npz" ] || cp "$GRID/real_test_1000.npz" "$out/"
+}
+
 link_base() {  # share the default grid's data stages, classifier and reference images
   local out=$1
   mkdir -p "$out"
   [ -e "$out/base" ] || ln -s "$(realpath $GRID/base)" "$out/base"
-  [ -e "$out/classifier" ] || ln -s "$(realpath $GRID/classifier)" "$out/classifier"
-  [ -e "$out/real_test_1000.npz" ] || cp "$GRID/real_test_1000.npz" "$out/"
+  link_metric "$out"
 }
 
 link_data_stages() {  # the texture VAE and features only: the variant trains its own SemVAE
@@ -42,8 +47,7 @@ stages = json.load(open(sys.argv[1]))
 keep = {k: v for k, v in stages.items() if k in ("texture_vae", "features", "features_val")}
 json.dump(keep, open(sys.argv[2], "w"), indent=2)
 EOF
-  [ -e "$out/classifier" ] || ln -s "$(realpath $GRID/classifier)" "$out/classifier"
-  [ -e "$out/real_test_1000.npz" ] || cp "$GRID/real_test_1000.npz" "$out/"
+  link_metric "$out"
 }
 
 SHARDS=${SHARDS:-2}  # processes per variant (each single-threaded)

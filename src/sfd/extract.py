@@ -188,9 +188,9 @@ def check_semvae_input(semvae: SemanticVAE, encoder: FeatureEncoder, grid: int, 
             f"these latents are on a {grid}x{grid} grid ({why}): extract its features with "
             f"--grid {grid} at the same --image-size and retrain it"
         )
-    trained = recorded
-    if not hasattr(semvae, "trained_on"):
+    if not hasattr(semvae, "trained_on"):  # a PCA encoder: fitted on features, no record
         return
+    trained = recorded
     if trained is None:
         log.warning("the SemVAE records no encoder settings; they cannot be checked")
         return
