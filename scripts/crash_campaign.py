@@ -6,10 +6,12 @@ completion, and compare with an uninterrupted run (docs/RELIABILITY.md).
 For each command: one uninterrupted reference run; then a victim run killed ``--kills`` times
 (SIGKILL to its process group at a uniformly random moment within the reference's duration),
 rerun after each kill, and finally run to completion. Checks: final model / EMA / optimizer
-(train) or every PNG and samples.npz (sample) bitwise equal to the reference; no temp files
-(``.tmp``) left; no lock left; ``log.jsonl`` without duplicated or missing steps. Covered today:
-``train``, ``sample``, ``train-semvae`` and ``train-texture-vae``, on tiny settings; ``extract``,
-``extract-features``, ``demo`` and ``ablate`` are not yet in it.
+(train) or every PNG and samples.npz (sample) or every file the command writes (extract,
+extract-features, the autoencoders; demo and ablate: every file but those recording wall-clock
+times) bitwise equal to the reference; no temp files (``.tmp``) left; no lock left;
+``log.jsonl`` without duplicated or missing steps. Commands: ``train``, ``sample``,
+``train-semvae``, ``train-texture-vae``, ``extract``, ``extract-features`` (tiny settings on a
+folder of 16 px images), ``demo`` and ``ablate`` (their ``--quick`` versions, on Fashion-MNIST).
 """
 
 from __future__ import annotations
@@ -66,12 +68,56 @@ def setup(root: Path) -> dict:
             for i in range(12):
                 arr = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
                 Image.fromarray(arr).save(images / c / f"{i}.png")
+    extract_inputs(root)
     trained = root / "trained"
     if not (trained / "config.json").exists():
         subprocess.run(_sfd(train_args(data, trained, steps=2), {}), check=True,
                        capture_output=True)  # fmt: skip
     return {"data": data, "decoder": decoder, "trained": trained, "features": features,
             "images": images}  # fmt: skip
+
+
+EXTRACT_COMMON = ["--dataset", "folder", "--image-size", 32, "--channels", 3,
+                  "--encoder-stride", 8, "--shard-size", 4, "--batch-size", 3,
+                  "--device", "cpu"]  # fmt: skip
+
+
+def extract_inputs(root: Path) -> None:
+    """A 3-level texture VAE (32 px -> 8 x 8) and an untrained SemVAE on the 8 x 8 grid of
+    EfficientNet-Lite0's stride-8 features (40-d): what ``sfd extract`` needs."""
+    from diffusers import AutoencoderKL
+
+    from sfd.latents.semvae import SemanticVAE, SemVAEConfig, save_semvae
+
+    vae, semvae = root / "extract-vae", root / "extract-semvae"
+    if not (vae / "config.json").exists():
+        torch.manual_seed(0)
+        AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 3,
+                      up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(8, 8, 8),
+                      layers_per_block=1, latent_channels=4,
+                      norm_num_groups=4).save_pretrained(vae)  # fmt: skip
+    if not (semvae / "semvae.json").exists():
+        torch.manual_seed(0)
+        cfg = SemVAEConfig(in_dim=40, latent_channels=2, width=16, depth=1, num_heads=2, grid=8)
+        save_semvae(SemanticVAE(cfg), semvae)
+
+
+def extract_args(images, root, out):
+    return ["extract", "--data-root", images, *EXTRACT_COMMON, "--out", out, "--texture-ae",
+            root / "extract-vae", "--semvae", root / "extract-semvae"]  # fmt: skip
+
+
+def features_args(images, out):
+    return ["extract-features", "--data-root", images, *EXTRACT_COMMON, "--grid", 8,
+            "--out", out]  # fmt: skip
+
+
+def demo_args(out):
+    return ["demo", "--quick", "--out", out, "--device", "cpu"]
+
+
+def ablate_args(out):
+    return ["ablate", "--quick", "--out", out, "--device", "cpu"]
 
 
 def semvae_args(features, out):
@@ -95,6 +141,71 @@ def compare_files(*names):
         return [f"{n} differs or is missing" for n in names if not same(n)]
 
     return compare
+
+
+TIMED_KEYS = ("seconds", "hardware", "img_per_s", "elapsed")  # differ between any two runs
+
+
+def _untimed(value):
+    """A JSON value without the keys that record wall-clock time or the host."""
+    if isinstance(value, dict):
+        return {k: _untimed(v) for k, v in value.items() if not any(t in k for t in TIMED_KEYS)}
+    if isinstance(value, list):
+        return [_untimed(v) for v in value]
+    return value
+
+
+def _safetensors(path: Path) -> tuple:
+    """A safetensors file's content: its metadata and tensors. Not its bytes: the library writes
+    the metadata in hash-map order, which differs from one process to the next."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, tuple):
+        return (
+            a[0] == b[0]
+            and a[1].keys() == b[1].keys()
+            and all(torch.equal(a[1][k], b[1][k]) for k in a[1])
+        )
+    return a == b
+
+
+def _tree(root: Path) -> dict:
+    """Every file under ``root`` but logs and TensorBoard events: path -> content. JSON files
+    without wall-clock times and with the output directory's own path replaced by ``OUT``."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root)
+        if not p.is_file() or "tb" in rel.parts or p.suffix == ".log" or p.name == "log.jsonl":
+            continue
+        if p.suffix == ".json":
+            out[str(rel)] = _untimed(json.loads(p.read_text().replace(str(root), "OUT")))
+        elif p.suffix == ".safetensors":
+            out[str(rel)] = _safetensors(p)
+        else:
+            out[str(rel)] = p.read_bytes()
+    return out
+
+
+def compare_tree(ref: Path, got: Path) -> list[str]:
+    """Same files, byte for byte (times and logs aside); ``log.jsonl`` files: same steps."""
+    from sfd.training.logs import read_log
+
+    a, b = _tree(ref), _tree(got)
+    problems = [f"{n} missing" for n in sorted(a.keys() - b.keys())]
+    problems += [f"{n} extra" for n in sorted(b.keys() - a.keys())]
+    problems += [f"{n} differs" for n in sorted(a.keys() & b.keys()) if not _same(a[n], b[n])]
+    for log in sorted(ref.rglob("log.jsonl")):
+        mine = got / log.relative_to(ref)
+        want = [r["step"] for r in read_log(log.parent)]
+        have = [r["step"] for r in read_log(mine.parent)] if mine.exists() else None
+        if have != want:
+            problems.append(f"{log.relative_to(ref)} steps {have} != {want}")
+    return problems
 
 
 def train_args(data, out, steps=40):
@@ -175,6 +286,10 @@ def campaign(root: Path, commands: list[str], kills: int, seed: int) -> dict:
         "train-texture-vae": (lambda out: texture_args(inputs["images"], out),
                               compare_files("diffusion_pytorch_model.safetensors",
                                             "config.json")),
+        "extract": (lambda out: extract_args(inputs["images"], root, out), compare_tree),
+        "extract-features": (lambda out: features_args(inputs["images"], out), compare_tree),
+        "demo": (demo_args, compare_tree),
+        "ablate": (ablate_args, compare_tree),
     }  # fmt: skip
     results = {}
     for name in commands:
