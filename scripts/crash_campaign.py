@@ -161,7 +161,7 @@ def _safetensors(path: Path) -> tuple:
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as f:
-        return f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+        return f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
 
 
 def _same(a, b) -> bool:
