@@ -273,6 +273,34 @@ def compare_sample(ref: Path, got: Path) -> list[str]:
     return problems
 
 
+def _kill_until(cmd, env, got: Path, compare, kills: int, duration: float, rng) -> dict:
+    """Kill runs until ``kills`` kills have landed. A chain is one output directory: killed,
+    rerun, killed again ... until a rerun finishes before its kill moment (a resumed run has
+    less left to do); then the chain is checked against the reference and a new one starts
+    afresh. The last chain is run to completion and checked too."""
+    landed, moments, chains, problems = 0, [], 0, []
+    in_chain = 0
+    for _attempt in range(6 * kills):
+        if landed >= kills:
+            break
+        moment = rng.uniform(0.1, 1.0) * duration
+        code, _ = _run(cmd, env, kill_after=moment)
+        if code == -9:
+            landed, in_chain = landed + 1, in_chain + 1
+            moments.append(round(moment, 2))
+            continue
+        if in_chain:  # the chain finished after its kills: check it, start another
+            chains += 1
+            problems += compare() + [f"left behind: {p}" for p in _leftovers(got)]
+        shutil.rmtree(got, ignore_errors=True)
+        in_chain = 0
+    _run(cmd, env)
+    chains += 1
+    problems += compare() + [f"left behind: {p}" for p in _leftovers(got)]
+    return {"kills": landed, "chains_checked": chains, "moments_s": moments,
+            "bitwise_equal": not problems, "problems": problems}  # fmt: skip
+
+
 def campaign(root: Path, commands: list[str], kills: int, seed: int) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SFD_DEBUG": "0"}
     inputs = setup(root)
@@ -298,22 +326,9 @@ def campaign(root: Path, commands: list[str], kills: int, seed: int) -> dict:
         for old in (ref, got):
             shutil.rmtree(old, ignore_errors=True)
         _, duration = _run(_sfd(args(ref), env), env)
-        done, moments = 0, []
-        for _ in range(kills):
-            moment = rng.uniform(0.1, 1.0) * duration
-            for _attempt in range(4):
-                code, _ = _run(_sfd(args(got), env), env, kill_after=moment)
-                if code == -9 or done > 0:
-                    break
-                # it finished before the kill (a faster moment of the host): start afresh earlier
-                shutil.rmtree(got, ignore_errors=True)
-                moment /= 2
-            moments.append(round(moment, 2))
-            done += code == -9
-        _run(_sfd(args(got), env), env)
-        problems = compare(ref, got) + [f"left behind: {p}" for p in _leftovers(got)]
-        results[name] = {"kills": done, "moments_s": moments, "reference_s": round(duration, 1),
-                         "bitwise_equal": not problems, "problems": problems}  # fmt: skip
+        cmd = _sfd(args(got), env)
+        res = _kill_until(cmd, env, got, lambda: compare(ref, got), kills, duration, rng)  # noqa: B023
+        results[name] = {**res, "reference_s": round(duration, 1)}
     return results
 
 
