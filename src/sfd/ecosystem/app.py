@@ -86,7 +86,7 @@ def stage_picture(pipe: SFDPipeline, req: Request, path: Path) -> Path:
     return path
 
 
-def build_app(pipe: SFDPipeline, default_steps: int | None = None):
+def build_app(pipe: SFDPipeline, default_steps: int | None = None, seed: int = 0):
     """The gradio Blocks app (import gradio: the ``[app]`` extra)."""
     import gradio as gr
 
@@ -116,7 +116,7 @@ def build_app(pipe: SFDPipeline, default_steps: int | None = None):
             with gr.Column(scale=1):
                 classes = gr.CheckboxGroup(names, value=names[:4], label="classes")
                 num = gr.Slider(1, 32, value=8, step=1, label="images")
-                seed = gr.Number(0, precision=0, label="seed (image i uses seed + i)")
+                seed = gr.Number(seed, precision=0, label="seed (image i uses seed + i)")
                 steps = gr.Slider(
                     1, 100, value=default_steps or int(s.num_inference_steps), step=1,
                     label=f"steps ({s.method})",
