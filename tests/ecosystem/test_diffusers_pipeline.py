@@ -144,3 +144,19 @@ def test_wrong_decoder_is_one_line(tiny_run, tmp_path):
     assert res.exit_code == 5, res.output
     assert "3 latent channels" in res.output and len(res.output.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_metrics_reach_the_model_card_and_bad_metrics_are_one_line(tiny_run, tmp_path):
+    good, bad = tmp_path / "metrics.json", tmp_path / "bad.json"
+    good.write_text('{"fd_fmnist": 42.5, "acc": 0.61}')
+    bad.write_text("[1, 2")
+    res = run("export-diffusers", tiny_run / "run", tmp_path / "out", "--metrics", bad)
+    assert res.exit_code == 3 and len(res.output.strip().splitlines()) == 1, res.output
+    assert not (tmp_path / "out").exists()
+    res = run("export-diffusers", tiny_run / "run", tmp_path / "out", "--metrics", good)
+    assert res.exit_code == 0, res.output
+    card = (tmp_path / "out/README.md").read_text()
+    assert yaml.safe_load(card.split("---\n")[1])["sfd"]["metrics"] == {
+        "fd_fmnist": 42.5,
+        "acc": 0.61,
+    }

@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from sfd.errors import MismatchError, MissingInputError, SfdError
+from sfd.errors import BadInputError, MismatchError, MissingInputError, SfdError
 
 CLASS_NAME_FILES = ("class_names.json", "classes.json")
 
@@ -68,6 +68,19 @@ def read_class_names(path: Path | None, num_classes: int) -> dict[int, str]:
     return {i: str(n) for i, n in enumerate(names)}
 
 
+def read_metrics(path: Path | None) -> dict:
+    """The measured metrics for the model card: a JSON object (e.g. ``sfd eval --out``)."""
+    if path is None:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BadInputError(f"{path} is not JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise BadInputError(f"{path} must hold a JSON object of metrics")
+    return data
+
+
 def build_pipeline(sources: ExportSources, device: str = "cpu"):
     """An :class:`SFDPipeline` from an sfd run (EMA weights), its decoder and optional guide."""
     from sfd.api import load_checkpoint
@@ -108,7 +121,7 @@ def export_diffusers(sources: ExportSources, out: str | Path) -> Path:
     if out.exists():
         raise SfdError(f"{out} exists; choose a new export directory (nothing is overwritten)")
     pipe, ckpt = build_pipeline(sources)
-    metrics = json.loads(Path(sources.metrics).read_text()) if sources.metrics else {}
+    metrics = read_metrics(sources.metrics)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
