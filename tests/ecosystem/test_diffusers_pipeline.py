@@ -6,6 +6,7 @@ files ``sfd sample`` writes, and its ``"latent"`` output equals ``sfd sample --l
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import numpy as np
@@ -16,9 +17,11 @@ from click.testing import CliRunner
 from ecosystem_helpers import tiny_vae
 from safetensors.torch import load_file
 
+from sfd.api import load_checkpoint
 from sfd.cli import main
 from sfd.ecosystem import SFDPipeline, SFDScheduler, SFDTransformer2DModel, image_generators
 from sfd.generate import balanced_labels
+from sfd.training.checkpoint import save_checkpoint
 
 NUM, SEED = 5, 7
 
@@ -160,3 +163,19 @@ def test_metrics_reach_the_model_card_and_bad_metrics_are_one_line(tiny_run, tmp
         "fd_fmnist": 42.5,
         "acc": 0.61,
     }
+
+
+def test_autoguidance_without_a_guide_is_refused(exported, tiny_run, tmp_path):
+    pipe = SFDPipeline.from_pretrained(exported)
+    with pytest.raises(ValueError, match="needs a guide_transformer"):
+        pipe([1], guidance="autoguidance", guidance_scale=2.0, output_type="latent")
+    # a run that samples with AutoGuidance exports only with its guide
+    model, ckpt = load_checkpoint(tiny_run / "run")
+    sample = dataclasses.replace(ckpt.config.sample, guide="autoguidance")
+    cfg = dataclasses.replace(ckpt.config, sample=sample)
+    save_checkpoint(tmp_path / "ag", step=1, config=cfg, stats=ckpt.stats, ema=model)
+    res = run("export-diffusers", tmp_path / "ag", tmp_path / "out", "--decoder", tiny_run / "vae")
+    assert res.exit_code == 5 and "--guide" in res.output, res.output
+    res = run("export-diffusers", tmp_path / "ag", tmp_path / "out", "--decoder",
+              tiny_run / "vae", "--guide", tiny_run / "run")  # fmt: skip
+    assert res.exit_code == 0, res.output

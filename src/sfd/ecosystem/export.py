@@ -90,6 +90,10 @@ def build_pipeline(sources: ExportSources, device: str = "cpu"):
     from sfd.latents.texture import load_texture_autoencoder
 
     model, ckpt = load_checkpoint(sources.run, device)
+    if ckpt.config.sample.guide == "autoguidance" and sources.guide is None:
+        raise MismatchError(
+            f"{sources.run} samples with AutoGuidance (sample.guide); pass --guide GUIDE_RUN"
+        )
     guide = None
     if sources.guide is not None:
         g_model, g_ckpt = load_checkpoint(sources.guide, device)

@@ -110,6 +110,11 @@ class SFDPipeline(DiffusionPipeline):
         if guidance is not None:
             changes["guide"] = guidance
         sample = self.scheduler.sample_config(**changes)
+        if sample.guide == "autoguidance" and self.guide_transformer is None:
+            raise ValueError(
+                "guidance='autoguidance' needs a guide_transformer "
+                "(sfd export-diffusers RUN OUT --guide GUIDE_RUN); or pass guidance='cfg'"
+            )
         guide = self.guide_transformer if sample.guide == "autoguidance" else None
         if guide is not None:
             guide = FixedBatch(guide.dit, sample.compute_batch)
