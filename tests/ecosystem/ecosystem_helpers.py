@@ -1,11 +1,19 @@
-"""Tiny components of the ecosystem tests: a random texture VAE, perturbed weights."""
+"""Tiny components of the ecosystem tests: a random texture VAE, perturbed weights, and a tiny
+trained-looking sfd run (fixture ``tiny_run``: import ``tiny_run_fixture`` into a test module;
+not a conftest, whose module name would shadow tests/badinput/conftest.py's helpers)."""
 
 from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import torch
 from diffusers import AutoencoderKL
+
+from helpers import tiny_config
+from sfd.latents.composite import LatentStats
+from sfd.model import LightningDiT
+from sfd.training.checkpoint import save_checkpoint
 
 NUM_CLASSES = 10
 
@@ -40,3 +48,21 @@ def sample_settings(cfg, **changes):
         cfg_scale_sem=1.5, **changes,
     )  # fmt: skip
     return dataclasses.replace(cfg, sample=sample)
+
+
+@pytest.fixture(scope="session", name="tiny_run")
+def tiny_run_fixture(tmp_path_factory):
+    """``root/run`` (one checkpoint; its config names ``../vae``) and ``root/vae``."""
+    root = tmp_path_factory.mktemp("tiny_sfd")
+    cfg = tiny_config()
+    cfg = sample_settings(cfg)
+    cfg = dataclasses.replace(
+        cfg, latent=dataclasses.replace(cfg.latent, texture_autoencoder="../vae")
+    )
+    torch.manual_seed(0)
+    model = perturbed(LightningDiT(cfg.model, cfg.latent), 1)
+    c = cfg.latent.channels
+    stats = LatentStats(torch.linspace(-0.3, 0.3, c), torch.linspace(0.5, 1.5, c))
+    save_checkpoint(root / "run", step=7, config=cfg, stats=stats, ema=model)
+    tiny_vae(cfg.latent.tex_channels).save_pretrained(root / "vae")
+    return root

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from ecosystem_helpers import tiny_run_fixture  # noqa: F401  (fixture tiny_run)
 from PIL import Image
 
 from sfd.cli import main

@@ -7,6 +7,7 @@ import io
 
 import pytest
 from click.testing import CliRunner
+from ecosystem_helpers import tiny_run_fixture  # noqa: F401  (fixture tiny_run)
 from PIL import Image
 
 from sfd.cli import main

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
-from ecosystem_helpers import tiny_vae
+from ecosystem_helpers import tiny_run_fixture, tiny_vae  # noqa: F401
 from safetensors.torch import load_file
 
 from sfd.api import load_checkpoint
