@@ -728,6 +728,9 @@ def _register_subpackage_commands() -> None:
     main.add_command(train_semvae_command, "train-semvae")
     main.add_command(train_texture_vae_command, "train-texture-vae")
     main.add_command(import_upstream_semvae_command, "import-upstream-semvae")
+    from sfd.cli_ecosystem import register  # export-diffusers, app
+
+    register(main)
 
 
 _register_subpackage_commands()

@@ -170,6 +170,7 @@ class TrainConfig:
     spike_rollback: bool = False
     max_rollbacks: int = 3
     log_every: int = 50
+    logger: Literal["tensorboard", "wandb", "none"] = "tensorboard"  # mirrors RUN/log.jsonl
     ckpt_every: int = 5000
     keep_last: int = 0  # keep only the newest N checkpoints; 0 keeps all
     num_workers: int = 1  # loader threads, each one step ahead of training (0 acts as 1)
@@ -215,6 +216,12 @@ class TrainConfig:
         )
         _check(self.parallel in ("ddp", "fsdp"), "train.parallel", "'ddp' or 'fsdp'", self.parallel)
         _check(self.log_every >= 1, "train.log_every", "an integer >= 1", self.log_every)
+        _check(
+            self.logger in ("tensorboard", "wandb", "none"),
+            "train.logger",
+            "'tensorboard', 'wandb' or 'none'",
+            self.logger,
+        )
         _check(self.ckpt_every >= 1, "train.ckpt_every", "an integer >= 1", self.ckpt_every)
         _check(self.keep_last >= 0, "train.keep_last", "an integer >= 0", self.keep_last)
         _check(self.num_workers >= 0, "train.num_workers", "an integer >= 0", self.num_workers)

@@ -1,4 +1,5 @@
-"""Training logs: JSON lines (``RUN/log.jsonl``), TensorBoard (``RUN/tb``) and ``logging``."""
+"""Training logs: JSON lines (``RUN/log.jsonl``, the source of truth), a tracker mirroring them
+(``train.logger``: TensorBoard in ``RUN/tb``, wandb, none; sfd.training.loggers) and ``logging``."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ log = logging.getLogger("sfd.train")
 class MetricLog:
     """Appends one JSON object per logged step; on resume drops entries past the resume step."""
 
-    def __init__(self, run_dir: Path, resume_step: int, tensorboard: bool = True) -> None:
+    def __init__(self, run_dir: Path, resume_step: int, tracker=None) -> None:
         self.path = Path(run_dir) / "log.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
             kept = [
                 line
@@ -23,24 +25,19 @@ class MetricLog:
                 if line.strip() and json.loads(line).get("step", 0) <= resume_step
             ]
             atomic_write_bytes(self.path, "".join(f"{x}\n" for x in kept).encode())
-        self.writer = None
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(Path(run_dir) / "tb"), purge_step=resume_step + 1)
+        self.tracker = tracker  # a sfd.training.loggers.Tracker or None
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
         record = {"step": step, **metrics}
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
-        if self.writer is not None:
-            for key, value in metrics.items():
-                self.writer.add_scalar(f"train/{key}", value, step)
+        if self.tracker is not None:
+            self.tracker.log(step, metrics)
         log.info("step %d %s", step, " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        if self.tracker is not None:
+            self.tracker.close()
 
 
 def read_log(run_dir: Path) -> list[dict]:

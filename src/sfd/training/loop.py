@@ -42,6 +42,7 @@ from sfd.training.checkpoint import (
     save_checkpoint,
 )
 from sfd.training.ema import make_ema
+from sfd.training.loggers import make_tracker
 from sfd.training.logs import MetricLog
 from sfd.training.step import TrainStep, make_optimizer, stats_dict
 
@@ -254,9 +255,10 @@ class Trainer:
         cfg = self.cfg.train
         end = cfg.total_steps if max_steps is None else min(cfg.total_steps, self.step + max_steps)
         self.module.train()
-        metrics = (
-            MetricLog(self.run_dir, self.step, tensorboard=D.is_main()) if D.is_main() else None
-        )
+        metrics = None
+        if D.is_main():
+            tracker = make_tracker(self.cfg.train.logger, self.run_dir, self.cfg, self.step)
+            metrics = MetricLog(self.run_dir, self.step, tracker)
         self.history: list[dict] = []
         bar = tqdm(
             total=end,

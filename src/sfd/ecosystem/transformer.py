@@ -1,0 +1,129 @@
+"""``SFDTransformer2DModel``: sfd's LightningDiT with dual timesteps as a diffusers model.
+
+A thin wrapper, not a copy: the network is :class:`sfd.model.LightningDiT` (held as ``.dit``),
+so a diffusers export computes exactly what ``sfd sample`` computes. diffusers' ``ModelMixin``
+(save/load in safetensors, dtype and device helpers) and ``ConfigMixin`` (``config.json`` from
+the constructor's arguments) supply the hub format; the conventions (``sample_size``,
+``in_channels``, ``forward(...) -> Transformer2DModelOutput``) follow diffusers'
+``DiTTransformer2DModel`` (diffusers/models/transformers/dit_transformer_2d.py), read, not copied.
+
+The latent statistics (per-channel mean and std of the composite latent, METHOD.md §2.4) travel
+in the config, as they travel in an sfd checkpoint's metadata: the model is trained on
+normalised latents and is meaningless without them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
+from diffusers.models.modeling_utils import ModelMixin
+
+from sfd.config import Config, LatentConfig, ModelConfig
+from sfd.latents.composite import LatentLayout, LatentStats
+from sfd.model import LightningDiT
+
+_MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig))
+
+
+class SFDTransformer2DModel(ModelMixin, ConfigMixin):
+    """LightningDiT velocity model: ``forward(sample, t_tex, t_sem, class_labels)``.
+
+    ``sample`` is the normalised composite latent (B, C_z + C_s, H, W), texture channels first;
+    times are in [0, 1] (0 = noise, 1 = data); ``class_labels`` index ``num_classes`` classes and
+    ``num_classes`` itself is the null (unconditional) class.
+    """
+
+    _supports_gradient_checkpointing = False
+
+    @register_to_config
+    def __init__(
+        self,
+        sample_size: int = 16,
+        tex_channels: int = 32,
+        sem_channels: int = 16,
+        depth: int = 12,
+        width: int = 384,
+        num_heads: int = 6,
+        mlp_ratio: float = 4.0,
+        patch_size: int = 1,
+        num_classes: int = 1000,
+        class_dropout_prob: float = 0.1,
+        dual_timestep: bool = True,
+        use_qknorm: bool = True,
+        use_swiglu: bool = True,
+        use_rope: bool = True,
+        use_rmsnorm: bool = True,
+        repa_depth: int = 2,
+        repa_projector_dim: int = 2048,
+        repa_dim: int = 768,
+        latent_mean: list[float] | None = None,
+        latent_std: list[float] | None = None,
+    ) -> None:
+        super().__init__()
+        model = ModelConfig(**{k: v for k, v in locals().items() if k in _MODEL_FIELDS})
+        latent = LatentConfig(tex_channels, sem_channels, sample_size)
+        self.dit = LightningDiT(model, latent)
+        channels = tex_channels + sem_channels
+        for name, value in (("latent_mean", latent_mean), ("latent_std", latent_std)):
+            if value is not None and len(value) != channels:
+                raise ValueError(f"{name} needs {channels} values (one per channel)")
+
+    @property
+    def in_channels(self) -> int:
+        return self.dit.channels
+
+    @property
+    def null_class(self) -> int:
+        return self.dit.null_class
+
+    @property
+    def layout(self) -> LatentLayout:
+        return LatentLayout(self.config.tex_channels, self.config.sem_channels)
+
+    @property
+    def latent_stats(self) -> LatentStats:
+        """The statistics the model was trained with (identity when the config has none)."""
+        if self.config.latent_mean is None or self.config.latent_std is None:
+            return LatentStats.identity(self.in_channels)
+        return LatentStats.from_dict(
+            {"mean": self.config.latent_mean, "std": self.config.latent_std}
+        )
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        t_tex: torch.Tensor | float,
+        t_sem: torch.Tensor | float,
+        class_labels: torch.Tensor,
+        return_dict: bool = True,
+    ) -> Transformer2DModelOutput | tuple[torch.Tensor]:
+        out = self.dit(sample, t_tex=t_tex, t_sem=t_sem, y=class_labels)
+        return Transformer2DModelOutput(sample=out) if return_dict else (out,)
+
+    @classmethod
+    def from_sfd(cls, model: LightningDiT, stats: LatentStats) -> SFDTransformer2DModel:
+        """A wrapper holding a copy of ``model``'s weights (loaded strictly) and ``stats``."""
+        kwargs = dataclasses.asdict(model.config)
+        lat = model.latent
+        wrapper = cls(
+            sample_size=lat.size,
+            tex_channels=lat.tex_channels,
+            sem_channels=lat.sem_channels,
+            latent_mean=stats.to_dict()["mean"],
+            latent_std=stats.to_dict()["std"],
+            **kwargs,
+        )
+        wrapper.dit.load_state_dict(model.state_dict(), strict=True)
+        return wrapper.eval()
+
+    def sfd_configs(self) -> tuple[ModelConfig, LatentConfig]:
+        """The sfd model and latent configs this wrapper was built from."""
+        return self.dit.config, self.dit.latent
+
+
+def transformer_from_config(config: Config, stats: LatentStats) -> SFDTransformer2DModel:
+    """A randomly initialised wrapper for an sfd ``config`` (tests and tiny examples)."""
+    return SFDTransformer2DModel.from_sfd(LightningDiT(config.model, config.latent), stats)
