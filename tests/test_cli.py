@@ -178,19 +178,32 @@ def test_import_upstream_release_latent_stats(tmp_path):
     assert res.exit_code == 1 and "got 3" in res.output
 
 
-def test_run_relative_decoder_path(tmp_path, monkeypatch):
-    import click
+def test_decoder_resolved_from_the_run_config(tmp_path, monkeypatch):
+    import dataclasses
 
-    from sfd.cli import _run_relative
+    from sfd.errors import UsageError
+    from sfd.sampling import resolve_decoder
 
     run_dir = tmp_path / "demo" / "run"
     (tmp_path / "demo" / "texture_vae").mkdir(parents=True)
     run_dir.mkdir()
     monkeypatch.chdir(tmp_path)  # "../texture_vae" does not exist from here
-    assert _run_relative("../texture_vae", run_dir).resolve() == tmp_path / "demo/texture_vae"
-    assert _run_relative("demo/texture_vae", run_dir) == Path("demo/texture_vae")  # cwd first
-    with pytest.raises(click.UsageError, match="'missing_vae'.*--decoder"):
-        _run_relative("missing_vae", run_dir)
+    cfg = tiny_config()
+
+    def naming(path):
+        return dataclasses.replace(
+            cfg, latent=dataclasses.replace(cfg.latent, texture_autoencoder=path)
+        )
+
+    assert (
+        resolve_decoder(naming("../texture_vae"), run_dir).resolve()
+        == tmp_path / "demo/texture_vae"
+    )
+    assert resolve_decoder(naming("demo/texture_vae"), run_dir) == Path("demo/texture_vae")
+    with pytest.raises(UsageError, match="'missing_vae'.*--decoder"):
+        resolve_decoder(naming("missing_vae"), run_dir)
+    with pytest.raises(UsageError, match="no decoder"):
+        resolve_decoder(naming(""), run_dir)
 
 
 def _latents_of_another_shape(tmp_path):

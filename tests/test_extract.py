@@ -260,7 +260,7 @@ def test_commands_run_the_default_pipeline_on_an_image_folder(tmp_path):
     from click.testing import CliRunner
     from PIL import Image
 
-    from sfd.extract import extract_command, extract_features_command
+    from sfd.cli.data import extract_command, extract_features_command
     from sfd.latents.semvae import save_semvae
 
     rng = np.random.default_rng(0)

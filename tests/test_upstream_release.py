@@ -203,10 +203,10 @@ def test_release_folder_imports_and_samples_as_the_direct_model(release, tmp_pat
     assert torch.equal(ckpt.stats.std, release["stats"].std)
 
     # `sfd sample IMPORTED` says which sampler it runs; with AutoGuidance it needs --guide
-    caplog.set_level(logging.INFO, logger="sfd.cli")
+    caplog.set_level(logging.INFO, logger="sfd.sampling")
     res = run("sample", imported, "--num", NUM, "--latents-only", "--out", tmp_path / "no_guide")
     assert res.exit_code == 1 and "needs a guide model (--guide RUN)" in res.output, res.output
-    lines = [r.getMessage() for r in caplog.records if r.name == "sfd.cli"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "sfd.sampling"]
     assert len(lines) == 1 and "the release's sampler" in lines[0], lines
     assert "AutoGuidance w 1.5" in lines[0] and "'release' boundary rule" in lines[0]
 

@@ -26,31 +26,22 @@ import json
 import logging
 import math
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
-import click
 import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from sfd import distributed
-from sfd.data.images import (
-    DATASET_OPTION_KEYS,
-    collate_images,
-    dataset_options,
-    first_image_shape,
-    hflip,
-    open_dataset,
-)
+from sfd.data.images import collate_images, first_image_shape, hflip
 from sfd.data.latents import finalize_latent_set, write_latent_shard
 from sfd.data.shards import MappedShard, atomic_write_json, finished_shard, write_shard
 from sfd.errors import MismatchError
-from sfd.latents.encoders import ENCODERS, FeatureEncoder, load_encoder, resize_map
-from sfd.latents.semvae import SemanticVAE, load_semvae
-from sfd.latents.texture import TextureAutoencoder, load_texture_autoencoder
+from sfd.latents.encoders import FeatureEncoder, resize_map
+from sfd.latents.semvae import SemanticVAE
+from sfd.latents.texture import TextureAutoencoder
 
 log = logging.getLogger(__name__)
 
@@ -340,109 +331,3 @@ def finalize_feature_set(
     }
     atomic_write_json(Path(directory) / "meta.json", meta)
     return meta
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line (registered by sfd.cli)
-
-_SHARD_KEYS = ("out_dir", "shard_size", "batch_size", "num_workers", "device")
-
-
-def _common_options(fn: Callable) -> Callable:
-    """Dataset, encoder and sharding options shared by both extraction commands."""
-    options = (
-        click.option("--out", "out_dir", required=True, type=click.Path()),
-        click.option("--shard-size", type=int, default=1024, show_default=True),
-        click.option("--batch-size", type=int, default=64, show_default=True),
-        click.option("--num-workers", type=int, default=0, show_default=True),
-        click.option("--device", default=None, help="cpu, cuda, ... (default: cuda if any)"),
-        click.option("--encoder", type=click.Choice(ENCODERS), default="efficientnet-lite0"),
-        click.option("--encoder-path", default=None, help="Weights (DINOv2: a local directory)"),
-        click.option(
-            "--encoder-stride",
-            type=int,
-            default=None,
-            help="EfficientNet stage stride: 8, 16 or 32 [16]; efficientnet-lite0 only",
-        ),
-        click.option(
-            "--encoder-antialias/--no-encoder-antialias",
-            default=None,
-            help="DINOv2 input resize: antialiased bicubic (sfd's earlier) or plain bicubic "
-            "[the release's: --no-encoder-antialias]; dinov2 only",
-        ),
-    )
-    for option in reversed(options):
-        fn = option(fn)
-    return dataset_options(fn)
-
-
-def _check_encoder_options(kw: dict) -> None:
-    """Refuse options the chosen encoder would ignore (a ViT has a fixed patch size, no stride)."""
-    if kw["encoder_stride"] is not None and kw["encoder"] != "efficientnet-lite0":
-        raise click.UsageError(
-            f"--encoder-stride applies to efficientnet-lite0 only; {kw['encoder']} is a ViT "
-            f"with a fixed patch size and no stride to choose"
-        )
-    if kw["encoder_antialias"] is not None and kw["encoder"] != "dinov2":
-        raise click.UsageError(
-            f"--encoder-antialias applies to dinov2 only; {kw['encoder']} resizes with "
-            f"antialiasing always"
-        )
-
-
-def _open_common(kw: dict, grid: int | None) -> tuple:
-    """(dataset, encoder on the device, settings for meta.json, sharding kwargs)."""
-    data = {k: kw[k] for k in DATASET_OPTION_KEYS}
-    name, path, stride = kw["encoder"], kw["encoder_path"], kw["encoder_stride"]
-    encoder_kwargs = {"stride": stride or 16} if name == "efficientnet-lite0" else {}
-    if kw["encoder_antialias"] is not None:
-        encoder_kwargs["antialias"] = kw["encoder_antialias"]
-    encoder = load_encoder(name, path, grid=grid, **encoder_kwargs).to(kw["device"])
-    settings = {"dataset": data, "encoder_path": path}
-    return open_dataset(**data), encoder, settings, {k: kw[k] for k in _SHARD_KEYS}
-
-
-@contextmanager
-def _process_group(kw: dict) -> Iterator[None]:
-    """Under torchrun: one process group for the command (``kw["device"]`` becomes this
-    rank's device); destroyed at the end."""
-    kw["device"] = distributed.init_from_env(kw["device"])
-    try:
-        yield
-    finally:
-        distributed.shutdown()
-
-
-@click.command("extract-features")
-@_common_options
-@click.option("--grid", type=int, default=None, help="Latent grid (default: the encoder's)")
-def extract_features_command(grid, **kw):
-    """Write encoder-feature shards (both views) to train the SemVAE on."""
-    _check_encoder_options(kw)
-    with _process_group(kw):
-        dataset, encoder, settings, shard_kw = _open_common(kw, grid)
-        meta = extract_features(dataset, encoder, grid=grid, settings=settings, **shard_kw)
-    if meta is not None:
-        click.echo(f"{meta['count']} images -> {kw['out_dir']} ({len(meta['shards'])} shards)")
-
-
-@click.command("extract")
-@_common_options
-@click.option("--texture-ae", required=True, help="diffusers AutoencoderKL dir or LDM .ckpt")
-@click.option("--semvae", "semvae_path", required=True, help="Directory of a trained SemVAE")
-@click.option("--repa/--no-repa", default=True, show_default=True, help="Store REPA targets")
-def extract_command(texture_ae, semvae_path, repa, **kw):
-    """Write composite-latent shards (texture + semantic posteriors, REPA targets, labels)."""
-    _check_encoder_options(kw)
-    with _process_group(kw):
-        tex = load_texture_autoencoder(texture_ae).to(kw["device"])
-        grid = kw["image_size"] // tex.downsample
-        dataset, encoder, settings, shard_kw = _open_common(kw, grid)
-        settings.update(texture_ae_path=texture_ae, semvae_path=semvae_path)
-        semvae = load_semvae(semvae_path, kw["device"])
-        meta = extract(dataset, encoder, tex, semvae, repa=repa, settings=settings, **shard_kw)
-    if meta is not None:
-        click.echo(
-            f"{meta['count']} images -> {kw['out_dir']}: {meta['tex_channels']} + "
-            f"{meta['sem_channels']} channels at {grid}x{grid}"
-        )

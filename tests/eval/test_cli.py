@@ -7,7 +7,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from sfd.eval import cli
+from sfd.cli import eval as cli
 
 from .helpers import TinyNet, random_images
 

@@ -6,7 +6,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from sfd.eval.distributed import shard_range
+from sfd.distributed import shard_range
 from sfd.eval.evaluate import evaluate
 from sfd.eval.features import compute_inception_features
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from sfd.cli.autoencoders import train_semvae_command
 from sfd.data.shards import write_shard
 from sfd.errors import EXIT_BAD_INPUT
 from sfd.extract import finalize_feature_set
@@ -23,7 +24,6 @@ from sfd.latents.train_autoencoders import (
     lr_at,
     semvae_lr,
     train_semvae,
-    train_semvae_command,
     train_texture_vae,
 )
 

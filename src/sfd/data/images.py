@@ -23,10 +23,8 @@ tensor in [-1, 1].
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
-import click
 import numpy as np
 import torch
 from PIL import Image
@@ -206,59 +204,3 @@ class ImageFolder(torch.utils.data.Dataset):
             return None
         tensor = to_tensor(adm_center_crop(image, self.size))
         return (hflip(tensor) if self.flip else tensor), label
-
-
-# ---------------------------------------------------------------------------------------------
-# Choosing a dataset (library and command line)
-
-DATASETS = ("fashion-mnist", "folder")
-DATASET_OPTION_KEYS = ("dataset", "data_root", "split", "image_size", "channels", "on_error")
-
-
-def open_dataset(
-    dataset: str = "fashion-mnist",
-    data_root: str | Path | None = None,
-    split: str = "train",
-    image_size: int = 32,
-    channels: int = 1,
-    on_error: str = "raise",
-) -> torch.utils.data.Dataset:
-    """Fashion-MNIST (``data_root`` defaults to the Debian package's directory; ``split``) or
-    an image folder (``data_root`` required; ``on_error``), as (``channels``, ``image_size``,
-    ``image_size``) images in [-1, 1]."""
-    from sfd.data.fashion_mnist import DEFAULT_ROOT, FashionMNIST
-
-    if dataset == "fashion-mnist":
-        return FashionMNIST(data_root or DEFAULT_ROOT, split, image_size, int(channels))
-    if dataset == "folder":
-        if data_root is None:
-            raise ValueError("an image folder dataset needs data_root (--data-root)")
-        mode = {1: "L", 3: "RGB"}[int(channels)]
-        return ImageFolder(data_root, image_size, on_error=on_error, mode=mode)
-    raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
-
-
-def dataset_options(fn: Callable) -> Callable:
-    """Click options named after :func:`open_dataset`'s arguments."""
-    options = (
-        click.option("--dataset", type=click.Choice(DATASETS), default="fashion-mnist"),
-        click.option("--data-root", default=None, help="IDX directory or root/<class>/ folder"),
-        click.option("--split", type=click.Choice(["train", "test"]), default="train"),
-        click.option("--image-size", type=int, default=32, show_default=True),
-        click.option("--channels", type=click.Choice(["1", "3"]), default="1", show_default=True),
-        on_error_option(),
-    )
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
-
-
-def on_error_option() -> Callable:
-    """The ``--on-error`` option of every command that reads image files."""
-    return click.option(
-        "--on-error",
-        type=click.Choice(ON_ERROR),
-        default="raise",
-        show_default=True,
-        help=ON_ERROR_HELP,
-    )

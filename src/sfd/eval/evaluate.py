@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sfd.distributed import broadcast_object, rank_and_world
 from sfd.errors import BadInputError
-from sfd.eval.distributed import broadcast_object, rank_and_world
 from sfd.eval.features import (
     FeatureFn,
     InceptionLike,

@@ -15,7 +15,7 @@ from typing import NamedTuple, Protocol
 import torch
 from tqdm.auto import tqdm
 
-from sfd.eval.distributed import (
+from sfd.distributed import (
     all_gather_rows,
     collective_device,
     rank_and_world,

@@ -26,7 +26,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from sfd.eval.distributed import rank_and_world
+from sfd.distributed import rank_and_world
 from sfd.eval.features import InceptionLike, compute_inception_features
 from sfd.eval.images import FolderImages, ImageSource, NpzImages, open_images
 from sfd.eval.stats import FeatureStats

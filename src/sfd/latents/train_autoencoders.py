@@ -30,23 +30,16 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, fields, replace
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import click
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
-from sfd.data.images import (
-    DATASET_OPTION_KEYS,
-    collate_images,
-    dataset_options,
-    first_image_shape,
-    open_dataset,
-)
+from sfd.data.images import collate_images, first_image_shape
 from sfd.data.shards import MappedShard, atomic_write_json
 from sfd.extract import FEATURE_FORMAT
 from sfd.latents.semvae import COS_AXES, SemanticVAE, SemVAEConfig, save_semvae, semvae_loss
@@ -559,69 +552,6 @@ def train_texture_vae(
     return metrics
 
 
-# ---------------------------------------------------------------------------------------------
-# Command line (registered by sfd.cli): one option per config field, defaults from the config.
-
-
-def _parse_ints(ctx, param, value) -> tuple[int, ...]:
-    if isinstance(value, tuple):
-        return value
-    try:
-        return tuple(int(x) for x in str(value).split(","))
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers; got {value!r}") from None
-
-
-def config_options(cls: type, skip: tuple[str, ...] = ()) -> Callable:
-    """Click options ``--field-name`` for the fields of dataclass ``cls``."""
-
-    def decorate(fn: Callable) -> Callable:
-        for f in reversed(fields(cls)):
-            if f.name in skip:
-                continue
-            name = "--" + f.name.replace("_", "-")
-            if isinstance(f.default, tuple):
-                default = ",".join(map(str, f.default))
-                option = click.option(
-                    name, default=default, callback=_parse_ints, show_default=True
-                )
-            else:
-                option = click.option(
-                    name, type=type(f.default), default=f.default, show_default=True
-                )
-            fn = option(fn)
-        return fn
-
-    return decorate
-
-
-def _pick(cls: type, kw: dict):
-    return cls(**{f.name: kw[f.name] for f in fields(cls) if f.name in kw})
-
-
-@click.command("train-semvae")
-@click.option("--features", "feature_dir", required=True, type=click.Path(exists=True))
-@click.option(
-    "--val-features",
-    "val_dir",
-    default=None,
-    type=click.Path(exists=True),
-    help="Held-out feature set (default: the last shards of --features)",
-)
-@click.option("--out", "out_dir", required=True, type=click.Path())
-@config_options(SemVAEConfig, skip=("in_dim", "grid"))
-@config_options(SemVAETrainConfig)
-def train_semvae_command(feature_dir, val_dir, out_dir, **kw):
-    """Train the Semantic VAE on encoder-feature shards (`sfd extract-features`)."""
-    try:
-        model, train = _pick(SemVAEConfig, kw), _pick(SemVAETrainConfig, kw)
-    except ValueError as err:
-        raise click.UsageError(str(err)) from None
-    metrics = train_semvae(feature_dir, out_dir, model, train, val_dir)
-    where = "training-set" if metrics.get("held_out") is False else "held-out"
-    click.echo(f"{where} cos {metrics['cos']:.4f}, mse {metrics['mse']:.5f} -> {out_dir}")
-
-
 def holdout_split(dataset, fraction: float) -> tuple[Subset, Subset]:
     """(train, held-out): the held-out part is every ``round(1 / fraction)``-th image (at least
     one image), so each class of a class-sorted folder keeps its share."""
@@ -632,35 +562,3 @@ def holdout_split(dataset, fraction: float) -> tuple[Subset, Subset]:
     held = list(range(every - 1, n, every)) or [n - 1]
     keep = sorted(set(range(n)) - set(held))
     return Subset(dataset, keep), Subset(dataset, held)
-
-
-@click.command("train-texture-vae")
-@dataset_options
-@click.option(
-    "--eval-root", default=None, help="Image folder to measure PSNR on (overrides the hold-out)"
-)
-@click.option(
-    "--holdout-fraction",
-    type=float,
-    default=0.05,
-    show_default=True,
-    help="An image folder without --eval-root: this fraction of it is held out for the PSNR.",
-)
-@click.option("--out", "out_dir", required=True, type=click.Path())
-@config_options(TextureVAETrainConfig)
-def train_texture_vae_command(eval_root, holdout_fraction, out_dir, **kw):
-    """Train a small KL-VAE; report the reconstruction PSNR on the test split (Fashion-MNIST),
-    --eval-root, or a held-out fraction of the folder."""
-    data = {k: kw[k] for k in DATASET_OPTION_KEYS}
-    train = open_dataset(**data)
-    if data["dataset"] == "fashion-mnist" or eval_root is not None:
-        test = open_dataset(
-            **{**data, "split": "test", "data_root": eval_root or data["data_root"]}
-        )
-    else:
-        try:
-            train, test = holdout_split(train, holdout_fraction)
-        except ValueError as err:
-            raise click.BadParameter(str(err), param_hint="--holdout-fraction") from None
-    metrics = train_texture_vae(train, out_dir, _pick(TextureVAETrainConfig, kw), test)
-    click.echo(f"{json.dumps(metrics)} -> {out_dir}")

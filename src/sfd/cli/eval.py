@@ -7,17 +7,13 @@ images; the process group is created and destroyed here, in the entry point).
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 
 import click
-import torch
-import torch.distributed as dist
 
-from sfd.data.images import on_error_option
-from sfd.errors import SfdError
+from sfd import distributed
+from sfd.cli.options import device_option, on_error_option, resolve_device
+from sfd.cli.policy import param_errors
 from sfd.eval.evaluate import (
     ALL_METRICS,
     evaluate,
@@ -46,42 +42,17 @@ _weights_option = click.option(
 _batch_option = click.option(
     "--batch-size", default=250, show_default=True, type=click.IntRange(min=1), help="Per process."
 )
-_device_option = click.option(
-    "--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, or auto."
-)
 
 
-@contextmanager
-def _process_setup(device: str):
-    """Resolve ``device``; under torchrun (WORLD_SIZE > 1) create the process group."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    started = False
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        if device.startswith("cuda"):
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-        started = True
-    try:
-        yield torch.device(device)
-    finally:
-        if started:
-            dist.destroy_process_group()
+def _process_setup(device: str | None):
+    """This command's process group (under torchrun) on the device ``--device`` names."""
+    return distributed.process_group(resolve_device(device))
 
 
-def _checked(fn: Callable, value, hint: str):
-    """``fn(value)``, turning a ``ValueError`` into a click error on parameter ``hint``."""
-    try:
+def _checked(fn, value, hint: str):
+    """``fn(value)``; a ``ValueError`` is a command-line error about ``hint``."""
+    with param_errors(hint):
         return fn(value)
-    except SfdError:
-        raise  # keeps its exit code (sfd.errors)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint=hint) from e
-
-
-def _is_main() -> bool:
-    return not dist.is_initialized() or dist.get_rank() == 0
 
 
 @click.command("eval")
@@ -121,7 +92,7 @@ def _is_main() -> bool:
     "(default 224; `sfd demo` uses 64); fashion-mnist: 32 only.",
 )
 @_batch_option
-@_device_option
+@device_option()
 @click.option(
     "--metrics", default=",".join(ALL_METRICS), show_default=True, help="Comma-separated subset."
 )
@@ -150,16 +121,11 @@ def eval_command(
         reference = _checked(load_reference, _folder(ref, on_error), "--ref")
         source = _checked(lambda p: open_images(p, on_error), samples, "SAMPLES")
         net = _checked(lambda p: load_inception(p, dev), inception_weights, "--inception-weights")
-        try:
-            results = evaluate(
-                source, reference, feature_net=net, batch_size=batch_size, device=dev,
-                metrics=names, progress=progress,
-            )  # fmt: skip
-        except ValueError as e:
-            if isinstance(e, SfdError):
-                raise  # keeps its exit code (sfd.errors)
-            raise click.ClickException(str(e)) from e
-        if _is_main():
+        results = evaluate(
+            source, reference, feature_net=net, batch_size=batch_size, device=dev,
+            metrics=names, progress=progress,
+        )  # fmt: skip
+        if distributed.is_main():
             click.echo(format_results(results))
             if out is not None:
                 write_results(results, out)
@@ -187,14 +153,9 @@ def _offline_fd(samples, ref, space, weights, size, batch_size, device, out, pro
             weights,
             "--feature-weights",
         )
-        try:
-            fd = frechet_distance_with(
-                fn, samples, ref, batch_size=batch_size, device=dev, progress=progress
-            )
-        except ValueError as e:
-            if isinstance(e, SfdError):
-                raise  # keeps its exit code (sfd.errors)
-            raise click.ClickException(str(e)) from e
+        fd = frechet_distance_with(
+            fn, samples, ref, batch_size=batch_size, device=dev, progress=progress
+        )
         px = size or DEFAULT_SIZES[space]
         results = {f"fd_{space.replace('-', '_')}": fd, "feature_space": space, "feature_size": px}
         if space == "fashion-mnist":
@@ -209,7 +170,7 @@ def _offline_fd(samples, ref, space, weights, size, batch_size, device, out, pro
             )
             if accuracy is not None:
                 results["accuracy"] = accuracy
-        if _is_main():
+        if distributed.is_main():
             click.echo(f"Fréchet distance ({space} features, {px} px)  {fd:.4f}")
             if "accuracy" in results:
                 click.echo(f"classifier accuracy w.r.t. the samples' labels  {accuracy:.4f}")
@@ -228,7 +189,7 @@ def _offline_fd(samples, ref, space, weights, size, batch_size, device, out, pro
     help="Output statistics file (.safetensors).",
 )
 @_batch_option
-@_device_option
+@device_option()
 @click.option(
     "--features/--no-features",
     default=True,
@@ -250,7 +211,7 @@ def ref_stats_command(
             source, out, feature_net=net, batch_size=batch_size, device=dev,
             keep_features=features, progress=progress,
         )  # fmt: skip
-        if _is_main():
+        if distributed.is_main():
             click.echo(f"wrote {out} ({ref.num_images} images)")
 
 
@@ -268,16 +229,21 @@ def ref_stats_command(
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Directory with the Fashion-MNIST IDX files (default: the Debian package's).",
 )
-@click.option("--device", default="cpu", show_default=True, help="cpu (reproducible) or cuda.")
+@device_option("cpu")
 def train_classifier_command(out, steps, seed, data_root, device):
     """Train the Fashion-MNIST classifier of `sfd eval --feature-space fashion-mnist`
     (a finished one in --out is kept)."""
     out = out or default_classifier_dir()
     try:
-        meta = train_fashion_classifier(out, steps=steps, seed=seed, root=data_root, device=device)
+        meta = train_fashion_classifier(
+            out, steps=steps, seed=seed, root=data_root, device=resolve_device(device)
+        )
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from e
     click.echo(
         f"{out}: test accuracy {meta['test_accuracy']:.4f} "
         f"({meta['steps']} steps, {meta['train_seconds']:.0f} s)"
     )
+
+
+COMMANDS = (eval_command, ref_stats_command, train_classifier_command)

@@ -1,13 +1,22 @@
-"""The command-line side of :mod:`sfd.errors`: the ``sfd`` group that applies the error policy
-to every command, and the value policy (absurd numbers refused before any work starts)."""
+"""The command line's one error policy (the command-line side of :mod:`sfd.errors`).
+
+Library code raises typed errors; here, and only here, they become one line on stderr with the
+policy's exit code: :class:`PolicyGroup` for the ``sfd`` group, :func:`apply_policy` for every
+command (also when a command is invoked on its own), :func:`param_errors` to name the option a
+library ``ValueError`` is about, and the value policy (absurd numbers refused before any work
+starts). ``--debug`` / ``SFD_DEBUG=1`` keep the traceback.
+"""
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import click
 
-from sfd.errors import ConfigError, SfdError, classify, debug_enabled, one_line
+from sfd.errors import EXIT_USAGE, ConfigError, SfdError, classify, debug_enabled, one_line
 
 # Integer options that count things: 0 or less makes no sense (``--num 0``, ``--batch-size 0``).
 POSITIVE_INTS = frozenset(
@@ -44,7 +53,45 @@ def to_click_error(err: BaseException) -> click.ClickException:
             message = f"{message} (see '{err.ctx.command_path} --help')"
         return OneLineError(message, code)
     code, message = classify(err)
+    ctx = click.get_current_context(silent=True)
+    if code == EXIT_USAGE and isinstance(err, SfdError) and ctx is not None:
+        message = f"{message} (see '{ctx.command_path} --help')"
     return OneLineError(message, code)
+
+
+def one_line_errors(fn):
+    """``fn`` (a command's callback) reporting any failure as one line with the policy's exit
+    code; the ``sfd`` group does the same, this keeps a command invoked on its own alike."""
+    if getattr(fn, "_sfd_policy", False):
+        return fn
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (click.exceptions.Exit, click.Abort, KeyboardInterrupt, SystemExit):
+            raise
+        except click.ClickException:
+            raise
+        except Exception as err:
+            if wants_traceback():
+                raise
+            raise to_click_error(err) from None
+
+    wrapper._sfd_policy = True
+    return wrapper
+
+
+@contextmanager
+def param_errors(hint: str) -> Iterator[None]:
+    """A library ``ValueError`` raised inside becomes a command-line error about ``hint``
+    (an option or argument); typed errors of :mod:`sfd.errors` keep their exit codes."""
+    try:
+        yield
+    except SfdError:
+        raise
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint=hint) from err
 
 
 def wants_traceback() -> bool:
@@ -111,13 +158,16 @@ def _chain(first, second):
     return both
 
 
-def apply_value_policy(group: click.Group) -> None:
-    """Refuse absurd numbers on every command of ``group``, by option name, before it runs:
-    counts and sizes must be >= 1, other integers >= 0 (seeds excepted), floats finite."""
+def apply_policy(group: click.Group) -> None:
+    """Every command of ``group`` follows the error policy (:func:`one_line_errors`) and the
+    value policy: counts and sizes must be >= 1, other integers >= 0 (seeds excepted), floats
+    finite, refused by option name before the command runs."""
     for command in group.commands.values():
         if isinstance(command, click.Group):
-            apply_value_policy(command)
+            apply_policy(command)
             continue
+        if command.callback is not None:
+            command.callback = one_line_errors(command.callback)
         for param in command.params:
             if not isinstance(param, click.Option) or getattr(param, "_sfd_policy", False):
                 continue
