@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from sfd.data.latents import LatentDataset
-from sfd.demo_eval import train_probe
+from sfd.pipeline.demo_eval import train_probe
 
 
 def arrays(directory: Path, n: int) -> dict[str, torch.Tensor]:

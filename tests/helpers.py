@@ -9,7 +9,9 @@ from pathlib import Path
 import torch
 
 from sfd.config import Config, preset
+from sfd.data.feature_shards import finalize_feature_set
 from sfd.data.latents import finalize_latent_set, write_latent_shard
+from sfd.data.shards import write_shard
 
 # The release-produced parity sets ship in tests/fixtures (data only; MIT, see LICENSE-upstream).
 # SFD_UPSTREAM_FIXTURES names another set of the upstream_parity layout (e.g. the hidden one).
@@ -58,3 +60,24 @@ def write_synthetic_latents(
         shards += 1
     finalize_latent_set(directory, n_cls, shards)
     return Path(directory)
+
+
+def write_feature_set(directory, count=40, shard_size=16, dim=12, grid=4, seed=0):
+    """Features on a 3-d subspace (compressible to C_s = 3) plus their mirror as view 1."""
+    g = torch.Generator().manual_seed(seed)
+    basis = torch.randn(3, dim, generator=g)
+    codes = torch.randn(count, grid, grid, 3, generator=g)
+    features = (codes @ basis).permute(0, 3, 1, 2)  # (N, C, h, w)
+    views = torch.stack([features, features.flip(-1)], dim=1)
+    shards = 0
+    for start in range(0, count, shard_size):
+        rows = slice(start, start + shard_size)
+        write_shard(
+            directory,
+            shards,
+            {"features": views[rows].half(), "label": torch.arange(count)[rows] % 3},
+        )
+        shards += 1
+    encoder = {"name": "synthetic", "dim": dim, "grid": grid}
+    finalize_feature_set(directory, 3, shards, extra={"extraction": {"encoder": encoder}})
+    return views

@@ -13,7 +13,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from sfd.ablate import (
+from sfd.data.fashion_mnist import DEFAULT_ROOT
+from sfd.pipeline.ablate import (
     MAIN_ROWS,
     AblationSettings,
     base_config,
@@ -22,8 +23,7 @@ from sfd.ablate import (
     row_config,
     sweep_rows,
 )
-from sfd.ablate_report import steps_to_reach, welch_t_test
-from sfd.data.fashion_mnist import DEFAULT_ROOT
+from sfd.pipeline.ablate_report import steps_to_reach, welch_t_test
 
 have_data = (DEFAULT_ROOT / "train-images-idx3-ubyte.gz").exists()
 needs_data = pytest.mark.skipif(
@@ -47,7 +47,7 @@ def test_rows_parse_and_reject_bad_names():
 
 
 def test_sem_channels_is_part_of_the_protocol_only_when_given():
-    from sfd.ablate import AblationSettings
+    from sfd.pipeline.ablate import AblationSettings
 
     assert "sem_channels" not in AblationSettings().protocol()
     assert AblationSettings(sem_channels=8).protocol()["sem_channels"] == 8
@@ -113,7 +113,7 @@ def test_welch_t_test_matches_its_closed_form():
 
 @pytest.fixture(scope="module")
 def quick_base(tmp_path_factory):
-    from sfd.demo import DemoSettings, prepare_base
+    from sfd.pipeline.demo import DemoSettings, prepare_base
 
     out = tmp_path_factory.mktemp("ablate-base") / "base"
     prepare_base(out, DemoSettings.quick())
@@ -227,7 +227,7 @@ def test_a_job_lock_keeps_out_live_processes_and_takes_over_dead_ones(tmp_path):
     import subprocess
     import sys
 
-    from sfd.ablate import _JobLock
+    from sfd.pipeline.ablate import _JobLock
 
     lock = _JobLock(tmp_path / "run")
     assert lock.acquire() and lock.path.exists()

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from sfd.data.fashion_mnist import DEFAULT_ROOT
-from sfd.demo import DemoSettings, run_demo
+from sfd.pipeline.demo import DemoSettings, run_demo
 
 STAGES = {
     "texture_vae",

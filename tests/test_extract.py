@@ -13,12 +13,12 @@ import torch
 import torch.multiprocessing as mp
 from diffusers import AutoencoderKL
 
+from sfd.data.feature_shards import FeatureShards
 from sfd.data.latents import LatentDataset
 from sfd.data.shards import shard_name
 from sfd.extract import extract, extract_features
 from sfd.latents.semvae import SemanticVAE, SemVAEConfig
 from sfd.latents.texture import KLAutoencoder
-from sfd.latents.train_autoencoders import FeatureShards
 
 N_IMAGES, SHARD, DIM = 10, 4, 6
 

@@ -8,12 +8,10 @@ training = 3 x forward, the usual convention of PaLM / Chinchilla-style MFU).
 
 from __future__ import annotations
 
-import platform
 import resource
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 
@@ -21,6 +19,7 @@ from sfd.config import Config
 from sfd.flow.guidance import plain_velocity
 from sfd.flow.schedule import staged_schedule
 from sfd.flow.solvers import euler
+from sfd.hardware import cpu_model_name
 from sfd.latents.composite import LatentLayout
 from sfd.model import LightningDiT, count_parameters
 from sfd.training.batches import Batch
@@ -137,17 +136,6 @@ def hardware_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"{cpu_model_name()} ({torch.get_num_threads()} threads)"
-
-
-def cpu_model_name() -> str:
-    """The CPU's model name (``/proc/cpuinfo`` on Linux), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def synthetic_batch(cfg: Config, batch_size: int, device: torch.device) -> Batch:

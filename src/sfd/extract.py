@@ -4,7 +4,7 @@ For every image and its horizontal flip (view 1) :func:`extract` stores the text
 (mean, std) of the pixel VAE, the semantic posterior (mean, std) of the SemVAE applied to the
 frozen-encoder features, the REPA targets (those features, fp16) and the label, in the
 ``sfd-latents`` format of :mod:`sfd.data.latents` (METHOD.md §2). :func:`extract_features`
-stores the encoder features alone (format ``sfd-features``, below), the SemVAE's training data.
+stores the encoder features alone (format ``sfd-features``), the SemVAE's training data.
 The encoder map is resized to the texture-latent grid when the two differ (e.g. DINOv2's 16 x 16
 tokens for SD-VAE's 32 x 32 latents at 256 px; METHOD.md §2.3).
 
@@ -15,9 +15,7 @@ the shards in progress. Under ``torchrun`` (``torch.distributed`` initialised) r
 shards with k % world_size == r and rank 0 writes ``meta.json`` after a barrier; a single
 process needs no launcher. Models must already be on ``device``.
 
-Format ``sfd-features`` version 1: shards with ``features`` (N, V=2, C, h, w) float16 and
-``label`` (N,) int64; ``meta.json`` has ``format``, ``version``, ``count``, ``views``, ``dim``,
-``grid``, ``num_classes``, ``shards`` and the extraction settings under ``extraction``.
+Format ``sfd-features``: see :mod:`sfd.data.feature_shards`.
 """
 
 from __future__ import annotations
@@ -35,9 +33,10 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from sfd import distributed
+from sfd.data.feature_shards import finalize_feature_set
 from sfd.data.images import collate_images, first_image_shape, hflip
 from sfd.data.latents import finalize_latent_set, write_latent_shard
-from sfd.data.shards import MappedShard, atomic_write_json, finished_shard, write_shard
+from sfd.data.shards import atomic_write_json, finished_shard, write_shard
 from sfd.errors import MismatchError
 from sfd.latents.encoders import FeatureEncoder, resize_map
 from sfd.latents.semvae import SemanticVAE
@@ -45,8 +44,6 @@ from sfd.latents.texture import TextureAutoencoder
 
 log = logging.getLogger(__name__)
 
-FEATURE_FORMAT = "sfd-features"
-FEATURE_VERSION = 1
 SETTINGS_FILE = "extraction.json"
 
 Batch = dict[str, torch.Tensor]
@@ -164,7 +161,7 @@ _UNCHECKED_ENCODER_KEYS = ("grid", "path", "input_size")
 def check_semvae_input(semvae: SemanticVAE, encoder: FeatureEncoder, grid: int, why: str) -> None:
     """Refuse to feed ``semvae`` features it was not trained on: another channel count, another
     grid (``why`` says where the latent grid comes from) or another encoder or encoder setting
-    (as recorded by :func:`sfd.latents.train_autoencoders.train_semvae`)."""
+    (as recorded by :func:`sfd.training.semvae.train_semvae`)."""
     recorded = getattr(semvae, "trained_on", None)  # a PCA encoder records none
     if semvae.config.in_dim != encoder.dim:
         trained = f" (it was trained on {recorded})" if recorded else ""
@@ -303,31 +300,3 @@ def extract_features(
         num_workers,
         device,
     )
-
-
-def finalize_feature_set(
-    directory: Path, num_classes: int, num_shards: int, extra: dict | None = None
-) -> dict:
-    """Check every feature shard and write ``meta.json`` atomically."""
-    infos = []
-    for i in range(num_shards):
-        info = finished_shard(directory, i, verify=True)
-        if info is None:
-            raise ValueError(
-                f"feature shard {i} in {directory} is missing or corrupt; rerun extraction"
-            )
-        infos.append(info)
-    first = MappedShard(Path(directory) / infos[0]["file"])["features"]
-    meta = {
-        "format": FEATURE_FORMAT,
-        "version": FEATURE_VERSION,
-        "num_classes": num_classes,
-        "count": sum(i["count"] for i in infos),
-        "views": int(first.shape[1]),
-        "dim": int(first.shape[2]),
-        "grid": int(first.shape[3]),
-        "shards": infos,
-        **(extra or {}),
-    }
-    atomic_write_json(Path(directory) / "meta.json", meta)
-    return meta

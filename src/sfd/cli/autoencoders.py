@@ -11,15 +11,11 @@ from dataclasses import asdict, fields
 import click
 
 from sfd.cli.options import dataset_of, dataset_options, dry_run_option
+from sfd.config import SemVAETrainConfig, TextureVAETrainConfig
 from sfd.latents.semvae import SemVAEConfig
-from sfd.latents.train_autoencoders import (
-    SemVAETrainConfig,
-    TextureVAETrainConfig,
-    holdout_split,
-    train_semvae,
-    train_texture_vae,
-)
 from sfd.latents.upstream_semvae import import_upstream_semvae
+from sfd.training.semvae import train_semvae
+from sfd.training.texture_vae import holdout_split, train_texture_vae
 
 
 def _parse_ints(ctx, param, value) -> tuple[int, ...]:

@@ -1,6 +1,5 @@
 """``sfd bench``, ``sfd demo``, ``sfd pipeline``, ``sfd ablate``: experiments built from the
-library (thin shells over :mod:`sfd.bench`, :mod:`sfd.demo`, :mod:`sfd.pipeline`,
-:mod:`sfd.ablate`)."""
+library (thin shells over :mod:`sfd.bench` and :mod:`sfd.pipeline`: demo, custom, ablate)."""
 
 from __future__ import annotations
 
@@ -20,7 +19,7 @@ from sfd.cli.options import (
     set_option,
 )
 from sfd.config import PRESETS
-from sfd.pipeline import BUDGETS
+from sfd.pipeline.custom import BUDGETS
 
 
 @click.command("bench")
@@ -119,7 +118,7 @@ def bench_cmd(
 @dry_run_option("the demo's stage sizes")
 def demo_cmd(out, quick, data_root, overrides, device, dry_run) -> None:
     """SFD end to end on Fashion-MNIST: VAEs, SemVAE, latents, training, samples, metrics."""
-    from sfd.demo import DemoSettings, run_demo
+    from sfd.pipeline.demo import DemoSettings, run_demo
 
     settings = DemoSettings.quick() if quick else DemoSettings()
     settings = dataclasses.replace(settings, overrides=tuple(overrides))
@@ -167,7 +166,7 @@ def pipeline_cmd(
     dry_run,
 ) -> None:  # fmt: skip
     """SFD end to end on your images: texture VAE, features, SemVAE, latents, SFD, samples."""
-    from sfd.pipeline import run_pipeline, with_stage_overrides
+    from sfd.pipeline.custom import run_pipeline, with_stage_overrides
 
     fmnist = data_root == "fashion-mnist"
     if not fmnist and not Path(data_root).is_dir():
@@ -237,7 +236,7 @@ def ablate_cmd(
     shard, data, features, decoder, ref, sem_channels, overrides, device, dry_run,
 ) -> None:  # fmt: skip
     """The paper's ablation grid (rows x seeds x checkpoints), cached and resumable."""
-    from sfd.ablate import AblationSettings, parse_shard, run_ablation
+    from sfd.pipeline.ablate import AblationSettings, parse_shard, run_ablation
 
     given = {
         "rows": None if rows is None else tuple(r.strip() for r in rows.split(",") if r.strip()),

@@ -11,21 +11,16 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from helpers import write_feature_set
 from sfd.cli.autoencoders import train_semvae_command
-from sfd.data.shards import write_shard
+from sfd.config import SemVAETrainConfig, TextureVAETrainConfig
+from sfd.data.feature_shards import FeatureShards
 from sfd.errors import EXIT_BAD_INPUT
-from sfd.extract import finalize_feature_set
 from sfd.latents.semvae import SemVAEConfig, load_semvae
 from sfd.latents.texture import load_texture_autoencoder
-from sfd.latents.train_autoencoders import (
-    FeatureShards,
-    SemVAETrainConfig,
-    TextureVAETrainConfig,
-    lr_at,
-    semvae_lr,
-    train_semvae,
-    train_texture_vae,
-)
+from sfd.training.lr_schedule import lr_at
+from sfd.training.semvae import semvae_lr, train_semvae
+from sfd.training.texture_vae import train_texture_vae
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -35,27 +30,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def write_feature_set(directory, count=40, shard_size=16, dim=12, grid=4, seed=0):
-    """Features on a 3-d subspace (compressible to C_s = 3) plus their mirror as view 1."""
-    g = torch.Generator().manual_seed(seed)
-    basis = torch.randn(3, dim, generator=g)
-    codes = torch.randn(count, grid, grid, 3, generator=g)
-    features = (codes @ basis).permute(0, 3, 1, 2)  # (N, C, h, w)
-    views = torch.stack([features, features.flip(-1)], dim=1)
-    shards = 0
-    for start in range(0, count, shard_size):
-        rows = slice(start, start + shard_size)
-        write_shard(
-            directory,
-            shards,
-            {"features": views[rows].half(), "label": torch.arange(count)[rows] % 3},
-        )
-        shards += 1
-    encoder = {"name": "synthetic", "dim": dim, "grid": grid}
-    finalize_feature_set(directory, 3, shards, extra={"extraction": {"encoder": encoder}})
-    return views
 
 
 def test_lr_schedule():

@@ -18,8 +18,6 @@ import dataclasses
 import json
 import logging
 import platform
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,19 +25,23 @@ import numpy as np
 import torch
 from torch.utils.data import Subset
 
-from sfd.bench import cpu_model_name
-from sfd.config import Config, apply_overrides, preset
-from sfd.data.fashion_mnist import FashionMNIST
-from sfd.data.images import first_image_shape
-from sfd.data.shards import atomic_write_json
-from sfd.latents.encoders import EfficientNetLite0Encoder
-from sfd.latents.semvae import SemVAEConfig, load_semvae
-from sfd.latents.texture import load_texture_autoencoder
-from sfd.latents.train_autoencoders import (
+from sfd.config import (
+    Config,
     SemVAETrainConfig,
     TextureVAETrainConfig,
-    train_semvae,
-    train_texture_vae,
+    apply_overrides,
+    preset,
+)
+from sfd.data.fashion_mnist import FashionMNIST
+from sfd.data.shards import atomic_write_json
+from sfd.hardware import cpu_model_name
+from sfd.latents.semvae import SemVAEConfig
+from sfd.pipeline.stages import (
+    StagedBase,
+    Stages,
+    StageSizes,
+    prepare_stages,
+    train_stage,
 )
 
 log = logging.getLogger("sfd.demo")
@@ -95,25 +97,6 @@ class DemoSettings:
         )
 
 
-class Stages:
-    """Runs named stages once; their results and wall times live in ``stages.json``."""
-
-    def __init__(self, out: Path) -> None:
-        self.path = out / "stages.json"
-        self.done: dict = json.loads(self.path.read_text()) if self.path.exists() else {}
-
-    def run(self, name: str, fn: Callable[[], dict]) -> dict:
-        if name in self.done:
-            log.info("stage %s: done before, skipped", name)
-            return self.done[name]["result"]
-        log.info("stage %s: running", name)
-        t0 = time.perf_counter()
-        result = fn()
-        self.done[name] = {"result": result, "seconds": round(time.perf_counter() - t0, 1)}
-        atomic_write_json(self.path, self.done)
-        return result
-
-
 def sfd_config(s: DemoSettings, encoder_dim: int) -> Config:
     cfg = preset("demo")
     cfg = dataclasses.replace(
@@ -135,20 +118,6 @@ def sfd_config(s: DemoSettings, encoder_dim: int) -> Config:
         ),
     )
     return apply_overrides(cfg, [*s.model, *s.overrides])
-
-
-@dataclass(frozen=True)
-class StageSizes:
-    """What the data stages train and extract, whatever the images (the demo's and
-    ``sfd pipeline``'s sizes both become one of these)."""
-
-    texture: TextureVAETrainConfig
-    semvae: SemVAEConfig
-    semvae_train: SemVAETrainConfig
-    semvae_images: int  # training images (and flips) whose features train the SemVAE
-    encoder_stride: int
-    batch_size: int
-    num_classes: int
 
 
 def demo_stage_sizes(s: DemoSettings, device: str) -> StageSizes:
@@ -179,121 +148,18 @@ def demo_stage_sizes(s: DemoSettings, device: str) -> StageSizes:
     )
 
 
-@dataclass(frozen=True)
-class DemoBase:
-    """The cached data stages of the demo: what SFD trains on and decodes with."""
-
-    out: Path
-    stages: Stages
-    train_set: Subset
-    test_set: Subset
-    encoder_dim: int
-    texture: dict  # texture-VAE training summary (test PSNR, ...)
-    semvae: dict  # SemVAE training summary (held-out cosine, ...)
-
-    @property
-    def latents(self) -> Path:
-        return self.out / "latents"
-
-    @property
-    def features(self) -> Path:
-        return self.out / "features"
-
-    @property
-    def texture_vae(self) -> Path:
-        return self.out / "texture_vae"
-
-
 def prepare_base(
     out: str | Path,
     settings: DemoSettings,
     data_root: str | Path | None = None,
     device: str = "cpu",
-) -> DemoBase:
+) -> StagedBase:
     """Run (or resume) the demo's data stages 1-4 on Fashion-MNIST."""
     s = settings
     kw = {"root": data_root} if data_root else {}
     train_set = Subset(FashionMNIST(split="train", **kw), range(s.train_images))
     test_set = Subset(FashionMNIST(split="test", **kw), range(s.test_images))
     return prepare_stages(out, train_set, test_set, demo_stage_sizes(s, device), device)
-
-
-def prepare_stages(
-    out: str | Path, train_set, test_set, sizes: StageSizes, device: str = "cpu"
-) -> DemoBase:
-    """Run (or resume) the data stages 1-4 (texture VAE, features, SemVAE, latents) on any
-    images; each stage's shapes come from the one before (the latent grid from the image size
-    and the texture VAE's downsampling, the encoder grid from it, the SemVAE's from the
-    features)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    stages = Stages(out)
-    tex = stages.run(
-        "texture_vae",
-        lambda: train_texture_vae(train_set, out / "texture_vae", sizes.texture, test_set),
-    )
-    texture_ae = load_texture_autoencoder(out / "texture_vae")
-    grid = first_image_shape(train_set)[-1] // texture_ae.downsample
-    encoder = EfficientNetLite0Encoder(grid=grid, stride=sizes.encoder_stride).to(device)
-    semvae_set = Subset(train_set, range(min(sizes.semvae_images, len(train_set))))
-    stages.run("features", lambda: _features(semvae_set, encoder, out / "features", sizes, device))
-    stages.run(
-        "features_val", lambda: _features(test_set, encoder, out / "features_val", sizes, device)
-    )
-    sem = stages.run(
-        "semvae",
-        lambda: train_semvae(
-            out / "features",
-            out / "semvae",
-            sizes.semvae,
-            sizes.semvae_train,
-            val_dir=out / "features_val",
-        ),
-    )
-    stages.run("latents", lambda: _latents(train_set, encoder, texture_ae, out, sizes, device))
-    return DemoBase(out, stages, train_set, test_set, encoder.dim, tex, sem)
-
-
-def _features(dataset, encoder, out_dir: Path, sizes: StageSizes, device: str) -> dict:
-    from sfd.extract import extract_features
-
-    meta = extract_features(
-        dataset,
-        encoder,
-        out_dir,
-        shard_size=2048,
-        batch_size=sizes.batch_size,
-        device=device,
-        num_classes=sizes.num_classes,
-    )
-    return _summary(meta)
-
-
-def _latents(dataset, encoder, texture_ae, out: Path, sizes: StageSizes, device: str) -> dict:
-    from sfd.extract import extract
-
-    meta = extract(
-        dataset,
-        encoder,
-        texture_ae.to(device),
-        load_semvae(out / "semvae"),
-        out / "latents",
-        shard_size=4096,
-        batch_size=sizes.batch_size,
-        device=device,
-        num_classes=sizes.num_classes,
-    )
-    return _summary(meta)
-
-
-def train_stage(base: DemoBase, cfg: Config, device: str) -> dict:
-    """Stage 5: train SFD on the latents into ``run/`` (resumable)."""
-    from sfd.training.loop import train
-
-    out = base.out
-    return base.stages.run(
-        "sfd", lambda: {"step": train(cfg, out / "latents", out / "run", device=device).step}
-    )
 
 
 def run_demo(
@@ -303,7 +169,7 @@ def run_demo(
     device: str = "cpu",
 ) -> dict:
     """Run (or resume) every stage; returns the metrics written to ``metrics.json``."""
-    from sfd.demo_eval import evaluate_demo, sample_demo
+    from sfd.pipeline.demo_eval import evaluate_demo, sample_demo
 
     s = settings
     base = prepare_base(out, s, data_root, device)
@@ -316,10 +182,6 @@ def run_demo(
         lambda: evaluate_demo(out, s, base.train_set.dataset, base.test_set, device),
     )
     return _write_metrics(out, stages, metrics, base.texture, base.semvae, cfg)
-
-
-def _summary(meta: dict | None) -> dict:
-    return {} if meta is None else {"count": meta.get("count"), "shards": len(meta["shards"])}
 
 
 def _write_metrics(

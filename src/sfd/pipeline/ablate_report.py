@@ -1,4 +1,5 @@
-"""The summary of an ablation grid (:mod:`sfd.ablate`): table, curves, Δt plot, speed-ups, tests.
+"""The summary of an ablation grid (:mod:`sfd.pipeline.ablate`): table, curves, Δt plot,
+speed-ups, tests.
 
 Built only from the cached per-evaluation JSON files under ``results/``, so it can be rebuilt at
 any time from a partial grid. Statistics:
@@ -245,7 +246,7 @@ def plot_curves(results: list[dict], settings, path: Path) -> None:
     cur = curves(results, settings.cfg_scale)
     metrics = [m for m in METRICS if any(m in c for c in cur.values())]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
-    from sfd.ablate import MAIN_ROWS
+    from sfd.pipeline.ablate_grid import MAIN_ROWS
 
     for ax, m in zip(axes[0], metrics, strict=True):
         for row in [r for r in MAIN_ROWS if r in cur]:
@@ -279,7 +280,7 @@ def plot_delta_t(results: list[dict], settings, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sfd.ablate import row_delta_t
+    from sfd.pipeline.ablate_grid import row_delta_t
 
     final = [
         r for r in results if r["step"] == settings.steps and r["cfg_scale"] == settings.cfg_scale

@@ -1,12 +1,12 @@
 """``sfd pipeline``: SFD end to end on your own images (an ImageFolder, or Fashion-MNIST).
 
-The same staged, cached machinery as ``sfd demo`` (:func:`sfd.demo.prepare_stages`,
-:class:`sfd.demo.Stages`): texture VAE -> encoder features -> SemVAE -> composite latents ->
-SFD -> samples, each stage's result and wall time in ``OUT/stages.json``, so a rerun resumes
-where it stopped and never redoes or overwrites a finished stage. Nothing is matched by hand:
-the latent grid is the image size over the texture VAE's downsampling, the encoder runs on that
-grid, the SemVAE's input is the features' shape, and SFD's config takes the latent shape,
-classes and REPA dim from the latent set (:func:`sfd.training.run_config.fit_to_data`).
+The same staged, cached machinery as ``sfd demo`` (:mod:`sfd.pipeline.stages`): texture VAE ->
+encoder features -> SemVAE -> composite latents -> SFD -> samples, each stage's result and wall
+time in ``OUT/stages.json``, so a rerun resumes where it stopped and never redoes or overwrites a
+finished stage. Nothing is matched by hand: the latent grid is the image size over the texture
+VAE's downsampling, the encoder runs on that grid, the SemVAE's input is the features' shape, and
+SFD's config takes the latent shape, classes and REPA dim from the latent set
+(:func:`sfd.training.run_config.fit_to_data`).
 
 Budgets are named stage sizes (``BUDGETS``), each overridable per stage. ``cpu-10min`` is sized
 for a small folder on 2 CPU cores; ``gpu-1h`` for one GPU. Neither figure is a measurement of
@@ -22,11 +22,11 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from torch.utils.data import Subset
 
 from sfd.config import Config, apply_overrides, parse_value, preset
 from sfd.data.shards import atomic_write_json
+from sfd.pipeline.stages import StageSizes, prepare_stages, sample_stage, train_stage
 from sfd.training.run_config import fit_to_data, override_keys, short_run_ema
 
 log = logging.getLogger(__name__)
@@ -97,10 +97,9 @@ def with_stage_overrides(settings: PipelineSettings, items: list[str]) -> Pipeli
 
 
 def stage_sizes(p: PipelineSettings, num_classes: int, device: str):
-    """The :class:`sfd.demo.StageSizes` of ``p`` (imported here: the CLI imports this module)."""
-    from sfd.demo import StageSizes
+    """The :class:`sfd.pipeline.stages.StageSizes` of ``p``."""
+    from sfd.config import SemVAETrainConfig, TextureVAETrainConfig
     from sfd.latents.semvae import SemVAEConfig
-    from sfd.latents.train_autoencoders import SemVAETrainConfig, TextureVAETrainConfig
 
     return StageSizes(
         texture=TextureVAETrainConfig(
@@ -139,7 +138,7 @@ def open_images(
     an ImageFolder of which every k-th image is held out."""
     from sfd.data.fashion_mnist import DEFAULT_ROOT, FashionMNIST
     from sfd.data.images import ImageFolder
-    from sfd.latents.train_autoencoders import holdout_split
+    from sfd.training.texture_vae import holdout_split
 
     if data_root == "fashion-mnist":
         train = FashionMNIST(DEFAULT_ROOT, "train", p.image_size, p.channels)
@@ -185,7 +184,6 @@ def run_pipeline(
 ) -> dict:
     """Run (or resume) every stage; returns (and writes to ``OUT/summary.json``) what each
     produced."""
-    from sfd.demo import prepare_stages, train_stage
 
     out = Path(out)
     train, test, names = open_images(str(data_root), settings, on_error)
@@ -193,7 +191,7 @@ def run_pipeline(
     base = prepare_stages(out, train, test, sizes, device)
     cfg = pipeline_config(settings, base.latents, overrides)
     train_stage(base, cfg, device)
-    base.stages.run("samples", lambda: sample_stage(out, cfg, settings, names, device))
+    base.stages.run("samples", lambda: _samples(out, settings, names, device))
     skipped = [str(p) for p in getattr(_innermost(train), "skipped", [])]
     summary = {
         "texture_vae_psnr_db": base.texture.get("test_psnr"),
@@ -221,25 +219,9 @@ def _stored_skips(out: Path) -> list[str]:
     return json.loads(path.read_text()).get("skipped_files", []) if path.exists() else []
 
 
-def sample_stage(
-    out: Path, cfg: Config, p: PipelineSettings, names: list[str], device: str
-) -> dict:
+def _samples(out: Path, p: PipelineSettings, names: list[str], device: str) -> dict:
     """Stage 6: ``num_samples`` class-balanced samples (PNGs + samples.npz) and a grid."""
-    from sfd.api import load_checkpoint
-    from sfd.data.image_io import read_png
-    from sfd.figures import sample_grid
-    from sfd.generate import GenerationJob, LatentSampler
-    from sfd.latents.texture import load_texture_autoencoder
-
-    model, ckpt = load_checkpoint(out / "run", device)
-    sampler = LatentSampler(model, ckpt.config, ckpt.stats, device=device)
-    decoder = load_texture_autoencoder(out / "texture_vae").to(device).eval()
     num = p.num_samples
-    job = GenerationJob(sampler, decoder, out / "samples", num, batch_size=16, seed=p.seed)
-    job.run()
-    if not (out / "samples" / "samples.npz").exists():
-        job.write_npz()
-    images = np.stack([read_png(job.png_path(i)) for i in range(num)])
     per_class = max(2, min(10, num // max(1, len(names))))
-    sample_grid(images, job.label_of(range(num)).tolist(), names, out / "samples.png", per_class)
+    sample_stage(out, num, p.seed, names, device, per_class=per_class)
     return {"num_samples": num}

@@ -1,4 +1,4 @@
-"""Samples, pictures and offline metrics of ``sfd demo`` (see :mod:`sfd.demo`).
+"""Samples, pictures and offline metrics of ``sfd demo`` (see :mod:`sfd.pipeline.demo`).
 
 Metrics, all offline (EfficientNet-Lite0's real ImageNet weights and the packaged classifier):
 
@@ -25,15 +25,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from sfd.api import load_checkpoint
 from sfd.config import Config
-from sfd.data.image_io import read_png
 from sfd.eval.metrics import frechet_distance
 from sfd.eval.stats import FeatureStats
-from sfd.figures import loss_curves, sample_grid, stage_strip
-from sfd.generate import GenerationJob, LatentSampler, to_uint8
+from sfd.figures import loss_curves, stage_strip
+from sfd.generate import LatentSampler, to_uint8
 from sfd.latents.encoders import EfficientNetLite0Encoder
 from sfd.latents.texture import load_texture_autoencoder
+from sfd.pipeline.stages import sample_stage
 from sfd.training.logs import read_log
 
 log = logging.getLogger("sfd.demo")
@@ -42,31 +41,21 @@ POOL_SIZE = 64  # input size of the pooled-feature network (speed on 2 cores)
 
 def sample_demo(out: Path, cfg: Config, s, device: str) -> dict:
     """Generate the metric samples (balanced classes) and the stage trajectory picture."""
-    model, ckpt = load_checkpoint(out / "run", device)
-    sampler = LatentSampler(
-        model, dataclasses_replace_sample(ckpt.config, cfg), ckpt.stats, device=device
-    )
-    decoder = load_texture_autoencoder(out / "texture_vae").to(device).eval()
-    num = max(s.metric_images, 100)
-    job = GenerationJob(sampler, decoder, out / "samples", num, batch_size=50, seed=s.seed)
-    job.run()
-    if not (out / "samples" / "samples.npz").exists():
-        job.write_npz()
-    images = np.stack([read_png(job.png_path(i)) for i in range(100)])
-    labels = job.label_of(range(100)).tolist()
     from sfd.data.fashion_mnist import FashionMNIST
 
-    sample_grid(images, labels, FashionMNIST.classes, out / "samples.png")
+    num = max(s.metric_images, 100)
+    sampler, decoder = sample_stage(
+        out, num, s.seed, FashionMNIST.classes, device, batch_size=50, sample=cfg.sample, shown=100
+    )
     _stage_picture(sampler, decoder, out / "stages.png", seed=s.seed)
     _curves(out)
     return {"num_samples": num}
 
 
-def dataclasses_replace_sample(stored: Config, current: Config) -> Config:
-    """The checkpoint's config with the demo's sampling settings."""
-    import dataclasses
-
-    return dataclasses.replace(stored, sample=current.sample)
+# The stage picture: one sneaker (image 3, class 7) solved with Euler in STAGE_STEPS steps,
+# shown at these steps of its trajectory.
+STAGE_STEPS = 26
+STAGE_PICKS = (0, 3, 6, 9, 12, 15, 18, 21, 23, 26)
 
 
 @torch.no_grad()
@@ -74,13 +63,13 @@ def _stage_picture(sampler: LatentSampler, decoder, path: Path, seed: int) -> No
     import dataclasses
 
     cfg = sampler.config
-    euler = dataclasses.replace(cfg.sample, method="euler", num_steps=26)
+    euler = dataclasses.replace(cfg.sample, method="euler", num_steps=STAGE_STEPS)
     one = dataclasses.replace(sampler, config=dataclasses.replace(cfg, sample=euler))
     sol = one.sample([3], torch.tensor([7]), seed=seed, keep_trajectory=True)  # a sneaker
     from sfd.flow.schedule import staged_schedule
 
     taus = staged_schedule(euler.num_steps, cfg.flow.delta_t).tau.tolist()
-    picks = [0, 3, 6, 9, 12, 15, 18, 21, 23, 26]
+    picks = list(STAGE_PICKS)
     states = torch.cat([sol.trajectory[k] for k in picks])
     textures = to_uint8(decoder.decode(sampler.texture_latents(states)).cpu()).numpy()
     sem = sampler.layout.sem(sampler.stats.denormalize(states)).cpu()

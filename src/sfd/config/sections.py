@@ -1,22 +1,17 @@
-"""Configuration: frozen dataclasses, named presets and typed ``key=value`` overrides.
+"""The sections of a run's config (frozen dataclasses) and :class:`Config`, which holds them.
 
-Presets follow METHOD.md §2.5 (LightningDiT widths/depths/heads, as in Pan et al. 2026 and
-Yao et al. 2025, "Reconstruction vs. Generation", LightningDiT). Training defaults are the
-release's recipe (METHOD.md §3): AdamW lr 1e-4, betas (0.9, 0.999), no weight decay, EMA
-0.9999, global batch 256, Δt = 0.3, β = 2.0, REPA weight 1.0 on block 2.
+Training defaults are the release's recipe (METHOD.md §3): AdamW lr 1e-4, betas (0.9, 0.999), no
+weight decay, EMA 0.9999, global batch 256, Δt = 0.3, β = 2.0, REPA weight 1.0 on block 2.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import types
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
+from sfd.config.typed import from_dict
 from sfd.errors import ConfigError
 
 
@@ -304,235 +299,9 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:
-        return _from_dict(cls, data, prefix="")
+        return from_dict(cls, data, prefix="")
 
 
 def _check(ok: bool, name: str, expected: str, got: Any) -> None:
     if not ok:
         raise ConfigError(f"{name} must be {expected}; got {got!r}")
-
-
-def load_config_file(path: str | Path) -> Config:
-    """A config JSON file (``sfd train --dry-run`` output, a run's ``config.json``), checked
-    like ``--set``: wrong types, unknown keys and bad values are errors naming the file and
-    the key. Keys left out keep their defaults."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"config file {path} cannot be read: {err}") from None
-    except json.JSONDecodeError as err:
-        raise ConfigError(
-            f"config file {path} is not valid JSON (line {err.lineno}, column {err.colno}: "
-            f"{err.msg})"
-        ) from None
-    try:
-        return Config.from_dict(data)
-    except ConfigError as err:
-        raise ConfigError(f"config file {path}: {err}") from None
-
-
-# --------------------------------------------------------------------------------------------
-# Presets (METHOD.md §2.5). Parameter counts at 48 input channels: S ~33M, B 130M, L 458M,
-# XL 675M, XXL 1.03B. `tiny` is for tests: seconds on a CPU.
-
-_BACKBONES: dict[str, dict[str, Any]] = {
-    "tiny": dict(depth=2, width=64, num_heads=2, repa_projector_dim=64),
-    "demo": dict(depth=6, width=256, num_heads=4, patch_size=2, repa_projector_dim=256),
-    "S": dict(depth=12, width=384, num_heads=6),
-    "B": dict(depth=12, width=768, num_heads=12),
-    "L": dict(depth=24, width=1024, num_heads=16),
-    "XL": dict(depth=28, width=1152, num_heads=16),
-    "XXL": dict(depth=24, width=1536, num_heads=24),
-}
-
-PRESETS: tuple[str, ...] = tuple(_BACKBONES)
-
-
-def preset(name: str) -> Config:
-    """The named preset: backbone size on the ImageNet-256 latent (32 + 16 channels, 16x16).
-
-    ``tiny`` is a small latent (4 + 2 channels on 8x8, 10 classes) so tests run in seconds;
-    ``demo`` is the embedded default's model (``sfd demo``, Fashion-MNIST on a CPU).
-    """
-    if name not in _BACKBONES:
-        raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
-    model = ModelConfig(**_BACKBONES[name])
-    latent = LatentConfig()
-    train = TrainConfig()
-    if name == "tiny":
-        model = dataclasses.replace(model, num_classes=10, repa_depth=1, repa_dim=32)
-        latent = LatentConfig(tex_channels=4, sem_channels=2, size=8)
-        train = dataclasses.replace(
-            train, global_batch_size=16, total_steps=200, log_every=10, ckpt_every=100
-        )
-    if name == "demo":  # Fashion-MNIST 32 px: 4 texture + 4 semantic channels on 8x8
-        model = dataclasses.replace(model, num_classes=10, repa_dim=40)
-        latent = LatentConfig(tex_channels=4, sem_channels=4, size=8)
-        # A short run: an EMA half-life of ~70 steps (0.999 would still be ~45 % init at 800).
-        train = dataclasses.replace(
-            train,
-            global_batch_size=64,
-            total_steps=600,
-            lr=1e-3,
-            beta2=0.99,
-            ema_decay=0.99,
-            log_every=25,
-            ckpt_every=200,
-        )
-        # CFG 4: probe accuracy of samples 0.50 at scale 2, 0.58 at 3, 0.61 at 4 (200 samples)
-        sample = SampleConfig(
-            method="heun", num_steps=10, cfg_scale_tex=4.0, cfg_scale_sem=4.0, compute_batch=50
-        )
-        return Config(model=model, latent=latent, train=train, sample=sample, preset=name)
-    return Config(model=model, latent=latent, train=train, preset=name)
-
-
-# --------------------------------------------------------------------------------------------
-# Typed overrides: "train.lr=2e-4", "flow.delta_t=0", "sample.cfg_interval_tex=0.1,1".
-
-
-def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
-    """Return ``cfg`` with ``section.key=value`` overrides applied, each parsed to its field type.
-
-    Unknown sections or keys and values that do not parse to the field's type are errors.
-    """
-    data = cfg.to_dict()
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like section.key=value")
-        path, raw = item.split("=", 1)
-        parts = path.strip().split(".")
-        if len(parts) != 2:
-            raise ConfigError(f"override key {path!r} must be section.key, e.g. train.lr")
-        section, key = parts
-        sub_cls = _section_class(section)
-        fields = {f.name: f for f in dataclasses.fields(sub_cls)}
-        if key not in fields:
-            raise ConfigError(
-                f"unknown key {key!r} in section {section!r}; "
-                f"expected one of {', '.join(sorted(fields))}"
-            )
-        hint = typing.get_type_hints(sub_cls)[key]
-        data[section][key] = parse_value(raw.strip(), hint, f"{section}.{key}")
-    return Config.from_dict(data)
-
-
-def _section_class(section: str) -> type:
-    hints = typing.get_type_hints(Config)
-    if section not in hints or not dataclasses.is_dataclass(hints[section]):
-        names = [
-            f.name for f in dataclasses.fields(Config) if dataclasses.is_dataclass(hints[f.name])
-        ]
-        raise ConfigError(f"unknown config section {section!r}; expected one of {', '.join(names)}")
-    return hints[section]
-
-
-def parse_value(raw: str, hint: Any, name: str) -> Any:
-    """Parse ``raw`` into the type ``hint`` (bool, int, float, str, Literal, tuple of floats)."""
-    origin = typing.get_origin(hint)
-    try:
-        if hint is bool:
-            low = raw.lower()
-            if low in ("1", "true", "yes", "on"):
-                return True
-            if low in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
-        if hint is int:
-            return int(raw)
-        if hint is float:
-            value = float(raw)
-            if not math.isfinite(value):
-                raise ValueError
-            return value
-        if hint is str:
-            return raw
-        if origin is Literal:
-            if raw not in typing.get_args(hint):
-                raise ValueError
-            return raw
-        if origin is tuple:
-            args = typing.get_args(hint)
-            items = [x for x in raw.strip("()[] ").split(",") if x.strip()]
-            if len(items) != len(args):
-                raise ValueError
-            return tuple(parse_value(x.strip(), a, name) for x, a in zip(items, args, strict=True))
-    except ValueError:
-        raise ConfigError(f"cannot parse {raw!r} for {name}: expected {_describe(hint)}") from None
-    raise TypeError(f"unsupported config type {hint!r} for {name}")
-
-
-def _describe(hint: Any) -> str:
-    if typing.get_origin(hint) is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
-    if typing.get_origin(hint) is tuple:
-        return "a comma-separated tuple of " + ", ".join(a.__name__ for a in typing.get_args(hint))
-    if hint is float:
-        return "a finite number"
-    return getattr(hint, "__name__", str(hint))
-
-
-_JSON_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
-
-
-def _typed(value: Any, hint: Any, name: str) -> Any:
-    """``value`` (parsed JSON) checked against the field type ``hint``, as ``--set`` would."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(hint)
-        if value is None and type(None) in args:
-            return None
-        hint = next(a for a in args if a is not type(None))
-        origin = typing.get_origin(hint)
-    ok = True
-    if hint is bool:
-        ok = isinstance(value, bool)
-    elif hint is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif hint is float:
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        ok = ok and math.isfinite(value)
-        value = float(value) if ok else value
-    elif hint is str:
-        ok = isinstance(value, str)
-    elif origin is Literal:
-        ok = isinstance(value, str) and value in typing.get_args(hint)
-    elif origin is tuple:
-        args = typing.get_args(hint)
-        ok = isinstance(value, list | tuple) and len(value) == len(args)
-        if ok:
-            return tuple(_typed(v, a, name) for v, a in zip(value, args, strict=True))
-    if not ok:
-        expected = _JSON_NAMES.get(hint) or _describe(hint)
-        if origin is tuple:
-            expected = f"a list of {len(typing.get_args(hint))} numbers"
-        raise ConfigError(f"{name} must be {expected}; got {value!r}")
-    return value
-
-
-def _from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
-    where = prefix.rstrip(".") or "the top level"
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"config section {where} must be a mapping (a JSON object); got {type(data).__name__}"
-        )
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        keys = ", ".join(f"{prefix}{k}" for k in unknown)
-        raise ConfigError(
-            f"unknown config key{'s' if len(unknown) > 1 else ''} {keys}; {where} has "
-            f"{', '.join(sorted(names))}"
-        )
-    kwargs = {}
-    for key, value in data.items():
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint):
-            kwargs[key] = _from_dict(hint, value, f"{prefix}{key}.")
-        else:
-            kwargs[key] = _typed(value, hint, f"{prefix}{key}")
-    return cls(**kwargs)
