@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sfd.data.latents import LatentDataset
+from sfd.data.latent_shards import LatentDataset
 from sfd.pipeline.demo_eval import train_probe
 
 

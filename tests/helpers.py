@@ -10,13 +10,23 @@ import torch
 
 from sfd.config import Config, preset
 from sfd.data.feature_shards import finalize_feature_set
-from sfd.data.latents import finalize_latent_set, write_latent_shard
+from sfd.data.latent_shards import finalize_latent_set, write_latent_shard
 from sfd.data.shards import write_shard
 
 # The release-produced parity sets ship in tests/fixtures (data only; MIT, see LICENSE-upstream).
 # SFD_UPSTREAM_FIXTURES names another set of the upstream_parity layout (e.g. the hidden one).
 FIXTURES_ROOT = Path(__file__).resolve().parent / "fixtures"
 FIXTURES = Path(os.environ.get("SFD_UPSTREAM_FIXTURES") or FIXTURES_ROOT / "upstream_parity")
+
+# A one-layer DINOv2 (random weights) for tests of the encoder path.
+TINY_DINOV2 = dict(
+    hidden_size=32,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    intermediate_size=64,
+    patch_size=14,
+    image_size=224,
+)
 
 
 def tiny_config(**train_overrides) -> Config:

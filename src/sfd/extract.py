@@ -3,7 +3,7 @@
 For every image and its horizontal flip (view 1) :func:`extract` stores the texture posterior
 (mean, std) of the pixel VAE, the semantic posterior (mean, std) of the SemVAE applied to the
 frozen-encoder features, the REPA targets (those features, fp16) and the label, in the
-``sfd-latents`` format of :mod:`sfd.data.latents` (METHOD.md §2). :func:`extract_features`
+``sfd-latents`` format of :mod:`sfd.data.latent_shards` (METHOD.md §2). :func:`extract_features`
 stores the encoder features alone (format ``sfd-features``), the SemVAE's training data.
 The encoder map is resized to the texture-latent grid when the two differ (e.g. DINOv2's 16 x 16
 tokens for SD-VAE's 32 x 32 latents at 256 px; METHOD.md §2.3).
@@ -35,7 +35,7 @@ from tqdm import tqdm
 from sfd import distributed
 from sfd.data.feature_shards import finalize_feature_set
 from sfd.data.images import collate_images, first_image_shape, hflip
-from sfd.data.latents import finalize_latent_set, write_latent_shard
+from sfd.data.latent_shards import finalize_latent_set, write_latent_shard
 from sfd.data.shards import atomic_write_json, finished_shard, write_shard
 from sfd.errors import MismatchError
 from sfd.latents.encoders import FeatureEncoder, resize_map
@@ -195,6 +195,23 @@ def check_semvae_input(semvae: SemanticVAE, encoder: FeatureEncoder, grid: int, 
         )
 
 
+def _latent_grid(shape, encoder: FeatureEncoder, texture_ae, semvae: SemanticVAE) -> int:
+    """The latent grid of images of ``shape``: the texture autoencoder's; the SemVAE must fit
+    the encoder's features on it (the encoder map is resized to it when the two differ)."""
+    if shape[-1] % texture_ae.downsample:
+        raise ValueError(
+            f"image size {shape[-1]} is not divisible by the texture "
+            f"autoencoder's downsampling factor {texture_ae.downsample}"
+        )
+    grid = shape[-1] // texture_ae.downsample
+    check_semvae_input(semvae, encoder, grid, f"{shape[-1]} px / f{texture_ae.downsample}")
+    if encoder.grid != grid:
+        log.info(
+            "resizing the %s map from %d to the latent grid %d", encoder.name, encoder.grid, grid
+        )
+    return grid
+
+
 def extract(
     dataset,
     encoder: FeatureEncoder,
@@ -214,17 +231,7 @@ def extract(
     ``meta["extraction"]`` beside what the models describe about themselves."""
     out_dir = Path(out_dir)
     shape = first_image_shape(dataset)
-    if shape[-1] % texture_ae.downsample:
-        raise ValueError(
-            f"image size {shape[-1]} is not divisible by the texture "
-            f"autoencoder's downsampling factor {texture_ae.downsample}"
-        )
-    grid = shape[-1] // texture_ae.downsample
-    check_semvae_input(semvae, encoder, grid, f"{shape[-1]} px / f{texture_ae.downsample}")
-    if encoder.grid != grid:
-        log.info(
-            "resizing the %s map from %d to the latent grid %d", encoder.name, encoder.grid, grid
-        )
+    grid = _latent_grid(shape, encoder, texture_ae, semvae)
 
     def compute(x: torch.Tensor) -> Batch:
         tex_mean, tex_std = texture_ae.encode(x)

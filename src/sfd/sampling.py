@@ -2,10 +2,11 @@
 
 :func:`generate_to_dir` loads a checkpoint, applies a published sampler and ``sample.*``
 overrides, locks the job's settings in ``OUT/generation.json`` (a rerun must use the same ones,
-and resumes), resolves the pixel decoder from the checkpoint's config (:func:`resolve_decoder`)
-and runs :class:`sfd.generate.GenerationJob` on this rank's chunks. :func:`write_latents`
-writes de-normalised composite latents instead of images. Both are torchrun-aware through
-:mod:`sfd.distributed`; the process group belongs to the caller (STYLE.md rule 8).
+and resumes), resolves the pixel decoder from the checkpoint's config
+(:func:`sfd.api.resolve_decoder`) and runs :class:`sfd.generate.GenerationJob` on this rank's
+chunks. :func:`write_latents` writes de-normalised composite latents instead of images. Both are
+torchrun-aware through :mod:`sfd.distributed`; the process group belongs to the caller
+(STYLE.md rule 8).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import torch
 
 from sfd import distributed
-from sfd.api import load_checkpoint
+from sfd.api import load_checkpoint, resolve_decoder
 from sfd.config import Config, apply_overrides
 from sfd.data.shards import atomic_save_safetensors, atomic_write_json
 from sfd.errors import MismatchError, OverrideError, UsageError
@@ -85,28 +86,6 @@ def check_generation_settings(out: Path, settings: dict) -> None:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(path, settings)
     distributed.barrier()
-
-
-def resolve_decoder(cfg: Config, run_dir: Path) -> Path:
-    """The pixel decoder a run's config names (``latent.texture_autoencoder``).
-
-    A relative path stored in a run's config is taken as given if it exists from the current
-    directory, else relative to the run directory: a run that stores ``../texture_vae`` works
-    from any current directory and after its parent directory is moved.
-    """
-    path = cfg.latent.texture_autoencoder
-    if not path:
-        raise UsageError("no decoder: pass --decoder PATH (or --latents-only)")
-    p = Path(path)
-    if p.is_absolute() or p.exists():
-        return p
-    beside = Path(run_dir) / p
-    if beside.exists():
-        return beside
-    raise UsageError(
-        f"the run's latent.texture_autoencoder {path!r} exists neither from the current directory "
-        f"nor from the run directory {run_dir}; pass --decoder PATH"
-    )
 
 
 def read_labels(path: str | Path, num: int, num_classes: int) -> torch.Tensor:

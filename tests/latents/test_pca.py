@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sfd.data.feature_shards import FeatureShards, finalize_feature_set
-from sfd.data.latents import LatentDataset
+from sfd.data.latent_shards import LatentDataset
 from sfd.data.shards import write_shard
 from sfd.extract import extract
 from sfd.latents.pca import PCAEncoder, fit_pca, load_pca, save_pca

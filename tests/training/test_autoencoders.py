@@ -22,14 +22,7 @@ from sfd.training.lr_schedule import lr_at
 from sfd.training.semvae import semvae_lr, train_semvae
 from sfd.training.texture_vae import train_texture_vae
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (and OpenMP spin-waits on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_lr_schedule():

@@ -10,7 +10,13 @@ from dataclasses import asdict, fields
 
 import click
 
-from sfd.cli.options import dataset_of, dataset_options, dry_run_option
+from sfd.cli.options import (
+    dataset_of,
+    dataset_options,
+    device_option,
+    dry_run_option,
+    resolve_device,
+)
 from sfd.config import SemVAETrainConfig, TextureVAETrainConfig
 from sfd.latents.semvae import SemVAEConfig
 from sfd.latents.upstream_semvae import import_upstream_semvae
@@ -51,7 +57,11 @@ def config_options(cls: type, skip: tuple[str, ...] = ()) -> Callable:
 
 
 def _pick(cls: type, kw: dict):
-    return cls(**{f.name: kw[f.name] for f in fields(cls) if f.name in kw})
+    """``cls`` from the options named after its fields (``--device`` resolved)."""
+    given = {f.name: kw[f.name] for f in fields(cls) if f.name in kw}
+    if "device" in {f.name for f in fields(cls)}:
+        given["device"] = resolve_device(kw["device"])
+    return cls(**given)
 
 
 @click.command("train-semvae")
@@ -65,7 +75,8 @@ def _pick(cls: type, kw: dict):
 )
 @click.option("--out", "out_dir", required=True, type=click.Path())
 @config_options(SemVAEConfig, skip=("in_dim", "grid"))
-@config_options(SemVAETrainConfig)
+@config_options(SemVAETrainConfig, skip=("device",))
+@device_option()
 @dry_run_option("the model and training configs")
 def train_semvae_command(feature_dir, val_dir, out_dir, dry_run, **kw):
     """Train the Semantic VAE on encoder-feature shards (`sfd extract-features`)."""
@@ -94,7 +105,8 @@ def train_semvae_command(feature_dir, val_dir, out_dir, dry_run, **kw):
     help="An image folder without --eval-root: this fraction of it is held out for the PSNR.",
 )
 @click.option("--out", "out_dir", required=True, type=click.Path())
-@config_options(TextureVAETrainConfig)
+@config_options(TextureVAETrainConfig, skip=("device",))
+@device_option()
 @dry_run_option("the training config")
 def train_texture_vae_command(eval_root, holdout_fraction, out_dir, dry_run, **kw):
     """Train a small KL-VAE; report the reconstruction PSNR on the test split (Fashion-MNIST),

@@ -27,10 +27,10 @@ from sfd.eval.fashion_classifier import (
     labelled_accuracy,
     train_fashion_classifier,
 )
-from sfd.eval.images import open_images
 from sfd.eval.inception import WEIGHTS_FILENAME, load_inception
 from sfd.eval.offline import DEFAULT_SIZES, FEATURE_SPACES, offline_feature_fn
 from sfd.eval.reference import compute_reference_stats, load_reference
+from sfd.eval.sources import open_images
 
 _existing = click.Path(exists=True, path_type=Path)
 _weights_option = click.option(

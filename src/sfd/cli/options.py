@@ -1,9 +1,10 @@
 """Options shared by the ``sfd`` commands, each written once.
 
 ``--device`` means the same on every command: a torch device name (``cpu``, ``cuda``,
-``cuda:1``); unset or ``auto`` is CUDA when available, else the CPU (``sfd train-classifier``
-alone states ``cpu`` as its default, for a reproducible classifier). ``--set`` is a typed config
-override; ``--dry-run`` prints what a long command would do and exits.
+``cuda:1``); unset or ``auto`` is CUDA when available, else the CPU. ``sfd train-classifier``
+alone defaults to ``cpu``, stated in its help: the packaged classifier is reproduced on a CPU.
+``--set`` is a typed config override; ``--dry-run`` prints what a long command would do and
+exits.
 """
 
 from __future__ import annotations

@@ -54,8 +54,8 @@ def train(
     preset_name, config_file, recipe, overrides, data, out, device, max_steps, dry_run
 ) -> None:
     """Train SFD on pre-computed latents (a rerun resumes RUN from its stored config)."""
-    from sfd.training.loop import validate_run
     from sfd.training.run_config import resolve_train_config
+    from sfd.training.run_dir import validate_run
 
     if data and not (Path(data) / "meta.json").exists():
         raise click.BadParameter(

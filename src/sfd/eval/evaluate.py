@@ -28,9 +28,9 @@ from sfd.eval.features import (
     compute_feature_stats,
     compute_inception_features,
 )
-from sfd.eval.images import open_images
 from sfd.eval.metrics import frechet_distance, inception_score, precision_recall
 from sfd.eval.reference import Reference, load_reference
+from sfd.eval.sources import open_images
 from sfd.eval.stats import FeatureStats, RunningStats
 
 logger = logging.getLogger(__name__)

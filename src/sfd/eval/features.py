@@ -21,8 +21,8 @@ from sfd.distributed import (
     rank_and_world,
     shard_range,
 )
-from sfd.eval.images import ImageSource, open_images
 from sfd.eval.inception import InceptionFeatures
+from sfd.eval.sources import ImageSource, open_images
 from sfd.eval.stats import RunningStats
 
 logger = logging.getLogger(__name__)

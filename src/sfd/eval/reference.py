@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 
 from sfd.distributed import rank_and_world
 from sfd.eval.features import InceptionLike, compute_inception_features
-from sfd.eval.images import FolderImages, ImageSource, NpzImages, open_images
+from sfd.eval.sources import FolderImages, ImageSource, NpzImages, open_images
 from sfd.eval.stats import FeatureStats
 
 STATS_FORMAT = "sfd.eval.reference/v1"

@@ -32,7 +32,10 @@ import json
 import logging
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import torch
 
 from sfd.config import Config
 from sfd.data.shards import atomic_write_json
@@ -88,10 +91,7 @@ def run_ablation(
     progress: bool = False,
 ) -> dict:
     """Run (or resume) this shard's part of the grid, then rebuild the summary."""
-    from sfd.latents.texture import load_texture_autoencoder
     from sfd.pipeline.ablate_report import write_report
-    from sfd.training.checkpoint import checkpoint_dir
-    from sfd.training.loop import train
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -111,67 +111,98 @@ def run_ablation(
         row_config(base, parse_row(r), base.latent.sem_channels, 0, settings.steps)
     _check_settings(out, settings, write=True)
     i, n = shard
-    jobs = [job for k, job in enumerate(settings.jobs()) if k % n == i]
-    evaluator = None
-    decoder_net = None
-    work: dict[str, list] = {"trained": [], "evaluated": [], "skipped": []}
-    for row_name, seed in jobs:
-        row = parse_row(row_name)
-        cfg = row_config(base, row, base.latent.sem_channels, seed, settings.steps)
-        run_dir = out / "runs" / row_name / f"seed{seed}"
-        todo = _evaluations(out, settings, row_name, seed)
-        if not todo:
-            continue
-        lock = _JobLock(run_dir)
-        if not lock.acquire():
-            log.info("%s seed %d: another live process holds %s; skipped", row_name, seed, lock)
-            work["skipped"].append([row_name, seed])
-            continue
-        ckpt_steps = settings.checkpoint_steps()
-        if not all((checkpoint_dir(run_dir, k) / "ema.safetensors").exists() for k in ckpt_steps):
-            t0 = time.perf_counter()
-            train(
-                _with_checkpoints(cfg, ckpt_steps),
-                data.latents[row.semantic],
-                run_dir,
-                device=device,
-                progress=progress,
-            )
-            work["trained"].append([row_name, seed, round(time.perf_counter() - t0, 1)])
-        if evaluator is None:
-            evaluator = Evaluator(out, data, settings.num_samples, device)
-            decoder_net = load_texture_autoencoder(data.decoder).to(device).eval()
-        for step, scale in todo:
-            t0 = time.perf_counter()
-            images, labels = sample_images(
-                checkpoint_dir(run_dir, step), decoder_net, settings, scale, device
-            )
-            metrics = evaluator.metrics(evaluator.features(images), labels)
-            record = {
-                "row": row_name,
-                "seed": seed,
-                "step": step,
-                "cfg_scale": scale,
-                "delta_t": row.delta_t,
-                "semantic": row.semantic,
-                "repa": row.repa,
-                **metrics,
-                "eval_seconds": round(time.perf_counter() - t0, 1),
-            }
-            target = result_path(out, row_name, seed, step, scale)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(target, record)
-            work["evaluated"].append([row_name, seed, step, scale])
-            log.info("%s seed %d step %d cfg %g: %s", row_name, seed, step, scale, metrics)
-        lock.release()
-    if evaluator is None:  # nothing left to do here: the reference may still be missing
+    grid = _Grid(out, settings, data, base, device, progress)
+    for row_name, seed in [job for k, job in enumerate(settings.jobs()) if k % n == i]:
+        grid.run(row_name, seed)
+    if grid.evaluator is None:  # nothing left to do here: the reference may still be missing
         ref = sorted(out.glob(f"reference_{settings.num_samples}.json"))
         reference_info = json.loads(ref[0].read_text()) if ref else None
     else:
-        reference_info = evaluator.reference
+        reference_info = grid.evaluator.reference
     summary = write_report(out, settings, reference_info, data.info)
-    summary["work"] = work
+    summary["work"] = grid.work
     return summary
+
+
+@dataclass
+class _Grid:
+    """This process's jobs of the grid: train a (row, seed) run if its checkpoints are missing,
+    then evaluate each of its checkpoints not yet evaluated (one JSON file each)."""
+
+    out: Path
+    settings: AblationSettings
+    data: AblationData
+    base: Config
+    device: str
+    progress: bool
+    evaluator: Evaluator | None = None
+    decoder: torch.nn.Module | None = None
+    work: dict = field(default_factory=lambda: {"trained": [], "evaluated": [], "skipped": []})
+
+    def run(self, row_name: str, seed: int) -> None:
+        row = parse_row(row_name)
+        run_dir = self.out / "runs" / row_name / f"seed{seed}"
+        todo = _evaluations(self.out, self.settings, row_name, seed)
+        if not todo:
+            return
+        lock = _JobLock(run_dir)
+        if not lock.acquire():
+            log.info("%s seed %d: another live process holds %s; skipped", row_name, seed, lock)
+            self.work["skipped"].append([row_name, seed])
+            return
+        self._train(row, seed, run_dir)
+        if self.evaluator is None:
+            from sfd.latents.texture import load_texture_autoencoder
+
+            self.evaluator = Evaluator(self.out, self.data, self.settings.num_samples, self.device)
+            self.decoder = load_texture_autoencoder(self.data.decoder).to(self.device).eval()
+        for step, scale in todo:
+            self._evaluate(row, seed, run_dir, step, scale)
+        lock.release()
+
+    def _train(self, row: Row, seed: int, run_dir: Path) -> None:
+        from sfd.training.checkpoint import checkpoint_dir
+        from sfd.training.loop import train
+
+        s = self.settings
+        ckpt_steps = s.checkpoint_steps()
+        if all((checkpoint_dir(run_dir, k) / "ema.safetensors").exists() for k in ckpt_steps):
+            return
+        t0 = time.perf_counter()
+        cfg = row_config(self.base, row, self.base.latent.sem_channels, seed, s.steps)
+        train(
+            _with_checkpoints(cfg, ckpt_steps),
+            self.data.latents[row.semantic],
+            run_dir,
+            device=self.device,
+            progress=self.progress,
+        )
+        self.work["trained"].append([row.name, seed, round(time.perf_counter() - t0, 1)])
+
+    def _evaluate(self, row: Row, seed: int, run_dir: Path, step: int, scale: float) -> None:
+        from sfd.training.checkpoint import checkpoint_dir
+
+        t0 = time.perf_counter()
+        images, labels = sample_images(
+            checkpoint_dir(run_dir, step), self.decoder, self.settings, scale, self.device
+        )
+        metrics = self.evaluator.metrics(self.evaluator.features(images), labels)
+        record = {
+            "row": row.name,
+            "seed": seed,
+            "step": step,
+            "cfg_scale": scale,
+            "delta_t": row.delta_t,
+            "semantic": row.semantic,
+            "repa": row.repa,
+            **metrics,
+            "eval_seconds": round(time.perf_counter() - t0, 1),
+        }
+        target = result_path(self.out, row.name, seed, step, scale)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(target, record)
+        self.work["evaluated"].append([row.name, seed, step, scale])
+        log.info("%s seed %d step %d cfg %g: %s", row.name, seed, step, scale, metrics)
 
 
 def _with_checkpoints(cfg: Config, steps: list[int]) -> Config:

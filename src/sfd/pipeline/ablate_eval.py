@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,8 +17,6 @@ from sfd.eval.fashion_classifier import class_accuracy
 from sfd.eval.stats import FeatureStats
 from sfd.pipeline.ablate_grid import AblationSettings, parse_row, sample_config
 from sfd.pipeline.demo_eval import pooled_features, reconstruct
-
-log = logging.getLogger("sfd.ablate")
 
 # --------------------------------------------------------------------------------------------
 # Data: the latent sets each row trains on
@@ -50,7 +47,7 @@ def prepare_data(
 ) -> AblationData:
     """The SemVAE latent set (the demo's, built and cached, or ``latents``) and the derived
     sets the requested rows need; errors before any training if an input is missing."""
-    from sfd.data.latents import LatentDataset
+    from sfd.data.latent_shards import LatentDataset
 
     rows = [parse_row(r) for r in settings.rows]
     need = {r.semantic for r in rows}
@@ -75,6 +72,15 @@ def prepare_data(
         classifier = None
     ds = LatentDataset(latents)
     meta = ds.meta
+    decoder = _checked_inputs(ds, rows, latents, features, decoder, reference)
+    sets = _latent_sets(out, latents, features, meta, need, info)
+    return AblationData(sets, Path(decoder), Path(reference), meta, classifier, info)
+
+
+def _checked_inputs(ds, rows, latents, features, decoder, reference) -> Path:
+    """The texture decoder (given, or the one the latent set names); a ``ValueError`` for an
+    input the rows need and do not have."""
+    meta, need = ds.meta, {r.semantic for r in rows}
     if decoder is None:
         named = meta.get("texture_autoencoder")
         decoder = (Path(latents) / named) if named else None
@@ -95,6 +101,11 @@ def prepare_data(
             f"rows redi/redi-sf need the encoder features the PCA is fitted on: pass --features "
             f"(a `sfd extract-features` directory of training images) for {latents}"
         )
+    return Path(decoder)
+
+
+def _latent_sets(out: Path, latents, features, meta: dict, need: set, info: dict) -> dict:
+    """The latent set of each semantic kind the rows need (derived sets cached in ``out``)."""
     sets = {"semvae": Path(latents)}
     if "none" in need:
         from sfd.latents.derive import derive_latent_set
@@ -112,7 +123,7 @@ def prepare_data(
         derive_latent_set(latents, out / "latents" / "pca", "pca", pca=pca)
         sets["pca"] = out / "latents" / "pca"
         info["pca_explained_variance_ratio"] = float(pca.explained_variance_ratio.sum())
-    return AblationData(sets, Path(decoder), Path(reference), meta, classifier, info)
+    return sets
 
 
 def _fashion_classifier(path: Path, quick: bool, device: str) -> Path:

@@ -4,14 +4,11 @@ settings (sizes, seeds, checkpoints, guidance) and the SFD config of each row.""
 from __future__ import annotations
 
 import dataclasses
-import logging
 import re
 from dataclasses import dataclass
 
 from sfd.config import Config, apply_overrides, preset
 from sfd.pipeline.demo import DEMO_MODEL
-
-log = logging.getLogger("sfd.ablate")
 
 # --------------------------------------------------------------------------------------------
 # Rows

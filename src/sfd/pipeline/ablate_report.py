@@ -87,6 +87,28 @@ def curves(results: list[dict], cfg_scale: float) -> dict:
     }
 
 
+def _welch_tests(table: dict, sweep: dict, metric: str) -> dict:
+    """Welch's t-tests of ``metric`` between the rows the paper compares, at the final
+    checkpoint and at every guidance scale of the sweep."""
+    tests = {}
+    for other in ("semvae-sync", "redi", "repa", "baseline"):
+        a = table.get("sfd", {}).get(metric, {}).get("values", [])
+        b = table.get(other, {}).get(metric, {}).get("values", [])
+        if a and b:
+            tests[f"sfd vs {other}"] = welch_t_test(a, b)
+    a = table.get("redi-sf", {}).get(metric, {}).get("values", [])
+    b = table.get("redi", {}).get(metric, {}).get("values", [])
+    if a and b:
+        tests["redi-sf vs redi"] = welch_t_test(a, b)
+    for w in sorted({w for ws in sweep.values() for w in ws}, key=float):
+        for first, second in (("sfd", "semvae-sync"), ("redi-sf", "redi")):
+            a = sweep.get(first, {}).get(w, {}).get(metric, [])
+            b = sweep.get(second, {}).get(w, {}).get(metric, [])
+            if a and b:
+                tests[f"{first} vs {second}, CFG {w}"] = welch_t_test(a, b)
+    return tests
+
+
 def summarise(results: list[dict], settings, reference: dict | None) -> dict:
     """Final-checkpoint table, CFG sweep, speed-ups and the t-test as one JSON-able dict."""
     final = settings.steps
@@ -122,22 +144,7 @@ def summarise(results: list[dict], settings, reference: dict | None) -> dict:
     }
     metric = "fd_fmnist" if any("fd_fmnist" in r for r in results) else "fd_effnet"
     speedup = _speedups(cur, metric, final)
-    tests = {}
-    for other in ("semvae-sync", "redi", "repa", "baseline"):
-        a = table.get("sfd", {}).get(metric, {}).get("values", [])
-        b = table.get(other, {}).get(metric, {}).get("values", [])
-        if a and b:
-            tests[f"sfd vs {other}"] = welch_t_test(a, b)
-    a = table.get("redi-sf", {}).get(metric, {}).get("values", [])
-    b = table.get("redi", {}).get(metric, {}).get("values", [])
-    if a and b:
-        tests["redi-sf vs redi"] = welch_t_test(a, b)
-    for w in sorted({w for ws in sweep.values() for w in ws}, key=float):
-        for first, second in (("sfd", "semvae-sync"), ("redi-sf", "redi")):
-            a = sweep.get(first, {}).get(w, {}).get(metric, [])
-            b = sweep.get(second, {}).get(w, {}).get(metric, [])
-            if a and b:
-                tests[f"{first} vs {second}, CFG {w}"] = welch_t_test(a, b)
+    tests = _welch_tests(table, sweep, metric)
     return {
         "protocol": settings.protocol(),
         "primary_metric": metric,

@@ -25,8 +25,7 @@ from torch.utils.data import Subset
 
 from sfd.api import load_checkpoint
 from sfd.config import Config, SampleConfig, SemVAETrainConfig, TextureVAETrainConfig
-from sfd.data.image_io import read_png
-from sfd.data.images import first_image_shape
+from sfd.data.images import first_image_shape, read_png
 from sfd.data.shards import atomic_write_json
 from sfd.figures import sample_grid
 from sfd.generate import GenerationJob, LatentSampler

@@ -110,12 +110,7 @@ def train_semvae(
         "semvae", model, opt, step_fn, lambda step: semvae_lr(step, config), config, resume,
         first, history,
     )  # fmt: skip
-    if held_out is None:
-        log.warning("semvae: nothing held out (holdout_fraction 0); metrics on training data")
-        metrics = {**evaluate_semvae(model, train, device=config.device), "held_out": False}
-    else:
-        metrics = evaluate_semvae(model, held_out, device=config.device)
-    log.info("semvae held-out: cos %.4f, mse %.5f", metrics["cos"], metrics["mse"])
+    metrics = _held_out_metrics(model, train, held_out, config.device)
     save_semvae(
         model,
         out_dir,
@@ -129,4 +124,16 @@ def train_semvae(
         },
     )
     resume.remove()
+    return metrics
+
+
+def _held_out_metrics(model, train: FeatureShards, held_out, device) -> dict:
+    """The trained SemVAE's reconstruction on the held-out rows (on the training rows, marked
+    ``held_out: False``, when nothing is held out)."""
+    if held_out is None:
+        log.warning("semvae: nothing held out (holdout_fraction 0); metrics on training data")
+        metrics = {**evaluate_semvae(model, train, device=device), "held_out": False}
+    else:
+        metrics = evaluate_semvae(model, held_out, device=device)
+    log.info("semvae held-out: cos %.4f, mse %.5f", metrics["cos"], metrics["mse"])
     return metrics

@@ -305,7 +305,7 @@ def test_import_upstream_roundtrip(fx, tmp_path):
         out = import_upstream(
             src, FIXTURES / "upstream_config.json", tmp_path / weights, prefer=weights
         )
-        model = sfd.load_model(out)
+        model = sfd.load_model(out).model
         assert not model.training
         c = fx["cases"]
         close(
@@ -317,7 +317,7 @@ def test_import_upstream_roundtrip(fx, tmp_path):
     assert (
         sfd.load_model(
             import_upstream(st, FIXTURES / "upstream_config.json", tmp_path / "st")
-        ).config
+        ).model.config
         == fx["cfg"].model
     )
 

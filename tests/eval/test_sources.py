@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sfd.eval.images import ArrayImages, FolderImages, NpzImages, open_images
+from sfd.eval.sources import ArrayImages, FolderImages, NpzImages, open_images
 
 from .helpers import random_images
 

@@ -181,8 +181,8 @@ def test_import_upstream_release_latent_stats(tmp_path):
 def test_decoder_resolved_from_the_run_config(tmp_path, monkeypatch):
     import dataclasses
 
+    from sfd.api import resolve_decoder
     from sfd.errors import UsageError
-    from sfd.sampling import resolve_decoder
 
     run_dir = tmp_path / "demo" / "run"
     (tmp_path / "demo" / "texture_vae").mkdir(parents=True)

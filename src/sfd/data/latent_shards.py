@@ -178,7 +178,7 @@ class LatentDataset:
         if not meta_path.exists():
             raise MissingInputError(
                 f"{self.directory} is not a latent set: no meta.json (write "
-                f"one with `sfd extract` or sfd.data.latents)"
+                f"one with `sfd extract` or sfd.data.latent_shards)"
             )
         self.meta = read_meta(meta_path)
         self.shards = [self._open_shard(info) for info in self.meta["shards"]]

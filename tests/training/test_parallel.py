@@ -155,8 +155,8 @@ def test_fsdp_checkpoint_saved_on_two_loads_on_one(runs, fsdp_on_one):
     assert fsdp_on_one.step == STEPS
     consolidated = weights(runs / "fsdp", "ema")  # gathered by rank 0 from the EMA shards
     assert_same(fsdp_on_one.ema.state_dict(), consolidated, atol=0, rtol=0)
-    model = sfd.load_model(runs / "fsdp")  # sampling reads the consolidated EMA as before
-    assert model.run_config.train.total_steps == STEPS
+    loaded = sfd.load_model(runs / "fsdp")  # sampling reads the consolidated EMA as before
+    assert loaded.config.train.total_steps == STEPS
 
 
 def test_fsdp_two_processes_equal_one(runs, fsdp_on_one):
