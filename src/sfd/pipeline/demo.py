@@ -59,9 +59,15 @@ DEMO_MODEL: tuple[str, ...] = (
 )
 
 
+# The SFD model, latent and run of the demo start from the `demo` preset (sfd.config.presets),
+# the one place that states them; DemoSettings holds only what the demo changes.
+_PRESET = preset("demo")
+
+
 @dataclass(frozen=True)
 class DemoSettings:
-    """Sizes of the demo; ``quick()`` is the small version the test suite runs."""
+    """Sizes of the demo; ``quick()`` is the small version the test suite runs. SFD's batch and
+    semantic channels are the ``demo`` preset's unless changed here."""
 
     train_images: int = 10_000  # images (and their flips) whose latents SFD learns from
     semvae_images: int = 5_000
@@ -71,12 +77,12 @@ class DemoSettings:
     texture_steps: int = 250
     semvae_steps: int = 400
     sfd_steps: int = 3000  # the grid's sfd curve flattens: FD_FMNIST 58.2 at 3,000, 59.4 at 4,000
-    sfd_batch: int = 64
+    sfd_batch: int = _PRESET.train.global_batch_size
     model: tuple[str, ...] = DEMO_MODEL  # `--set` overrides of the `demo` preset's backbone
     # CFG on texture and semantics, chosen on FD_FMNIST: on the grid's sfd run (seed 0) CFG 2
     # gave the lowest FD at 2,000 and 4,000 steps (55.3 / 53.6; CFG 3 56.9, CFG 4 60.4 / 63.9)
     cfg_scale: float = 2.0
-    sem_channels: int = 4
+    sem_channels: int = _PRESET.latent.sem_channels
     encoder_stride: int = 8
     batch_size: int = 128
     seed: int = 0
@@ -98,6 +104,8 @@ class DemoSettings:
 
 
 def sfd_config(s: DemoSettings, encoder_dim: int) -> Config:
+    """The ``demo`` preset fitted to the data (REPA dim, semantic channels, decoder), with the
+    demo's run length and guidance, then its backbone and ``--set`` overrides."""
     cfg = preset("demo")
     cfg = dataclasses.replace(
         cfg,
