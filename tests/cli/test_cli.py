@@ -297,3 +297,18 @@ def test_every_image_reading_command_has_the_same_on_error_option():
         options = {o.name: o for o in main.commands[name].params}
         assert options["on_error"].help == ON_ERROR_HELP, name
         assert options["on_error"].default == "raise"
+
+
+def test_every_long_command_has_dry_run_and_the_shared_device_option():
+    from sfd.cli.options import device_option
+
+    shared = device_option()(lambda device: None).__click_params__[0].help
+    long_work = (
+        "train", "sample", "extract", "extract-features", "train-semvae", "train-texture-vae",
+        "eval", "ref-stats", "train-classifier", "demo", "pipeline", "ablate",
+    )  # fmt: skip
+    for name in long_work:
+        options = {o.name: o for o in main.commands[name].params}
+        assert "dry_run" in options, name
+        if name != "train-classifier":  # cpu by default: the packaged classifier is reproduced
+            assert options["device"].default is None and options["device"].help == shared, name

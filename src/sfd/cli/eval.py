@@ -12,7 +12,13 @@ from pathlib import Path
 import click
 
 from sfd import distributed
-from sfd.cli.options import device_option, on_error_option, resolve_device
+from sfd.cli.options import (
+    device_option,
+    dry_run_option,
+    on_error_option,
+    print_params,
+    resolve_device,
+)
 from sfd.cli.policy import param_errors
 from sfd.eval.evaluate import (
     ALL_METRICS,
@@ -99,12 +105,15 @@ def _checked(fn, value, hint: str):
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write JSON here.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @on_error_option()
+@dry_run_option("the resolved options")
 def eval_command(
     samples, ref, inception_weights, feature_space, feature_weights, feature_size, batch_size,
-    device, metrics, out, progress, on_error,
+    device, metrics, out, progress, on_error, dry_run,
 ):  # fmt: skip
     """Score SAMPLES (.npz with uint8 arr_0, or an image folder) with the ADM evaluator metrics,
     or by a Fréchet distance in offline features (--feature-space)."""
+    if dry_run:
+        return print_params()
     if feature_space != "inception":
         _offline_fd(_folder(samples, on_error), _folder(ref, on_error), feature_space,
                     feature_weights, feature_size, batch_size, device, out, progress)  # fmt: skip
@@ -198,10 +207,13 @@ def _offline_fd(samples, ref, space, weights, size, batch_size, device, out, pro
 )
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @on_error_option()
+@dry_run_option("the resolved options")
 def ref_stats_command(
-    images, inception_weights, out, batch_size, device, features, progress, on_error
+    images, inception_weights, out, batch_size, device, features, progress, on_error, dry_run
 ):
     """Compute reference Inception statistics of IMAGES (.npz arr_0 or an image folder)."""
+    if dry_run:
+        return print_params()
     if out.suffix != ".safetensors":
         raise click.BadParameter(f"{out} must end in .safetensors", param_hint="--out")
     with _process_setup(device) as dev:
@@ -230,10 +242,13 @@ def ref_stats_command(
     help="Directory with the Fashion-MNIST IDX files (default: the Debian package's).",
 )
 @device_option("cpu")
-def train_classifier_command(out, steps, seed, data_root, device):
+@dry_run_option("the resolved options")
+def train_classifier_command(out, steps, seed, data_root, device, dry_run):
     """Train the Fashion-MNIST classifier of `sfd eval --feature-space fashion-mnist`
     (a finished one in --out is kept)."""
     out = out or default_classifier_dir()
+    if dry_run:
+        return print_params(out=out)
     try:
         meta = train_fashion_classifier(
             out, steps=steps, seed=seed, root=data_root, device=resolve_device(device)

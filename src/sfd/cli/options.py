@@ -9,6 +9,7 @@ exits.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import click
@@ -52,6 +53,16 @@ set_option = click.option(
 
 def dry_run_option(what: str = "the resolved settings") -> Callable:
     return click.option("--dry-run", is_flag=True, help=f"Print {what} and exit.")
+
+
+def print_params(**resolved) -> None:
+    """``--dry-run`` of a command whose options are its settings: them as JSON (``--device``
+    resolved, ``resolved`` replacing others)."""
+    params = dict(click.get_current_context().params)
+    params.pop("dry_run", None)
+    if "device" in params:
+        params["device"] = resolve_device(params["device"])
+    click.echo(json.dumps({**params, **resolved}, indent=2, default=str))
 
 
 def on_error_option() -> Callable:
