@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 
-from sfd.bench import cpu_model_name
 from sfd.config import preset
-from sfd.data.latents import LatentDataset, finalize_latent_set, write_latent_shard
+from sfd.data.latent_shards import LatentDataset, finalize_latent_set, write_latent_shard
+from sfd.hardware import cpu_model_name
 from sfd.training.batches import EpochOrder, global_batch
 
 

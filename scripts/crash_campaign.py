@@ -40,8 +40,9 @@ def _sfd(args: list, env: dict) -> list[str]:
 
 def setup(root: Path) -> dict:
     """A tiny latent set, a tiny texture decoder and the command lines of the campaign."""
-    from helpers import tiny_config, write_synthetic_latents
-    from sfd.latents.train_autoencoders import TextureVAETrainConfig, build_texture_vae
+    from helpers import tiny_config, write_feature_set, write_synthetic_latents
+    from sfd.config import TextureVAETrainConfig
+    from sfd.training.texture_vae import build_texture_vae
 
     data = root / "latents"
     if not (data / "meta.json").exists():
@@ -53,9 +54,6 @@ def setup(root: Path) -> dict:
         build_texture_vae(3, cfg).save_pretrained(decoder)
     features = root / "features"
     if not (features / "meta.json").exists():
-        sys.path.insert(0, str(HERE.parent / "tests" / "latents"))
-        from test_train_autoencoders import write_feature_set
-
         write_feature_set(features, count=64, shard_size=16)
     images = root / "images"
     if not images.exists():

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sfd.data.latents import LatentDataset
-from sfd.demo_eval import train_probe
+from sfd.data.latent_shards import LatentDataset
+from sfd.pipeline.demo_eval import train_probe
 
 
 def arrays(directory: Path, n: int) -> dict[str, torch.Tensor]:

@@ -9,12 +9,24 @@ from pathlib import Path
 import torch
 
 from sfd.config import Config, preset
-from sfd.data.latents import finalize_latent_set, write_latent_shard
+from sfd.data.feature_shards import finalize_feature_set
+from sfd.data.latent_shards import finalize_latent_set, write_latent_shard
+from sfd.data.shards import write_shard
 
 # The release-produced parity sets ship in tests/fixtures (data only; MIT, see LICENSE-upstream).
 # SFD_UPSTREAM_FIXTURES names another set of the upstream_parity layout (e.g. the hidden one).
 FIXTURES_ROOT = Path(__file__).resolve().parent / "fixtures"
 FIXTURES = Path(os.environ.get("SFD_UPSTREAM_FIXTURES") or FIXTURES_ROOT / "upstream_parity")
+
+# A one-layer DINOv2 (random weights) for tests of the encoder path.
+TINY_DINOV2 = dict(
+    hidden_size=32,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    intermediate_size=64,
+    patch_size=14,
+    image_size=224,
+)
 
 
 def tiny_config(**train_overrides) -> Config:
@@ -58,3 +70,24 @@ def write_synthetic_latents(
         shards += 1
     finalize_latent_set(directory, n_cls, shards)
     return Path(directory)
+
+
+def write_feature_set(directory, count=40, shard_size=16, dim=12, grid=4, seed=0):
+    """Features on a 3-d subspace (compressible to C_s = 3) plus their mirror as view 1."""
+    g = torch.Generator().manual_seed(seed)
+    basis = torch.randn(3, dim, generator=g)
+    codes = torch.randn(count, grid, grid, 3, generator=g)
+    features = (codes @ basis).permute(0, 3, 1, 2)  # (N, C, h, w)
+    views = torch.stack([features, features.flip(-1)], dim=1)
+    shards = 0
+    for start in range(0, count, shard_size):
+        rows = slice(start, start + shard_size)
+        write_shard(
+            directory,
+            shards,
+            {"features": views[rows].half(), "label": torch.arange(count)[rows] % 3},
+        )
+        shards += 1
+    encoder = {"name": "synthetic", "dim": dim, "grid": grid}
+    finalize_feature_set(directory, 3, shards, extra={"extraction": {"encoder": encoder}})
+    return views

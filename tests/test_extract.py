@@ -13,23 +13,18 @@ import torch
 import torch.multiprocessing as mp
 from diffusers import AutoencoderKL
 
-from sfd.data.latents import LatentDataset
+from helpers import TINY_DINOV2
+from sfd.data.feature_shards import FeatureShards
+from sfd.data.latent_shards import LatentDataset
 from sfd.data.shards import shard_name
 from sfd.extract import extract, extract_features
 from sfd.latents.semvae import SemanticVAE, SemVAEConfig
 from sfd.latents.texture import KLAutoencoder
-from sfd.latents.train_autoencoders import FeatureShards
 
 N_IMAGES, SHARD, DIM = 10, 4, 6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (and OpenMP spin-waits on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Images(torch.utils.data.Dataset):
@@ -260,7 +255,7 @@ def test_commands_run_the_default_pipeline_on_an_image_folder(tmp_path):
     from click.testing import CliRunner
     from PIL import Image
 
-    from sfd.extract import extract_command, extract_features_command
+    from sfd.cli.data import extract_command, extract_features_command
     from sfd.latents.semvae import save_semvae
 
     rng = np.random.default_rng(0)
@@ -355,16 +350,7 @@ def test_encoder_antialias_reaches_dinov2_and_is_refused_for_efficientnet(tmp_pa
         pixels = rng.integers(0, 256, (40, 36, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(tmp_path / "images" / "a" / f"{i}.png")
     torch.manual_seed(0)
-    Dinov2Model(
-        Dinov2Config(
-            hidden_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=64,
-            patch_size=14,
-            image_size=224,
-        )
-    ).save_pretrained(tmp_path / "dinov2")
+    Dinov2Model(Dinov2Config(**TINY_DINOV2)).save_pretrained(tmp_path / "dinov2")
     args = ["extract-features", "--dataset", "folder", "--data-root", str(tmp_path / "images")]
     args += ["--image-size", "32", "--channels", "3", "--device", "cpu", "--encoder", "dinov2"]
     args += ["--encoder-path", str(tmp_path / "dinov2")]

@@ -9,7 +9,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from sfd.config import apply_overrides, preset
-from sfd.data.image_io import read_png
+from sfd.data.images import read_png
 from sfd.generate import GenerationJob, LatentSampler, balanced_labels, image_noise, to_uint8
 from sfd.latents.composite import LatentStats
 from sfd.model import LightningDiT

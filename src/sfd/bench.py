@@ -8,12 +8,10 @@ training = 3 x forward, the usual convention of PaLM / Chinchilla-style MFU).
 
 from __future__ import annotations
 
-import platform
 import resource
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 
@@ -21,6 +19,7 @@ from sfd.config import Config
 from sfd.flow.guidance import plain_velocity
 from sfd.flow.schedule import staged_schedule
 from sfd.flow.solvers import euler
+from sfd.hardware import cpu_model_name
 from sfd.latents.composite import LatentLayout
 from sfd.model import LightningDiT, count_parameters
 from sfd.training.batches import Batch
@@ -139,17 +138,6 @@ def hardware_name(device: torch.device) -> str:
     return f"{cpu_model_name()} ({torch.get_num_threads()} threads)"
 
 
-def cpu_model_name() -> str:
-    """The CPU's model name (``/proc/cpuinfo`` on Linux), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def synthetic_batch(cfg: Config, batch_size: int, device: torch.device) -> Batch:
     """Random latents, noise, times, labels and REPA targets of the config's shapes (seed 0)."""
     g = torch.Generator().manual_seed(0)
@@ -192,35 +180,11 @@ def build_train_step(
     return step, lambda: step(model, [batch])
 
 
-def run_bench(
-    cfg: Config,
-    batch_size: int,
-    device: torch.device | str = "cpu",
-    warmup: int = 2,
-    iters: int = 5,
-    sample_steps: int = 8,
-) -> BenchResult:
-    """Time one training step and the sampler for ``cfg`` at ``batch_size``."""
-    device = torch.device(device)
-    bf16 = cfg.train.precision == "bf16"
-    dtype = torch.bfloat16 if bf16 else torch.float32
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    step, train_step = build_train_step(cfg, batch_size, device)
-    model = step.model
-    b = synthetic_batch(cfg, batch_size, device)
+def _time_sampling(cfg: Config, model, b: Batch, autocast, device, sample_steps: int, iters: int):
+    """(seconds of ``sample_steps`` plain forwards, of a staged Euler solve of as many steps),
+    interleaved."""
+    layout = LatentLayout(cfg.latent.tex_channels, cfg.latent.sem_channels)
     x0, y, base = b.x0, b.y, b.base_time
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
-    lat = cfg.latent
-    layout = LatentLayout(lat.tex_channels, lat.sem_channels)
-
-    model.train()
-    # The matmul peak alternates with the training step, so the MFU is not skewed by the
-    # load of a shared machine drifting between the two measurements.
-    matmul, matmul_flops = peak_matmul(device, dtype)
-    train_sec, matmul_sec = time_interleaved([train_step, matmul], device, warmup, iters)
-    peak = matmul_flops / matmul_sec
-    model.eval()
 
     @torch.no_grad()
     def forwards() -> None:
@@ -238,7 +202,35 @@ def run_bench(
                 layout,
             )
 
-    plain_sec, staged_sec = time_interleaved([forwards, staged], device, 1, max(iters, 3))
+    return time_interleaved([forwards, staged], device, 1, max(iters, 3))
+
+
+def run_bench(
+    cfg: Config,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    warmup: int = 2,
+    iters: int = 5,
+    sample_steps: int = 8,
+) -> BenchResult:
+    """Time one training step and the sampler for ``cfg`` at ``batch_size``."""
+    device = torch.device(device)
+    bf16 = cfg.train.precision == "bf16"
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    step, train_step = build_train_step(cfg, batch_size, device)
+    model = step.model
+    b = synthetic_batch(cfg, batch_size, device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    model.train()
+    # The matmul peak alternates with the training step, so the MFU is not skewed by the
+    # load of a shared machine drifting between the two measurements.
+    matmul, matmul_flops = peak_matmul(device, dtype)
+    train_sec, matmul_sec = time_interleaved([train_step, matmul], device, warmup, iters)
+    peak = matmul_flops / matmul_sec
+    model.eval()
+    plain_sec, staged_sec = _time_sampling(cfg, model, b, autocast, device, sample_steps, iters)
     fwd_flops = forward_flops_per_image(cfg)
     train_flops = 3 * forward_flops_per_image(cfg, with_repa=True) * batch_size / train_sec
     return BenchResult(

@@ -72,6 +72,13 @@ class OverrideError(ConfigError):
     exit_code = EXIT_USAGE
 
 
+class UsageError(SfdError, ValueError):
+    """A request that cannot be carried out as given (a missing input the caller must name, a
+    value out of range); the command line reports it as a command-line error."""
+
+    exit_code = EXIT_USAGE
+
+
 class MismatchError(SfdError, ValueError):
     """Inputs that are each fine but do not fit together (shapes, statistics, configs)."""
 

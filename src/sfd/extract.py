@@ -3,8 +3,8 @@
 For every image and its horizontal flip (view 1) :func:`extract` stores the texture posterior
 (mean, std) of the pixel VAE, the semantic posterior (mean, std) of the SemVAE applied to the
 frozen-encoder features, the REPA targets (those features, fp16) and the label, in the
-``sfd-latents`` format of :mod:`sfd.data.latents` (METHOD.md §2). :func:`extract_features`
-stores the encoder features alone (format ``sfd-features``, below), the SemVAE's training data.
+``sfd-latents`` format of :mod:`sfd.data.latent_shards` (METHOD.md §2). :func:`extract_features`
+stores the encoder features alone (format ``sfd-features``), the SemVAE's training data.
 The encoder map is resized to the texture-latent grid when the two differ (e.g. DINOv2's 16 x 16
 tokens for SD-VAE's 32 x 32 latents at 256 px; METHOD.md §2.3).
 
@@ -15,9 +15,7 @@ the shards in progress. Under ``torchrun`` (``torch.distributed`` initialised) r
 shards with k % world_size == r and rank 0 writes ``meta.json`` after a barrier; a single
 process needs no launcher. Models must already be on ``device``.
 
-Format ``sfd-features`` version 1: shards with ``features`` (N, V=2, C, h, w) float16 and
-``label`` (N,) int64; ``meta.json`` has ``format``, ``version``, ``count``, ``views``, ``dim``,
-``grid``, ``num_classes``, ``shards`` and the extraction settings under ``extraction``.
+Format ``sfd-features``: see :mod:`sfd.data.feature_shards`.
 """
 
 from __future__ import annotations
@@ -26,36 +24,26 @@ import json
 import logging
 import math
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
-import click
 import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from sfd import distributed
-from sfd.data.images import (
-    DATASET_OPTION_KEYS,
-    collate_images,
-    dataset_options,
-    first_image_shape,
-    hflip,
-    open_dataset,
-)
-from sfd.data.latents import finalize_latent_set, write_latent_shard
-from sfd.data.shards import MappedShard, atomic_write_json, finished_shard, write_shard
+from sfd.data.feature_shards import finalize_feature_set
+from sfd.data.images import collate_images, first_image_shape, hflip
+from sfd.data.latent_shards import finalize_latent_set, write_latent_shard
+from sfd.data.shards import atomic_write_json, finished_shard, write_shard
 from sfd.errors import MismatchError
-from sfd.latents.encoders import ENCODERS, FeatureEncoder, load_encoder, resize_map
-from sfd.latents.semvae import SemanticVAE, load_semvae
-from sfd.latents.texture import TextureAutoencoder, load_texture_autoencoder
+from sfd.latents.encoders import FeatureEncoder, resize_map
+from sfd.latents.semvae import SemanticVAE
+from sfd.latents.texture import TextureAutoencoder
 
 log = logging.getLogger(__name__)
 
-FEATURE_FORMAT = "sfd-features"
-FEATURE_VERSION = 1
 SETTINGS_FILE = "extraction.json"
 
 Batch = dict[str, torch.Tensor]
@@ -173,7 +161,7 @@ _UNCHECKED_ENCODER_KEYS = ("grid", "path", "input_size")
 def check_semvae_input(semvae: SemanticVAE, encoder: FeatureEncoder, grid: int, why: str) -> None:
     """Refuse to feed ``semvae`` features it was not trained on: another channel count, another
     grid (``why`` says where the latent grid comes from) or another encoder or encoder setting
-    (as recorded by :func:`sfd.latents.train_autoencoders.train_semvae`)."""
+    (as recorded by :func:`sfd.training.semvae.train_semvae`)."""
     recorded = getattr(semvae, "trained_on", None)  # a PCA encoder records none
     if semvae.config.in_dim != encoder.dim:
         trained = f" (it was trained on {recorded})" if recorded else ""
@@ -207,6 +195,23 @@ def check_semvae_input(semvae: SemanticVAE, encoder: FeatureEncoder, grid: int, 
         )
 
 
+def _latent_grid(shape, encoder: FeatureEncoder, texture_ae, semvae: SemanticVAE) -> int:
+    """The latent grid of images of ``shape``: the texture autoencoder's; the SemVAE must fit
+    the encoder's features on it (the encoder map is resized to it when the two differ)."""
+    if shape[-1] % texture_ae.downsample:
+        raise ValueError(
+            f"image size {shape[-1]} is not divisible by the texture "
+            f"autoencoder's downsampling factor {texture_ae.downsample}"
+        )
+    grid = shape[-1] // texture_ae.downsample
+    check_semvae_input(semvae, encoder, grid, f"{shape[-1]} px / f{texture_ae.downsample}")
+    if encoder.grid != grid:
+        log.info(
+            "resizing the %s map from %d to the latent grid %d", encoder.name, encoder.grid, grid
+        )
+    return grid
+
+
 def extract(
     dataset,
     encoder: FeatureEncoder,
@@ -226,17 +231,7 @@ def extract(
     ``meta["extraction"]`` beside what the models describe about themselves."""
     out_dir = Path(out_dir)
     shape = first_image_shape(dataset)
-    if shape[-1] % texture_ae.downsample:
-        raise ValueError(
-            f"image size {shape[-1]} is not divisible by the texture "
-            f"autoencoder's downsampling factor {texture_ae.downsample}"
-        )
-    grid = shape[-1] // texture_ae.downsample
-    check_semvae_input(semvae, encoder, grid, f"{shape[-1]} px / f{texture_ae.downsample}")
-    if encoder.grid != grid:
-        log.info(
-            "resizing the %s map from %d to the latent grid %d", encoder.name, encoder.grid, grid
-        )
+    grid = _latent_grid(shape, encoder, texture_ae, semvae)
 
     def compute(x: torch.Tensor) -> Batch:
         tex_mean, tex_std = texture_ae.encode(x)
@@ -312,137 +307,3 @@ def extract_features(
         num_workers,
         device,
     )
-
-
-def finalize_feature_set(
-    directory: Path, num_classes: int, num_shards: int, extra: dict | None = None
-) -> dict:
-    """Check every feature shard and write ``meta.json`` atomically."""
-    infos = []
-    for i in range(num_shards):
-        info = finished_shard(directory, i, verify=True)
-        if info is None:
-            raise ValueError(
-                f"feature shard {i} in {directory} is missing or corrupt; rerun extraction"
-            )
-        infos.append(info)
-    first = MappedShard(Path(directory) / infos[0]["file"])["features"]
-    meta = {
-        "format": FEATURE_FORMAT,
-        "version": FEATURE_VERSION,
-        "num_classes": num_classes,
-        "count": sum(i["count"] for i in infos),
-        "views": int(first.shape[1]),
-        "dim": int(first.shape[2]),
-        "grid": int(first.shape[3]),
-        "shards": infos,
-        **(extra or {}),
-    }
-    atomic_write_json(Path(directory) / "meta.json", meta)
-    return meta
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line (registered by sfd.cli)
-
-_SHARD_KEYS = ("out_dir", "shard_size", "batch_size", "num_workers", "device")
-
-
-def _common_options(fn: Callable) -> Callable:
-    """Dataset, encoder and sharding options shared by both extraction commands."""
-    options = (
-        click.option("--out", "out_dir", required=True, type=click.Path()),
-        click.option("--shard-size", type=int, default=1024, show_default=True),
-        click.option("--batch-size", type=int, default=64, show_default=True),
-        click.option("--num-workers", type=int, default=0, show_default=True),
-        click.option("--device", default=None, help="cpu, cuda, ... (default: cuda if any)"),
-        click.option("--encoder", type=click.Choice(ENCODERS), default="efficientnet-lite0"),
-        click.option("--encoder-path", default=None, help="Weights (DINOv2: a local directory)"),
-        click.option(
-            "--encoder-stride",
-            type=int,
-            default=None,
-            help="EfficientNet stage stride: 8, 16 or 32 [16]; efficientnet-lite0 only",
-        ),
-        click.option(
-            "--encoder-antialias/--no-encoder-antialias",
-            default=None,
-            help="DINOv2 input resize: antialiased bicubic (sfd's earlier) or plain bicubic "
-            "[the release's: --no-encoder-antialias]; dinov2 only",
-        ),
-    )
-    for option in reversed(options):
-        fn = option(fn)
-    return dataset_options(fn)
-
-
-def _check_encoder_options(kw: dict) -> None:
-    """Refuse options the chosen encoder would ignore (a ViT has a fixed patch size, no stride)."""
-    if kw["encoder_stride"] is not None and kw["encoder"] != "efficientnet-lite0":
-        raise click.UsageError(
-            f"--encoder-stride applies to efficientnet-lite0 only; {kw['encoder']} is a ViT "
-            f"with a fixed patch size and no stride to choose"
-        )
-    if kw["encoder_antialias"] is not None and kw["encoder"] != "dinov2":
-        raise click.UsageError(
-            f"--encoder-antialias applies to dinov2 only; {kw['encoder']} resizes with "
-            f"antialiasing always"
-        )
-
-
-def _open_common(kw: dict, grid: int | None) -> tuple:
-    """(dataset, encoder on the device, settings for meta.json, sharding kwargs)."""
-    data = {k: kw[k] for k in DATASET_OPTION_KEYS}
-    name, path, stride = kw["encoder"], kw["encoder_path"], kw["encoder_stride"]
-    encoder_kwargs = {"stride": stride or 16} if name == "efficientnet-lite0" else {}
-    if kw["encoder_antialias"] is not None:
-        encoder_kwargs["antialias"] = kw["encoder_antialias"]
-    encoder = load_encoder(name, path, grid=grid, **encoder_kwargs).to(kw["device"])
-    settings = {"dataset": data, "encoder_path": path}
-    return open_dataset(**data), encoder, settings, {k: kw[k] for k in _SHARD_KEYS}
-
-
-@contextmanager
-def _process_group(kw: dict) -> Iterator[None]:
-    """Under torchrun: one process group for the command (``kw["device"]`` becomes this
-    rank's device); destroyed at the end."""
-    kw["device"] = distributed.init_from_env(kw["device"])
-    try:
-        yield
-    finally:
-        distributed.shutdown()
-
-
-@click.command("extract-features")
-@_common_options
-@click.option("--grid", type=int, default=None, help="Latent grid (default: the encoder's)")
-def extract_features_command(grid, **kw):
-    """Write encoder-feature shards (both views) to train the SemVAE on."""
-    _check_encoder_options(kw)
-    with _process_group(kw):
-        dataset, encoder, settings, shard_kw = _open_common(kw, grid)
-        meta = extract_features(dataset, encoder, grid=grid, settings=settings, **shard_kw)
-    if meta is not None:
-        click.echo(f"{meta['count']} images -> {kw['out_dir']} ({len(meta['shards'])} shards)")
-
-
-@click.command("extract")
-@_common_options
-@click.option("--texture-ae", required=True, help="diffusers AutoencoderKL dir or LDM .ckpt")
-@click.option("--semvae", "semvae_path", required=True, help="Directory of a trained SemVAE")
-@click.option("--repa/--no-repa", default=True, show_default=True, help="Store REPA targets")
-def extract_command(texture_ae, semvae_path, repa, **kw):
-    """Write composite-latent shards (texture + semantic posteriors, REPA targets, labels)."""
-    _check_encoder_options(kw)
-    with _process_group(kw):
-        tex = load_texture_autoencoder(texture_ae).to(kw["device"])
-        grid = kw["image_size"] // tex.downsample
-        dataset, encoder, settings, shard_kw = _open_common(kw, grid)
-        settings.update(texture_ae_path=texture_ae, semvae_path=semvae_path)
-        semvae = load_semvae(semvae_path, kw["device"])
-        meta = extract(dataset, encoder, tex, semvae, repa=repa, settings=settings, **shard_kw)
-    if meta is not None:
-        click.echo(
-            f"{meta['count']} images -> {kw['out_dir']}: {meta['tex_channels']} + "
-            f"{meta['sem_channels']} channels at {grid}x{grid}"
-        )

@@ -16,7 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from sfd.config import Config, SampleConfig
-from sfd.data.image_io import read_png, write_npz_streaming, write_png
+from sfd.data.images import read_png, write_npz_streaming, write_png
 from sfd.flow.guidance import Guidance, autoguidance_velocity, cfg_velocity, plain_velocity
 from sfd.flow.schedule import staged_schedule
 from sfd.flow.solvers import Solution, solve

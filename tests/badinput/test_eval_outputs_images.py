@@ -21,7 +21,7 @@ from sfd.errors import EXIT_BAD_INPUT, EXIT_MISMATCH, EXIT_USAGE, EXIT_WRITE
 @pytest.fixture
 def eval_dir(tmp_path, monkeypatch):
     from eval.helpers import TinyNet, random_images
-    from sfd.eval import cli
+    from sfd.cli import eval as cli
 
     monkeypatch.setattr(cli, "load_inception", lambda path, device: TinyNet())
     np.savez(tmp_path / "ref.npz", random_images(10, seed=2))

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from conftest import TRAIN, accepted, refused
 from sfd.data import shards
-from sfd.data.latents import write_latent_shard
+from sfd.data.latent_shards import write_latent_shard
 from sfd.data.shards import finished_shard
 from sfd.errors import EXIT_BUSY, EXIT_WRITE, WriteError
 from sfd.training.checkpoint import list_checkpoints

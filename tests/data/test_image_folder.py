@@ -8,13 +8,13 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from sfd.data.datasets import open_dataset
 from sfd.data.images import (
     BadImageError,
     ImageFolder,
     adm_center_crop,
     collate_images,
     hflip,
-    open_dataset,
     to_tensor,
 )
 

@@ -6,7 +6,6 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from sfd.eval.distributed import shard_range
 from sfd.eval.evaluate import evaluate
 from sfd.eval.features import compute_inception_features
 
@@ -27,12 +26,6 @@ def _worker(rank: int, init_file: str, samples: str, ref: str, out_dir: str) -> 
         torch.save(result, f"{out_dir}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
-
-
-def test_shards_cover_every_index_once():
-    for n in (1, 2, 7, 11):
-        ranges = [shard_range(n, r, 3) for r in range(3)]
-        assert [i for a, b in ranges for i in range(a, b)] == list(range(n))
 
 
 def test_two_processes_equal_one(tmp_path):

@@ -11,7 +11,7 @@ import torch
 
 from helpers import tiny_config, write_synthetic_latents
 from sfd.api import load_model
-from sfd.data.latents import LatentDataset, finalize_latent_set, write_latent_shard
+from sfd.data.latent_shards import LatentDataset, finalize_latent_set, write_latent_shard
 from sfd.data.shards import MappedShard
 from sfd.flow.guidance import Guidance, cfg_velocity
 from sfd.generate import LatentSampler
@@ -24,13 +24,7 @@ COUNT, SHARD = 12, 5
 EXTRA = {"extraction": {"texture_ae_path": "tex-vae", "encoder": {"name": "pool"}}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (and OpenMP spin-waits on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -156,13 +150,13 @@ def test_texture_only_model_trains_reloads_and_samples(base, tmp_path, dual_time
     )
     result = train(cfg, tmp_path / "none", tmp_path / "run", progress=False)
     assert result.step == 2 and all(np.isfinite(h["loss"]) for h in result.history)
-    model = load_model(tmp_path / "run")
-    assert model.latent_stats.mean.numel() == 4
+    loaded = load_model(tmp_path / "run")
+    assert loaded.stats.mean.numel() == 4
     assert json.loads((tmp_path / "run" / "config.json").read_text())["latent"]["sem_channels"] == 0
-    sampler = LatentSampler(model, model.run_config, model.latent_stats)
+    sampler = LatentSampler(loaded.model, loaded.config, loaded.stats)
     final = sampler.sample(range(3)).final
     assert final.shape == (3, 4, 8, 8) and bool(final.isfinite().all())
-    assert torch.equal(sampler.texture_latents(final), model.latent_stats.denormalize(final))
+    assert torch.equal(sampler.texture_latents(final), loaded.stats.denormalize(final))
 
 
 def test_guidance_of_absent_semantic_channels_costs_no_unconditional_pass():

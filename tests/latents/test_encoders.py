@@ -7,6 +7,7 @@ import os
 import pytest
 import torch
 
+from helpers import TINY_DINOV2
 from sfd.latents.encoders import (
     Dinov2Encoder,
     EfficientNetLite0Encoder,
@@ -89,14 +90,7 @@ def _save_dinov2(path, registers: int):
         Dinov2WithRegistersModel,
     )
 
-    kwargs = dict(
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        patch_size=14,
-        image_size=224,
-    )
+    kwargs = dict(TINY_DINOV2)
     torch.manual_seed(0)
     if registers:
         model = Dinov2WithRegistersModel(

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from sfd.data.latents import LatentDataset
+from sfd.data.feature_shards import FeatureShards, finalize_feature_set
+from sfd.data.latent_shards import LatentDataset
 from sfd.data.shards import write_shard
-from sfd.extract import extract, finalize_feature_set
+from sfd.extract import extract
 from sfd.latents.pca import PCAEncoder, fit_pca, load_pca, save_pca
-from sfd.latents.train_autoencoders import FeatureShards
 
 D, GRID, IMAGES, SHARD = 6, 4, 10, 4
 

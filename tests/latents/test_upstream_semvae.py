@@ -21,6 +21,7 @@ from click.testing import CliRunner
 from safetensors.torch import load_file, save_file
 
 from sfd.cli import main
+from sfd.config import SemVAETrainConfig
 from sfd.latents.semvae import (
     SemanticVAE,
     gaussian_kl_per_sample,
@@ -28,7 +29,6 @@ from sfd.latents.semvae import (
     reconstruction_cosine,
     semvae_loss,
 )
-from sfd.latents.train_autoencoders import SemVAETrainConfig
 from sfd.latents.upstream_semvae import (
     RELEASE_LAYER_NORM_EPS,
     config_from_release_kwargs,

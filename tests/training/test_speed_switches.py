@@ -2,7 +2,7 @@
 
 ``torch.compile`` on CPU needs a C++ compiler and takes tens of seconds, so those tests are
 ``slow`` (``pytest -m slow``); the CUDA ones are ``gpu`` (``pytest -m gpu`` on a GPU machine).
-Compiled training against eager training is in ``test_distributed.py``.
+Compiled training against eager training is in ``test_parallel.py``.
 """
 
 from __future__ import annotations

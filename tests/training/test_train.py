@@ -7,7 +7,7 @@ from safetensors.torch import load_file, save_file
 
 import sfd
 from helpers import tiny_config, write_synthetic_latents
-from sfd.data.latents import LatentDataset
+from sfd.data.latent_shards import LatentDataset
 from sfd.training.batches import EpochOrder, global_batch
 from sfd.training.checkpoint import list_checkpoints, load_weights
 from sfd.training.loop import Trainer, train
@@ -94,8 +94,9 @@ def test_loading_is_strict_with_clear_errors(latents, tmp_path):
     cfg = tiny_config(total_steps=1, global_batch_size=4)
     train(cfg, latents, tmp_path / "run", progress=False)
     ckpt = list_checkpoints(tmp_path / "run")[-1]
-    model = sfd.load_model(tmp_path / "run")
-    assert not model.training and model.run_config == cfg
+    loaded = sfd.load_model(tmp_path / "run")
+    model = loaded.model
+    assert not model.training and loaded.config == cfg and loaded.step == 1
     state = tensors(ckpt / "ema.safetensors")
     state.pop("final_layer.linear.bias")
     save_file(state, str(tmp_path / "missing.safetensors"))

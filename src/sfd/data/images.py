@@ -1,4 +1,5 @@
-"""Image folders with the ADM centre crop, mapped to float [-1, 1] CHW tensors.
+"""Reading and writing images: folders with the ADM centre crop, mapped to float [-1, 1] CHW
+tensors, and lossless PNG / ADM ``.npz`` files (end of the module).
 
 The crop is the one of ADM (Dhariwal & Nichol 2021, ``guided_diffusion/image_datasets.py``,
 ``center_crop_arr``), used by DiT, LightningDiT and SFD for ImageNet: while the short side is
@@ -23,10 +24,11 @@ tensor in [-1, 1].
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import os
+import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 
-import click
 import numpy as np
 import torch
 from PIL import Image
@@ -209,56 +211,54 @@ class ImageFolder(torch.utils.data.Dataset):
 
 
 # ---------------------------------------------------------------------------------------------
-# Choosing a dataset (library and command line)
-
-DATASETS = ("fashion-mnist", "folder")
-DATASET_OPTION_KEYS = ("dataset", "data_root", "split", "image_size", "channels", "on_error")
-
-
-def open_dataset(
-    dataset: str = "fashion-mnist",
-    data_root: str | Path | None = None,
-    split: str = "train",
-    image_size: int = 32,
-    channels: int = 1,
-    on_error: str = "raise",
-) -> torch.utils.data.Dataset:
-    """Fashion-MNIST (``data_root`` defaults to the Debian package's directory; ``split``) or
-    an image folder (``data_root`` required; ``on_error``), as (``channels``, ``image_size``,
-    ``image_size``) images in [-1, 1]."""
-    from sfd.data.fashion_mnist import DEFAULT_ROOT, FashionMNIST
-
-    if dataset == "fashion-mnist":
-        return FashionMNIST(data_root or DEFAULT_ROOT, split, image_size, int(channels))
-    if dataset == "folder":
-        if data_root is None:
-            raise ValueError("an image folder dataset needs data_root (--data-root)")
-        mode = {1: "L", 3: "RGB"}[int(channels)]
-        return ImageFolder(data_root, image_size, on_error=on_error, mode=mode)
-    raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
+# Lossless image files and ADM-style ``.npz`` batches, written atomically and streamed. The ADM
+# evaluator reads ``arr_0``: uint8 images (N, H, W, C). ``write_npz_streaming`` writes it image
+# by image into the zip archive (numpy's ``.npy`` format inside), so 50K images at 256 px never
+# need to be in memory at once.
 
 
-def dataset_options(fn: Callable) -> Callable:
-    """Click options named after :func:`open_dataset`'s arguments."""
-    options = (
-        click.option("--dataset", type=click.Choice(DATASETS), default="fashion-mnist"),
-        click.option("--data-root", default=None, help="IDX directory or root/<class>/ folder"),
-        click.option("--split", type=click.Choice(["train", "test"]), default="train"),
-        click.option("--image-size", type=int, default=32, show_default=True),
-        click.option("--channels", type=click.Choice(["1", "3"]), default="1", show_default=True),
-        on_error_option(),
-    )
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+def write_png(path: Path, image: torch.Tensor | np.ndarray) -> None:
+    """uint8 (H, W, C) with C in {1, 3} -> PNG, atomically (temp file + rename)."""
+    arr = np.asarray(image.numpy() if isinstance(image, torch.Tensor) else image)
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] not in (1, 3):
+        raise ValueError(f"image must be uint8 (H, W, 1|3); got {arr.dtype} {arr.shape}")
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr).save(tmp, format="PNG")
+    os.replace(tmp, path)
 
 
-def on_error_option() -> Callable:
-    """The ``--on-error`` option of every command that reads image files."""
-    return click.option(
-        "--on-error",
-        type=click.Choice(ON_ERROR),
-        default="raise",
-        show_default=True,
-        help=ON_ERROR_HELP,
-    )
+def read_png(path: Path) -> np.ndarray:
+    """PNG -> uint8 (H, W, C)."""
+    with Image.open(path) as im:
+        arr = np.asarray(im)
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+def write_npz_streaming(
+    path: Path,
+    images: Iterable[np.ndarray],
+    shape: tuple[int, ...],
+    labels: np.ndarray | None = None,
+) -> None:
+    """Write ``arr_0`` (uint8, ``shape``) from an iterable of images, plus ``arr_1`` labels."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        with zf.open("arr_0.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array_header_1_0(
+                f, {"descr": "|u1", "fortran_order": False, "shape": tuple(shape)}
+            )
+            count = 0
+            for img in images:
+                arr = np.ascontiguousarray(img, dtype=np.uint8)
+                if arr.shape != tuple(shape[1:]):
+                    raise ValueError(f"image {count} has shape {arr.shape}; expected {shape[1:]}")
+                f.write(arr.tobytes())
+                count += 1
+            if count != shape[0]:
+                raise ValueError(f"wrote {count} images; expected {shape[0]}")
+        if labels is not None:
+            with zf.open("arr_1.npy", "w") as f:
+                np.lib.format.write_array(f, np.asarray(labels, dtype=np.int64))
+    os.replace(tmp, path)

@@ -15,10 +15,10 @@ from sfd.eval.evaluate import (
     write_results,
 )
 from sfd.eval.features import compute_feature_stats, compute_inception_features
-from sfd.eval.images import open_images
 from sfd.eval.inception import FIDInceptionV3, load_inception, resize_bilinear_tf1
 from sfd.eval.metrics import frechet_distance, inception_score, precision_recall
 from sfd.eval.reference import Reference, compute_reference_stats, load_reference
+from sfd.eval.sources import open_images
 from sfd.eval.stats import FeatureStats, RunningStats
 
 __all__ = [

@@ -20,17 +20,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sfd.distributed import broadcast_object, rank_and_world
 from sfd.errors import BadInputError
-from sfd.eval.distributed import broadcast_object, rank_and_world
 from sfd.eval.features import (
     FeatureFn,
     InceptionLike,
     compute_feature_stats,
     compute_inception_features,
 )
-from sfd.eval.images import open_images
 from sfd.eval.metrics import frechet_distance, inception_score, precision_recall
 from sfd.eval.reference import Reference, load_reference
+from sfd.eval.sources import open_images
 from sfd.eval.stats import FeatureStats, RunningStats
 
 logger = logging.getLogger(__name__)

@@ -15,14 +15,14 @@ from typing import NamedTuple, Protocol
 import torch
 from tqdm.auto import tqdm
 
-from sfd.eval.distributed import (
+from sfd.distributed import (
     all_gather_rows,
     collective_device,
     rank_and_world,
     shard_range,
 )
-from sfd.eval.images import ImageSource, open_images
 from sfd.eval.inception import InceptionFeatures
+from sfd.eval.sources import ImageSource, open_images
 from sfd.eval.stats import RunningStats
 
 logger = logging.getLogger(__name__)

@@ -26,9 +26,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from sfd.eval.distributed import rank_and_world
+from sfd.distributed import rank_and_world
 from sfd.eval.features import InceptionLike, compute_inception_features
-from sfd.eval.images import FolderImages, ImageSource, NpzImages, open_images
+from sfd.eval.sources import FolderImages, ImageSource, NpzImages, open_images
 from sfd.eval.stats import FeatureStats
 
 STATS_FORMAT = "sfd.eval.reference/v1"

@@ -1,7 +1,7 @@
 """Latent sets derived from an extracted one, for the ablation rows (METHOD.md §7).
 
-:func:`derive_latent_set` copies an ``sfd-latents`` set (:mod:`sfd.data.latents`) shard by shard,
-keeping labels, texture posteriors and REPA targets, and replaces the semantic channels:
+:func:`derive_latent_set` copies an ``sfd-latents`` set (:mod:`sfd.data.latent_shards`) shard by
+shard, keeping labels, texture posteriors and REPA targets, and replaces the semantic channels:
 
 - ``"none"``: no semantic channels (C_s = 0): texture-only diffusion (the "baseline" and
   "+REPA" rows; train it with ``latent.sem_channels=0``);
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sfd.data.latents import LatentDataset, finalize_latent_set, write_latent_shard
+from sfd.data.latent_shards import LatentDataset, finalize_latent_set, write_latent_shard
 from sfd.data.shards import MappedShard, atomic_write_json, finished_shard
 from sfd.latents.pca import PCAEncoder
 

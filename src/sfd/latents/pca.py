@@ -29,6 +29,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from sfd.data.feature_shards import FeatureShards
 from sfd.data.shards import atomic_save_safetensors, atomic_write_json
 
 FORMAT = "sfd-pca"
@@ -170,10 +171,6 @@ def _check_channels(channels: int, dim: int) -> None:
 def fit_pca(feature_dir: str | Path, channels: int, max_images: int | None = None) -> PCAEncoder:
     """PCA of the features of an ``sfd-features`` set (every view and position a sample),
     over its first ``max_images`` images in shard order (default: all)."""
-    # The reader of the format lives with the SemVAE trainer, which imports sfd.extract; a
-    # local import keeps sfd.extract free to import this module.
-    from sfd.latents.train_autoencoders import FeatureShards
-
     features = FeatureShards(feature_dir)
     _check_channels(channels, features.dim)
     if max_images is not None and max_images < 1:

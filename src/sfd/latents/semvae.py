@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
+from sfd.config import COS_AXES
 from sfd.data.shards import atomic_save_safetensors, atomic_write_json
 
 FORMAT = "sfd-semvae"
@@ -199,7 +200,6 @@ def gaussian_kl_per_sample(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Te
 
 
 CosAxis = Literal["channel", "token"]
-COS_AXES = ("channel", "token")
 
 
 def reconstruction_cosine(

@@ -28,7 +28,6 @@ import json
 import math
 from pathlib import Path
 
-import click
 import torch
 
 from sfd.errors import load_tensor_file
@@ -186,22 +185,3 @@ def tokens_to_grid(tokens: torch.Tensor, grid: tuple[int, int] | None = None) ->
 def grid_to_tokens(x: torch.Tensor) -> torch.Tensor:
     """sfd's (B, C, h, w) as release-layout tokens (B, h*w, C)."""
     return x.flatten(2).transpose(1, 2)
-
-
-@click.command("import-upstream-semvae")
-@click.argument("state_dict", type=click.Path(exists=True, dir_okay=False))
-@click.option(
-    "--config",
-    "config_path",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="JSON of the release's create_semantic_autoencoder kwargs.",
-)
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
-def import_upstream_semvae_command(state_dict, config_path, out_dir):
-    """Turn the release's SemVAE state dict into an sfd SemVAE directory."""
-    try:
-        path = import_upstream_semvae(state_dict, config_path, out_dir)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
-        raise click.ClickException(str(err)) from None
-    click.echo(f"imported {state_dict} -> {path}")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from sfd.config import Config
-from sfd.data.latents import LatentDataset
+from sfd.data.latent_shards import LatentDataset
 from sfd.flow.path import sample_base_time
 
 

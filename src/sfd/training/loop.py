@@ -26,9 +26,8 @@ from tqdm import tqdm
 
 from sfd import distributed as D
 from sfd.config import Config
-from sfd.data.latents import LatentDataset
-from sfd.data.shards import atomic_write_bytes
-from sfd.errors import BusyError, DivergedError, MismatchError, safetensors_metadata
+from sfd.data.latent_shards import LatentDataset
+from sfd.errors import DivergedError, safetensors_metadata
 from sfd.locks import DirLock
 from sfd.model import LightningDiT
 from sfd.training import parallel as P
@@ -44,26 +43,10 @@ from sfd.training.checkpoint import (
 from sfd.training.ema import make_ema
 from sfd.training.loggers import make_tracker
 from sfd.training.logs import MetricLog
+from sfd.training.run_dir import check_data, micro_batch_size, prepare_run_dir
 from sfd.training.step import TrainStep, make_optimizer, stats_dict
 
 log = logging.getLogger("sfd.train")
-
-# Settings that may change when a run is resumed; everything else must match the stored config.
-RESUMABLE_CHANGES = {
-    "spike_factor",
-    "spike_window",
-    "spike_rollback",
-    "max_rollbacks",
-    "total_steps",
-    "log_every",
-    "ckpt_every",
-    "keep_last",
-    "num_workers",
-    "compile",
-    "compile_scope",
-    "activation_checkpointing",
-    "fused_adamw",
-}
 
 
 @dataclass
@@ -72,71 +55,6 @@ class TrainResult:
     step: int
     skipped_steps: int = 0
     history: list[dict] = field(default_factory=list)
-
-
-def check_run_config(run_dir: Path, cfg: Config) -> None:
-    """Write ``config.json`` for a new run, or check a resumed run's config agrees with ``cfg``."""
-    path = Path(run_dir) / "config.json"
-    if not path.exists() or not list_checkpoints(run_dir):
-        # a config without a checkpoint trained nothing (an attempt that failed): replaced
-        atomic_write_bytes(path, cfg.to_json().encode())
-        return
-    stored = Config.from_dict(json.loads(path.read_text())).to_dict()
-    new = cfg.to_dict()
-    diffs = [
-        f"{sec}.{k}: {stored[sec][k]!r} -> {new[sec][k]!r}"
-        for sec in new
-        if isinstance(new[sec], dict)
-        for k in new[sec]
-        if stored[sec][k] != new[sec][k] and not (sec == "train" and k in RESUMABLE_CHANGES)
-    ]
-    if diffs:
-        raise MismatchError(
-            f"run directory {run_dir} holds a run with another config ("
-            f"{'; '.join(diffs)}); use a new --out or the stored config"
-        )
-    atomic_write_bytes(path, cfg.to_json().encode())
-
-
-def check_data(dataset: LatentDataset, cfg: Config) -> None:
-    meta, lat = dataset.meta, cfg.latent
-    got = (meta["tex_channels"], meta["sem_channels"], meta["size"])
-    want = (lat.tex_channels, lat.sem_channels, lat.size)
-    if got != want:
-        raise MismatchError(
-            f"latent data {dataset.directory} has (C_z, C_s, size) = {got}; the "
-            f"config expects {want} (set latent.* to match)"
-        )
-    if dataset.num_classes != cfg.model.num_classes:
-        raise MismatchError(
-            f"latent data has {dataset.num_classes} classes; model.num_classes is "
-            f"{cfg.model.num_classes}"
-        )
-    if cfg.model.repa_dim and cfg.flow.repa_weight > 0 and meta["repa_dim"] != cfg.model.repa_dim:
-        raise MismatchError(
-            f"latent data has REPA features of dim {meta['repa_dim']}; "
-            f"model.repa_dim is {cfg.model.repa_dim} (set it, or model.repa_dim=0)"
-        )
-
-
-def micro_batch_size(cfg: Config, world: int) -> int:
-    """Images per rank and micro-batch; ``ValueError`` unless the global batch splits evenly."""
-    per_rank, rem = divmod(cfg.train.global_batch_size, world * cfg.train.grad_accum_steps)
-    if rem or per_rank == 0:
-        raise ValueError(
-            f"train.global_batch_size={cfg.train.global_batch_size} must be a "
-            f"multiple of world size x grad_accum_steps = "
-            f"{world} x {cfg.train.grad_accum_steps}"
-        )
-    return per_rank
-
-
-def validate_run(cfg: Config, data_dir: str | Path, world: int = 1) -> LatentDataset:
-    """Check ``cfg`` against the latent set and the world size (nothing is written)."""
-    micro_batch_size(cfg, world)
-    dataset = LatentDataset(data_dir)
-    check_data(dataset, cfg)
-    return dataset
 
 
 class Trainer:
@@ -414,7 +332,7 @@ def train(
     if torch.device(device).type == "cuda":
         torch.set_float32_matmul_precision("high")  # TF32 matmuls (process state: entry point)
     lock = DirLock(run_dir) if D.is_main() else None
-    error = _prepare_run_dir(run_dir, cfg, resume, data_dir, lock) if lock else None
+    error = prepare_run_dir(run_dir, cfg, resume, data_dir, lock) if lock else None
     error = D.broadcast_object(error)  # every rank fails alike (no rank hangs in a barrier)
     if error:
         raise error
@@ -426,28 +344,3 @@ def train(
     finally:
         if lock is not None:
             lock.release()
-
-
-def _prepare_run_dir(
-    run_dir: Path, cfg: Config, resume: bool, data_dir, lock: DirLock
-) -> Exception | None:
-    """Check the config against the data, then create, lock and check the run directory
-    (rank 0); the error, if any. A config the data refuses writes nothing."""
-    try:
-        validate_run(cfg, data_dir, D.world_size())
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not lock.acquire():
-            raise BusyError(
-                f"run directory {run_dir} is in use by {lock.owner()} (lock {lock}); wait for "
-                f"it to finish or stop it (a lock left by a killed process is taken over)"
-            )
-    except (ValueError, OSError, BusyError) as err:  # the lock is not ours: leave it
-        return err
-    try:
-        if not resume and list_checkpoints(run_dir):
-            raise ValueError(f"{run_dir} already holds checkpoints; resume it or use a new --out")
-        check_run_config(run_dir, cfg)
-    except (ValueError, OSError) as err:
-        lock.release()
-        return err
-    return None

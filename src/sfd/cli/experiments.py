@@ -1,0 +1,283 @@
+"""``sfd bench``, ``sfd demo``, ``sfd pipeline``, ``sfd ablate``: experiments built from the
+library (thin shells over :mod:`sfd.bench` and :mod:`sfd.pipeline`: demo, custom, ablate)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import click
+import torch
+
+from sfd.cli.options import (
+    device_option,
+    dry_run_option,
+    on_error_option,
+    resolve_config,
+    resolve_device,
+    set_option,
+)
+from sfd.config import PRESETS
+from sfd.pipeline.custom import BUDGETS
+
+
+@click.command("bench")
+@click.option(
+    "--preset", "preset_name", type=click.Choice(PRESETS), default="tiny", show_default=True
+)
+@set_option
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@device_option()
+@click.option("--iters", type=int, default=5, show_default=True, help="Timed iterations.")
+@click.option("--warmup", type=int, default=2, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option(
+    "--compare",
+    "ref",
+    default=None,
+    help="Time this tree against REF (a git revision or a source tree), interleaved, and "
+    "print the ratio (> 1: this tree faster).",
+)
+@click.option(
+    "--ref-set",
+    "ref_overrides",
+    multiple=True,
+    help="With --compare: the reference's overrides instead of --set's (repeatable).",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["train", "forward"]),
+    default="train",
+    show_default=True,
+    help="With --compare: time the training step or an inference forward.",
+)
+@click.option("--threads", type=int, default=0, help="Torch threads (0: torch's default).")
+def bench_cmd(
+    preset_name,
+    overrides,
+    batch_size,
+    device,
+    iters,
+    warmup,
+    as_json,
+    ref,
+    ref_overrides,
+    mode,
+    threads,
+) -> None:
+    """Time the training step and the sampler; print img/s, FLOPs and MFU.
+
+    With --compare REF: the training step (or forward) of this tree and of REF, each in its own
+    process, alternated call by call; the medians and their ratio.
+    """
+    if ref is not None:
+        from sfd.bench_compare import compare
+
+        resolve_config(preset_name, None, overrides)  # unknown keys fail here, not in a worker
+        result = compare(
+            ref,
+            preset_name,
+            batch_size,
+            overrides=tuple(overrides),
+            ref_overrides=tuple(ref_overrides) if ref_overrides else None,
+            mode=mode,
+            device=str(resolve_device(device)),
+            threads=threads,
+            warmup=warmup,
+            iters=iters,
+        )
+        click.echo(json.dumps(dataclasses.asdict(result), indent=2) if as_json else result.table())
+        return
+    from sfd.bench import run_bench
+
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = resolve_config(preset_name, None, overrides)
+    result = run_bench(cfg, batch_size, resolve_device(device), warmup=warmup, iters=iters)
+    click.echo(json.dumps(dataclasses.asdict(result), indent=2) if as_json else result.table())
+
+
+@click.command("demo")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default="runs/demo",
+    show_default=True,
+    help="Run directory; a rerun resumes where it stopped.",
+)
+@click.option("--quick", is_flag=True, help="A small version (minutes) that checks every stage.")
+@click.option(
+    "--data-root",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="Fashion-MNIST IDX directory (default: the Debian package's).",
+)
+@set_option
+@device_option()
+@dry_run_option("the demo's stage sizes")
+def demo_cmd(out, quick, data_root, overrides, device, dry_run) -> None:
+    """SFD end to end on Fashion-MNIST: VAEs, SemVAE, latents, training, samples, metrics."""
+    from sfd.pipeline.demo import DemoSettings, run_demo
+
+    settings = DemoSettings.quick() if quick else DemoSettings()
+    settings = dataclasses.replace(settings, overrides=tuple(overrides))
+    if dry_run:
+        return _print_settings(settings)
+    metrics = run_demo(out, settings, data_root, resolve_device(device))
+    click.echo(json.dumps(metrics, indent=2))
+    click.echo(f"artefacts in {out}: samples.png stages.png curves.png metrics.json")
+
+
+@click.command("pipeline")
+@click.option(
+    "--data-root",
+    required=True,
+    help="An image folder root/<class>/<image> (your images), or fashion-mnist.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    required=True,
+    help="Run directory; a rerun resumes where it stopped (finished stages are kept).",
+)
+@click.option(
+    "--budget",
+    type=click.Choice(tuple(BUDGETS)),
+    default="cpu-10min",
+    show_default=True,
+    help="Named stage sizes (see README: your own images).",
+)
+@click.option(
+    "--stage",
+    "stage_overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override one stage size of the budget, e.g. --stage sfd_steps=1000 (repeatable).",
+)
+@click.option("--image-size", type=int, default=None, help="Pixels [64; fashion-mnist 32].")
+@click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="[3; fmnist 1].")
+@on_error_option()
+@set_option
+@device_option()
+@dry_run_option("the stage sizes")
+def pipeline_cmd(
+    data_root, out, budget, stage_overrides, image_size, channels, on_error, overrides, device,
+    dry_run,
+) -> None:  # fmt: skip
+    """SFD end to end on your images: texture VAE, features, SemVAE, latents, SFD, samples."""
+    from sfd.pipeline.custom import run_pipeline, with_stage_overrides
+
+    fmnist = data_root == "fashion-mnist"
+    if not fmnist and not Path(data_root).is_dir():
+        raise click.BadParameter(
+            f"{data_root} is not a directory (expected root/<class>/<image>, or fashion-mnist)",
+            param_hint="--data-root",
+        )
+    shape = {"image_size": image_size or (32 if fmnist else 64)}
+    shape["channels"] = int(channels or (1 if fmnist else 3))
+    settings = dataclasses.replace(BUDGETS[budget], **shape)
+    settings = with_stage_overrides(settings, list(stage_overrides))
+    if dry_run:
+        return _print_settings(settings)
+    device = resolve_device(device)
+    summary = run_pipeline(data_root, out, settings, tuple(overrides), on_error, device)
+    click.echo(json.dumps(summary, indent=2))
+    click.echo(f"samples in {out}/samples.png; more: sfd sample {out}/run --num 16 --out DIR")
+
+
+@click.command("ablate")
+@click.option("--out", type=click.Path(file_okay=False), default="runs/ablate", show_default=True)
+@click.option(
+    "--rows",
+    default=None,
+    help="Comma-separated rows (default: baseline,repa,semvae-sync,sfd,redi,redi-sf and the "
+    "Δt sweep dt-0.1,dt-0.2,dt-0.5,dt-0.7,dt-1); dt-X is the SemVAE latent at Δt = X.",
+)
+@click.option("--seeds", type=int, default=None, help="Training seeds of the main rows [3].")
+@click.option("--sweep-seeds", type=int, default=None, help="Seeds of the other rows [1].")
+@click.option("--steps", type=int, default=None, help="Training steps of every run [1000].")
+@click.option("--checkpoints", type=int, default=None, help="Evaluated checkpoints per run [5].")
+@click.option("--num-samples", type=int, default=None, help="Samples per evaluation [1000].")
+@click.option("--cfg", "cfg_scale", type=float, default=None, help="Guidance of the curves [1].")
+@click.option(
+    "--cfg-sweep", default=None, help="Comma-separated guidance scales at the final checkpoint."
+)
+@click.option("--quick", is_flag=True, help="Toy sizes (2 rows x 2 seeds x 2 checkpoints).")
+@click.option("--shard", default="0/1", show_default=True, help="i/n: this process's part.")
+@click.option(
+    "--data", type=click.Path(exists=True, file_okay=False), help="A latent set (sfd extract)."
+)
+@click.option(
+    "--features",
+    type=click.Path(exists=True, file_okay=False),
+    help="Encoder features of training images (sfd extract-features): the PCA rows' input.",
+)
+@click.option(
+    "--decoder", type=click.Path(exists=True, file_okay=False), help="Texture autoencoder."
+)
+@click.option(
+    "--ref",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Real images (.npz, arr_0 uint8 NHWC, >= 2 x --num-samples) for --data.",
+)
+@click.option(
+    "--sem-channels",
+    type=int,
+    default=None,
+    help="Semantic channels of the embedded default's SemVAE [4]; trains its own SemVAE and "
+    "latents in OUT/base (use a new --out).",
+)
+@set_option
+@device_option()
+@dry_run_option("the grid's settings")
+def ablate_cmd(
+    out, rows, seeds, sweep_seeds, steps, checkpoints, num_samples, cfg_scale, cfg_sweep, quick,
+    shard, data, features, decoder, ref, sem_channels, overrides, device, dry_run,
+) -> None:  # fmt: skip
+    """The paper's ablation grid (rows x seeds x checkpoints), cached and resumable."""
+    from sfd.pipeline.ablate import AblationSettings, parse_shard, run_ablation
+
+    given = {
+        "rows": None if rows is None else tuple(r.strip() for r in rows.split(",") if r.strip()),
+        "main_seeds": seeds,
+        "sweep_seeds": sweep_seeds,
+        "steps": steps,
+        "checkpoints": checkpoints,
+        "num_samples": num_samples,
+        "cfg_scale": cfg_scale,
+        "cfg_sweep": None
+        if cfg_sweep is None
+        else tuple(float(w) for w in cfg_sweep.split(",") if w.strip()),
+        "sem_channels": sem_channels,
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    make = AblationSettings.quick_settings if quick else AblationSettings
+    # --set comes after the grid's own model settings, so it can change them or add to them
+    settings = make(**given)
+    settings = make(**given, overrides=settings.overrides + tuple(overrides))
+    if dry_run:
+        return _print_settings(settings)
+    summary = run_ablation(
+        Path(out),
+        settings,
+        shard=parse_shard(shard),
+        device=resolve_device(device),
+        latents=None if data is None else Path(data),
+        features=None if features is None else Path(features),
+        decoder=None if decoder is None else Path(decoder),
+        reference=None if ref is None else Path(ref),
+    )
+    click.echo((Path(out) / "table.md").read_text())
+    work = summary["work"]
+    click.echo(
+        f"this run trained {len(work['trained'])} and evaluated {len(work['evaluated'])}; "
+        f"artefacts in {out}: results.json table.md ablation.png delta_t.png"
+    )
+
+
+def _print_settings(settings) -> None:
+    click.echo(json.dumps(dataclasses.asdict(settings), indent=2, default=str))
+
+
+COMMANDS = (bench_cmd, demo_cmd, pipeline_cmd, ablate_cmd)

@@ -1,0 +1,34 @@
+"""Choosing a dataset by name: Fashion-MNIST (:mod:`sfd.data.fashion_mnist`) or an image folder
+(:mod:`sfd.data.images`); both yield ``(image, label)`` with ``image`` (C, H, W) in [-1, 1]."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from sfd.data.fashion_mnist import DEFAULT_ROOT, FashionMNIST
+from sfd.data.images import ImageFolder
+
+DATASETS = ("fashion-mnist", "folder")
+
+
+def open_dataset(
+    dataset: str = "fashion-mnist",
+    data_root: str | Path | None = None,
+    split: str = "train",
+    image_size: int = 32,
+    channels: int = 1,
+    on_error: str = "raise",
+) -> torch.utils.data.Dataset:
+    """Fashion-MNIST (``data_root`` defaults to the Debian package's directory; ``split``) or
+    an image folder (``data_root`` required; ``on_error``), as (``channels``, ``image_size``,
+    ``image_size``) images in [-1, 1]."""
+    if dataset == "fashion-mnist":
+        return FashionMNIST(data_root or DEFAULT_ROOT, split, image_size, int(channels))
+    if dataset == "folder":
+        if data_root is None:
+            raise ValueError("an image folder dataset needs data_root (--data-root)")
+        mode = {1: "L", 3: "RGB"}[int(channels)]
+        return ImageFolder(data_root, image_size, on_error=on_error, mode=mode)
+    raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")

@@ -1,0 +1,228 @@
+"""The ablation grid's rows (semantic latent, Δt, REPA; see :mod:`sfd.pipeline.ablate`), its
+settings (sizes, seeds, checkpoints, guidance) and the SFD config of each row."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+
+from sfd.config import Config, apply_overrides, preset
+from sfd.pipeline.demo import DEMO_MODEL
+
+# --------------------------------------------------------------------------------------------
+# Rows
+
+
+@dataclass(frozen=True)
+class Row:
+    """One configuration of the grid."""
+
+    name: str
+    semantic: str  # "semvae", "pca" or "none" (texture-only diffusion)
+    delta_t: float
+    repa: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.delta_t <= 1.0:
+            raise ValueError(f"row {self.name!r}: Δt must be in [0, 1]; got {self.delta_t}")
+
+
+MAIN_ROWS = ("baseline", "repa", "semvae-sync", "sfd", "redi", "redi-sf")
+SWEEP = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)  # the paper's Δt sweep (Fig. 5)
+_NAMED = {
+    "baseline": Row("baseline", "none", 0.0, repa=False),
+    "repa": Row("repa", "none", 0.0),
+    "semvae-sync": Row("semvae-sync", "semvae", 0.0),
+    "sfd": Row("sfd", "semvae", 0.3),
+    "redi": Row("redi", "pca", 0.0),
+    "redi-sf": Row("redi-sf", "pca", 0.3),
+}
+
+
+GRID_MODEL = DEMO_MODEL  # the demo's backbone (sfd.pipeline.demo)
+
+
+def sweep_rows() -> tuple[str, ...]:
+    """The Δt sweep's rows that are not main rows (0 is ``semvae-sync``, 0.3 is ``sfd``)."""
+    return tuple(f"dt-{d:g}" for d in SWEEP if d not in (0.0, 0.3))
+
+
+def parse_row(name: str) -> Row:
+    """A named row, or ``dt-X``: the SemVAE latent at Δt = X (X in [0, 1])."""
+    if name in _NAMED:
+        return _NAMED[name]
+    m = re.fullmatch(r"dt-([0-9]*\.?[0-9]+)", name)
+    if m is None:
+        raise ValueError(
+            f"unknown ablation row {name!r}; expected one of {', '.join(MAIN_ROWS)} or dt-X "
+            f"with X in [0, 1] (e.g. dt-0.5)"
+        )
+    value = float(m.group(1))
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"row {name!r}: Δt must be in [0, 1]; got {value}")
+    return Row(name, "semvae", value)
+
+
+def row_delta_t(name: str) -> float | None:
+    """Δt of a row on the SemVAE latent (the Δt curve), else None."""
+    row = parse_row(name)
+    return row.delta_t if row.semantic == "semvae" else None
+
+
+# --------------------------------------------------------------------------------------------
+# Settings
+
+
+@dataclass(frozen=True)
+class AblationSettings:
+    """The grid: rows, seeds, training length, checkpoints and the evaluation protocol."""
+
+    rows: tuple[str, ...] = MAIN_ROWS + sweep_rows()
+    main_seeds: int = 3  # training seeds of the main rows
+    sweep_seeds: int = 1  # training seeds of every other row
+    steps: int = 1000
+    checkpoints: int = 5  # evaluated checkpoints, evenly spaced; the last is `steps`
+    num_samples: int = 1000  # per evaluation, balanced classes
+    sample_seed: int = 0  # per-image sampling seeds: identical for every row and checkpoint
+    method: str = "heun"
+    num_steps: int = 10
+    cfg_scale: float = 1.0  # the curves: the paper's ablation is without guidance
+    cfg_sweep: tuple[float, ...] = (2.0, 4.0)  # final checkpoint of the main rows
+    # `--set` on the SFD config (the `demo` preset fitted to the data) of every row: the demo's
+    # backbone (sfd.pipeline.demo.DEMO_MODEL, 1.3M parameters, ~6x cheaper per step than the
+    # preset's), so the default grid fits in ~3 hours on 2 CPU cores.
+    overrides: tuple[str, ...] = GRID_MODEL
+    quick: bool = False
+    # semantic channels of the embedded default's SemVAE (None: the demo's 4); a different count
+    # trains its own SemVAE and latents in OUT/base, so it needs its own grid directory
+    sem_channels: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in self.rows:
+            parse_row(name)
+        if not self.rows:
+            raise ValueError("no ablation rows given")
+        if self.steps < 1 or self.checkpoints < 1 or self.checkpoints > self.steps:
+            raise ValueError(
+                f"steps={self.steps} and checkpoints={self.checkpoints} must satisfy "
+                f"1 <= checkpoints <= steps"
+            )
+        if self.main_seeds < 1 or self.sweep_seeds < 1:
+            raise ValueError("main_seeds and sweep_seeds must be >= 1")
+        if self.num_samples < 2:
+            raise ValueError(f"num_samples must be >= 2; got {self.num_samples}")
+        if self.sem_channels is not None and self.sem_channels < 1:
+            raise ValueError(f"sem_channels must be >= 1; got {self.sem_channels}")
+
+    @classmethod
+    def quick_settings(cls, **kw) -> AblationSettings:
+        """Toy sizes for the test suite: 2 rows x 2 seeds x 2 checkpoints."""
+        base = dict(
+            rows=("baseline", "sfd"),
+            main_seeds=2,
+            sweep_seeds=1,
+            steps=8,
+            checkpoints=2,
+            num_samples=40,
+            num_steps=3,
+            method="euler",
+            cfg_sweep=(2.0,),
+            overrides=(
+                "model.depth=2",
+                "model.width=64",
+                "model.num_heads=2",
+                "model.repa_projector_dim=64",
+                "model.repa_depth=1",
+                "train.global_batch_size=16",
+            ),
+            quick=True,
+        )
+        base.update(kw)
+        return cls(**base)
+
+    def checkpoint_steps(self) -> list[int]:
+        k = self.checkpoints
+        return sorted({round(self.steps * (i + 1) / k) for i in range(k)})
+
+    def seeds_of(self, row: str) -> int:
+        return self.main_seeds if row in MAIN_ROWS else self.sweep_seeds
+
+    def jobs(self) -> list[tuple[str, int]]:
+        """Every (row, seed), seeds first so a partial grid has whole seeds of every row."""
+        most = max(self.seeds_of(r) for r in self.rows)
+        return [(r, s) for s in range(most) for r in self.rows if s < self.seeds_of(r)]
+
+    def protocol(self) -> dict:
+        return {
+            "steps": self.steps,
+            "checkpoints": self.checkpoint_steps(),
+            "num_samples": self.num_samples,
+            "sample_seed": self.sample_seed,
+            "sampler": f"{self.method} {self.num_steps}",
+            "cfg_scale": self.cfg_scale,
+            "cfg_sweep": list(self.cfg_sweep),
+            "overrides": list(self.overrides),
+        } | ({} if self.sem_channels is None else {"sem_channels": self.sem_channels})
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n) with 0 <= i < n."""
+    m = re.fullmatch(r"(\d+)/(\d+)", text.strip())
+    if m is None or int(m.group(2)) < 1 or int(m.group(1)) >= int(m.group(2)):
+        raise ValueError(f"--shard must look like i/n with 0 <= i < n (e.g. 0/4); got {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+# --------------------------------------------------------------------------------------------
+# Configs of the rows
+
+
+def base_config(meta: dict, overrides: tuple[str, ...] = (), name: str = "demo") -> Config:
+    """The ``demo`` preset fitted to a latent set (channels, grid, classes, REPA dim)."""
+    cfg = preset(name)
+    cfg = dataclasses.replace(
+        cfg,
+        model=dataclasses.replace(
+            cfg.model, num_classes=int(meta["num_classes"]), repa_dim=int(meta["repa_dim"])
+        ),
+        latent=dataclasses.replace(
+            cfg.latent,
+            tex_channels=int(meta["tex_channels"]),
+            sem_channels=int(meta["sem_channels"]),
+            size=int(meta["size"]),
+        ),
+    )
+    return apply_overrides(cfg, list(overrides))
+
+
+def row_config(base: Config, row: Row, sem_channels: int, seed: int, steps: int) -> Config:
+    """The SFD config of one row and training seed."""
+    model, latent, flow = base.model, base.latent, base.flow
+    if row.semantic == "none":
+        latent = dataclasses.replace(latent, sem_channels=0)
+        model = dataclasses.replace(model, dual_timestep=False)
+    else:
+        latent = dataclasses.replace(latent, sem_channels=sem_channels)
+    if not row.repa:
+        model = dataclasses.replace(model, repa_dim=0)
+        flow = dataclasses.replace(flow, repa_weight=0.0)
+    flow = dataclasses.replace(flow, delta_t=row.delta_t)
+    train = dataclasses.replace(base.train, total_steps=steps, seed=seed, keep_last=0)
+    return dataclasses.replace(base, model=model, latent=latent, flow=flow, train=train)
+
+
+def sample_config(cfg: Config, s: AblationSettings, cfg_scale: float) -> Config:
+    sample = dataclasses.replace(
+        cfg.sample,
+        method=s.method,
+        num_steps=s.num_steps,
+        cfg_scale_tex=cfg_scale,
+        cfg_scale_sem=cfg_scale,
+        cfg_interval_tex=(0.0, 1.0),
+        cfg_interval_sem=(0.0, 1.0),
+        guide="cfg",
+        timestep_shift=0.0,
+        compute_batch=max(cfg.sample.compute_batch, 50),
+    )
+    return dataclasses.replace(cfg, sample=sample)

@@ -1,0 +1,129 @@
+"""The autoencoder trainers' shared parts: the fit loop (lr, step, log, resume state) and
+:class:`TrainState`, the mid-run state a rerun resumes from bit for bit.
+
+:func:`fit` is the loop both :func:`sfd.training.semvae.train_semvae` and
+:func:`sfd.training.texture_vae.train_texture_vae` run; each passes its own ``step_fn`` (data,
+noise and loss terms of one step, drawing its randomness in its own fixed order).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from sfd.data.shards import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+
+class TrainState:
+    """Mid-run state of an autoencoder training in ``OUT/.train_state`` (model, optimizer,
+    generator, step, history), written atomically; a rerun with the same settings resumes
+    from it bit for bit, and it is removed once the outputs are written."""
+
+    RESUMABLE = ("ckpt_every", "log_every", "num_workers", "device")
+
+    def __init__(self, out_dir: str | Path, config) -> None:
+        self.dir = Path(out_dir) / ".train_state"
+        self.settings = {
+            k: v for k, v in json.loads(json.dumps(asdict(config))).items()
+            if k not in self.RESUMABLE
+        }  # fmt: skip
+        self.generator_state: torch.Tensor | None = None
+
+    def load(self, model: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[int, list]:
+        """(first step, history) of the saved state, or (0, []); fills model and optimizer."""
+        from sfd.errors import MismatchError, load_safetensors
+        from sfd.training.checkpoint import load_optimizer_tensors
+
+        for tmp in self.dir.parent.glob(".train_state.tmp*"):  # a save cut by a kill
+            __import__("shutil").rmtree(tmp, ignore_errors=True)
+        old = self.dir.with_name(".train_state.old")
+        if not self.dir.exists() and (old / "state.json").exists():
+            old.rename(self.dir)  # killed between the two renames of save()
+        info_path = self.dir / "state.json"
+        if not info_path.exists():
+            return 0, []
+        info = json.loads(info_path.read_text())
+        if info["settings"] != self.settings:
+            diffs = sorted(k for k in self.settings if info["settings"].get(k) != self.settings[k])
+            raise MismatchError(
+                f"{self.dir.parent} holds a training run with other settings "
+                f"({', '.join(diffs)}); use a new --out or the same settings"
+            )
+        model.load_state_dict(load_safetensors(self.dir / "model.safetensors"), strict=True)
+        load_optimizer_tensors(opt, self.dir / "optimizer.safetensors")
+        self.generator_state = torch.tensor(info["generator"], dtype=torch.uint8)
+        log.info("resuming from %s (step %d)", self.dir, info["step"])
+        return int(info["step"]), info["history"]
+
+    def save(self, step, model, opt, history, generator: torch.Generator | None = None) -> None:
+        import os
+        import shutil
+
+        from sfd.data.shards import atomic_save_safetensors
+        from sfd.training.checkpoint import optimizer_tensors
+
+        tmp = self.dir.with_name(f".train_state.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            atomic_save_safetensors(tmp / "model.safetensors", model.state_dict())
+            tensors, groups = optimizer_tensors(opt)
+            atomic_save_safetensors(tmp / "optimizer.safetensors", tensors,
+                                    {"param_groups": groups})  # fmt: skip
+            state = generator.get_state().tolist() if generator is not None else []
+            atomic_write_json(tmp / "state.json", {"step": step, "settings": self.settings,
+                              "generator": state, "history": history})  # fmt: skip
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        old = self.dir.with_name(".train_state.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if self.dir.exists():
+            self.dir.rename(old)
+        os.replace(tmp, self.dir)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def remove(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def fit(
+    name: str,
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    step_fn: Callable[[int], dict[str, torch.Tensor]],
+    lr_fn: Callable[[int], float],
+    config,
+    resume: TrainState,
+    first: int,
+    history: list,
+    generator: torch.Generator | None = None,
+) -> list:
+    """Steps ``[first, config.total_steps)``: set the lr, ``step_fn(step)``'s ``"loss"``
+    backward, an optimizer step; log every ``config.log_every`` steps (and the last) into
+    ``history``; save the resume state every ``config.ckpt_every`` steps and at the end."""
+    for step in range(first, config.total_steps):
+        if step > first and step % config.ckpt_every == 0:
+            resume.save(step, model, opt, history, generator)
+        for group in opt.param_groups:
+            group["lr"] = lr_fn(step)
+        terms = step_fn(step)
+        opt.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        opt.step()
+        if step % config.log_every == 0 or step == config.total_steps - 1:
+            row = {"step": step, **{k: round(v.item(), 6) for k, v in terms.items()}}
+            history.append(row)
+            log.info("%s %s", name, row)
+    if first < config.total_steps:
+        resume.save(config.total_steps, model, opt, history, generator)
+    return history

@@ -1,0 +1,243 @@
+"""``sfd ablate``: rows, settings, the speed-up interpolation, Welch's test, and the quick grid
+end to end (every artefact, finite metrics, sharding into disjoint parts, a rerun does no work)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from sfd.data.fashion_mnist import DEFAULT_ROOT
+from sfd.pipeline.ablate import (
+    MAIN_ROWS,
+    AblationSettings,
+    base_config,
+    parse_row,
+    parse_shard,
+    row_config,
+    sweep_rows,
+)
+from sfd.pipeline.ablate_report import steps_to_reach, welch_t_test
+
+have_data = (DEFAULT_ROOT / "train-images-idx3-ubyte.gz").exists()
+needs_data = pytest.mark.skipif(
+    not have_data and not os.environ.get("SFD_REQUIRE_FASHION_MNIST"),
+    reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)",
+)
+
+
+def test_rows_parse_and_reject_bad_names():
+    assert parse_row("sfd").delta_t == 0.3 and parse_row("sfd").semantic == "semvae"
+    assert parse_row("baseline").semantic == "none" and not parse_row("baseline").repa
+    assert parse_row("redi").semantic == "pca" and parse_row("redi-sf").delta_t == 0.3
+    assert parse_row("dt-0.7").delta_t == 0.7
+    assert sweep_rows() == ("dt-0.1", "dt-0.2", "dt-0.5", "dt-0.7", "dt-1")
+    with pytest.raises(ValueError, match="unknown ablation row 'sdf'"):
+        parse_row("sdf")
+    with pytest.raises(ValueError, match=r"Δt must be in \[0, 1\]"):
+        parse_row("dt-1.5")
+    with pytest.raises(ValueError, match="unknown ablation row"):
+        AblationSettings(rows=("sfd", "nope"))
+
+
+def test_sem_channels_is_part_of_the_protocol_only_when_given():
+    from sfd.pipeline.ablate import AblationSettings
+
+    assert "sem_channels" not in AblationSettings().protocol()
+    assert AblationSettings(sem_channels=8).protocol()["sem_channels"] == 8
+    with pytest.raises(ValueError, match="sem_channels must be >= 1"):
+        AblationSettings(sem_channels=0)
+
+
+def test_settings_checkpoints_jobs_and_shards():
+    s = AblationSettings(rows=("sfd", "dt-0.5"), steps=1000, checkpoints=5)
+    assert s.checkpoint_steps() == [200, 400, 600, 800, 1000]
+    jobs = s.jobs()
+    assert jobs.count(("sfd", 2)) == 1 and ("dt-0.5", 1) not in jobs  # sweep rows: one seed
+    assert len(jobs) == 3 + 1
+    parts = [{j for k, j in enumerate(jobs) if k % 3 == i} for i in range(3)]
+    assert set().union(*parts) == set(jobs) and sum(map(len, parts)) == len(jobs)
+    assert parse_shard("1/4") == (1, 4)
+    for bad in ("4/4", "1", "-1/2", "a/b"):
+        with pytest.raises(ValueError, match="--shard"):
+            parse_shard(bad)
+    with pytest.raises(ValueError, match="checkpoints"):
+        AblationSettings(steps=3, checkpoints=5)
+
+
+def test_row_configs_differ_only_where_the_paper_says():
+    meta = {"num_classes": 10, "repa_dim": 40, "tex_channels": 4, "sem_channels": 4, "size": 8}
+    base = base_config(meta)
+    cfgs = {r: row_config(base, parse_row(r), 4, seed=1, steps=100) for r in MAIN_ROWS}
+    assert cfgs["baseline"].latent.sem_channels == 0 and cfgs["baseline"].model.repa_dim == 0
+    assert cfgs["baseline"].flow.repa_weight == 0 and not cfgs["baseline"].model.dual_timestep
+    assert cfgs["repa"].latent.sem_channels == 0 and cfgs["repa"].model.repa_dim == 40
+    sync, sfd = cfgs["semvae-sync"], cfgs["sfd"]
+    assert sync.flow.delta_t == 0 and sfd.flow.delta_t == 0.3
+    # semvae-sync and sfd differ in Δt alone (the paper's semantic-first ablation)
+    assert sync.to_dict() | {"flow": None} == sfd.to_dict() | {"flow": None}
+    assert {k for k in sync.flow.__dict__ if getattr(sync.flow, k) != getattr(sfd.flow, k)} == {
+        "delta_t"
+    }
+    assert all(c.train.seed == 1 and c.train.total_steps == 100 for c in cfgs.values())
+
+
+def test_steps_to_reach_interpolates_linear_curves_exactly():
+    steps = [100, 200, 300, 400]
+    fd = [50.0, 40.0, 30.0, 20.0]  # fd = 60 - step / 10
+    assert steps_to_reach(steps, fd, 35.0) == (250.0, "=")
+    assert steps_to_reach(steps, fd, 20.0) == (400.0, "=")
+    assert steps_to_reach(steps, fd, 55.0) == (100.0, "<=")
+    assert steps_to_reach(steps, fd, 10.0) == (400.0, ">")
+    acc = [0.5, 0.6, 0.7, 0.8]  # higher is better
+    s, kind = steps_to_reach(steps, acc, 0.65, lower_is_better=False)
+    assert kind == "=" and s == pytest.approx(250.0)
+    # a noisy curve: the first crossing counts
+    assert steps_to_reach(steps, [50, 30, 40, 20], 35.0) == (175.0, "=")
+
+
+def test_welch_t_test_matches_its_closed_form():
+    a, b = [1.0, 2.0, 3.5], [4.0, 6.0, 5.5, 7.0]
+    va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
+    t = (np.mean(a) - np.mean(b)) / math.sqrt(va + vb)
+    got = welch_t_test(a, b)
+    assert got["t"] == pytest.approx(t) and 0 < got["p"] < 0.05
+    assert welch_t_test([1.0], b)["p"] is None
+
+
+@pytest.fixture(scope="module")
+def quick_base(tmp_path_factory):
+    from sfd.pipeline.demo import DemoSettings, prepare_base
+
+    out = tmp_path_factory.mktemp("ablate-base") / "base"
+    prepare_base(out, DemoSettings.quick())
+    return out
+
+
+def _grid(out, shard, *extra):
+    from sfd.cli import main
+
+    args = ["ablate", "--quick", "--out", str(out), "--shard", shard, "--device", "cpu", *extra]
+    args += ["--set", "train.lr=1e-3"]  # the demo preset's own value: --set adds to the grid's
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
+def _results(out):
+    return {p.relative_to(out / "results") for p in (out / "results").rglob("*.json")}
+
+
+@needs_data
+def test_quick_grid_shards_resumes_and_writes_every_artefact(tmp_path, quick_base):
+    from sfd.cli import main
+
+    out = tmp_path / "grid"
+    shutil.copytree(quick_base, out / "base")
+    first = _grid(out, "0/2")
+    part0 = _results(out)
+    assert part0 and "trained 2 and evaluated" in first
+    _grid(out, "1/2")
+    part1 = _results(out) - part0
+    assert part1 and not part0 & part1  # the other shard computed a disjoint part
+    # 2 rows x 2 seeds x 2 checkpoints at CFG 1, plus the CFG sweep at the final checkpoint
+    assert len(part0 | part1) == 2 * 2 * (2 + 1)
+    mtimes = {p: (out / "results" / p).stat().st_mtime_ns for p in part0 | part1}
+    again = _grid(out, "0/1")
+    assert "trained 0 and evaluated 0" in again  # a rerun does no work
+    assert {p: (out / "results" / p).stat().st_mtime_ns for p in mtimes} == mtimes
+
+    protocol = json.loads((out / "protocol.json").read_text())
+    assert protocol["overrides"][0] == "model.depth=2"
+    assert protocol["overrides"][-1] == "train.lr=1e-3"
+    res = CliRunner().invoke(main, ["ablate", "--quick", "--out", str(out), "--steps", "10"])
+    assert res.exit_code != 0 and "another protocol (differs in steps, checkpoints" in res.output
+
+    summary = json.loads((out / "results.json").read_text())
+    assert len(summary["results"]) == 12
+    for r in summary["results"]:
+        for m in ("fd_fmnist", "acc", "fd_effnet"):
+            assert math.isfinite(r[m]), (r, m)
+    assert set(summary["summary"]["final"]) == {"baseline", "sfd"}
+    assert summary["summary"]["final"]["sfd"]["fd_fmnist"]["n"] == 2
+    ref = summary["summary"]["reference"]
+    assert ref["floor"]["fd_fmnist"] >= 0 and 0 <= ref["real_acc"] <= 1
+    assert "sfd vs baseline" in summary["summary"]["welch"]
+    assert "baseline" in summary["summary"]["speedup"]
+    assert "| `sfd` |" in (out / "table.md").read_text()
+    for name in ("ablation.png", "delta_t.png"):
+        with Image.open(out / name) as im:
+            assert im.size[0] > 200, name
+
+
+@needs_data
+def test_bad_rows_and_missing_inputs_fail_before_training(tmp_path):
+    from sfd.cli import main
+
+    runner = CliRunner()
+    res = runner.invoke(main, ["ablate", "--quick", "--out", str(tmp_path), "--rows", "sfd,xx"])
+    assert res.exit_code != 0 and "unknown ablation row 'xx'" in res.output
+    res = runner.invoke(main, ["ablate", "--quick", "--out", str(tmp_path), "--rows", "dt-2"])
+    assert res.exit_code != 0 and "Δt must be in [0, 1]" in res.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_latent_set_missing_what_a_row_needs_is_refused_before_training(tmp_path):
+    from helpers import tiny_config, write_synthetic_latents
+    from sfd.cli import main
+
+    cfg = tiny_config()
+    no_repa = write_synthetic_latents(tmp_path / "lat", cfg, repa=False)
+    decoder = tmp_path / "vae"
+    decoder.mkdir()
+    ref = tmp_path / "ref.npz"
+    np.savez(ref, arr_0=np.zeros((100, 8, 8, 1), np.uint8))
+    common = ["ablate", "--data", str(no_repa), "--decoder", str(decoder), "--ref", str(ref)]
+    runner = CliRunner()
+    res = runner.invoke(main, [*common, "--out", str(tmp_path / "a"), "--rows", "repa"])
+    assert res.exit_code != 0 and "need REPA targets" in res.output
+    with_repa = write_synthetic_latents(tmp_path / "lat2", cfg)
+    res = runner.invoke(
+        main,
+        ["ablate", "--data", str(with_repa), "--decoder", str(decoder), "--ref", str(ref)]
+        + ["--out", str(tmp_path / "b"), "--rows", "redi"],
+    )
+    assert res.exit_code != 0 and "--features" in res.output
+    res = runner.invoke(
+        main, ["ablate", "--data", str(no_repa), "--out", str(tmp_path / "c"), "--rows", "baseline"]
+    )
+    assert res.exit_code != 0 and "--decoder" in res.output
+    res = runner.invoke(
+        main, [*common, "--out", str(tmp_path / "d"), "--rows", "sfd", "--sem-channels", "8"]
+    )
+    assert res.exit_code != 0 and "sem_channels=8" in res.output and "--data" in res.output
+    for sub in "abcd":  # refused before anything was trained or recorded
+        assert not (tmp_path / sub / "runs").exists()
+        assert not (tmp_path / sub / "protocol.json").exists()
+
+
+def test_a_job_lock_keeps_out_live_processes_and_takes_over_dead_ones(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from sfd.pipeline.ablate import _JobLock
+
+    lock = _JobLock(tmp_path / "run")
+    assert lock.acquire() and lock.path.exists()
+    lock.release()
+    assert not lock.path.exists()
+    host = socket.gethostname()
+    lock.path.write_text(f"{host} {os.getppid()}")  # a live process that is not us
+    assert not lock.acquire()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock.path.write_text(f"{host} {dead.pid}")  # its process is gone: stale
+    assert lock.acquire()
+    assert lock.path.read_text() == f"{host} {os.getpid()}"
