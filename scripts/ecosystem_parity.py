@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from sfd.api import load_checkpoint
-from sfd.data.image_io import write_png
+from sfd.data.images import write_png
 from sfd.ecosystem import SFDPipeline, image_generators
 from sfd.ecosystem.export import ExportSources, export_diffusers
 from sfd.generate import GenerationJob, LatentSampler, balanced_labels
