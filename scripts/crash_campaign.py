@@ -278,6 +278,10 @@ def _kill_until(cmd, env, got: Path, compare, kills: int, duration: float, rng) 
     afresh. The last chain is run to completion and checked too."""
     landed, moments, chains, problems = 0, [], 0, []
     in_chain = 0
+
+    def check() -> list[str]:
+        return compare() + [f"left behind: {p}" for p in _leftovers(got)]
+
     for _attempt in range(6 * kills):
         if landed >= kills:
             break
@@ -289,12 +293,12 @@ def _kill_until(cmd, env, got: Path, compare, kills: int, duration: float, rng) 
             continue
         if in_chain:  # the chain finished after its kills: check it, start another
             chains += 1
-            problems += compare() + [f"left behind: {p}" for p in _leftovers(got)]
+            problems += check()
         shutil.rmtree(got, ignore_errors=True)
         in_chain = 0
     _run(cmd, env)
     chains += 1
-    problems += compare() + [f"left behind: {p}" for p in _leftovers(got)]
+    problems += check()
     return {"kills": landed, "chains_checked": chains, "moments_s": moments,
             "bitwise_equal": not problems, "problems": problems}  # fmt: skip
 
