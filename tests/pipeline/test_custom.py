@@ -41,7 +41,7 @@ TOY = [
     *("--stage", "texture_steps=4", "--stage", "texture_batch=4"),
     *("--stage", "semvae_steps=3", "--stage", "semvae_width=16", "--stage", "semvae_depth=1"),
     *("--stage", "sfd_preset=tiny", "--stage", "sfd_steps=2", "--stage", "sfd_batch=4"),
-    *("--stage", "num_samples=6", "--stage", "test_fraction=0.2"),
+    *("--stage", "num_samples=6", "--stage", "test_fraction=0.25"),
     *("--set", "sample.method=euler", "--set", "sample.num_steps=2"),
 ]
 
@@ -79,7 +79,7 @@ def _check_pipeline(tmp_path, caplog):
     assert res.exit_code == 0, res.output
     assert seconds < 60, f"the toy pipeline took {seconds:.0f} s"
     assert sum("broken.jpg" in r.getMessage() for r in caplog.records) == 1
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "metrics.json").read_text())
     assert [p.rsplit("/", 1)[-1] for p in summary["skipped_files"]] == ["broken.jpg"]
     assert np.isfinite(summary["texture_vae_psnr_db"]) and -1 <= summary["semvae_cosine"] <= 1
 
@@ -95,28 +95,37 @@ def _check_pipeline(tmp_path, caplog):
     assert semvae["encoder"] == features["extraction"]["encoder"]
     held_out = json.loads((out / "features_val" / "meta.json").read_text())["count"]
     assert latents["num_classes"] == 3 and latents["count"] + held_out == 18  # 18 readable
-    assert held_out == 3  # every 5th file
+    assert held_out == 4  # every 4th file
     lat = cfg["latent"]
-    assert [lat["tex_channels"], lat["sem_channels"], lat["size"]] == summary["latent"]
-    assert summary["latent"] == [latents["tex_channels"], latents["sem_channels"], 4]
-    assert cfg["model"]["num_classes"] == 3 and cfg["model"]["repa_dim"] == features["dim"]
+    model = summary["model"]
+    assert [lat["tex_channels"], lat["sem_channels"], lat["size"]] == model["latent"]
+    assert model["latent"] == [latents["tex_channels"], latents["sem_channels"], 4]
+    assert cfg["model"]["num_classes"] == model["num_classes"] == 3
+    assert cfg["model"]["repa_dim"] == model["repa_dim"] == features["dim"]
     samples = np.load(out / "samples" / "samples.npz")
     assert samples["arr_0"].shape == (6, 16, 16, 3) and sorted(set(samples["arr_1"])) == [0, 1, 2]
-    with Image.open(out / "samples.png") as im:
-        assert im.size[0] > 50
+    for name in ("samples.png", "stages.png", "curves.png"):
+        with Image.open(out / name) as im:
+            assert im.size[0] > 50, name
     stages = json.loads((out / "stages.json").read_text())
     assert set(stages) == {
-        "texture_vae", "features", "features_val", "semvae", "latents", "sfd", "samples"
+        "texture_vae", "features", "features_val", "semvae", "latents", "sfd", "samples", "metrics"
     }  # fmt: skip
+    # the metrics stage, the demo's: samples against the held-out photos, with the real floor
+    assert summary["metric_images"] == 2  # half the 4 held-out photos: the floor takes two sets
+    for key in ("fd_samples", "fd_real_floor", "probe_acc_samples", "probe_acc_real"):
+        assert np.isfinite(summary[key]), key
+    assert "fd_fmnist_samples" not in summary  # the Fashion-MNIST classifier: its data only
+    with np.load(out / "real_test.npz") as real:
+        assert real["arr_0"].shape == (summary["metric_images"], 16, 16, 3)
 
-    # a rerun does no work: nothing is rewritten but the summary
+    # a rerun does no work: nothing is rewritten
     before = _mtimes(out)
     res = _pipeline(folder, out)
     assert res.exit_code == 0, res.output
     after = _mtimes(out)
-    changed = sorted(p for p in after if after[p] != before.get(p))
-    assert changed == [str(out / "summary.json")]
-    assert json.loads((out / "summary.json").read_text()) == summary
+    assert sorted(p for p in after if after[p] != before.get(p)) == []
+    assert json.loads((out / "metrics.json").read_text()) == summary
 
     # the run samples with no extra option: the decoder travels with it
     res = CliRunner().invoke(

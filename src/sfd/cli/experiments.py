@@ -183,7 +183,10 @@ def pipeline_cmd(
     device = resolve_device(device)
     summary = run_pipeline(data_root, out, settings, tuple(overrides), on_error, device)
     click.echo(json.dumps(summary, indent=2))
-    click.echo(f"samples in {out}/samples.png; more: sfd sample {out}/run --num 16 --out DIR")
+    click.echo(
+        f"artefacts in {out}: samples.png stages.png curves.png metrics.json; "
+        f"more samples: sfd sample {out}/run --num 16 --out DIR"
+    )
 
 
 @click.command("ablate")

@@ -16,7 +16,7 @@ from sfd.data.shards import atomic_write_json
 from sfd.eval.fashion_classifier import class_accuracy
 from sfd.eval.stats import FeatureStats
 from sfd.pipeline.ablate_grid import AblationSettings, parse_row, sample_config
-from sfd.pipeline.demo_eval import pooled_features, reconstruct
+from sfd.pipeline.metrics import pooled_features, reconstruct
 
 # --------------------------------------------------------------------------------------------
 # Data: the latent sets each row trains on

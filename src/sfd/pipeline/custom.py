@@ -1,11 +1,11 @@
 """``sfd pipeline``: SFD end to end on your own images (an ImageFolder, or Fashion-MNIST).
 
-The same staged, cached machinery as ``sfd demo`` (:mod:`sfd.pipeline.stages`): texture VAE ->
-encoder features -> SemVAE -> composite latents -> SFD -> samples, each stage's result and wall
-time in ``OUT/stages.json``, so a rerun resumes where it stopped and never redoes or overwrites a
-finished stage. Nothing is matched by hand: the latent grid is the image size over the texture
-VAE's downsampling, the encoder runs on that grid, the SemVAE's input is the features' shape, and
-SFD's config takes the latent shape, classes and REPA dim from the latent set
+The code path of ``sfd demo`` (:func:`sfd.pipeline.run.run_plan`): texture VAE -> encoder
+features -> SemVAE -> composite latents -> SFD -> samples -> metrics, each stage's result and
+wall time in ``OUT/stages.json``, so a rerun resumes where it stopped and never redoes or
+overwrites a finished stage. Nothing is matched by hand: the latent grid is the image size over
+the texture VAE's downsampling, the encoder runs on that grid, the SemVAE's input is the
+features' shape, and SFD's config takes the latent shape, classes and REPA dim from the latent set
 (:func:`sfd.training.run_config.fit_to_data`).
 
 Budgets are named stage sizes (``BUDGETS``), each overridable per stage. ``cpu-10min`` is sized
@@ -25,8 +25,7 @@ from pathlib import Path
 from torch.utils.data import Subset
 
 from sfd.config import Config, apply_overrides, parse_value, preset
-from sfd.data.shards import atomic_write_json
-from sfd.pipeline.stages import StageSizes, prepare_stages, sample_stage, train_stage
+from sfd.pipeline.stages import StageSizes
 from sfd.training.run_config import fit_to_data, override_keys, short_run_ema
 
 log = logging.getLogger(__name__)
@@ -174,6 +173,33 @@ def pipeline_config(p: PipelineSettings, latents: Path, overrides: tuple[str, ..
     return short_run_ema(fit_to_data(cfg, meta, explicit, latents), explicit)
 
 
+def pipeline_plan(
+    data_root: str | Path,
+    settings: PipelineSettings,
+    overrides: tuple[str, ...] = (),
+    on_error: str = "raise",
+    device: str = "cpu",
+):
+    """``settings`` on the images of ``data_root`` as a :class:`sfd.pipeline.run.RunPlan`."""
+    from sfd.pipeline.run import RunPlan
+
+    p = settings
+    train, test, names = open_images(str(data_root), p, on_error)
+    return RunPlan(
+        train_set=train,
+        test_set=test,
+        names=tuple(names),
+        sizes=stage_sizes(p, len(names), device),
+        config=lambda base: pipeline_config(p, base.latents, overrides),
+        num_samples=p.num_samples,
+        metric_images=p.num_samples,
+        probe_images=5000,
+        seed=p.seed,
+        per_class=max(2, min(10, p.num_samples // max(1, len(names)))),
+        in_domain=str(data_root) == "fashion-mnist",
+    )
+
+
 def run_pipeline(
     data_root: str | Path,
     out: str | Path,
@@ -182,46 +208,7 @@ def run_pipeline(
     on_error: str = "raise",
     device: str = "cpu",
 ) -> dict:
-    """Run (or resume) every stage; returns (and writes to ``OUT/summary.json``) what each
-    produced."""
+    """Run (or resume) every stage; returns what ``OUT/metrics.json`` holds."""
+    from sfd.pipeline.run import run_plan
 
-    out = Path(out)
-    train, test, names = open_images(str(data_root), settings, on_error)
-    sizes = stage_sizes(settings, len(names), device)
-    base = prepare_stages(out, train, test, sizes, device)
-    cfg = pipeline_config(settings, base.latents, overrides)
-    train_stage(base, cfg, device)
-    base.stages.run("samples", lambda: _samples(out, settings, names, device))
-    skipped = [str(p) for p in getattr(_innermost(train), "skipped", [])]
-    summary = {
-        "texture_vae_psnr_db": base.texture.get("test_psnr"),
-        "semvae_cosine": base.semvae.get("cos"),
-        "latent": [cfg.latent.tex_channels, cfg.latent.sem_channels, cfg.latent.size],
-        "num_classes": cfg.model.num_classes,
-        "repa_dim": cfg.model.repa_dim,
-        "sfd_steps": cfg.train.total_steps,
-        "stage_seconds": {k: v["seconds"] for k, v in base.stages.done.items()},
-        "skipped_files": sorted(set(skipped) | set(_stored_skips(out))),
-        "run": str(out / "run"),
-    }
-    atomic_write_json(out / "summary.json", summary)
-    return summary
-
-
-def _innermost(dataset):
-    while isinstance(dataset, Subset):
-        dataset = dataset.dataset
-    return dataset
-
-
-def _stored_skips(out: Path) -> list[str]:
-    path = out / "summary.json"
-    return json.loads(path.read_text()).get("skipped_files", []) if path.exists() else []
-
-
-def _samples(out: Path, p: PipelineSettings, names: list[str], device: str) -> dict:
-    """Stage 6: ``num_samples`` class-balanced samples (PNGs + samples.npz) and a grid."""
-    num = p.num_samples
-    per_class = max(2, min(10, num // max(1, len(names))))
-    sample_stage(out, num, p.seed, names, device, per_class=per_class)
-    return {"num_samples": num}
+    return run_plan(out, pipeline_plan(data_root, settings, overrides, on_error, device), device)

@@ -7,22 +7,22 @@ Stages, each cached in the run directory so a rerun resumes where it stopped:
 3. ``semvae``       train the Semantic VAE: encoder features -> C_s x 8 x 8 semantic latents;
 4. ``latents``      extract composite latents + REPA targets of the training images (shards);
 5. ``sfd``          train SFD (the ``demo`` preset) on those latents;
-6. ``samples``      class-conditional samples with the three-stage sampler, decoded;
+6. ``samples``      class-conditional samples with the three-stage sampler, decoded; the pictures;
 7. ``metrics``      Fréchet distance in EfficientNet-Lite0 features, a probe classifier's accuracy
-                    on samples vs real images, PSNR, SemVAE cosine, wall times; the pictures.
+                    on samples vs real images, the in-domain FD_FMNIST, PSNR, SemVAE cosine.
+
+The demo is ``sfd pipeline`` on Fashion-MNIST with these sizes: :func:`demo_plan` is its
+:class:`sfd.pipeline.run.RunPlan` and :func:`sfd.pipeline.run.run_plan` runs it, the same code
+that runs ``sfd pipeline`` on a folder of images.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import platform
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
 from torch.utils.data import Subset
 
 from sfd.config import (
@@ -33,16 +33,8 @@ from sfd.config import (
     preset,
 )
 from sfd.data.fashion_mnist import FashionMNIST
-from sfd.data.shards import atomic_write_json
-from sfd.hardware import cpu_model_name
 from sfd.latents.semvae import SemVAEConfig
-from sfd.pipeline.stages import (
-    StagedBase,
-    Stages,
-    StageSizes,
-    prepare_stages,
-    train_stage,
-)
+from sfd.pipeline.stages import StagedBase, StageSizes, prepare_stages
 
 log = logging.getLogger("sfd.demo")
 
@@ -156,18 +148,37 @@ def demo_stage_sizes(s: DemoSettings, device: str) -> StageSizes:
     )
 
 
+def demo_plan(settings: DemoSettings, data_root: str | Path | None = None, device: str = "cpu"):
+    """The demo as a :class:`sfd.pipeline.run.RunPlan`: Fashion-MNIST with its sizes."""
+    from sfd.pipeline.run import RunPlan
+
+    s = settings
+    kw = {"root": data_root} if data_root else {}
+    return RunPlan(
+        train_set=Subset(FashionMNIST(split="train", **kw), range(s.train_images)),
+        test_set=Subset(FashionMNIST(split="test", **kw), range(s.test_images)),
+        names=tuple(FashionMNIST.classes),
+        sizes=demo_stage_sizes(s, device),
+        config=lambda base: sfd_config(s, base.encoder_dim),
+        num_samples=max(s.metric_images, 100),
+        metric_images=s.metric_images,
+        probe_images=s.probe_images,
+        seed=s.seed,
+        sample_batch=50,
+        picture_class=7,  # a sneaker
+        in_domain=True,
+    )
+
+
 def prepare_base(
     out: str | Path,
     settings: DemoSettings,
     data_root: str | Path | None = None,
     device: str = "cpu",
 ) -> StagedBase:
-    """Run (or resume) the demo's data stages 1-4 on Fashion-MNIST."""
-    s = settings
-    kw = {"root": data_root} if data_root else {}
-    train_set = Subset(FashionMNIST(split="train", **kw), range(s.train_images))
-    test_set = Subset(FashionMNIST(split="test", **kw), range(s.test_images))
-    return prepare_stages(out, train_set, test_set, demo_stage_sizes(s, device), device)
+    """Run (or resume) the demo's data stages 1-4 on Fashion-MNIST (the ablation grid's)."""
+    plan = demo_plan(settings, data_root, device)
+    return prepare_stages(out, plan.train_set, plan.test_set, plan.sizes, device)
 
 
 def run_demo(
@@ -177,52 +188,6 @@ def run_demo(
     device: str = "cpu",
 ) -> dict:
     """Run (or resume) every stage; returns the metrics written to ``metrics.json``."""
-    from sfd.pipeline.demo_eval import evaluate_demo, sample_demo
+    from sfd.pipeline.run import run_plan
 
-    s = settings
-    base = prepare_base(out, s, data_root, device)
-    out, stages = base.out, base.stages
-    cfg = sfd_config(s, base.encoder_dim)
-    train_stage(base, cfg, device)
-    stages.run("samples", lambda: sample_demo(out, cfg, s, device))
-    metrics = stages.run(
-        "metrics",
-        lambda: evaluate_demo(out, s, base.train_set.dataset, base.test_set, device),
-    )
-    return _write_metrics(out, stages, metrics, base.texture, base.semvae, cfg)
-
-
-def _write_metrics(
-    out: Path, stages: Stages, metrics: dict, tex: dict, sem: dict, cfg: Config
-) -> dict:
-    result = {
-        **metrics,
-        "texture_vae_psnr_db": tex.get("test_psnr"),
-        "semvae_cosine": sem.get("cos"),
-        "semvae_mse": sem.get("mse"),
-        "stage_seconds": {k: v["seconds"] for k, v in stages.done.items()},
-        "total_seconds": round(sum(v["seconds"] for v in stages.done.values()), 1),
-        "hardware": {
-            "machine": platform.machine(),
-            "processor": cpu_model_name(),
-            "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-        },
-        "model": {
-            "preset": cfg.preset,
-            "depth": cfg.model.depth,
-            "width": cfg.model.width,
-            "latent": [cfg.latent.tex_channels, cfg.latent.sem_channels, cfg.latent.size],
-            "delta_t": cfg.flow.delta_t,
-            "train_steps": cfg.train.total_steps,
-            "sampler": f"{cfg.sample.method} {cfg.sample.num_steps} steps",
-        },
-    }
-    atomic_write_json(out / "metrics.json", json.loads(json.dumps(result, default=_np_default)))
-    return result
-
-
-def _np_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value)}")
+    return run_plan(out, demo_plan(settings, data_root, device), device)

@@ -1,96 +1,41 @@
-"""Samples, pictures and offline metrics of ``sfd demo`` (see :mod:`sfd.pipeline.demo`).
+"""Stage 7 of every pipeline run (``sfd demo``, ``sfd pipeline``): offline metrics of the
+samples against held-out real images (:func:`evaluate_run`).
 
-Metrics, all offline (EfficientNet-Lite0's real ImageNet weights and the packaged classifier):
-
-- ``fd_samples``: Fréchet distance between pooled features of samples and of real test images;
+- ``fd_samples``: Fréchet distance between pooled EfficientNet-Lite0 features (real ImageNet
+  weights, packaged) of samples and of real test images;
 - ``fd_real_floor``: the same distance between two disjoint sets of real test images of the
   same size (what a perfect generator would get with this many images);
 - ``probe_acc_real`` / ``probe_acc_samples``: accuracy of a linear probe on the pooled features,
   trained on real training images, on real test images / on samples (w.r.t. the class each
   sample was conditioned on);
 - ``probe_acc_reconstructions``: the same probe on the texture VAE's reconstructions of the
-  real test images: the ceiling the samples can reach through this decoder.
-- ``fd_fmnist_*`` / ``classifier_acc_*``: the in-domain metrics of the packaged Fashion-MNIST
-  classifier (:mod:`sfd.eval.fashion_classifier`) for samples, the real floor and the
-  reconstructions.
+  real test images: the ceiling the samples can reach through this decoder;
+- on Fashion-MNIST, ``fd_fmnist_*`` / ``classifier_acc_*``: the in-domain metrics of the packaged
+  Fashion-MNIST classifier (:mod:`sfd.eval.fashion_classifier`) for samples, the real floor and
+  the reconstructions.
+
+With few held-out images (``metric_images`` is capped at half the test set) every number is
+noisy: compare it with ``fd_real_floor``, measured on sets of the same size.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from sfd.config import Config
+from sfd.data.images import collate_images
 from sfd.eval.metrics import frechet_distance
 from sfd.eval.stats import FeatureStats
-from sfd.figures import loss_curves, stage_strip
-from sfd.generate import LatentSampler, to_uint8
+from sfd.generate import to_uint8
 from sfd.latents.encoders import EfficientNetLite0Encoder
 from sfd.latents.texture import load_texture_autoencoder
-from sfd.pipeline.stages import sample_stage
-from sfd.training.logs import read_log
 
 log = logging.getLogger("sfd.demo")
 POOL_SIZE = 64  # input size of the pooled-feature network (speed on 2 cores)
-
-
-def sample_demo(out: Path, cfg: Config, s, device: str) -> dict:
-    """Generate the metric samples (balanced classes) and the stage trajectory picture."""
-    from sfd.data.fashion_mnist import FashionMNIST
-
-    num = max(s.metric_images, 100)
-    sampler, decoder = sample_stage(
-        out, num, s.seed, FashionMNIST.classes, device, batch_size=50, sample=cfg.sample, shown=100
-    )
-    _stage_picture(sampler, decoder, out / "stages.png", seed=s.seed)
-    _curves(out)
-    return {"num_samples": num}
-
-
-# The stage picture: one sneaker (image 3, class 7) solved with Euler in STAGE_STEPS steps,
-# shown at these steps of its trajectory.
-STAGE_STEPS = 26
-STAGE_PICKS = (0, 3, 6, 9, 12, 15, 18, 21, 23, 26)
-
-
-@torch.no_grad()
-def _stage_picture(sampler: LatentSampler, decoder, path: Path, seed: int) -> None:
-    import dataclasses
-
-    cfg = sampler.config
-    euler = dataclasses.replace(cfg.sample, method="euler", num_steps=STAGE_STEPS)
-    one = dataclasses.replace(sampler, config=dataclasses.replace(cfg, sample=euler))
-    sol = one.sample([3], torch.tensor([7]), seed=seed, keep_trajectory=True)  # a sneaker
-    from sfd.flow.schedule import staged_schedule
-
-    taus = staged_schedule(euler.num_steps, cfg.flow.delta_t).tau.tolist()
-    picks = list(STAGE_PICKS)
-    states = torch.cat([sol.trajectory[k] for k in picks])
-    textures = to_uint8(decoder.decode(sampler.texture_latents(states)).cpu()).numpy()
-    sem = sampler.layout.sem(sampler.stats.denormalize(states)).cpu()
-    stage_strip([taus[k] for k in picks], textures, sem, cfg.flow.delta_t, path)
-
-
-def _curves(out: Path) -> None:
-    curves = {}
-    rows = read_log(out / "run")
-    if rows:
-        curves["SFD training loss"] = ([r["step"] for r in rows], [r["loss"] for r in rows])
-    info = out / "texture_vae" / "train_info.json"
-    if info.exists():
-        hist = json.loads(info.read_text()).get("history", [])
-        curves["texture VAE loss"] = ([r["step"] for r in hist], [r["loss"] for r in hist])
-    for path in sorted((out / "semvae").glob("*.json")):
-        hist = json.loads(path.read_text()).get("history", [])
-        if hist:
-            curves["SemVAE loss"] = ([r["step"] for r in hist], [r["loss"] for r in hist])
-    if curves:
-        loss_curves(curves, out / "curves.png")
+MIN_METRIC_IMAGES = 2  # per set: the floor needs two disjoint real sets
 
 
 @torch.no_grad()
@@ -107,8 +52,9 @@ def pooled_features(
 
 
 def _images_of(dataset, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    loader = DataLoader(Subset(dataset, range(n)), batch_size=512)
-    xs, ys = zip(*loader, strict=True)
+    """The first ``n`` items of ``dataset`` as (images, labels), without unreadable files."""
+    loader = DataLoader(Subset(dataset, range(n)), batch_size=512, collate_fn=collate_images)
+    xs, ys = zip(*(batch for batch in loader if len(batch[1])), strict=True)
     return torch.cat(xs), torch.cat(ys)
 
 
@@ -176,28 +122,37 @@ def _in_domain(test_x, test_y, samples, sample_y, recon, n: int, device: str) ->
     }
 
 
-def evaluate_demo(out: Path, s, train_dataset, test_set, device: str) -> dict:
-    net = EfficientNetLite0Encoder(grid=8, stride=s.encoder_stride).to(device).eval()
-    n = min(s.metric_images, len(test_set) // 2)
-    test_x, test_y = _images_of(test_set, 2 * n)
+def evaluate_run(base, plan, device: str) -> dict:
+    """The metrics of ``base.out``'s samples (``samples/samples.npz``) against ``base``'s
+    held-out images, with ``plan``'s sizes (:class:`sfd.pipeline.run.RunPlan`)."""
+    out, test_set = base.out, base.test_set
+    test_x, test_y = _images_of(test_set, min(2 * plan.metric_images, len(test_set)))
+    n = len(test_x) // 2
+    test_x, test_y = test_x[: 2 * n], test_y[: 2 * n]
+    if n < MIN_METRIC_IMAGES:
+        why = f"{len(test_x)} readable held-out images; the metrics need >= 4"
+        log.warning("metrics skipped: %s", why)
+        return {"metric_images": n, "skipped": why}
+    net = EfficientNetLite0Encoder(grid=8, stride=plan.sizes.encoder_stride).to(device).eval()
     real_npz = out / "real_test.npz"  # the FD reference, for `sfd eval --ref` (ADM layout)
     if not real_npz.exists():
         tmp = out / "real_test.tmp.npz"
         np.savez(tmp, arr_0=to_uint8(test_x[:n]).numpy(), arr_1=test_y[:n].numpy())
         tmp.replace(real_npz)
-    probe_x, probe_y = _images_of(train_dataset, s.probe_images)
+    probe_x, probe_y = _images_of(base.train_set, min(plan.probe_images, len(base.train_set)))
     npz = np.load(out / "samples" / "samples.npz")
     samples = torch.from_numpy(npz["arr_0"][:n]).permute(0, 3, 1, 2).float() / 127.5 - 1
     sample_y = torch.from_numpy(npz["arr_1"][:n])
     f_test = pooled_features(net, test_x, device)
     f_samples = pooled_features(net, samples, device)
-    probe = train_probe(pooled_features(net, probe_x, device), probe_y, 10)
+    probe = train_probe(pooled_features(net, probe_x, device), probe_y, len(plan.names))
     # what the texture VAE alone costs: its reconstructions of the test images
     vae = load_texture_autoencoder(out / "texture_vae").to(device).eval()
     recon = reconstruct(vae, test_x[:n], device)
     f_recon = pooled_features(net, recon, device)
+    in_domain = plan.in_domain and _in_domain(test_x, test_y, samples, sample_y, recon, n, device)
     return {
-        **_in_domain(test_x, test_y, samples, sample_y, recon, n, device),
+        **(in_domain or {}),
         "probe_acc_reconstructions": float((probe(f_recon) == test_y[:n]).float().mean()),
         "fd_samples": frechet_distance(
             FeatureStats.of(f_samples), FeatureStats.of(f_test[:n]), method="eigh"

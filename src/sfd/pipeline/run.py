@@ -1,0 +1,173 @@
+"""One pipeline run, whatever front-end planned it: ``sfd demo`` (Fashion-MNIST, the demo's
+measured sizes) and ``sfd pipeline`` (your images, a budget) each build a :class:`RunPlan`, and
+:func:`run_plan` runs it. They differ in the plan, never in the code that runs it.
+
+Stages, each cached in ``OUT/stages.json`` (:mod:`sfd.pipeline.stages`) so a rerun resumes where
+it stopped: 1-4 the data stages (texture VAE, encoder features, SemVAE, latents), 5 ``sfd``
+(training into ``OUT/run``), 6 ``samples`` (PNGs and ``samples.npz`` in ``OUT/samples``, the
+pictures ``samples.png``, ``stages.png``, ``curves.png``), 7 ``metrics``
+(:mod:`sfd.pipeline.metrics`); then ``OUT/metrics.json`` gathers what every stage measured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Subset
+
+from sfd.config import Config
+from sfd.data.shards import atomic_write_json
+from sfd.figures import loss_curves, stage_strip
+from sfd.generate import LatentSampler, to_uint8
+from sfd.hardware import cpu_model_name
+from sfd.pipeline.metrics import evaluate_run
+from sfd.pipeline.stages import StagedBase, StageSizes, prepare_stages, sample_stage, train_stage
+from sfd.training.logs import read_log
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything one run needs: its images, stage sizes, SFD's config and the sizes of its
+    samples and metrics."""
+
+    train_set: Dataset
+    test_set: Dataset  # held out: texture-VAE PSNR, SemVAE cosine, the metrics' real images
+    names: tuple[str, ...]  # class names, by label
+    sizes: StageSizes
+    config: Callable[[StagedBase], Config]  # SFD's config, from the finished data stages
+    num_samples: int
+    metric_images: int  # samples and real images per metric (at most half the test set)
+    probe_images: int  # training images the probe classifier learns from
+    seed: int = 0
+    sample_batch: int = 16
+    per_class: int | None = None  # samples per class row of samples.png (default 10)
+    picture_class: int = 0  # the class of the one sample drawn stage by stage in stages.png
+    in_domain: bool = False  # Fashion-MNIST: also the packaged classifier's FD_FMNIST, accuracy
+
+
+def run_plan(out: str | Path, plan: RunPlan, device: str = "cpu") -> dict:
+    """Run (or resume) every stage of ``plan`` in ``out``; returns what ``metrics.json`` holds."""
+    base = prepare_stages(out, plan.train_set, plan.test_set, plan.sizes, device)
+    cfg = plan.config(base)
+    train_stage(base, cfg, device)
+    base.stages.run("samples", lambda: _samples(base.out, cfg, plan, device))
+    metrics = base.stages.run("metrics", lambda: evaluate_run(base, plan, device))
+    return _write_metrics(base, metrics, cfg, plan)
+
+
+def _samples(out: Path, cfg: Config, plan: RunPlan, device: str) -> dict:
+    """Stage 6: class-balanced samples, their grid, the stage picture and the loss curves."""
+    sampler, decoder = sample_stage(
+        out,
+        plan.num_samples,
+        plan.seed,
+        list(plan.names),
+        device,
+        batch_size=plan.sample_batch,
+        sample=cfg.sample,
+        shown=min(plan.num_samples, 100),
+        per_class=plan.per_class,
+    )
+    _stage_picture(sampler, decoder, out / "stages.png", plan.picture_class, seed=plan.seed)
+    _curves(out)
+    return {"num_samples": plan.num_samples}
+
+
+# The stage picture: sample 3 of class `picture_class` (the demo: a sneaker) solved with Euler
+# in STAGE_STEPS steps, shown at these steps of its trajectory.
+STAGE_STEPS = 26
+STAGE_PICKS = (0, 3, 6, 9, 12, 15, 18, 21, 23, 26)
+
+
+@torch.no_grad()
+def _stage_picture(sampler: LatentSampler, decoder, path: Path, label: int, seed: int) -> None:
+    from sfd.flow.schedule import staged_schedule
+
+    cfg = sampler.config
+    euler = dataclasses.replace(cfg.sample, method="euler", num_steps=STAGE_STEPS)
+    one = dataclasses.replace(sampler, config=dataclasses.replace(cfg, sample=euler))
+    sol = one.sample([3], torch.tensor([label]), seed=seed, keep_trajectory=True)
+    taus = staged_schedule(euler.num_steps, cfg.flow.delta_t).tau.tolist()
+    picks = list(STAGE_PICKS)
+    states = torch.cat([sol.trajectory[k] for k in picks])
+    textures = to_uint8(decoder.decode(sampler.texture_latents(states)).cpu()).numpy()
+    sem = sampler.layout.sem(sampler.stats.denormalize(states)).cpu()
+    stage_strip([taus[k] for k in picks], textures, sem, cfg.flow.delta_t, path)
+
+
+def _curves(out: Path) -> None:
+    curves = {}
+    rows = read_log(out / "run")
+    if rows:
+        curves["SFD training loss"] = ([r["step"] for r in rows], [r["loss"] for r in rows])
+    info = out / "texture_vae" / "train_info.json"
+    if info.exists():
+        hist = json.loads(info.read_text()).get("history", [])
+        curves["texture VAE loss"] = ([r["step"] for r in hist], [r["loss"] for r in hist])
+    for path in sorted((out / "semvae").glob("*.json")):
+        hist = json.loads(path.read_text()).get("history", [])
+        if hist:
+            curves["SemVAE loss"] = ([r["step"] for r in hist], [r["loss"] for r in hist])
+    if curves:
+        loss_curves(curves, out / "curves.png")
+
+
+def _write_metrics(base: StagedBase, metrics: dict, cfg: Config, plan: RunPlan) -> dict:
+    """``OUT/metrics.json``: the metrics, each stage's summary and time, the files skipped,
+    the hardware and the model; rewritten only when its content changes."""
+    out, stages = base.out, base.stages
+    result = {
+        **metrics,
+        "texture_vae_psnr_db": base.texture.get("test_psnr"),
+        "semvae_cosine": base.semvae.get("cos"),
+        "semvae_mse": base.semvae.get("mse"),
+        "stage_seconds": {k: v["seconds"] for k, v in stages.done.items()},
+        "total_seconds": round(sum(v["seconds"] for v in stages.done.values()), 1),
+        "skipped_files": _skipped(out, plan.train_set),
+        "run": str(out / "run"),
+        "hardware": {
+            "machine": platform.machine(),
+            "processor": cpu_model_name(),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+        },
+        "model": {
+            "preset": cfg.preset,
+            "depth": cfg.model.depth,
+            "width": cfg.model.width,
+            "latent": [cfg.latent.tex_channels, cfg.latent.sem_channels, cfg.latent.size],
+            "num_classes": cfg.model.num_classes,
+            "repa_dim": cfg.model.repa_dim,
+            "delta_t": cfg.flow.delta_t,
+            "train_steps": cfg.train.total_steps,
+            "sampler": f"{cfg.sample.method} {cfg.sample.num_steps} steps",
+        },
+    }
+    result = json.loads(json.dumps(result, default=_np_default))
+    path = out / "metrics.json"
+    if not path.exists() or json.loads(path.read_text()) != result:
+        atomic_write_json(path, result)
+    return result
+
+
+def _skipped(out: Path, dataset) -> list[str]:
+    """Unreadable files skipped in this run or an earlier one (a resumed run reads no image)."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    now = [str(p) for p in getattr(dataset, "skipped", [])]
+    path = out / "metrics.json"
+    before = json.loads(path.read_text()).get("skipped_files", []) if path.exists() else []
+    return sorted(set(now) | set(before))
+
+
+def _np_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value)}")
