@@ -142,7 +142,7 @@ def test_rerun_skips_finished_shards_and_rewrites_broken_ones(tmp_path, models):
     assert after[shard_name(1)] != before[shard_name(1)]
     meta = json.loads((tmp_path / "meta.json").read_text())
     assert meta["stats"] == stats and len(LatentDataset(tmp_path)) == N_IMAGES
-    with pytest.raises(ValueError, match=r"other settings \(differing: \['repa', 'shard_size'\]"):
+    with pytest.raises(ValueError, match=r"other settings \(repa, shard_size\)"):
         extract(Images(), encoder, tex, semvae, tmp_path, shard_size=5, repa=False)
 
 

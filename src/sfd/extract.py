@@ -20,7 +20,6 @@ Format ``sfd-features``: see :mod:`sfd.data.feature_shards`.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Callable, Iterator
@@ -36,7 +35,7 @@ from sfd import distributed
 from sfd.data.feature_shards import finalize_feature_set
 from sfd.data.images import collate_images, first_image_shape, hflip
 from sfd.data.latent_shards import finalize_latent_set, write_latent_shard
-from sfd.data.shards import atomic_write_json, finished_shard, write_shard
+from sfd.data.shards import claim_settings, finished_shard, write_shard
 from sfd.errors import MismatchError
 from sfd.latents.encoders import FeatureEncoder, resize_map
 from sfd.latents.semvae import SemanticVAE
@@ -129,21 +128,8 @@ def _concat(parts: list[Batch], k: int, indices: range) -> Batch:
 
 def _claim(out_dir: Path, settings: dict) -> None:
     """Record the settings of the first run into ``out_dir``; refuse a run with others."""
-    path = out_dir / SETTINGS_FILE
-    settings = json.loads(json.dumps(settings))  # as stored
-    if path.exists():
-        stored = json.loads(path.read_text())
-        if stored != settings:
-            differ = sorted(
-                k for k in stored.keys() | settings.keys() if stored.get(k) != settings.get(k)
-            )
-            raise ValueError(
-                f"{out_dir} holds shards extracted with other settings (differing: {differ}); "
-                f"write to a new directory or delete the old shards"
-            )
-    elif distributed.is_main():
-        out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(path, settings)
+    what, hint = "extracted shards", "write to a new directory or delete the old shards"
+    claim_settings(out_dir / SETTINGS_FILE, settings, what, hint, write=distributed.is_main())
 
 
 def _num_classes(dataset, num_classes: int | None) -> int:

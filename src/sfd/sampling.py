@@ -11,7 +11,6 @@ torchrun-aware through :mod:`sfd.distributed`; the process group belongs to the 
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +20,8 @@ import torch
 from sfd import distributed
 from sfd.api import load_checkpoint, resolve_decoder
 from sfd.config import Config, apply_overrides
-from sfd.data.shards import atomic_save_safetensors, atomic_write_json
-from sfd.errors import MismatchError, OverrideError, UsageError
+from sfd.data.shards import atomic_save_safetensors, claim_settings
+from sfd.errors import OverrideError, UsageError
 from sfd.generate import GenerationJob, LatentSampler, balanced_labels
 from sfd.recipes import apply_sampler, describe_sampler, is_release_sampler
 
@@ -71,20 +70,8 @@ def log_sampler(cfg: Config, sampler_name: str | None, overrides: tuple[str, ...
 
 def check_generation_settings(out: Path, settings: dict) -> None:
     """Record a job's settings; a rerun into the same directory must use the same ones."""
-    path = out / "generation.json"
-    if path.exists():
-        stored = json.loads(path.read_text())
-        if stored != json.loads(json.dumps(settings)):
-            changed = sorted(
-                k for k in settings if stored.get(k) != json.loads(json.dumps(settings[k]))
-            )
-            raise MismatchError(
-                f"{out} holds a sampling job with other settings "
-                f"({', '.join(changed)}); use a new --out"
-            )
-    elif distributed.is_main():
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(path, settings)
+    what, hint = "a sampling job", "use a new --out"
+    claim_settings(out / "generation.json", settings, what, hint, write=distributed.is_main())
     distributed.barrier()
 
 

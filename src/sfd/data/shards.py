@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from sfd.errors import BadInputError, write_failed
+from sfd.errors import BadInputError, MismatchError, write_failed
 
 _NP_DTYPES = {
     "F32": np.float32,
@@ -58,6 +58,30 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(Path(path), json.dumps(obj, indent=2, sort_keys=True).encode())
+
+
+def refuse_other_settings(where: Path, what: str, stored: dict, settings: dict, hint: str) -> None:
+    """The one check behind every resumable output (sampling jobs, extracted shards, autoencoder
+    runs): ``settings`` must equal those ``stored`` by the first run (compared as JSON stores
+    them), else :class:`MismatchError` names the keys that differ."""
+    settings = json.loads(json.dumps(settings))
+    differ = sorted(k for k in stored.keys() | settings.keys() if stored.get(k) != settings.get(k))
+    if differ:
+        raise MismatchError(
+            f"{where} holds {what} with other settings ({', '.join(differ)}); {hint}"
+        )
+
+
+def claim_settings(path: Path, settings: dict, what: str, hint: str, write: bool = True) -> None:
+    """Record ``settings`` at ``path`` (JSON) on the first run into its directory (when
+    ``write``: the main rank); a later run must bring the same ones
+    (:func:`refuse_other_settings`)."""
+    path = Path(path)
+    if path.exists():
+        refuse_other_settings(path.parent, what, json.loads(path.read_text()), settings, hint)
+    elif write:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, json.loads(json.dumps(settings)))
 
 
 def atomic_save_safetensors(

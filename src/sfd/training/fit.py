@@ -38,7 +38,8 @@ class TrainState:
 
     def load(self, model: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[int, list]:
         """(first step, history) of the saved state, or (0, []); fills model and optimizer."""
-        from sfd.errors import MismatchError, load_safetensors
+        from sfd.data.shards import refuse_other_settings
+        from sfd.errors import load_safetensors
         from sfd.training.checkpoint import load_optimizer_tensors
 
         for tmp in self.dir.parent.glob(".train_state.tmp*"):  # a save cut by a kill
@@ -50,12 +51,8 @@ class TrainState:
         if not info_path.exists():
             return 0, []
         info = json.loads(info_path.read_text())
-        if info["settings"] != self.settings:
-            diffs = sorted(k for k in self.settings if info["settings"].get(k) != self.settings[k])
-            raise MismatchError(
-                f"{self.dir.parent} holds a training run with other settings "
-                f"({', '.join(diffs)}); use a new --out or the same settings"
-            )
+        what, hint = "a training run", "use a new --out or the same settings"
+        refuse_other_settings(self.dir.parent, what, info["settings"], self.settings, hint)
         model.load_state_dict(load_safetensors(self.dir / "model.safetensors"), strict=True)
         load_optimizer_tensors(opt, self.dir / "optimizer.safetensors")
         self.generator_state = torch.tensor(info["generator"], dtype=torch.uint8)
