@@ -81,7 +81,7 @@ def claim_settings(path: Path, settings: dict, what: str, hint: str, write: bool
         refuse_other_settings(path.parent, what, json.loads(path.read_text()), settings, hint)
     elif write:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(path, json.loads(json.dumps(settings)))
+        atomic_write_json(path, settings)
 
 
 def atomic_save_safetensors(

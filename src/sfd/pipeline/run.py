@@ -123,6 +123,8 @@ def _write_metrics(base: StagedBase, metrics: dict, cfg: Config, plan: RunPlan) 
     """``OUT/metrics.json``: the metrics, each stage's summary and time, the files skipped,
     the hardware and the model; rewritten only when its content changes."""
     out, stages = base.out, base.stages
+    path = out / "metrics.json"
+    before = json.loads(path.read_text()) if path.exists() else {}
     result = {
         **metrics,
         "texture_vae_psnr_db": base.texture.get("test_psnr"),
@@ -130,7 +132,7 @@ def _write_metrics(base: StagedBase, metrics: dict, cfg: Config, plan: RunPlan) 
         "semvae_mse": base.semvae.get("mse"),
         "stage_seconds": {k: v["seconds"] for k, v in stages.done.items()},
         "total_seconds": round(sum(v["seconds"] for v in stages.done.values()), 1),
-        "skipped_files": _skipped(out, plan.train_set),
+        "skipped_files": _skipped(plan.train_set, before.get("skipped_files", [])),
         "run": str(out / "run"),
         "hardware": {
             "machine": platform.machine(),
@@ -151,20 +153,17 @@ def _write_metrics(base: StagedBase, metrics: dict, cfg: Config, plan: RunPlan) 
         },
     }
     result = json.loads(json.dumps(result, default=_np_default))
-    path = out / "metrics.json"
-    if not path.exists() or json.loads(path.read_text()) != result:
+    if before != result:
         atomic_write_json(path, result)
     return result
 
 
-def _skipped(out: Path, dataset) -> list[str]:
-    """Unreadable files skipped in this run or an earlier one (a resumed run reads no image)."""
+def _skipped(dataset, before: list[str]) -> list[str]:
+    """Unreadable files skipped in this run or an earlier one (``before``: a resumed run reads
+    no image)."""
     while isinstance(dataset, Subset):
         dataset = dataset.dataset
-    now = [str(p) for p in getattr(dataset, "skipped", [])]
-    path = out / "metrics.json"
-    before = json.loads(path.read_text()).get("skipped_files", []) if path.exists() else []
-    return sorted(set(now) | set(before))
+    return sorted(set(map(str, getattr(dataset, "skipped", []))) | set(before))
 
 
 def _np_default(value):
