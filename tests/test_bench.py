@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -42,4 +43,18 @@ def test_compare_times_two_trees_each_in_its_own_process():
         "5b5309d" if has_ref else str(this_tree()), "tiny", 2, warmup=1, iters=2, threads=1
     )
     assert got.ours_ms > 0 and got.ref_ms > 0 and math.isfinite(got.ratio)
+    assert 0 < got.ratio_q1 <= got.ratio_q3 < math.inf
     assert got.threads == 1 and "ratio" in got.table()
+
+
+def test_quantiles_of_the_round_ratios_match_numpy():
+    import numpy as np
+
+    from sfd.bench_compare import median, quantile
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 5, 9):
+        xs = rng.uniform(0.5, 2.0, n).tolist()
+        for q in (0.0, 0.25, 0.5, 0.75, 1.0):
+            assert quantile(xs, q) == pytest.approx(float(np.quantile(xs, q)), rel=1e-12)
+        assert median(xs) == pytest.approx(float(np.median(xs)), rel=1e-12)

@@ -11,7 +11,10 @@ Design (so that a ratio means what it says):
 - each worker times its own call (``perf_counter``, device-synchronised), after ``warmup``
   calls each (compilation included there); the result is the median of each side, their
   ratio (``ref / ours``: > 1 means this tree is faster) and each side's peak memory per image
-  (process peak RSS on CPU, allocator peak on CUDA).
+  (process peak RSS on CPU, allocator peak on CUDA);
+- the spread: each round's two calls ran back to back, so ``ref / ours`` of one round is a
+  ratio measured under one machine state. Their quartiles (``ratio_q1`` .. ``ratio_q3``) show
+  how far a ratio moves within the run; a difference inside them is noise.
 
 ``REF`` is a source tree (a directory holding ``src/sfd`` or ``sfd``) or a git revision of
 the repository this tree is in (exported with ``git archive`` into a temporary directory, so
@@ -46,6 +49,8 @@ class CompareResult:
     ours_ms: float
     ref_ms: float
     ratio: float  # ref_ms / ours_ms: > 1 means this tree is faster
+    ratio_q1: float  # quartiles of the per-round ratios (each round: one call of each side)
+    ratio_q3: float
     ours_peak_mb_per_image: float
     ref_peak_mb_per_image: float
     iters: int
@@ -124,9 +129,32 @@ class Worker:
 
 
 def median(xs: list[float]) -> float:
+    return quantile(xs, 0.5)
+
+
+def quantile(xs: list[float], q: float) -> float:
+    """The q-quantile of ``xs``, linear between order statistics (numpy's default)."""
     s = sorted(xs)
-    n = len(s)
-    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+    pos = q * (len(s) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def _alternate(workers: dict, warmup: int, iters: int) -> tuple[dict, dict]:
+    """Each worker's call times (after ``warmup``) and peak memory, one call at a time, the
+    first side alternating round by round."""
+    for w in workers.values():  # both start (import, build) at once; timing does not
+        w.wait_ready()
+    times: dict[str, list[float]] = {"ours": [], "ref": []}
+    peak = {"ours": 0, "ref": 0}
+    for i in range(warmup + iters):
+        for side in ("ours", "ref") if i % 2 == 0 else ("ref", "ours"):
+            got = workers[side].run()
+            peak[side] = max(peak[side], got["peak_bytes"])
+            if i >= warmup:
+                times[side].append(got["sec"])
+    return times, peak
 
 
 def compare(
@@ -158,21 +186,13 @@ def compare(
             for side, tree in trees.items():
                 spec = {**base, "overrides": sets[side], "threads": threads}
                 workers[side] = Worker(tree, spec, scratch / f"{side}.log")
-            for w in workers.values():  # both start (import, build) at once; timing does not
-                w.wait_ready()
-            times: dict[str, list[float]] = {"ours": [], "ref": []}
-            peak = {"ours": 0, "ref": 0}
-            for i in range(warmup + iters):
-                order = ("ours", "ref") if i % 2 == 0 else ("ref", "ours")
-                for side in order:
-                    got = workers[side].run()
-                    peak[side] = max(peak[side], got["peak_bytes"])
-                    if i >= warmup:
-                        times[side].append(got["sec"])
+            times, peak = _alternate(workers, warmup, iters)
         finally:
             for w in workers.values():
                 w.close()
     ours, theirs = median(times["ours"]), median(times["ref"])
+    rounds = [r / o for o, r in zip(times["ours"], times["ref"], strict=True)]
+    q1, q3 = quantile(rounds, 0.25), quantile(rounds, 0.75)
     per_image = {k: v / batch_size / 2**20 for k, v in peak.items()}
     return CompareResult(
         preset=preset,
@@ -184,6 +204,8 @@ def compare(
         ours_ms=1e3 * ours,
         ref_ms=1e3 * theirs,
         ratio=theirs / ours,
+        ratio_q1=q1,
+        ratio_q3=q3,
         ours_peak_mb_per_image=per_image["ours"],
         ref_peak_mb_per_image=per_image["ref"],
         iters=iters,

@@ -15,6 +15,7 @@ from PIL import Image
 
 from sfd.data.fashion_mnist import DEFAULT_ROOT
 from sfd.pipeline.ablate import (
+    GRID_MODEL,
     MAIN_ROWS,
     AblationSettings,
     base_config,
@@ -53,6 +54,18 @@ def test_sem_channels_is_part_of_the_protocol_only_when_given():
     assert AblationSettings(sem_channels=8).protocol()["sem_channels"] == 8
     with pytest.raises(ValueError, match="sem_channels must be >= 1"):
         AblationSettings(sem_channels=0)
+
+
+def test_speed_switches_are_not_part_of_the_protocol():
+    """Compiled or fused-AdamW rows share a grid with eager ones; anything else splits it."""
+    plain = AblationSettings().protocol()
+    fast = AblationSettings(
+        overrides=(*GRID_MODEL, "train.compile=true", "train.compile_scope=loss",
+                   " train.fused_adamw = false")
+    )  # fmt: skip
+    assert fast.protocol() == plain
+    other = AblationSettings(overrides=(*GRID_MODEL, "train.lr=2e-4")).protocol()
+    assert other["overrides"] == [*plain["overrides"], "train.lr=2e-4"]
 
 
 def test_settings_checkpoints_jobs_and_shards():

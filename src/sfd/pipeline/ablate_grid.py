@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from sfd.config import Config, apply_overrides, preset
 from sfd.pipeline.demo import DEMO_MODEL
+from sfd.training.run_dir import RESUMABLE_CHANGES
 
 # --------------------------------------------------------------------------------------------
 # Rows
@@ -162,8 +163,16 @@ class AblationSettings:
             "sampler": f"{self.method} {self.num_steps}",
             "cfg_scale": self.cfg_scale,
             "cfg_sweep": list(self.cfg_sweep),
-            "overrides": list(self.overrides),
+            "overrides": [o for o in self.overrides if not is_speed_switch(o)],
         } | ({} if self.sem_channels is None else {"sem_channels": self.sem_channels})
+
+
+def is_speed_switch(override: str) -> bool:
+    """A ``train.KEY=VALUE`` override a run may change on resume (compile, fused AdamW, ...):
+    it changes a run's numbers by fp32 rounding at most, so it is not part of a grid's protocol
+    and rows trained with and without it share a grid (docs/ABLATION.md, "Time")."""
+    section, _, key = override.split("=", 1)[0].strip().partition(".")
+    return section == "train" and key in RESUMABLE_CHANGES
 
 
 def parse_shard(text: str) -> tuple[int, int]:
