@@ -40,10 +40,17 @@ def test_compare_times_two_trees_each_in_its_own_process():
     repo = this_tree().parent
     has_ref = not subprocess.run(["git", "-C", str(repo), "cat-file", "-e", "5b5309d"]).returncode
     got = compare(
-        "5b5309d" if has_ref else str(this_tree()), "tiny", 2, warmup=1, iters=2, threads=1
+        "5b5309d" if has_ref else str(this_tree()),
+        "tiny",
+        2,
+        warmup=1,
+        iters=2,
+        threads=1,
+        repeats=2,
     )
     assert got.ours_ms > 0 and got.ref_ms > 0 and math.isfinite(got.ratio)
     assert 0 < got.ratio_q1 <= got.ratio_q3 < math.inf
+    assert len(got.repeat_ratios) == 2 and all(r > 0 for r in got.repeat_ratios)
     assert got.threads == 1 and "ratio" in got.table()
 
 

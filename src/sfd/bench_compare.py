@@ -14,7 +14,10 @@ Design (so that a ratio means what it says):
   (process peak RSS on CPU, allocator peak on CUDA);
 - the spread: each round's two calls ran back to back, so ``ref / ours`` of one round is a
   ratio measured under one machine state. Their quartiles (``ratio_q1`` .. ``ratio_q3``) show
-  how far a ratio moves within the run; a difference inside them is noise.
+  how far a ratio moves within the run; a difference inside them is noise;
+- a pair of processes can also be faster or slower as a whole (where their memory and threads
+  landed): ``repeats`` starts a fresh pair of workers that many times (which side starts first
+  alternating too), pools their rounds and lists each pair's own ratio (``repeat_ratios``).
 
 ``REF`` is a source tree (a directory holding ``src/sfd`` or ``sfd``) or a git revision of
 the repository this tree is in (exported with ``git archive`` into a temporary directory, so
@@ -51,9 +54,11 @@ class CompareResult:
     ratio: float  # ref_ms / ours_ms: > 1 means this tree is faster
     ratio_q1: float  # quartiles of the per-round ratios (each round: one call of each side)
     ratio_q3: float
+    repeat_ratios: list[float]  # each pair of fresh workers' own ratio (process-level spread)
     ours_peak_mb_per_image: float
     ref_peak_mb_per_image: float
-    iters: int
+    iters: int  # rounds per pair of workers
+    repeats: int
 
     def table(self) -> str:
         rows = [
@@ -157,6 +162,28 @@ def _alternate(workers: dict, warmup: int, iters: int) -> tuple[dict, dict]:
     return times, peak
 
 
+def _repeat(trees: dict, specs: dict, scratch: Path, warmup: int, iters: int, repeats: int):
+    """``repeats`` pairs of fresh workers (which side starts first alternating): the pooled
+    call times, each side's peak memory, each pair's own ratio and the threads torch used."""
+    times: dict[str, list[float]] = {"ours": [], "ref": []}
+    peak = {"ours": 0, "ref": 0}
+    ratios = []
+    for r in range(repeats):
+        workers = {}
+        try:
+            for side in ("ours", "ref") if r % 2 == 0 else ("ref", "ours"):
+                workers[side] = Worker(trees[side], specs[side], scratch / f"{side}{r}.log")
+            got, mem = _alternate(workers, warmup, iters)
+        finally:
+            for w in workers.values():
+                w.close()
+        ratios.append(median(got["ref"]) / median(got["ours"]))
+        for side in times:
+            times[side] += got[side]
+            peak[side] = max(peak[side], mem[side])
+    return times, peak, ratios, workers["ours"].info["threads"]
+
+
 def compare(
     ref: str,
     preset: str,
@@ -169,44 +196,42 @@ def compare(
     threads: int = 0,
     warmup: int = 2,
     iters: int = 5,
+    repeats: int = 1,
 ) -> CompareResult:
-    """Median time of ``mode`` ("train" step or "forward") in this tree and in ``ref``."""
+    """Median time of ``mode`` ("train" step or "forward") in this tree and in ``ref``, over
+    ``repeats`` pairs of fresh worker processes of ``iters`` rounds each."""
     if mode not in ("train", "forward"):
         raise ValueError(f"mode must be 'train' or 'forward'; got {mode!r}")
+    if repeats < 1 or iters < 1:
+        raise ValueError(f"repeats and iters must be >= 1; got {repeats} and {iters}")
+    sets = {
+        "ours": list(overrides),
+        "ref": list(overrides if ref_overrides is None else ref_overrides),
+    }
+    base = dict(preset=preset, batch_size=batch_size, mode=mode, device=device, threads=threads)
+    specs = {side: {**base, "overrides": sets[side]} for side in sets}
     with tempfile.TemporaryDirectory(prefix="sfd-compare-") as tmp:
         scratch = Path(tmp)
         trees = {"ours": this_tree(), "ref": resolve_tree(ref, scratch / "ref")}
-        base = dict(preset=preset, batch_size=batch_size, mode=mode, device=device)
-        sets = {
-            "ours": list(overrides),
-            "ref": list(overrides if ref_overrides is None else ref_overrides),
-        }
-        workers = {}
-        try:
-            for side, tree in trees.items():
-                spec = {**base, "overrides": sets[side], "threads": threads}
-                workers[side] = Worker(tree, spec, scratch / f"{side}.log")
-            times, peak = _alternate(workers, warmup, iters)
-        finally:
-            for w in workers.values():
-                w.close()
+        times, peak, ratios, used = _repeat(trees, specs, scratch, warmup, iters, repeats)
     ours, theirs = median(times["ours"]), median(times["ref"])
     rounds = [r / o for o, r in zip(times["ours"], times["ref"], strict=True)]
-    q1, q3 = quantile(rounds, 0.25), quantile(rounds, 0.75)
     per_image = {k: v / batch_size / 2**20 for k, v in peak.items()}
     return CompareResult(
         preset=preset,
         mode=mode,
         batch_size=batch_size,
-        threads=workers["ours"].info["threads"],
+        threads=used,
         ours=f"{trees['ours']} {' '.join(sets['ours'])}".strip(),
         ref=f"{ref} {' '.join(sets['ref'])}".strip(),
         ours_ms=1e3 * ours,
         ref_ms=1e3 * theirs,
         ratio=theirs / ours,
-        ratio_q1=q1,
-        ratio_q3=q3,
+        ratio_q1=quantile(rounds, 0.25),
+        ratio_q3=quantile(rounds, 0.75),
+        repeat_ratios=[round(x, 4) for x in ratios],
         ours_peak_mb_per_image=per_image["ours"],
         ref_peak_mb_per_image=per_image["ref"],
         iters=iters,
+        repeats=repeats,
     )

@@ -52,6 +52,13 @@ from sfd.pipeline.custom import BUDGETS
     show_default=True,
     help="With --compare: time the training step or an inference forward.",
 )
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="With --compare: fresh pairs of worker processes, each timing --iters rounds.",
+)
 @click.option("--threads", type=int, default=0, help="Torch threads (0: torch's default).")
 def bench_cmd(
     preset_name,
@@ -64,12 +71,13 @@ def bench_cmd(
     ref,
     ref_overrides,
     mode,
+    repeats,
     threads,
 ) -> None:
     """Time the training step and the sampler; print img/s, FLOPs and MFU.
 
     With --compare REF: the training step (or forward) of this tree and of REF, each in its own
-    process, alternated call by call; the medians and their ratio.
+    process, alternated call by call; the medians, their ratio and its spread.
     """
     if ref is not None:
         from sfd.bench_compare import compare
@@ -86,6 +94,7 @@ def bench_cmd(
             threads=threads,
             warmup=warmup,
             iters=iters,
+            repeats=repeats,
         )
         click.echo(json.dumps(dataclasses.asdict(result), indent=2) if as_json else result.table())
         return
