@@ -89,3 +89,24 @@ def test_quick_demo_writes_every_artefact_and_resumes(tmp_path):
     assert again["fd_samples"] == on_disk["fd_samples"]
     assert sorted(p.name for p in (out / "run").rglob("*") if p.is_file()) == ckpts
     assert (out / "samples.png").stat().st_mtime_ns == mtime
+
+
+def test_the_demo_compiles_on_cpu_with_a_compiler_only(caplog):
+    """Compiled blocks pay over the demo's 3,000 steps on CPU; the quick demo, other devices
+    and a machine without a C++ compiler train eager (the latter says so)."""
+    from torch._inductor import config as inductor
+
+    from sfd.pipeline.demo import demo_compiles, sfd_config
+
+    with inductor.patch({"cpp.cxx": ("sh",)}):  # a compiler "found"
+        assert demo_compiles(DemoSettings(), "cpu")
+        assert not demo_compiles(DemoSettings.quick(), "cpu")
+        assert not demo_compiles(DemoSettings(), "cuda")
+    none = inductor.patch({"cpp.cxx": ("sfd-no-such-compiler",)})
+    with none, caplog.at_level("WARNING", logger="sfd.demo"):
+        assert not demo_compiles(DemoSettings(), "cpu")
+    assert "SFD trains eager" in caplog.text
+    assert sfd_config(DemoSettings(), 40, compile=True).train.compile
+    assert not sfd_config(DemoSettings(), 40).train.compile
+    off = DemoSettings(overrides=("train.compile=false",))
+    assert not sfd_config(off, 40, compile=True).train.compile  # --set wins

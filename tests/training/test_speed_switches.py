@@ -14,6 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 from helpers import tiny_config, write_synthetic_latents
+from sfd.errors import ConfigError
+from sfd.hardware import missing_compiler
 from sfd.model import LightningDiT
 from sfd.training.loop import train
 from sfd.training.parallel import compile_blocks
@@ -33,6 +35,29 @@ def with_train(cfg, **changes):
 
 def final_weights(run):
     return load_file(str(run / "checkpoints/step-0000003/model.safetensors"))
+
+
+def compilers(*names):
+    """Inductor's C++ compiler list set to ``names`` (a context manager)."""
+    from torch._inductor import config as inductor
+
+    return inductor.patch({"cpp.cxx": names})
+
+
+def test_missing_compiler_reads_inductors_compiler_list():
+    with compilers(None, "sfd-no-such-compiler"):
+        assert "needs a C++ compiler (sfd-no-such-compiler)" in missing_compiler("cpu")
+        assert missing_compiler("cuda") is None  # not a C++ build: triton's business
+    with compilers("sfd-no-such-compiler", "sh"):  # sh: on every PATH
+        assert missing_compiler("cpu") is None
+
+
+def test_compile_without_a_compiler_is_one_config_error_before_training(latents, tmp_path):
+    cfg = with_train(tiny_config(), compile=True, total_steps=3, ckpt_every=3)
+    refused = pytest.raises(ConfigError, match=r"train.compile=true: .*set train.compile=false")
+    with compilers("sfd-no-such-compiler"), refused:
+        train(cfg, latents, tmp_path / "run", device="cpu")
+    assert not list(tmp_path.glob("run/checkpoints/*"))
 
 
 @pytest.mark.slow

@@ -23,6 +23,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from torch.utils.data import Subset
 
 from sfd.config import (
@@ -33,6 +34,7 @@ from sfd.config import (
     preset,
 )
 from sfd.data.fashion_mnist import FashionMNIST
+from sfd.hardware import missing_compiler
 from sfd.latents.semvae import SemVAEConfig
 from sfd.pipeline.stages import StagedBase, StageSizes, prepare_stages
 
@@ -78,11 +80,15 @@ class DemoSettings:
     encoder_stride: int = 8
     batch_size: int = 128
     seed: int = 0
+    # SFD's blocks compiled (CPU with a C++ compiler only): on 2 cores the demo's 3,000 steps
+    # train ~1.5x faster after ~25 s of compiling (docs/PERFORMANCE.md); `quick` stays eager
+    compile: bool = True
     overrides: tuple[str, ...] = ()
 
     @classmethod
     def quick(cls) -> DemoSettings:
         return cls(
+            compile=False,
             train_images=512,
             semvae_images=512,
             test_images=256,
@@ -95,9 +101,10 @@ class DemoSettings:
         )
 
 
-def sfd_config(s: DemoSettings, encoder_dim: int) -> Config:
+def sfd_config(s: DemoSettings, encoder_dim: int, compile: bool = False) -> Config:
     """The ``demo`` preset fitted to the data (REPA dim, semantic channels, decoder), with the
-    demo's run length and guidance, then its backbone and ``--set`` overrides."""
+    demo's run length, guidance and ``train.compile``, then its backbone and ``--set``
+    overrides."""
     cfg = preset("demo")
     cfg = dataclasses.replace(
         cfg,
@@ -112,6 +119,7 @@ def sfd_config(s: DemoSettings, encoder_dim: int) -> Config:
             seed=s.seed,
             ckpt_every=max(s.sfd_steps // 3, 1),
             log_every=10,
+            compile=compile,
         ),
         sample=dataclasses.replace(
             cfg.sample, cfg_scale_tex=s.cfg_scale, cfg_scale_sem=s.cfg_scale
@@ -148,18 +156,30 @@ def demo_stage_sizes(s: DemoSettings, device: str) -> StageSizes:
     )
 
 
+def demo_compiles(s: DemoSettings, device: str) -> bool:
+    """Whether the demo compiles SFD's blocks: asked for, on CPU (the only device where it was
+    measured to pay), and a C++ compiler is there (else it trains eager and says so)."""
+    if not s.compile or torch.device(device).type != "cpu":
+        return False
+    why = missing_compiler(device)
+    if why:
+        log.warning("%s: SFD trains eager (slower, the same results up to fp32 rounding)", why)
+    return why is None
+
+
 def demo_plan(settings: DemoSettings, data_root: str | Path | None = None, device: str = "cpu"):
     """The demo as a :class:`sfd.pipeline.run.RunPlan`: Fashion-MNIST with its sizes."""
     from sfd.pipeline.run import RunPlan
 
     s = settings
     kw = {"root": data_root} if data_root else {}
+    compile = demo_compiles(s, device)
     return RunPlan(
         train_set=Subset(FashionMNIST(split="train", **kw), range(s.train_images)),
         test_set=Subset(FashionMNIST(split="test", **kw), range(s.test_images)),
         names=tuple(FashionMNIST.classes),
         sizes=demo_stage_sizes(s, device),
-        config=lambda base: sfd_config(s, base.encoder_dim),
+        config=lambda base: sfd_config(s, base.encoder_dim, compile),
         num_samples=max(s.metric_images, 100),
         metric_images=s.metric_images,
         probe_images=s.probe_images,

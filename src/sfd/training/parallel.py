@@ -50,6 +50,8 @@ from torch.distributed.tensor import DTensor
 from sfd import distributed as D
 from sfd.config import Config
 from sfd.data.shards import atomic_save_safetensors
+from sfd.errors import ConfigError
+from sfd.hardware import missing_compiler
 from sfd.latents.composite import LatentStats
 from sfd.model import LightningDiT
 from sfd.training.batches import Batch
@@ -80,6 +82,8 @@ def prepare(
     Returns the module the training step calls: DDP around ``model``, or ``model`` itself
     (plain, or fully sharded). ``ema`` must be a copy made before this call.
     """
+    if cfg.train.compile and (why := missing_compiler(device)):
+        raise ConfigError(f"train.compile=true: {why} (install one, or set train.compile=false)")
     if cfg.train.compile and cfg.train.compile_scope == "blocks":
         compile_blocks(model)  # scope "loss": the TrainStep compiles its loss region
     if parallel_mode(cfg) == "fsdp" and D.is_initialized():
