@@ -4,7 +4,7 @@ build (a C++ compiler for ``torch.compile`` on CPU)."""
 from __future__ import annotations
 
 import platform
-import shutil
+import subprocess
 from pathlib import Path
 
 import torch
@@ -24,15 +24,21 @@ def cpu_model_name() -> str:
 def missing_compiler(device: str | torch.device) -> str | None:
     """Why ``torch.compile`` cannot build kernels for ``device`` on this machine, or None.
 
-    On CPU, inductor compiles C++ with the compilers of ``torch._inductor.config.cpp.cxx``
-    (``g++`` by default); without one the first compiled call fails. Other devices: None.
+    On CPU, inductor compiles C++ with the first of ``torch._inductor.config.cpp.cxx``
+    (``g++`` by default) that answers ``--version``; without one the first compiled call fails.
+    The same probe here. Other devices: None.
     """
     if torch.device(device).type != "cpu":
         return None
     from torch._inductor import config as inductor
 
-    names = inductor.cpp.cxx if isinstance(inductor.cpp.cxx, (list, tuple)) else (inductor.cpp.cxx,)
-    if any(isinstance(n, str) and shutil.which(n) for n in names):
-        return None
-    wanted = ", ".join(n for n in names if isinstance(n, str)) or "g++"
+    cxx = inductor.cpp.cxx
+    names = [n for n in (cxx if isinstance(cxx, (list, tuple)) else (cxx,)) if isinstance(n, str)]
+    for name in names:
+        try:
+            subprocess.run([name, "--version"], capture_output=True, check=True, timeout=30)
+            return None
+        except (OSError, subprocess.SubprocessError):
+            continue
+    wanted = ", ".join(names) or "g++"
     return f"torch.compile on CPU needs a C++ compiler ({wanted}) on PATH; none was found"

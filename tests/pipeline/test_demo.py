@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 
 import pytest
@@ -98,7 +99,7 @@ def test_the_demo_compiles_on_cpu_with_a_compiler_only(caplog):
 
     from sfd.pipeline.demo import demo_compiles, sfd_config
 
-    with inductor.patch({"cpp.cxx": ("sh",)}):  # a compiler "found"
+    with inductor.patch({"cpp.cxx": (sys.executable,)}):  # answers --version: "found"
         assert demo_compiles(DemoSettings(), "cpu")
         assert not demo_compiles(DemoSettings.quick(), "cpu")
         assert not demo_compiles(DemoSettings(), "cuda")

@@ -8,6 +8,7 @@ Compiled training against eager training is in ``test_parallel.py``.
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import pytest
 import torch
@@ -48,7 +49,9 @@ def test_missing_compiler_reads_inductors_compiler_list():
     with compilers(None, "sfd-no-such-compiler"):
         assert "needs a C++ compiler (sfd-no-such-compiler)" in missing_compiler("cpu")
         assert missing_compiler("cuda") is None  # not a C++ build: triton's business
-    with compilers("sfd-no-such-compiler", "sh"):  # sh: on every PATH
+    with compilers("false"):  # on PATH but fails its --version, as inductor's probe would
+        assert "needs a C++ compiler (false)" in missing_compiler("cpu")
+    with compilers("sfd-no-such-compiler", sys.executable):  # answers --version
         assert missing_compiler("cpu") is None
 
 
