@@ -386,7 +386,7 @@ def demo_settings(ctx: Ctx):
         return DemoSettings(
             train_images=128, semvae_images=128, test_images=64, metric_images=32,
             probe_images=128, texture_steps=2, semvae_steps=2, sfd_steps=2, sfd_batch=8,
-            batch_size=64,
+            batch_size=64, compile=False,
             overrides=("sample.method=euler", "sample.num_steps=2", "sample.compute_batch=10"),
         )  # fmt: skip
     return DemoSettings(sfd_steps=10 * DemoSettings().sfd_steps)  # 6000
