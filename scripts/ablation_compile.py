@@ -30,8 +30,8 @@ def stamp(line: str) -> float:
 
 
 def weights_digest(path: Path) -> str:
-    """sha256 of the tensors (sorted names, raw bytes): the file's own bytes are not stable, as
-    safetensors writes the metadata keys in a per-process order."""
+    """sha256 of the tensors (sorted names, raw bytes): files written before sfd sorted the
+    metadata keys (docs/RELIABILITY.md) differ in their header from one process to the next."""
     from safetensors.torch import load_file
 
     h = hashlib.sha256()

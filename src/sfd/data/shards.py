@@ -97,6 +97,7 @@ def atomic_save_safetensors(
             metadata=dict(metadata) if metadata else None,
         )
         with open(tmp, "rb+") as f:
+            _sort_metadata(f)
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as err:
@@ -105,6 +106,30 @@ def atomic_save_safetensors(
 
 
 _KEPT = "the previous version, if any, is unchanged and no partial file was left"
+
+
+def _sort_metadata(f) -> None:
+    """Rewrite a just-saved safetensors header with its ``__metadata__`` keys sorted.
+
+    safetensors writes the metadata map in a random per-process order (safetensors issue
+    #584), so saving the same tensors and metadata twice gave different bytes. Sorting the keys
+    changes no length and no value; the header is rewritten in place only if the re-encoded
+    JSON has exactly the original length and content (else the file is left as written).
+    """
+    (n,) = struct.unpack("<Q", f.read(8))
+    raw = f.read(n)
+    header = json.loads(raw)
+    meta = header.get("__metadata__")
+    if not meta:
+        return
+    header["__metadata__"] = dict(sorted(meta.items()))
+    body = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    stripped = raw.rstrip(b" ")
+    if len(body) != len(stripped) or json.loads(body) != json.loads(stripped):
+        return
+    f.seek(8)
+    f.write(body)
+    f.seek(0)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:

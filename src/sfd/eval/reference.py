@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
+from sfd.data.shards import atomic_save_safetensors
 from sfd.distributed import rank_and_world
 from sfd.eval.features import InceptionLike, compute_inception_features
 from sfd.eval.sources import FolderImages, ImageSource, NpzImages, open_images
@@ -177,4 +177,4 @@ def _save_stats_file(ref: Reference, out: Path, num_images: int) -> None:
         "source": ref.name,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out), metadata=meta)
+    atomic_save_safetensors(out, tensors, meta)
