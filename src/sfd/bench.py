@@ -24,7 +24,7 @@ from sfd.latents.composite import LatentLayout
 from sfd.model import LightningDiT, count_parameters
 from sfd.training.batches import Batch
 from sfd.training.ema import make_ema
-from sfd.training.parallel import compile_blocks
+from sfd.training.parallel import compile_for_training
 from sfd.training.step import TrainStep, make_optimizer
 
 
@@ -171,8 +171,7 @@ def build_train_step(
     model = LightningDiT(cfg.model, cfg.latent).to(device)
     model.gradient_checkpointing = cfg.train.activation_checkpointing
     ema = make_ema(model)
-    if cfg.train.compile and cfg.train.compile_scope == "blocks":
-        compile_blocks(model)  # in place, as training does (scope "loss": TrainStep compiles)
+    compile_for_training(model, cfg, device)  # in place, as training does
     trained = [p for p in model.parameters() if p.requires_grad]
     step = TrainStep(cfg, model, ema, make_optimizer(trained, cfg.train, device), device)
     batch = synthetic_batch(cfg, batch_size, device)

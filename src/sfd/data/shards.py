@@ -129,7 +129,6 @@ def _sort_metadata(f) -> None:
         return
     f.seek(8)
     f.write(body)
-    f.seek(0)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:

@@ -82,10 +82,7 @@ def prepare(
     Returns the module the training step calls: DDP around ``model``, or ``model`` itself
     (plain, or fully sharded). ``ema`` must be a copy made before this call.
     """
-    if cfg.train.compile and (why := missing_compiler(device)):
-        raise ConfigError(f"train.compile=true: {why} (install one, or set train.compile=false)")
-    if cfg.train.compile and cfg.train.compile_scope == "blocks":
-        compile_blocks(model)  # scope "loss": the TrainStep compiles its loss region
+    compile_for_training(model, cfg, device)
     if parallel_mode(cfg) == "fsdp" and D.is_initialized():
         mesh = init_device_mesh(device.type, (D.world_size(),))
         bf16 = cfg.train.precision == "bf16"
@@ -104,6 +101,18 @@ def prepare(
             find_unused_parameters=find_unused,
         )
     return model
+
+
+def compile_for_training(model: LightningDiT, cfg: Config, device: torch.device) -> None:
+    """What ``train.compile`` asks before training: one ``ConfigError`` if this machine cannot
+    build the kernels, then scope "blocks" compiles each block in place (scope "loss": the
+    :class:`~sfd.training.step.TrainStep` compiles its loss region)."""
+    if not cfg.train.compile:
+        return
+    if why := missing_compiler(device):
+        raise ConfigError(f"train.compile=true: {why} (install one, or set train.compile=false)")
+    if cfg.train.compile_scope == "blocks":
+        compile_blocks(model)
 
 
 def compile_blocks(model: LightningDiT) -> None:
