@@ -61,6 +61,44 @@ def linear_shapes(cfg, batch: int) -> collections.Counter:
     return mode.shapes
 
 
+def shape_fns(cfg, batch: int) -> tuple[list, list, list, list]:
+    """Per distinct matmul of one training step: a closure (forward + both backward matmuls; the
+    attention forward + backward), its FLOPs over the step, its name, its count per step."""
+    shapes = linear_shapes(cfg, batch)
+    fns, flops, names = [], [], []
+    for (m, k, n), count in sorted(shapes.items()):
+        x, w, dy = torch.randn(m, k), torch.randn(n, k), torch.randn(m, n)
+        fns.append(lambda x=x, w=w, dy=dy: (x @ w.t(), dy @ w, dy.t() @ x))
+        flops.append(count * 3 * 2.0 * m * k * n)
+        names.append(f"linear {m}x{k}->{n} (x{count})")
+    md = cfg.model
+    tokens = (cfg.latent.size // md.patch_size) ** 2
+    head_dim = md.width // md.num_heads
+    q = torch.randn(batch, md.num_heads, tokens, head_dim, requires_grad=True)
+
+    def attention():
+        q.grad = None
+        F.scaled_dot_product_attention(q, q, q).sum().backward()
+
+    fns.append(attention)
+    flops.append(md.depth * 3 * 2 * 2.0 * batch * tokens * tokens * md.width)
+    names.append(f"attention fwd+bwd {batch}x{md.num_heads}x{tokens}x{head_dim} (x{md.depth})")
+    counts = [count for _, count in sorted(shapes.items())] + [md.depth]
+    return fns, flops, names, counts
+
+
+def step_matmuls(cfg, batch: int):
+    """One closure doing every matmul and attention of a training step once, nothing else."""
+    fns, _, _, counts = shape_fns(cfg, batch)
+
+    def run() -> None:
+        for fn, count in zip(fns, counts, strict=True):
+            for _ in range(count):
+                fn()
+
+    return run
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--preset", default="S")
@@ -72,33 +110,12 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     cfg = apply_overrides(preset(a.preset), a.overrides)
-    shapes = linear_shapes(cfg, a.batch_size)
     device = torch.device("cpu")
 
-    fns, flops, names = [], [], []
-    for (m, k, n), count in sorted(shapes.items()):
-        x, w, dy = torch.randn(m, k), torch.randn(n, k), torch.randn(m, n)
-        fns.append(lambda x=x, w=w, dy=dy: (x @ w.t(), dy @ w, dy.t() @ x))
-        flops.append(count * 3 * 2.0 * m * k * n)
-        names.append(f"linear {m}x{k}->{n} (x{count})")
-    md = cfg.model
-    tokens = (cfg.latent.size // md.patch_size) ** 2
-    head_dim = md.width // md.num_heads
-    q = torch.randn(a.batch_size, md.num_heads, tokens, head_dim, requires_grad=True)
-
-    def attention():
-        q.grad = None
-        F.scaled_dot_product_attention(q, q, q).sum().backward()
-
-    fns.append(attention)
-    flops.append(md.depth * 3 * 2 * 2.0 * a.batch_size * tokens * tokens * md.width)
-    names.append(
-        f"attention fwd+bwd {a.batch_size}x{md.num_heads}x{tokens}x{head_dim} (x{md.depth})"
-    )
+    fns, flops, names, counts = shape_fns(cfg, a.batch_size)
     peak_fn, peak_flops = peak_matmul(device, torch.float32)
     times = time_interleaved([peak_fn, *fns], device, warmup=2, iters=a.iters)
     peak = peak_flops / times[0]
-    counts = [count for _, count in sorted(shapes.items())] + [md.depth]
     alone = sum(t * c for t, c in zip(times[1:], counts, strict=True))
     total = sum(flops)
     model_flops = 3 * a.batch_size * forward_flops_per_image(cfg, with_repa=True)
