@@ -56,3 +56,38 @@ def test_load_model_returns_the_model_with_its_record(run, tmp_path, monkeypatch
     assert loaded.step == 2 and loaded.config.latent.texture_autoencoder == "../decoder"
     assert loaded.stats.mean.numel() == loaded.config.latent.channels
     assert loaded.decoder_path().resolve() == (run.parent / "decoder").resolve()
+
+
+def test_compile_without_a_compiler_is_one_line(run, tmp_path):
+    from torch._inductor import config as inductor
+
+    args = ["sample", str(run), "--num", "1", "--out", str(tmp_path / "c"), "--compile"]
+    with inductor.patch({"cpp.cxx": ("sfd-no-such-compiler",)}):
+        res = CliRunner().invoke(main, args)
+    assert res.exit_code != 0 and "Traceback" not in res.output
+    assert "--compile: torch.compile on CPU needs a C++ compiler" in res.output
+    assert not (tmp_path / "c").exists()  # refused before anything is written
+
+
+def test_a_compiled_job_is_not_resumed_eager(run, tmp_path, monkeypatch):
+    """Compiled kernels may round differently, so the two never share an output directory."""
+    import sfd.training.parallel as parallel
+
+    compiled = []
+    monkeypatch.setattr(parallel, "compile_blocks", compiled.append)  # the choice, not the cost
+    monkeypatch.chdir(tmp_path)
+    generate_to_dir(run, tmp_path / "s", num=2, batch_size=2, overrides=FAST, compile=True)
+    assert len(compiled) == 1  # the model (no guide)
+    with pytest.raises(MismatchError, match="compile"):
+        generate_to_dir(run, tmp_path / "s", num=2, batch_size=2, overrides=FAST)
+
+
+@pytest.mark.slow  # compiles the tiny model's blocks: ~20-40 s on 2 cores
+def test_compiled_sampling_writes_the_eager_images(run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    generate_to_dir(run, tmp_path / "eager", num=3, batch_size=2, overrides=FAST)
+    generate_to_dir(run, tmp_path / "comp", num=3, batch_size=2, overrides=FAST, compile=True)
+    eager, comp = np.load(tmp_path / "eager/samples.npz"), np.load(tmp_path / "comp/samples.npz")
+    assert np.array_equal(eager["arr_1"], comp["arr_1"])
+    gap = np.abs(eager["arr_0"].astype(int) - comp["arr_0"].astype(int)).max()
+    assert gap <= 1, gap  # fp32 rounding of the compiled kernels, at most one grey level

@@ -21,7 +21,7 @@ from sfd import distributed
 from sfd.api import load_checkpoint, resolve_decoder
 from sfd.config import Config, apply_overrides
 from sfd.data.shards import atomic_save_safetensors, claim_settings
-from sfd.errors import OverrideError, UsageError
+from sfd.errors import ConfigError, OverrideError, UsageError
 from sfd.generate import GenerationJob, LatentSampler, balanced_labels
 from sfd.recipes import apply_sampler, describe_sampler, is_release_sampler
 
@@ -66,6 +66,21 @@ def log_sampler(cfg: Config, sampler_name: str | None, overrides: tuple[str, ...
     else:
         what = "not the release's published sampler (sfd presets: --sampler release)"
     log.info("sampler: %s (%s: %s)", describe_sampler(cfg.sample), source, what)
+
+
+def compile_for_sampling(device: torch.device | str, *models: torch.nn.Module | None) -> None:
+    """``sfd sample --compile``: each model's transformer blocks compiled in place, one graph per
+    block (what the release does for its inference). The sampler always runs a model on
+    ``sample.compute_batch`` rows, so the blocks compile once. One ``ConfigError`` where this
+    machine cannot build the kernels."""
+    from sfd.hardware import missing_compiler
+    from sfd.training.parallel import compile_blocks
+
+    if why := missing_compiler(device):
+        raise ConfigError(f"--compile: {why} (install one, or sample without --compile)")
+    for model in models:
+        if model is not None:
+            compile_blocks(model)
 
 
 def check_generation_settings(out: Path, settings: dict) -> None:
@@ -132,6 +147,7 @@ def generate_to_dir(
     sampler_name: str | None = None,
     overrides: tuple[str, ...] = (),
     latents_only: bool = False,
+    compile: bool = False,
     device: torch.device | str = "cpu",
 ) -> SampleResult:
     """Images ``[0, num)`` of ``run`` (PNGs + ADM-style ``samples.npz``) in ``out``; resumable.
@@ -139,12 +155,15 @@ def generate_to_dir(
     Image i uses seed ``seed + i``; ``labels_file`` holds ``num`` labels (default balanced);
     ``decoder`` defaults to the one the run's config names (:func:`resolve_decoder`). Under a
     process group each rank writes its chunks and rank 0 assembles ``samples.npz``.
+    ``compile``: the models' blocks compiled (:func:`compile_for_sampling`).
     """
     model, ckpt = load_checkpoint(run, device)
     cfg = sampling_config(ckpt.config, sampler_name, tuple(overrides))
     if distributed.is_main():
         log_sampler(cfg, sampler_name, tuple(overrides))
     guide_model = load_checkpoint(guide, device)[0] if guide else None
+    if compile:
+        compile_for_sampling(device, model, guide_model)
     sampler = LatentSampler(model, cfg, ckpt.stats, guide_model, device)
     out = Path(out)
     labels = read_labels(labels_file, num, cfg.model.num_classes) if labels_file else None
@@ -163,6 +182,8 @@ def generate_to_dir(
         "guide": str(guide),
         "labels": str(labels_file),
     }
+    if compile:  # compiled kernels may round differently: a rerun must not mix the two
+        settings["compile"] = True
     check_generation_settings(out, settings)
     decoder_model = load_texture_autoencoder(decoder_path).to(device).eval()
     job = GenerationJob(sampler, decoder_model, out, num, batch_size, seed, labels)

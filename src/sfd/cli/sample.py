@@ -48,12 +48,18 @@ from sfd.recipes import SAMPLERS
     default=None,
     help="A published sampling setting (default: the checkpoint's; sfd presets lists them).",
 )
+@click.option(
+    "--compile",
+    "compile_",
+    is_flag=True,
+    help="torch.compile the model's blocks (on CPU needs a C++ compiler; docs/PERFORMANCE.md).",
+)
 @set_option
 @device_option()
 @dry_run_option("the checkpoint's config with the sampler and --set applied")
 def sample(
     run, num, out, seed, batch_size, guide, decoder, labels_file, latents_only, sampler_name,
-    overrides, device, dry_run,
+    compile_, overrides, device, dry_run,
 ) -> None:  # fmt: skip
     """Sample images (PNGs + ADM-style samples.npz) from RUN; resumable, torchrun-aware."""
     from sfd.sampling import generate_to_dir, sampling_config
@@ -68,7 +74,7 @@ def sample(
         result = generate_to_dir(
             run, out, num, seed, batch_size, guide=guide, decoder=decoder,
             labels_file=labels_file, sampler_name=sampler_name, overrides=tuple(overrides),
-            latents_only=latents_only, device=dev,
+            latents_only=latents_only, compile=compile_, device=dev,
         )  # fmt: skip
     if result.latents is not None:
         click.echo(f"wrote {num} latents to {result.latents}")
