@@ -1,10 +1,11 @@
 import math
+import time
 
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from sfd.bench import forward_flops_per_image, run_bench
+from sfd.bench import forward_flops_per_image, run_bench, time_interleaved
 from sfd.config import apply_overrides, preset
 from sfd.model import LightningDiT
 
@@ -65,3 +66,13 @@ def test_quantiles_of_the_round_ratios_match_numpy():
         for q in (0.0, 0.25, 0.5, 0.75, 1.0):
             assert quantile(xs, q) == pytest.approx(float(np.quantile(xs, q)), rel=1e-12)
         assert median(xs) == pytest.approx(float(np.median(xs)), rel=1e-12)
+
+
+def test_time_interleaved_alternates_the_order_and_keeps_each_functions_times():
+    calls = []
+    fast = lambda: calls.append("fast")  # noqa: E731
+    slow = lambda: (calls.append("slow"), time.sleep(0.004))  # noqa: E731
+    t_fast, t_slow = time_interleaved([fast, slow], torch.device("cpu"), warmup=1, iters=4)
+    rounds = [tuple(calls[i : i + 2]) for i in range(2, len(calls), 2)]
+    assert rounds == [("fast", "slow"), ("slow", "fast")] * 2  # after the warm-up round
+    assert t_slow > 0.003 > t_fast

@@ -69,19 +69,21 @@ def time_interleaved(
     """Median seconds per call of each of ``fns``, timed in alternation.
 
     Alternating the calls makes slow drifts of a shared machine hit every function alike, so
-    their ratio is not biased by when each was timed.
+    their ratio is not biased by when each was timed; the order is reversed every other round,
+    so neither is it by which function runs first.
     """
     for _ in range(warmup):
         for fn in fns:
             fn()
     _sync(device)
     times: list[list[float]] = [[] for _ in fns]
-    for _ in range(iters):
-        for fn, out in zip(fns, times, strict=True):
+    for i in range(iters):
+        order = range(len(fns)) if i % 2 == 0 else reversed(range(len(fns)))
+        for k in order:
             t0 = time.perf_counter()
-            fn()
+            fns[k]()
             _sync(device)
-            out.append(time.perf_counter() - t0)
+            times[k].append(time.perf_counter() - t0)
     return [sorted(t)[len(t) // 2] for t in times]
 
 
