@@ -182,9 +182,8 @@ def generate_to_dir(
         "guide": str(guide),
         "labels": str(labels_file),
     }
-    if compile:  # compiled kernels may round differently: a rerun must not mix the two
-        settings["compile"] = True
-    check_generation_settings(out, settings)
+    # compiled kernels may round differently: a rerun must not mix the two
+    check_generation_settings(out, settings | ({"compile": True} if compile else {}))
     decoder_model = load_texture_autoencoder(decoder_path).to(device).eval()
     job = GenerationJob(sampler, decoder_model, out, num, batch_size, seed, labels)
     written = job.run(distributed.rank(), distributed.world_size())
