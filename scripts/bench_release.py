@@ -41,10 +41,8 @@ blocks, embedders and final layer compiled by its decorators; this tree with
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -60,7 +58,9 @@ from sfd.bench import build_train_step, synthetic_batch, time_interleaved
 from sfd.config import apply_overrides, preset
 from sfd.config.sections import Config
 from sfd.flow.guidance import Guidance, cfg_velocity
+from sfd.hardware import cpu_model_name
 from sfd.latents.composite import LatentLayout
+from sfd.model import count_parameters
 from sfd.upstream.config import config_from_kwargs
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "upstream_parity"
@@ -151,8 +151,8 @@ def build_release(cls, kwargs: dict, ours: torch.nn.Module, repa_dim: int) -> to
         # a REPA width outside the release's encoder table: only the last projector layer differs
         theirs.repa_projector[-1] = torch.nn.Linear(kwargs["repa_projector_dim"], repa_dim)
     theirs.load_state_dict(ours.state_dict(), strict=True)
-    n_ours = sum(p.numel() for p in ours.parameters())
-    n_theirs = sum(p.numel() for p in theirs.parameters())
+    n_ours = count_parameters(ours, trainable_only=False)
+    n_theirs = count_parameters(theirs, trainable_only=False)
     if n_ours != n_theirs:
         raise SystemExit(f"parameter counts differ: sfd {n_ours}, release {n_theirs}")
     return theirs
@@ -207,13 +207,7 @@ def inference_fns(cfg: Config, ours, theirs, b) -> dict[str, tuple[Callable, Cal
     guided = cfg_velocity(ours, y, Guidance(1.5, 1.5), layout)
     x2, t2, y2 = torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null])
 
-    def no_grad(fn):
-        def run():
-            with torch.no_grad():
-                return fn()
-
-        return run
-
+    no_grad = torch.no_grad()  # as a decorator: each call runs without autograd
     return {
         "inference forward": (
             no_grad(lambda: ours(x, t_tex=t, t_sem=t, y=y)),
@@ -237,8 +231,7 @@ def build(args) -> tuple[dict, float, tuple]:
     if args.mode == "eager" and FIXTURES.is_dir():
         print(f"--release-dir {verify_release(cls, create_transport, FIXTURES)}", flush=True)
     step_fn, ours_step = build_train_step(cfg, args.batch_size)
-    ours = step_fn.model
-    ours_eval = getattr(ours, "_orig_mod", ours)
+    ours_eval = step_fn.model
     theirs = build_release(cls, kwargs, ours_eval, cfg.model.repa_dim)
     ema = build_release(cls, kwargs, ours_eval, cfg.model.repa_dim).eval().requires_grad_(False)
     theirs.train()
@@ -268,7 +261,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     fns, gap, models = build(args)
     print(f"{args.preset}, batch {args.batch_size}, {args.mode}, {args.threads} threads, "
-          f"{platform.processor() or platform.machine()}, torch {torch.__version__}; "
+          f"{cpu_model_name()}, torch {torch.__version__}; "
           f"eval forwards differ by at most {gap:.3g}", flush=True)  # fmt: skip
     rows = {}
     for name, sides in fns.items():
@@ -288,8 +281,7 @@ def main() -> None:
                   flush=True)  # fmt: skip
     if args.json:
         out = dict(vars(args), forward_gap=gap, torch=torch.__version__, rows=rows)
-        with contextlib.suppress(FileExistsError):
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from sfd.errors import ConfigError
+
 
 def cpu_model_name() -> str:
     """The CPU's model name (``/proc/cpuinfo`` on Linux), else what ``platform`` knows."""
@@ -42,3 +44,10 @@ def missing_compiler(device: str | torch.device) -> str | None:
             continue
     wanted = ", ".join(names) or "g++"
     return f"torch.compile on CPU needs a C++ compiler ({wanted}) on PATH; none was found"
+
+
+def require_compiler(device: str | torch.device, option: str, without: str) -> None:
+    """One ``ConfigError`` naming ``option`` (and ``without``, how to do without it) where
+    :func:`missing_compiler` finds that ``torch.compile`` cannot build kernels here."""
+    if why := missing_compiler(device):
+        raise ConfigError(f"{option}: {why} (install one, or {without})")

@@ -21,7 +21,7 @@ from sfd import distributed
 from sfd.api import load_checkpoint, resolve_decoder
 from sfd.config import Config, apply_overrides
 from sfd.data.shards import atomic_save_safetensors, claim_settings
-from sfd.errors import ConfigError, OverrideError, UsageError
+from sfd.errors import OverrideError, UsageError
 from sfd.generate import GenerationJob, LatentSampler, balanced_labels
 from sfd.recipes import apply_sampler, describe_sampler, is_release_sampler
 
@@ -73,11 +73,10 @@ def compile_for_sampling(device: torch.device | str, *models: torch.nn.Module | 
     block (what the release does for its inference). The sampler always runs a model on
     ``sample.compute_batch`` rows, so the blocks compile once. One ``ConfigError`` where this
     machine cannot build the kernels."""
-    from sfd.hardware import missing_compiler
+    from sfd.hardware import require_compiler
     from sfd.training.parallel import compile_blocks
 
-    if why := missing_compiler(device):
-        raise ConfigError(f"--compile: {why} (install one, or sample without --compile)")
+    require_compiler(device, "--compile", "sample without --compile")
     for model in models:
         if model is not None:
             compile_blocks(model)

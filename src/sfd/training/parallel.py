@@ -50,8 +50,7 @@ from torch.distributed.tensor import DTensor
 from sfd import distributed as D
 from sfd.config import Config
 from sfd.data.shards import atomic_save_safetensors
-from sfd.errors import ConfigError
-from sfd.hardware import missing_compiler
+from sfd.hardware import require_compiler
 from sfd.latents.composite import LatentStats
 from sfd.model import LightningDiT
 from sfd.training.batches import Batch
@@ -109,8 +108,7 @@ def compile_for_training(model: LightningDiT, cfg: Config, device: torch.device)
     :class:`~sfd.training.step.TrainStep` compiles its loss region)."""
     if not cfg.train.compile:
         return
-    if why := missing_compiler(device):
-        raise ConfigError(f"train.compile=true: {why} (install one, or set train.compile=false)")
+    require_compiler(device, "train.compile=true", "set train.compile=false")
     if cfg.train.compile_scope == "blocks":
         compile_blocks(model)
 
