@@ -69,7 +69,9 @@ def main() -> None:
                     )
                     if not target.exists():
                         t0 = time.perf_counter()
-                        images, labels = sample_images(ckpt, decoder, settings, scale, args.device)
+                        images, labels, _ = sample_images(
+                            ckpt, decoder, settings, scale, args.device
+                        )
                         record = {"row": row, "seed": seed, "step": step, "cfg_scale": scale}
                         record |= evaluator.metrics(evaluator.features(images), labels)
                         record["eval_seconds"] = round(time.perf_counter() - t0, 1)

@@ -8,7 +8,7 @@ float32, so an image depends only on its index: not on batch size, order or proc
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -174,6 +174,7 @@ class GenerationJob:
     batch_size: int = 16
     seed: int = 0
     labels: torch.Tensor | None = None  # (num,) given labels; default balanced
+    nfe: list[int] = field(default_factory=list)  # velocity evaluations of each solve so far
 
     def label_of(self, indices: Sequence[int]) -> torch.Tensor:
         given = self.labels
@@ -195,6 +196,7 @@ class GenerationJob:
     def images(self, indices: Sequence[int]) -> torch.Tensor:
         """uint8 (B, H, W, C) images for exactly these indices (one solve, one decode)."""
         sol = self.sampler.sample(indices, self.label_of(indices), seed=self.seed)
+        self.nfe.append(sol.nfe)
         z = self.sampler.texture_latents(sol.final)
         if self.decoder is None:
             raise ValueError("no pixel decoder: pass --decoder or set latent.texture_autoencoder")

@@ -241,18 +241,26 @@ def ref_stats_command(
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Directory with the Fashion-MNIST IDX files (default: the Debian package's).",
 )
+@click.option(
+    "--dataset",
+    type=click.Choice(["fashion-mnist", "composites"]),
+    default="fashion-mnist",
+    show_default=True,
+    help="Fashion-MNIST, or its garments on photographs (the composites testbed).",
+)
 @device_option("cpu")
 @dry_run_option("the resolved options")
-def train_classifier_command(out, steps, seed, data_root, device, dry_run):
-    """Train the Fashion-MNIST classifier of `sfd eval --feature-space fashion-mnist`
-    (a finished one in --out is kept)."""
-    out = out or default_classifier_dir()
+def train_classifier_command(out, steps, seed, data_root, dataset, device, dry_run):
+    """Train the in-domain classifier of `sfd eval --feature-space fashion-mnist` (or of the
+    composites testbed); a finished one in --out is kept."""
+    out = out or default_classifier_dir(dataset)
     if dry_run:
-        return print_params(out=out)
+        return print_params(out=out, dataset=dataset)
     try:
         meta = train_fashion_classifier(
-            out, steps=steps, seed=seed, root=data_root, device=resolve_device(device)
-        )
+            out, steps=steps, seed=seed, root=data_root, device=resolve_device(device),
+            dataset=dataset,
+        )  # fmt: skip
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from e
     click.echo(

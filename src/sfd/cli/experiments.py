@@ -19,7 +19,28 @@ from sfd.cli.options import (
     set_option,
 )
 from sfd.config import PRESETS
-from sfd.pipeline.custom import BUDGETS
+from sfd.pipeline.custom import BUDGETS, NAMED_DATASETS
+from sfd.pipeline.demo import EMBEDDED_DATASETS
+
+
+def dataset_option(fn):
+    """``--dataset`` and ``--background-strength``: the embedded dataset (sfd.pipeline.demo)."""
+    fn = click.option(
+        "--background-strength",
+        "background",
+        type=click.FloatRange(0.0, 1.0),
+        default=0.6,
+        show_default=True,
+        help="composites: 1 keeps the photographs, 0 greys them out.",
+    )(fn)
+    return click.option(
+        "--dataset",
+        type=click.Choice(EMBEDDED_DATASETS),
+        default="fashion-mnist",
+        show_default=True,
+        help="The embedded dataset: Fashion-MNIST, or its garments on photographs (composites: "
+        "the texture latent carries little of the class).",
+    )(fn)
 
 
 @click.command("bench")
@@ -122,15 +143,19 @@ def bench_cmd(
     default=None,
     help="Fashion-MNIST IDX directory (default: the Debian package's).",
 )
+@dataset_option
 @set_option
 @device_option()
 @dry_run_option("the demo's stage sizes")
-def demo_cmd(out, quick, data_root, overrides, device, dry_run) -> None:
-    """SFD end to end on Fashion-MNIST: VAEs, SemVAE, latents, training, samples, metrics."""
+def demo_cmd(out, quick, data_root, dataset, background, overrides, device, dry_run) -> None:
+    """SFD end to end on an embedded dataset (Fashion-MNIST by default): VAEs, SemVAE, latents,
+    training, samples, metrics."""
     from sfd.pipeline.demo import DemoSettings, run_demo
 
     settings = DemoSettings.quick() if quick else DemoSettings()
-    settings = dataclasses.replace(settings, overrides=tuple(overrides))
+    settings = dataclasses.replace(
+        settings, overrides=tuple(overrides), dataset=dataset, background_strength=background
+    )
     if dry_run:
         return _print_settings(settings)
     metrics = run_demo(out, settings, data_root, resolve_device(device))
@@ -142,7 +167,8 @@ def demo_cmd(out, quick, data_root, overrides, device, dry_run) -> None:
 @click.option(
     "--data-root",
     required=True,
-    help="An image folder root/<class>/<image> (your images), or fashion-mnist.",
+    help="An image folder root/<class>/<image> (your images), or a named dataset: "
+    "fashion-mnist, composites (its garments on photographs).",
 )
 @click.option(
     "--out",
@@ -164,7 +190,7 @@ def demo_cmd(out, quick, data_root, overrides, device, dry_run) -> None:
     metavar="KEY=VALUE",
     help="Override one stage size of the budget, e.g. --stage sfd_steps=1000 (repeatable).",
 )
-@click.option("--image-size", type=int, default=None, help="Pixels [64; fashion-mnist 32].")
+@click.option("--image-size", type=int, default=None, help="Pixels [64; named datasets 32].")
 @click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="[3; fmnist 1].")
 @on_error_option()
 @set_option
@@ -177,13 +203,14 @@ def pipeline_cmd(
     """SFD end to end on your images: texture VAE, features, SemVAE, latents, SFD, samples."""
     from sfd.pipeline.custom import run_pipeline, with_stage_overrides
 
-    fmnist = data_root == "fashion-mnist"
-    if not fmnist and not Path(data_root).is_dir():
+    fmnist, named = data_root == "fashion-mnist", data_root in NAMED_DATASETS
+    if not named and not Path(data_root).is_dir():
         raise click.BadParameter(
-            f"{data_root} is not a directory (expected root/<class>/<image>, or fashion-mnist)",
+            f"{data_root} is not a directory (expected root/<class>/<image>, or one of "
+            f"{', '.join(NAMED_DATASETS)})",
             param_hint="--data-root",
         )
-    shape = {"image_size": image_size or (32 if fmnist else 64)}
+    shape = {"image_size": image_size or (32 if named else 64)}
     shape["channels"] = int(channels or (1 if fmnist else 3))
     settings = dataclasses.replace(BUDGETS[budget], **shape)
     settings = with_stage_overrides(settings, list(stage_overrides))
@@ -240,12 +267,20 @@ def pipeline_cmd(
     help="Semantic channels of the embedded default's SemVAE [4]; trains its own SemVAE and "
     "latents in OUT/base (use a new --out).",
 )
+@click.option(
+    "--nfe-samplers",
+    default=None,
+    help="Comma-separated samplers of the sampling-steps axis at the final checkpoint "
+    "(euler-N, heun-N, dopri5) [euler-4,euler-8,euler-16,euler-32,heun-10,dopri5].",
+)
+@dataset_option
 @set_option
 @device_option()
 @dry_run_option("the grid's settings")
 def ablate_cmd(
     out, rows, seeds, sweep_seeds, steps, checkpoints, num_samples, cfg_scale, cfg_sweep, quick,
-    shard, data, features, decoder, ref, sem_channels, overrides, device, dry_run,
+    shard, data, features, decoder, ref, sem_channels, nfe_samplers, dataset, background,
+    overrides, device, dry_run,
 ) -> None:  # fmt: skip
     """The paper's ablation grid (rows x seeds x checkpoints), cached and resumable."""
     from sfd.pipeline.ablate import AblationSettings, parse_shard, run_ablation
@@ -262,6 +297,11 @@ def ablate_cmd(
         if cfg_sweep is None
         else tuple(float(w) for w in cfg_sweep.split(",") if w.strip()),
         "sem_channels": sem_channels,
+        "nfe_samplers": None
+        if nfe_samplers is None
+        else tuple(x.strip() for x in nfe_samplers.split(",") if x.strip()),
+        "dataset": dataset,
+        "background_strength": background,
     }
     given = {k: v for k, v in given.items() if v is not None}
     make = AblationSettings.quick_settings if quick else AblationSettings

@@ -59,6 +59,7 @@ class ClassifierConfig:
     feature_dim: int = 128
     num_classes: int = 10
     image_size: int = 32
+    in_channels: int = 1  # 1: gray (Fashion-MNIST); 3: RGB (the composites testbed)
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
@@ -75,7 +76,7 @@ class FashionClassifier(nn.Module):
         self.config = config
         c1, c2 = config.channels
         self.body = nn.Sequential(
-            *_conv(1, c1, stride=2), *_conv(c1, c1), nn.MaxPool2d(2),  # (B, c1, S/4, S/4)
+            *_conv(config.in_channels, c1, stride=2), *_conv(c1, c1), nn.MaxPool2d(2),  # S/4
             *_conv(c1, c2), *_conv(c2, c2), nn.MaxPool2d(2),  # (B, c2, S/8, S/8)
         )  # fmt: skip
         self.project = nn.Linear(c2 * (config.image_size // 8) ** 2, config.feature_dim)
@@ -95,9 +96,10 @@ class FashionClassifier(nn.Module):
         return self
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """Check (B, 1, H, H); resize to ``image_size`` (bilinear, antialiased) if H differs."""
-        if x.ndim != 4 or x.shape[1] != 1 or x.shape[2] != x.shape[3]:
-            raise ValueError(f"expected (B, 1, H, H) images in [-1, 1]; got {tuple(x.shape)}")
+        """Check (B, C, H, H); resize to ``image_size`` (bilinear, antialiased) if H differs."""
+        c = self.config.in_channels
+        if x.ndim != 4 or x.shape[1] != c or x.shape[2] != x.shape[3]:
+            raise ValueError(f"expected (B, {c}, H, H) images in [-1, 1]; got {tuple(x.shape)}")
         size = self.config.image_size
         if x.shape[-1] != size:
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
@@ -121,6 +123,15 @@ def gray_input(images: torch.Tensor | np.ndarray) -> torch.Tensor:
     return _as_nchw(images).float().mean(1, keepdim=True) / 127.5 - 1.0
 
 
+def model_input(images: torch.Tensor | np.ndarray, channels: int) -> torch.Tensor:
+    """uint8 images -> float (N, ``channels``, H, W) in [-1, 1]: gray (:func:`gray_input`) for
+    1 channel, RGB for 3 (gray images replicated)."""
+    if channels == 1:
+        return gray_input(images)
+    x = _as_nchw(images).float() / 127.5 - 1.0
+    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+
+
 def _as_nchw(images) -> torch.Tensor:
     x = torch.as_tensor(images)
     if x.dtype != torch.uint8 or x.ndim not in (3, 4):
@@ -137,12 +148,24 @@ def _as_nchw(images) -> torch.Tensor:
     raise ValueError(f"expected square images with 1 or 3 channels; got {tuple(x.shape)}")
 
 
-def load_split(root: str | Path | None, split: str, limit: int | None = None):
-    """The first ``limit`` images of a split as uint8 (N, 32, 32) (the dataset's bicubic
-    resize, quantised exactly as the PNG samples are) and int64 labels (N,)."""
-    ds = FashionMNIST(root or DEFAULT_ROOT, split)
+def load_split(
+    root: str | Path | None, split: str, limit: int | None = None, dataset: str = "fashion-mnist"
+):
+    """The first ``limit`` images of a split as uint8 (N, 32, 32) for Fashion-MNIST (the
+    dataset's bicubic resize, quantised exactly as the PNG samples are) or (N, 3, 32, 32) for
+    the composites (on the training photographs: the distribution generators learn), and int64
+    labels (N,)."""
+    if dataset == "composites":
+        from sfd.data.composites import FashionComposites
+
+        ds = FashionComposites(root or DEFAULT_ROOT, split, backgrounds="train")
+    elif dataset == "fashion-mnist":
+        ds = FashionMNIST(root or DEFAULT_ROOT, split)
+    else:
+        raise ValueError(f"no in-domain classifier for dataset {dataset!r}")
     n = len(ds) if limit is None else min(limit, len(ds))
-    x = torch.stack([ds[i][0][0] for i in range(n)])  # (N, 32, 32) in [-1, 1]
+    x = torch.stack([ds[i][0] for i in range(n)])  # (N, C, 32, 32) in [-1, 1]
+    x = x[:, 0] if dataset == "fashion-mnist" else x
     return ((x + 1) * 127.5).round().to(torch.uint8), torch.from_numpy(ds.labels[:n])
 
 
@@ -162,7 +185,7 @@ def _fit(net, images, labels, steps, batch_size, lr, generator, device) -> None:
             order, pos = torch.randperm(len(images), generator=generator), 0
         idx = order[pos : pos + batch_size]
         pos += batch_size
-        x = gray_input(images[idx])  # (B, 1, 32, 32)
+        x = model_input(images[idx], net.config.in_channels)  # (B, C, 32, 32)
         flip = torch.rand(len(idx), generator=generator) < 0.5
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         x = x.to(device).contiguous(memory_format=torch.channels_last)
@@ -188,6 +211,7 @@ def train_fashion_classifier(
     device: str | torch.device = "cpu",
     train_images: int | None = None,
     test_images: int | None = None,
+    dataset: str = "fashion-mnist",
 ) -> dict:
     """Train on the first ``train_images`` training images (default all 60,000), measure the
     accuracy on the first ``test_images`` test images (default all 10,000), write
@@ -203,16 +227,17 @@ def train_fashion_classifier(
         return meta
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be positive; got {steps}, {batch_size}")
-    images, labels = load_split(root, "train", train_images)
+    images, labels = load_split(root, "train", train_images, dataset)
     generator = torch.Generator().manual_seed(seed)
-    net = FashionClassifier().initialize_weights(generator)
+    config = ClassifierConfig(in_channels=1 if dataset == "fashion-mnist" else 3)
+    net = FashionClassifier(config).initialize_weights(generator)
     t0 = time.perf_counter()
     _fit(net, images, labels, steps, batch_size, lr, generator, device)
     seconds = time.perf_counter() - t0
-    test_x, test_y = load_split(root, "test", test_images)
+    test_x, test_y = load_split(root, "test", test_images, dataset)
     logits, _ = classifier_outputs(net, test_x, device=device)
     info = {
-        "seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr,
+        "dataset": dataset, "seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr,
         "train_images": len(images), "test_images": len(test_x),
         "test_accuracy": class_accuracy(logits, test_y), "train_seconds": round(seconds, 2),
         "torch_threads": torch.get_num_threads(),
@@ -268,27 +293,34 @@ def load_fashion_classifier(
 PACKAGED_CLASSIFIER = Path(__file__).parent / "weights" / "fashion-mnist-classifier"
 
 
-def default_classifier_dir() -> Path:
-    """The packaged classifier (:data:`PACKAGED_CLASSIFIER`); ``$SFD_CACHE`` or
-    ``~/.cache/sfd`` + ``/fashion-mnist-classifier`` if the package was installed without it."""
-    if (PACKAGED_CLASSIFIER / META_FILE).exists():
-        return PACKAGED_CLASSIFIER
+def packaged_classifier(dataset: str = "fashion-mnist") -> Path:
+    """Where the package keeps the in-domain classifier of ``dataset`` (the composites one was
+    trained the same way: `sfd train-classifier --dataset composites`)."""
+    return PACKAGED_CLASSIFIER.parent / f"{dataset}-classifier"
+
+
+def default_classifier_dir(dataset: str = "fashion-mnist") -> Path:
+    """The packaged classifier (:func:`packaged_classifier`); ``$SFD_CACHE`` or
+    ``~/.cache/sfd`` + ``/<dataset>-classifier`` if the package was installed without it."""
+    if (packaged_classifier(dataset) / META_FILE).exists():
+        return packaged_classifier(dataset)
     cache = os.environ.get("SFD_CACHE")
     base = Path(cache) if cache else Path.home() / ".cache" / "sfd"
-    return base / "fashion-mnist-classifier"
+    return base / f"{dataset}-classifier"
 
 
 def ensure_fashion_classifier(
     path: str | Path | None = None,
     root: str | Path | None = None,
     device: str | torch.device = "cpu",
+    dataset: str = "fashion-mnist",
 ) -> FashionClassifier:
     """Load the classifier at ``path`` (default :func:`default_classifier_dir`), training it
     there first with the default settings if it is absent."""
-    path = Path(path) if path is not None else default_classifier_dir()
+    path = Path(path) if path is not None else default_classifier_dir(dataset)
     if not (path / META_FILE).exists():
-        log.info("training the Fashion-MNIST classifier in %s (once; ~2-4 min on CPU)", path)
-        train_fashion_classifier(path, root=root, device=device)
+        log.info("training the %s classifier in %s (once; ~2-4 min on CPU)", dataset, path)
+        train_fashion_classifier(path, root=root, device=device, dataset=dataset)
     return load_fashion_classifier(path, device)
 
 
@@ -301,7 +333,8 @@ def classifier_outputs(
     images = _as_nchw(images_uint8)
     logits, feats = [], []
     for i in range(0, len(images), batch_size):
-        out, f = net.logits_and_features(gray_input(images[i : i + batch_size]).to(device))
+        x = model_input(images[i : i + batch_size], net.config.in_channels)
+        out, f = net.logits_and_features(x.to(device))
         logits.append(out.float().cpu())
         feats.append(f.double().cpu())
     dim = net.config.feature_dim

@@ -7,7 +7,10 @@ shard, keeping labels, texture posteriors and REPA targets, and replaces the sem
   "+REPA" rows; train it with ``latent.sem_channels=0``);
 - ``"pca"``: the PCA codes (:mod:`sfd.latents.pca`) of the stored REPA targets, the frozen-encoder
   features on the latent grid, with posterior std 0: ReDi's semantic latent (Kouzelis et al.
-  2025), the "PCA instead of SemVAE" ablation.
+  2025), the "PCA instead of SemVAE" ablation;
+- ``"from"``: the semantic posteriors of another latent set of the same images (``source``:
+  the same labels and texture posteriors, e.g. one extracted with another encoder and SemVAE),
+  so that only the semantic latent differs between two rows (the random-encoder control).
 
 The new set's ``meta.json`` (written last) carries the base meta's extra keys (extraction
 settings, encoder, texture autoencoder) and a ``derived_from`` record: the base directory and a
@@ -32,7 +35,7 @@ from sfd.latents.pca import PCAEncoder
 
 log = logging.getLogger(__name__)
 
-SEMANTIC_KINDS = ("none", "pca")
+SEMANTIC_KINDS = ("none", "pca", "from")
 CLAIM_FILE = "derive.json"
 # meta.json keys that finalize_latent_set computes from the new shards; all others are carried.
 _COMPUTED_KEYS = {
@@ -61,18 +64,30 @@ def pca_digest(pca: PCAEncoder) -> str:
 
 
 def derive_latent_set(
-    base_dir: str | Path, out_dir: str | Path, semantic: str, pca: PCAEncoder | None = None
+    base_dir: str | Path,
+    out_dir: str | Path,
+    semantic: str,
+    pca: PCAEncoder | None = None,
+    source: str | Path | None = None,
 ) -> dict:
     """Write the latent set ``out_dir`` derived from ``base_dir`` (module docstring) and return
-    its meta. ``semantic`` is ``"none"`` or ``"pca"``; ``pca`` is needed by ``"pca"`` only."""
+    its meta. ``semantic`` is ``"none"``, ``"pca"`` (needs ``pca``) or ``"from"`` (needs
+    ``source``, a latent set of the same images)."""
     if semantic not in SEMANTIC_KINDS:
         raise ValueError(f"semantic must be one of {SEMANTIC_KINDS}; got {semantic!r}")
     if (semantic == "pca") != (pca is not None):
         raise ValueError(f"semantic={semantic!r} {'needs' if pca is None else 'takes no'} pca")
+    if (semantic == "from") != (source is not None):
+        raise ValueError(
+            f"semantic={semantic!r} {'needs' if source is None else 'takes no'} source"
+        )
     base, out_dir = LatentDataset(base_dir), Path(out_dir)
+    other = None if source is None else LatentDataset(source)
     if semantic == "pca":
         _check_pca_source(base, pca)
-    record = _record(base, semantic, pca)
+    if other is not None:
+        _check_same_images(base, other)
+    record = _record(base, semantic, pca, other)
     done = _claim(out_dir, record)
     if done is not None:
         log.info("%s already holds this derived set; nothing to do", out_dir)
@@ -81,7 +96,8 @@ def derive_latent_set(
         if finished_shard(out_dir, k, verify=True) is not None:
             continue
         shard = MappedShard(base.directory / info["file"])
-        write_latent_shard(out_dir, k, _derived_tensors(shard, pca))
+        sem = None if other is None else MappedShard(other.directory / info["file"])
+        write_latent_shard(out_dir, k, _derived_tensors(shard, pca, sem))
         log.info("derived shard %d of %d", k + 1, len(base.meta["shards"]))
     extra = {k: v for k, v in base.meta.items() if k not in _COMPUTED_KEYS}
     extra["derived_from"] = record
@@ -107,15 +123,41 @@ def _check_pca_source(base: LatentDataset, pca: PCAEncoder) -> None:
         )
 
 
-def _record(base: LatentDataset, semantic: str, pca: PCAEncoder | None) -> dict:
-    shards = "".join(info["sha256"] for info in base.meta["shards"])
+def _check_same_images(base: LatentDataset, other: LatentDataset) -> None:
+    """``other`` must hold the same images as ``base``, shard for shard: the same labels and
+    the same texture posteriors (bit for bit: the same texture autoencoder on the same data)."""
+    files = [info["file"] for info in base.meta["shards"]]
+    if [info["file"] for info in other.meta["shards"]] != files or len(other) != len(base):
+        raise ValueError(
+            f"{other.directory} does not hold the images of {base.directory} "
+            f"({len(other)} vs {len(base)} images in {len(other.meta['shards'])} vs "
+            f"{len(files)} shards)"
+        )
+    for name in files:
+        a, b = MappedShard(base.directory / name), MappedShard(other.directory / name)
+        for key in ("label", "tex_mean"):
+            if not np.array_equal(np.asarray(a[key]), np.asarray(b[key])):
+                raise ValueError(
+                    f"{other.directory}/{name}: its {key} differs from {base.directory}'s; "
+                    f"the semantic channels of another set must come from the same images"
+                )
+
+
+def _digest(ds: LatentDataset) -> str:
+    return hashlib.sha256("".join(i["sha256"] for i in ds.meta["shards"]).encode()).hexdigest()
+
+
+def _record(
+    base: LatentDataset, semantic: str, pca: PCAEncoder | None, other: LatentDataset | None
+) -> dict:
     return {
         "base": str(base.directory.resolve()),
-        "base_digest": hashlib.sha256(shards.encode()).hexdigest(),
+        "base_digest": _digest(base),
         "semantic": semantic,
         "pca_dir": None if pca is None else getattr(pca, "directory", None),
         "pca_digest": None if pca is None else pca_digest(pca),
-    }
+    } | ({} if other is None else {"source": str(other.directory.resolve()),
+                                   "source_digest": _digest(other)})  # fmt: skip
 
 
 def _claim(out_dir: Path, record: dict) -> dict | None:
@@ -142,18 +184,24 @@ def _claim(out_dir: Path, record: dict) -> dict | None:
 
 def _same(stored: dict | None, record: dict) -> bool:
     """Same base content, semantic kind and PCA buffers (directories may move)."""
-    keys = ("base_digest", "semantic", "pca_digest")
-    return stored is not None and all(stored.get(k) == record[k] for k in keys)
+    keys = ("base_digest", "semantic", "pca_digest", "source_digest")
+    return stored is not None and all(stored.get(k) == record.get(k) for k in keys)
 
 
-def _derived_tensors(shard: MappedShard, pca: PCAEncoder | None) -> dict[str, torch.Tensor]:
-    """One base shard with its semantic channels replaced."""
+def _derived_tensors(
+    shard: MappedShard, pca: PCAEncoder | None, sem: MappedShard | None = None
+) -> dict[str, torch.Tensor]:
+    """One base shard with its semantic channels replaced (by ``sem``'s, if given)."""
     out = {
         k: torch.from_numpy(np.array(shard[k]))  # a copy: the memmap is read-only
         for k in ("label", "tex_mean", "tex_std", "repa")
         if k in shard
     }
     n, v, _, h, w = out["tex_mean"].shape
+    if sem is not None:
+        out["sem_mean"] = torch.from_numpy(np.array(sem["sem_mean"]))
+        out["sem_std"] = torch.from_numpy(np.array(sem["sem_std"]))
+        return out
     if pca is None:
         out["sem_mean"] = torch.zeros(n, v, 0, h, w)
     else:

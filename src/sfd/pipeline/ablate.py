@@ -47,6 +47,7 @@ from sfd.pipeline.ablate_eval import (
     sample_images,
 )
 from sfd.pipeline.ablate_grid import (
+    CONTROL_ROWS,
     GRID_MODEL,
     MAIN_ROWS,
     SWEEP,
@@ -73,8 +74,12 @@ log = logging.getLogger("sfd.ablate")
 # The grid
 
 
-def result_path(out: Path, row: str, seed: int, step: int, cfg_scale: float) -> Path:
-    return out / "results" / row / f"seed{seed}" / f"step{step:07d}_cfg{cfg_scale:g}.json"
+def result_path(
+    out: Path, row: str, seed: int, step: int, cfg_scale: float, sampler: str | None = None
+) -> Path:
+    """One evaluation's JSON: the grid's sampler, or ``sampler`` of the NFE axis."""
+    tail = "" if sampler is None else f"_{sampler}"
+    return out / "results" / row / f"seed{seed}" / f"step{step:07d}_cfg{cfg_scale:g}{tail}.json"
 
 
 def run_ablation(
@@ -156,8 +161,8 @@ class _Grid:
 
             self.evaluator = Evaluator(self.out, self.data, self.settings.num_samples, self.device)
             self.decoder = load_texture_autoencoder(self.data.decoder).to(self.device).eval()
-        for step, scale in todo:
-            self._evaluate(row, seed, run_dir, step, scale)
+        for step, scale, sampler in todo:
+            self._evaluate(row, seed, run_dir, step, scale, sampler)
         lock.release()
 
     def _train(self, row: Row, seed: int, run_dir: Path) -> None:
@@ -179,12 +184,14 @@ class _Grid:
         )
         self.work["trained"].append([row.name, seed, round(time.perf_counter() - t0, 1)])
 
-    def _evaluate(self, row: Row, seed: int, run_dir: Path, step: int, scale: float) -> None:
+    def _evaluate(
+        self, row: Row, seed: int, run_dir: Path, step: int, scale: float, sampler: str | None
+    ) -> None:
         from sfd.training.checkpoint import checkpoint_dir
 
         t0 = time.perf_counter()
-        images, labels = sample_images(
-            checkpoint_dir(run_dir, step), self.decoder, self.settings, scale, self.device
+        images, labels, nfe = sample_images(
+            checkpoint_dir(run_dir, step), self.decoder, self.settings, scale, self.device, sampler
         )
         metrics = self.evaluator.metrics(self.evaluator.features(images), labels)
         record = {
@@ -195,14 +202,16 @@ class _Grid:
             "delta_t": row.delta_t,
             "semantic": row.semantic,
             "repa": row.repa,
+            "sampler": sampler or f"{self.settings.method}-{self.settings.num_steps}",
+            "nfe": nfe,
             **metrics,
             "eval_seconds": round(time.perf_counter() - t0, 1),
         }
-        target = result_path(self.out, row.name, seed, step, scale)
+        target = result_path(self.out, row.name, seed, step, scale, sampler)
         target.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(target, record)
         self.work["evaluated"].append([row.name, seed, step, scale])
-        log.info("%s seed %d step %d cfg %g: %s", row.name, seed, step, scale, metrics)
+        log.info("%s seed %d step %d cfg %g %s: %s", row.name, seed, step, scale, sampler, metrics)
 
 
 def _with_checkpoints(cfg: Config, steps: list[int]) -> Config:
@@ -212,12 +221,16 @@ def _with_checkpoints(cfg: Config, steps: list[int]) -> Config:
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, ckpt_every=every))
 
 
-def _evaluations(out: Path, s: AblationSettings, row: str, seed: int) -> list[tuple[int, float]]:
-    """The (step, cfg scale) evaluations of one run that have no cached result yet."""
-    wanted = [(k, s.cfg_scale) for k in s.checkpoint_steps()]
-    if row in MAIN_ROWS:
-        wanted += [(s.steps, w) for w in s.cfg_sweep if w != s.cfg_scale]
-    return [(k, w) for k, w in wanted if not result_path(out, row, seed, k, w).exists()]
+def _evaluations(out: Path, s: AblationSettings, row: str, seed: int) -> list[tuple]:
+    """The (step, cfg scale, sampler) evaluations of one run that have no cached result yet:
+    the curve and the guidance sweep with the grid's sampler (None), then the NFE axis."""
+    wanted = [(k, s.cfg_scale, None) for k in s.checkpoint_steps()]
+    if row in MAIN_ROWS + CONTROL_ROWS:
+        wanted += [(s.steps, w, None) for w in s.cfg_sweep if w != s.cfg_scale]
+    if row in s.nfe_rows:
+        own = f"{s.method}-{s.num_steps}"  # the curve's final point already is this one
+        wanted += [(s.steps, s.cfg_scale, x) for x in s.nfe_samplers if x != own]
+    return [job for job in wanted if not result_path(out, row, seed, *job).exists()]
 
 
 def _check_settings(out: Path, s: AblationSettings, write: bool = False) -> None:

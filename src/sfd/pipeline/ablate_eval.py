@@ -56,14 +56,31 @@ def prepare_data(
         from sfd.pipeline.demo import DemoSettings, prepare_base
 
         ds = demo_settings or (DemoSettings.quick() if settings.quick else DemoSettings())
+        ds = dataclasses.replace(
+            ds, dataset=settings.dataset, background_strength=settings.background_strength
+        )
         if settings.sem_channels is not None:
             ds = dataclasses.replace(ds, sem_channels=settings.sem_channels)
         base = prepare_base(out / "base", ds, device=device)
         latents, features, decoder = base.latents, base.features, base.texture_vae
         reference = reference or _demo_reference(out, base.test_set, settings.num_samples)
         info = {"texture_vae": base.texture, "semvae": base.semvae}
-        classifier = _fashion_classifier(out / "classifier", settings.quick, device)
+        classifier = _fashion_classifier(
+            out / "classifier", settings.quick, device, settings.dataset
+        )
+        if "random" in need:
+            from sfd.pipeline.control import random_encoder_latents
+            from sfd.pipeline.demo import demo_stage_sizes
+
+            control, info["control_semvae"] = random_encoder_latents(
+                out, base, demo_stage_sizes(ds, device), device
+            )
     else:
+        if "random" in need:
+            raise ValueError(
+                "rows random-sync/random-sf (the random-encoder control) need the images: they "
+                "run on the embedded datasets only, not with --data"
+            )
         if settings.sem_channels is not None:
             raise ValueError(
                 f"sem_channels={settings.sem_channels} changes the embedded default's SemVAE; "
@@ -74,6 +91,8 @@ def prepare_data(
     meta = ds.meta
     decoder = _checked_inputs(ds, rows, latents, features, decoder, reference)
     sets = _latent_sets(out, latents, features, meta, need, info)
+    if "random" in need:
+        sets["random"] = control
     return AblationData(sets, Path(decoder), Path(reference), meta, classifier, info)
 
 
@@ -126,17 +145,17 @@ def _latent_sets(out: Path, latents, features, meta: dict, need: set, info: dict
     return sets
 
 
-def _fashion_classifier(path: Path, quick: bool, device: str) -> Path:
+def _fashion_classifier(path: Path, quick: bool, device: str, dataset: str) -> Path:
     """The in-domain classifier of the metrics: the packaged one (the same metric everywhere);
     trained once into ``path`` only where the package lacks it."""
-    from sfd.eval.fashion_classifier import META_FILE, PACKAGED_CLASSIFIER, train_fashion_classifier
+    from sfd.eval.fashion_classifier import META_FILE, packaged_classifier, train_fashion_classifier
 
-    if (PACKAGED_CLASSIFIER / META_FILE).exists():
-        return PACKAGED_CLASSIFIER
+    if (packaged_classifier(dataset) / META_FILE).exists():
+        return packaged_classifier(dataset)
     if quick:  # toy budget: the test suite checks the plumbing, not the metric's quality
-        train_fashion_classifier(path, steps=60, train_images=2000, device=device)
+        train_fashion_classifier(path, steps=60, train_images=2000, device=device, dataset=dataset)
     else:
-        train_fashion_classifier(path, device=device)
+        train_fashion_classifier(path, device=device, dataset=dataset)
     return path
 
 
@@ -260,13 +279,21 @@ def _decoder_channels(vae) -> int:
 
 
 @torch.no_grad()
-def sample_images(ckpt_dir: Path, decoder, settings: AblationSettings, cfg_scale: float, device):
-    """Balanced, per-image-seeded samples of one checkpoint: uint8 (N, H, W, C) and labels."""
+def sample_images(
+    ckpt_dir: Path,
+    decoder,
+    settings: AblationSettings,
+    cfg_scale: float,
+    device,
+    sampler: str | None = None,
+):
+    """Balanced, per-image-seeded samples of one checkpoint: uint8 (N, H, W, C), labels and
+    the velocity evaluations per image (the grid's sampler, or ``sampler`` of the NFE axis)."""
     from sfd.api import load_checkpoint
     from sfd.generate import GenerationJob, LatentSampler
 
     model, ckpt = load_checkpoint(ckpt_dir, device)
-    cfg = sample_config(ckpt.config, settings, cfg_scale)
+    cfg = sample_config(ckpt.config, settings, cfg_scale, sampler)
     sampler = LatentSampler(model, cfg, ckpt.stats, device=device)
     n = settings.num_samples
     job = GenerationJob(sampler, decoder, Path("."), n, seed=settings.sample_seed)
@@ -274,4 +301,4 @@ def sample_images(ckpt_dir: Path, decoder, settings: AblationSettings, cfg_scale
     images = np.concatenate(
         [job.images(list(range(i, min(i + chunk, n)))).numpy() for i in range(0, n, chunk)]
     )
-    return images, job.label_of(range(n))
+    return images, job.label_of(range(n)), float(np.mean(job.nfe))

@@ -20,7 +20,7 @@ class Row:
     """One configuration of the grid."""
 
     name: str
-    semantic: str  # "semvae", "pca" or "none" (texture-only diffusion)
+    semantic: str  # "semvae", "pca", "random" (the control's SemVAE) or "none" (texture only)
     delta_t: float
     repa: bool = True
 
@@ -38,7 +38,16 @@ _NAMED = {
     "sfd": Row("sfd", "semvae", 0.3),
     "redi": Row("redi", "pca", 0.0),
     "redi-sf": Row("redi-sf", "pca", 0.3),
+    # the negative control: the SemVAE latent of a randomly initialised encoder
+    # (sfd.pipeline.control); texture latents and REPA targets as in every other row
+    "random-sync": Row("random-sync", "random", 0.0),
+    "random-sf": Row("random-sf", "random", 0.3),
 }
+CONTROL_ROWS = ("random-sync", "random-sf")
+# the sampling-steps axis: samplers every seed of these rows is evaluated with at its final
+# checkpoint (no retraining); "heun-10" is the curves' own sampler
+NFE_ROWS = ("sfd", "semvae-sync", "random-sync", "random-sf")
+NFE_SAMPLERS = ("euler-4", "euler-8", "euler-16", "euler-32", "heun-10", "dopri5")
 
 
 GRID_MODEL = DEMO_MODEL  # the demo's backbone (sfd.pipeline.demo)
@@ -56,7 +65,7 @@ def parse_row(name: str) -> Row:
     m = re.fullmatch(r"dt-([0-9]*\.?[0-9]+)", name)
     if m is None:
         raise ValueError(
-            f"unknown ablation row {name!r}; expected one of {', '.join(MAIN_ROWS)} or dt-X "
+            f"unknown ablation row {name!r}; expected one of {', '.join(_NAMED)} or dt-X "
             f"with X in [0, 1] (e.g. dt-0.5)"
         )
     value = float(m.group(1))
@@ -79,7 +88,7 @@ def row_delta_t(name: str) -> float | None:
 class AblationSettings:
     """The grid: rows, seeds, training length, checkpoints and the evaluation protocol."""
 
-    rows: tuple[str, ...] = MAIN_ROWS + sweep_rows()
+    rows: tuple[str, ...] = MAIN_ROWS + CONTROL_ROWS + sweep_rows()
     main_seeds: int = 3  # training seeds of the main rows
     sweep_seeds: int = 1  # training seeds of every other row
     steps: int = 1000
@@ -98,8 +107,15 @@ class AblationSettings:
     # semantic channels of the embedded default's SemVAE (None: the demo's 4); a different count
     # trains its own SemVAE and latents in OUT/base, so it needs its own grid directory
     sem_channels: int | None = None
+    # the embedded dataset (sfd.pipeline.demo.EMBEDDED_DATASETS) and its option
+    dataset: str = "fashion-mnist"
+    background_strength: float = 0.6
+    nfe_samplers: tuple[str, ...] = NFE_SAMPLERS
+    nfe_rows: tuple[str, ...] = NFE_ROWS
 
     def __post_init__(self) -> None:
+        for name in self.nfe_samplers:
+            parse_sampler(name)
         for name in self.rows:
             parse_row(name)
         if not self.rows:
@@ -129,6 +145,7 @@ class AblationSettings:
             num_steps=3,
             method="euler",
             cfg_sweep=(2.0,),
+            nfe_samplers=("euler-2",),
             overrides=(
                 "model.depth=2",
                 "model.width=64",
@@ -147,7 +164,7 @@ class AblationSettings:
         return sorted({round(self.steps * (i + 1) / k) for i in range(k)})
 
     def seeds_of(self, row: str) -> int:
-        return self.main_seeds if row in MAIN_ROWS else self.sweep_seeds
+        return self.main_seeds if row in MAIN_ROWS + CONTROL_ROWS else self.sweep_seeds
 
     def jobs(self) -> list[tuple[str, int]]:
         """Every (row, seed), seeds first so a partial grid has whole seeds of every row."""
@@ -155,16 +172,24 @@ class AblationSettings:
         return [(r, s) for s in range(most) for r in self.rows if s < self.seeds_of(r)]
 
     def protocol(self) -> dict:
-        return {
-            "steps": self.steps,
-            "checkpoints": self.checkpoint_steps(),
-            "num_samples": self.num_samples,
-            "sample_seed": self.sample_seed,
-            "sampler": f"{self.method} {self.num_steps}",
-            "cfg_scale": self.cfg_scale,
-            "cfg_sweep": list(self.cfg_sweep),
-            "overrides": [o for o in self.overrides if not is_speed_switch(o)],
-        } | ({} if self.sem_channels is None else {"sem_channels": self.sem_channels})
+        return (
+            {
+                "steps": self.steps,
+                "checkpoints": self.checkpoint_steps(),
+                "num_samples": self.num_samples,
+                "sample_seed": self.sample_seed,
+                "sampler": f"{self.method} {self.num_steps}",
+                "cfg_scale": self.cfg_scale,
+                "cfg_sweep": list(self.cfg_sweep),
+                "overrides": [o for o in self.overrides if not is_speed_switch(o)],
+            }
+            | ({} if self.sem_channels is None else {"sem_channels": self.sem_channels})
+            | (
+                {}
+                if self.dataset == "fashion-mnist"
+                else {"dataset": self.dataset, "background_strength": self.background_strength}
+            )
+        )
 
 
 def is_speed_switch(override: str) -> bool:
@@ -173,6 +198,18 @@ def is_speed_switch(override: str) -> bool:
     and rows trained with and without it share a grid (docs/ABLATION.md, "Time")."""
     section, _, key = override.split("=", 1)[0].strip().partition(".")
     return section == "train" and key in RESUMABLE_CHANGES
+
+
+def parse_sampler(name: str) -> tuple[str, int]:
+    """``"euler-8"`` / ``"heun-10"`` -> (method, steps); ``"dopri5"`` -> ("dopri5", 0)."""
+    if name == "dopri5":
+        return "dopri5", 0
+    m = re.fullmatch(r"(euler|heun)-([1-9][0-9]*)", name)
+    if m is None:
+        raise ValueError(
+            f"unknown sampler {name!r}; expected euler-N, heun-N (N >= 1 steps) or dopri5"
+        )
+    return m.group(1), int(m.group(2))
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -221,11 +258,15 @@ def row_config(base: Config, row: Row, sem_channels: int, seed: int, steps: int)
     return dataclasses.replace(base, model=model, latent=latent, flow=flow, train=train)
 
 
-def sample_config(cfg: Config, s: AblationSettings, cfg_scale: float) -> Config:
+def sample_config(
+    cfg: Config, s: AblationSettings, cfg_scale: float, sampler: str | None = None
+) -> Config:
+    """The grid's sampling settings (its sampler, or ``sampler`` of the NFE axis)."""
+    method, steps = (s.method, s.num_steps) if sampler is None else parse_sampler(sampler)
     sample = dataclasses.replace(
         cfg.sample,
-        method=s.method,
-        num_steps=s.num_steps,
+        method=method,
+        num_steps=max(steps, 1),
         cfg_scale_tex=cfg_scale,
         cfg_scale_sem=cfg_scale,
         cfg_interval_tex=(0.0, 1.0),

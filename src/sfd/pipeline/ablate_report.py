@@ -96,12 +96,15 @@ def _welch_tests(table: dict, sweep: dict, metric: str) -> dict:
         b = table.get(other, {}).get(metric, {}).get("values", [])
         if a and b:
             tests[f"sfd vs {other}"] = welch_t_test(a, b)
-    a = table.get("redi-sf", {}).get(metric, {}).get("values", [])
-    b = table.get("redi", {}).get(metric, {}).get("values", [])
-    if a and b:
-        tests["redi-sf vs redi"] = welch_t_test(a, b)
+    for first, second in (("redi-sf", "redi"), ("random-sf", "random-sync")):
+        a = table.get(first, {}).get(metric, {}).get("values", [])
+        b = table.get(second, {}).get(metric, {}).get("values", [])
+        if a and b:
+            tests[f"{first} vs {second}"] = welch_t_test(a, b)
     for w in sorted({w for ws in sweep.values() for w in ws}, key=float):
-        for first, second in (("sfd", "semvae-sync"), ("redi-sf", "redi")):
+        for first, second in (
+            ("sfd", "semvae-sync"), ("redi-sf", "redi"), ("random-sf", "random-sync")
+        ):  # fmt: skip
             a = sweep.get(first, {}).get(w, {}).get(metric, [])
             b = sweep.get(second, {}).get(w, {}).get(metric, [])
             if a and b:
@@ -253,10 +256,10 @@ def plot_curves(results: list[dict], settings, path: Path) -> None:
     cur = curves(results, settings.cfg_scale)
     metrics = [m for m in METRICS if any(m in c for c in cur.values())]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
-    from sfd.pipeline.ablate_grid import MAIN_ROWS
+    from sfd.pipeline.ablate_grid import CONTROL_ROWS, MAIN_ROWS
 
     for ax, m in zip(axes[0], metrics, strict=True):
-        for row in [r for r in MAIN_ROWS if r in cur]:
+        for row in [r for r in MAIN_ROWS + CONTROL_ROWS if r in cur]:
             seeds = cur[row].get(m, {})
             if not seeds:
                 continue
@@ -336,19 +339,26 @@ def write_report(out: Path, settings, reference: dict | None, info: dict) -> dic
 
     Files whose content would not change are not rewritten.
     """
+    from sfd.pipeline.ablate_nfe import nfe_markdown, nfe_summary, plot_nfe, split_results
+
     out = Path(out)
-    results = load_results(out)
+    every = load_results(out)
+    results, _ = split_results(every, settings)  # the NFE axis has its own table
     summary = summarise(results, settings, reference)
+    summary["nfe"] = nfe_summary(every, settings, summary["primary_metric"])
     summary["data"] = info
-    payload = {"summary": summary, "results": results}
+    payload = {"summary": summary, "results": every}
     path = out / "results.json"
     text = json.dumps(payload, indent=1, sort_keys=True, default=_jsonable)
     if not path.exists() or path.read_text() != text or not (out / "table.md").exists():
         atomic_write_bytes(path, text.encode())
-        atomic_write_bytes(out / "table.md", markdown(summary).encode())
+        table = markdown(summary) + "\n" + nfe_markdown(summary["nfe"], summary["primary_metric"])
+        atomic_write_bytes(out / "table.md", table.encode())
         if results:
             plot_curves(results, settings, out / "ablation.png")
             plot_delta_t(results, settings, out / "delta_t.png")
+        if summary["nfe"]:
+            plot_nfe(summary["nfe"], summary["primary_metric"], out / "nfe.png")
     return summary
 
 

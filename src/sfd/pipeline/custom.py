@@ -80,6 +80,10 @@ BUDGETS: dict[str, PipelineSettings] = {
 }
 
 
+# datasets `sfd pipeline --data-root` takes by name instead of a folder
+NAMED_DATASETS = ("fashion-mnist", "composites")
+
+
 def with_stage_overrides(settings: PipelineSettings, items: list[str]) -> PipelineSettings:
     """``settings`` with ``key=value`` stage sizes, each parsed to its field's type."""
     hints = typing.get_type_hints(PipelineSettings)
@@ -145,6 +149,17 @@ def open_images(
         n_used = min(p.max_images or len(train), len(train))
         test = Subset(test, range(min(len(test), max(2, round(p.test_fraction * n_used)))))
         names = list(FashionMNIST.classes)
+    elif data_root == "composites":  # the garments on photographs (sfd.data.composites)
+        from sfd.data.composites import FashionComposites
+
+        if p.channels != 3:
+            raise ValueError(f"the composites are RGB: channels must be 3; got {p.channels}")
+        kw = {"image_size": p.image_size, "seed": p.seed}
+        train = FashionComposites(DEFAULT_ROOT, "train", **kw)
+        test = FashionComposites(DEFAULT_ROOT, "test", backgrounds="train", **kw)
+        n_used = min(p.max_images or len(train), len(train))
+        test = Subset(test, range(min(len(test), max(2, round(p.test_fraction * n_used)))))
+        names = list(FashionComposites.classes)
     else:
         mode = {1: "L", 3: "RGB"}[p.channels]
         folder = ImageFolder(data_root, p.image_size, on_error=on_error, mode=mode)
@@ -196,7 +211,8 @@ def pipeline_plan(
         probe_images=5000,
         seed=p.seed,
         per_class=max(2, min(10, p.num_samples // max(1, len(names)))),
-        in_domain=str(data_root) == "fashion-mnist",
+        in_domain=str(data_root) in NAMED_DATASETS,
+        classifier_dataset=str(data_root) if str(data_root) in NAMED_DATASETS else "fashion-mnist",
     )
 
 

@@ -56,6 +56,7 @@ DEMO_MODEL: tuple[str, ...] = (
 # The SFD model, latent and run of the demo start from the `demo` preset (sfd.config.presets),
 # the one place that states them; DemoSettings holds only what the demo changes.
 _PRESET = preset("demo")
+EMBEDDED_DATASETS = ("fashion-mnist", "composites")
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,20 @@ class DemoSettings:
     # train ~1.5x faster after ~25 s of compiling (docs/PERFORMANCE.md); `quick` stays eager
     compile: bool = True
     overrides: tuple[str, ...] = ()
+    # the embedded dataset: Fashion-MNIST, or its garments on photographs (sfd.data.composites:
+    # the testbed where the texture latent carries little of the class), with its options
+    dataset: str = "fashion-mnist"
+    background_strength: float = 0.6
+
+    def __post_init__(self) -> None:
+        if self.dataset not in EMBEDDED_DATASETS:
+            raise ValueError(
+                f"unknown dataset {self.dataset!r}; expected one of {', '.join(EMBEDDED_DATASETS)}"
+            )
+        if not 0.0 <= self.background_strength <= 1.0:
+            raise ValueError(
+                f"background_strength must be in [0, 1]; got {self.background_strength}"
+            )
 
     @classmethod
     def quick(cls) -> DemoSettings:
@@ -167,16 +182,32 @@ def demo_compiles(s: DemoSettings, device: str) -> bool:
     return why is None
 
 
+def embedded_sets(s: DemoSettings, data_root: str | Path | None = None) -> tuple[Subset, Subset]:
+    """The training and held-out images of the embedded dataset. For the composites the
+    held-out garments lie on the training photographs: what the generators and the metrics
+    compare with is the distribution SFD learns (the probes use the test photographs)."""
+    kw = {"root": data_root} if data_root else {}
+    if s.dataset == "composites":
+        from sfd.data.composites import FashionComposites
+
+        opts = {"background_strength": s.background_strength, "seed": s.seed, **kw}
+        train = FashionComposites(split="train", **opts)
+        test = FashionComposites(split="test", backgrounds="train", **opts)
+    else:
+        train, test = FashionMNIST(split="train", **kw), FashionMNIST(split="test", **kw)
+    return Subset(train, range(s.train_images)), Subset(test, range(s.test_images))
+
+
 def demo_plan(settings: DemoSettings, data_root: str | Path | None = None, device: str = "cpu"):
-    """The demo as a :class:`sfd.pipeline.run.RunPlan`: Fashion-MNIST with its sizes."""
+    """The demo as a :class:`sfd.pipeline.run.RunPlan`: the embedded dataset with its sizes."""
     from sfd.pipeline.run import RunPlan
 
     s = settings
-    kw = {"root": data_root} if data_root else {}
     compile = demo_compiles(s, device)
+    train_set, test_set = embedded_sets(s, data_root)
     return RunPlan(
-        train_set=Subset(FashionMNIST(split="train", **kw), range(s.train_images)),
-        test_set=Subset(FashionMNIST(split="test", **kw), range(s.test_images)),
+        train_set=train_set,
+        test_set=test_set,
         names=tuple(FashionMNIST.classes),
         sizes=demo_stage_sizes(s, device),
         config=lambda base: sfd_config(s, base.encoder_dim, compile),
@@ -187,6 +218,7 @@ def demo_plan(settings: DemoSettings, data_root: str | Path | None = None, devic
         sample_batch=50,
         picture_class=7,  # a sneaker
         in_domain=True,
+        classifier_dataset=s.dataset,
     )
 
 

@@ -92,7 +92,7 @@ def train_probe(features: torch.Tensor, labels: torch.Tensor, classes: int, step
     return lambda f: layer((f - mean) / std).argmax(1)
 
 
-def _in_domain(test_x, test_y, samples, sample_y, recon, n: int, device: str) -> dict:
+def _in_domain(test_x, test_y, samples, sample_y, recon, n: int, device: str, dataset: str) -> dict:
     """FD_FMNIST and accuracy with the packaged Fashion-MNIST classifier (docs/EVALUATION.md):
     samples, the real-vs-real floor and the texture VAE's reconstructions (the ceiling)."""
     from sfd.eval.fashion_classifier import (
@@ -102,7 +102,7 @@ def _in_domain(test_x, test_y, samples, sample_y, recon, n: int, device: str) ->
         fd_fmnist,
     )
 
-    net = ensure_fashion_classifier(device=device)
+    net = ensure_fashion_classifier(device=device, dataset=dataset)
 
     def outputs(images: torch.Tensor):
         return classifier_outputs(net, to_uint8(images).permute(0, 3, 1, 2), device=device)
@@ -152,7 +152,9 @@ def evaluate_run(base, plan, device: str) -> dict:
     f_recon = pooled_features(net, recon, device)
     in_domain = {}
     if plan.in_domain:  # Fashion-MNIST: its packaged classifier's metrics too
-        in_domain = _in_domain(test_x, test_y, samples, sample_y, recon, n, device)
+        in_domain = _in_domain(
+            test_x, test_y, samples, sample_y, recon, n, device, plan.classifier_dataset
+        )
     return {
         **in_domain,
         "probe_acc_reconstructions": float((probe(f_recon) == test_y[:n]).float().mean()),

@@ -50,6 +50,7 @@ class RunPlan:
     per_class: int | None = None  # samples per class row of samples.png (default 10)
     picture_class: int = 0  # the class of the one sample drawn stage by stage in stages.png
     in_domain: bool = False  # Fashion-MNIST: also the packaged classifier's FD_FMNIST, accuracy
+    classifier_dataset: str = "fashion-mnist"  # whose packaged classifier gives those metrics
 
 
 def run_plan(out: str | Path, plan: RunPlan, device: str = "cpu") -> dict:

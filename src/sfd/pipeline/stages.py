@@ -113,6 +113,15 @@ def prepare_stages(
     texture_ae = load_texture_autoencoder(out / "texture_vae")
     grid = first_image_shape(train_set)[-1] // texture_ae.downsample
     encoder = EfficientNetLite0Encoder(grid=grid, stride=sizes.encoder_stride).to(device)
+    sem = semantic_stages(out, stages, train_set, test_set, sizes, encoder, texture_ae, device)
+    return StagedBase(out, stages, train_set, test_set, encoder.dim, tex, sem)
+
+
+def semantic_stages(
+    out: Path, stages: Stages, train_set, test_set, sizes: StageSizes, encoder, texture_ae, device
+) -> dict:
+    """Stages 2-4 with a given encoder and texture autoencoder: features of the SemVAE's images
+    (and of the held-out ones), the SemVAE, the latents; returns the SemVAE's summary."""
     semvae_set = Subset(train_set, range(min(sizes.semvae_images, len(train_set))))
     stages.run("features", lambda: _features(semvae_set, encoder, out / "features", sizes, device))
     stages.run(
@@ -129,7 +138,7 @@ def prepare_stages(
         ),
     )
     stages.run("latents", lambda: _latents(train_set, encoder, texture_ae, out, sizes, device))
-    return StagedBase(out, stages, train_set, test_set, encoder.dim, tex, sem)
+    return sem
 
 
 def _features(dataset, encoder, out_dir: Path, sizes: StageSizes, device: str) -> dict:
