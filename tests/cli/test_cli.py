@@ -312,3 +312,24 @@ def test_every_long_command_has_dry_run_and_the_shared_device_option():
         assert "dry_run" in options, name
         if name != "train-classifier":  # cpu by default: the packaged classifier is reproduced
             assert options["device"].default is None and options["device"].help == shared, name
+
+
+@pytest.mark.parametrize("command", ["demo", "ablate"])
+def test_an_unknown_dataset_lists_the_known_ones_and_options_are_checked(tmp_path, command):
+    out = ["--out", str(tmp_path / command), "--dry-run"]
+    res = CliRunner().invoke(main, [command, "--dataset", "imagenet", *out])
+    assert res.exit_code == 2 and "'fashion-mnist', 'composites'" in res.output
+    res = CliRunner().invoke(main, [command, "--dataset", "composites", "--background-strength",
+                                    "1.5", *out])  # fmt: skip
+    assert res.exit_code == 2 and "--background-strength" in res.output and "1.5" in res.output
+    res = CliRunner().invoke(main, [command, "--dataset", "composites", *out])
+    assert res.exit_code == 0 and '"dataset": "composites"' in res.output
+    assert not (tmp_path / command).exists()  # a dry run writes nothing
+
+
+def test_pipeline_takes_the_composites_by_name(tmp_path):
+    res = CliRunner().invoke(main, ["pipeline", "--data-root", "composites", "--out",
+                                    str(tmp_path / "p"), "--dry-run"])  # fmt: skip
+    assert res.exit_code == 0 and '"image_size": 32' in res.output and '"channels": 3' in res.output
+    res = CliRunner().invoke(main, ["pipeline", "--data-root", "compsites", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "fashion-mnist, composites" in res.output

@@ -171,3 +171,44 @@ def test_guidance_of_absent_semantic_channels_costs_no_unconditional_pass():
     velocity = cfg_velocity(model, y, Guidance(1.0, 3.0), LatentLayout(4, 0))  # C_s = 0
     out = velocity(x, torch.tensor(0.5), torch.tensor(0.5))
     assert calls == [3] and torch.equal(out, x + y.float()[:, None, None, None])
+
+
+def _other_semantics(base, out, tex_noise: float = 0.0):
+    """The base's images with other semantic channels (and, with ``tex_noise``, other texture
+    posteriors: a set of other images)."""
+    ds = LatentDataset(base)
+    for k, info in enumerate(ds.meta["shards"]):
+        shard = MappedShard(base / info["file"])
+        t = {key: torch.from_numpy(np.array(shard[key])) for key in ("label", "tex_mean",
+             "tex_std", "sem_mean", "sem_std", "repa")}  # fmt: skip
+        t["sem_mean"], t["sem_std"] = 3.0 - 2.0 * t["sem_mean"], 2.0 * t["sem_std"]
+        t["repa"] = torch.zeros_like(t["repa"])
+        t["tex_mean"] = t["tex_mean"] + tex_noise
+        write_latent_shard(out, k, t)
+    finalize_latent_set(out, ds.num_classes, len(ds.meta["shards"]))
+    return out
+
+
+def test_from_takes_only_the_semantic_channels_of_the_source(base, tmp_path):
+    source = _other_semantics(base, tmp_path / "source")
+    meta = derive_latent_set(base, tmp_path / "out", "from", source=source)
+    derived = everything(LatentDataset(tmp_path / "out"))
+    original, other = everything(LatentDataset(base)), everything(LatentDataset(source))
+    assert_kept(derived, original)  # labels, texture posteriors and REPA targets of the base
+    assert torch.equal(derived["sem_mean"], other["sem_mean"])
+    assert torch.equal(derived["sem_std"], other["sem_std"])
+    assert not torch.equal(derived["sem_mean"], original["sem_mean"])
+    mean, std = expected_stats(derived)
+    np.testing.assert_allclose(LatentDataset(tmp_path / "out").stats.mean.numpy(), mean, rtol=1e-5)
+    record = meta["derived_from"]
+    assert record["semantic"] == "from" and record["source"] == str(source.resolve())
+    assert derive_latent_set(base, tmp_path / "out", "from", source=source) == meta  # cached
+
+
+def test_from_refuses_a_source_of_other_images(base, tmp_path):
+    source = _other_semantics(base, tmp_path / "source", tex_noise=1e-3)
+    with pytest.raises(ValueError, match="tex_mean differs"):
+        derive_latent_set(base, tmp_path / "out", "from", source=source)
+    assert not (tmp_path / "out" / "meta.json").exists()
+    with pytest.raises(ValueError, match="needs source"):
+        derive_latent_set(base, tmp_path / "out2", "from")

@@ -155,3 +155,21 @@ def test_dinov2_rejects_other_models_and_missing_paths(tmp_path):
         load_encoder("dinov2")
     with pytest.raises(ValueError, match="unknown encoder"):
         load_encoder("clip")
+
+
+def test_a_random_encoder_is_fixed_by_its_seed_and_is_not_the_pretrained_one():
+    """The ablation's negative control: the same architecture and map shape, other weights."""
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    pretrained = EfficientNetLite0Encoder(grid=8, stride=8)
+    a = EfficientNetLite0Encoder(grid=8, stride=8, random_init=0)
+    b = EfficientNetLite0Encoder(grid=8, stride=8, random_init=0)
+    c = EfficientNetLite0Encoder(grid=8, stride=8, random_init=1)
+    fp, fa, fb, fc = (m.features(x) for m in (pretrained, a, b, c))
+    assert fa.shape == fp.shape == (3, 40, 8, 8)
+    assert torch.equal(fa, fb) and not torch.equal(fa, fc)
+    assert not torch.allclose(fa, fp, atol=1e-2)
+    state = torch.random.get_rng_state()
+    EfficientNetLite0Encoder(grid=8, stride=8, random_init=5)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the global generator is untouched
+    assert 0.05 < float(fa.std() / fp.std()) < 20  # activations keep a trained map's scale
+    assert a.describe()["random_init"] == 0 and "random_init" not in pretrained.describe()

@@ -115,6 +115,41 @@ def test_steps_to_reach_interpolates_linear_curves_exactly():
     assert steps_to_reach(steps, [50, 30, 40, 20], 35.0) == (175.0, "=")
 
 
+def test_samplers_control_rows_and_dataset_settings():
+    from sfd.pipeline.ablate_grid import CONTROL_ROWS, parse_sampler
+
+    assert parse_sampler("euler-8") == ("euler", 8) and parse_sampler("heun-10") == ("heun", 10)
+    assert parse_sampler("dopri5") == ("dopri5", 0)
+    for bad in ("euler", "euler-0", "rk4-8", "heun-x"):
+        with pytest.raises(ValueError, match="unknown sampler"):
+            parse_sampler(bad)
+    with pytest.raises(ValueError, match="unknown sampler"):
+        AblationSettings(nfe_samplers=("euler-4", "midpoint-4"))
+    for name in CONTROL_ROWS:
+        assert parse_row(name).semantic == "random"
+    assert parse_row("random-sf").delta_t == 0.3 and parse_row("random-sync").delta_t == 0
+    assert AblationSettings().seeds_of("random-sf") == AblationSettings().main_seeds
+    assert "dataset" not in AblationSettings().protocol()  # existing grids keep their protocol
+    proto = AblationSettings(dataset="composites", background_strength=0.8).protocol()
+    assert proto["dataset"] == "composites" and proto["background_strength"] == 0.8
+
+
+def test_paired_comparison_matches_its_closed_form():
+    from scipy import stats
+
+    from sfd.pipeline.ablate_nfe import paired
+
+    a = {0: 10.0, 1: 12.0, 2: 9.0, 3: 11.0, 9: 1.0}
+    b = {0: 11.0, 1: 12.5, 2: 10.5, 3: 10.0}
+    got = paired(a, b)  # seed 9 has no partner
+    d = np.array([-1.0, -0.5, -1.5, 1.0])
+    half = stats.t.ppf(0.975, 3) * d.std(ddof=1) / 2
+    assert got["n"] == 4 and got["mean_difference"] == pytest.approx(d.mean())
+    assert got["ci95"] == pytest.approx([d.mean() - half, d.mean() + half])
+    assert got["paired_t_p"] == pytest.approx(stats.ttest_rel(d, np.zeros(4)).pvalue)
+    assert got["first_lower_in"] == 3
+
+
 def test_welch_t_test_matches_its_closed_form():
     a, b = [1.0, 2.0, 3.5], [4.0, 6.0, 5.5, 7.0]
     va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
@@ -159,8 +194,9 @@ def test_quick_grid_shards_resumes_and_writes_every_artefact(tmp_path, quick_bas
     _grid(out, "1/2")
     part1 = _results(out) - part0
     assert part1 and not part0 & part1  # the other shard computed a disjoint part
-    # 2 rows x 2 seeds x 2 checkpoints at CFG 1, plus the CFG sweep at the final checkpoint
-    assert len(part0 | part1) == 2 * 2 * (2 + 1)
+    # 2 rows x 2 seeds x 2 checkpoints at CFG 1, plus the CFG sweep at the final checkpoint,
+    # plus the sampling-steps axis (quick: euler-2) of sfd's 2 seeds
+    assert len(part0 | part1) == 2 * 2 * (2 + 1) + 2
     mtimes = {p: (out / "results" / p).stat().st_mtime_ns for p in part0 | part1}
     again = _grid(out, "0/1")
     assert "trained 0 and evaluated 0" in again  # a rerun does no work
@@ -172,12 +208,19 @@ def test_quick_grid_shards_resumes_and_writes_every_artefact(tmp_path, quick_bas
     res = CliRunner().invoke(main, ["ablate", "--quick", "--out", str(out), "--steps", "10"])
     assert res.exit_code != 0 and "another protocol (differs in steps, checkpoints" in res.output
 
+    # another sampler on the NFE axis: evaluated from the saved checkpoints, nothing retrained
+    more = _grid(out, "0/1", "--nfe-samplers", "euler-2,euler-5")  # the grid samples euler-3
+    assert "trained 0 and evaluated 2" in more
     summary = json.loads((out / "results.json").read_text())
-    assert len(summary["results"]) == 12
+    nfe = summary["summary"]["nfe"]
+    assert nfe["euler-2"]["nfe"] == 2 and nfe["euler-5"]["nfe"] == 5 and nfe["euler-3"]["nfe"] == 3
+    assert nfe["euler-5"]["rows"]["sfd"]["n"] == 2 and "baseline" not in nfe["euler-5"]["rows"]
+    assert (out / "nfe.png").exists() and "Sampling-steps axis" in (out / "table.md").read_text()
+    assert len(summary["results"]) == 16
     for r in summary["results"]:
         for m in ("fd_fmnist", "acc", "fd_effnet"):
             assert math.isfinite(r[m]), (r, m)
-    assert set(summary["summary"]["final"]) == {"baseline", "sfd"}
+    assert set(summary["summary"]["final"]) == {"baseline", "sfd"}  # the NFE axis apart
     assert summary["summary"]["final"]["sfd"]["fd_fmnist"]["n"] == 2
     ref = summary["summary"]["reference"]
     assert ref["floor"]["fd_fmnist"] >= 0 and 0 <= ref["real_acc"] <= 1

@@ -1,5 +1,6 @@
-"""Choosing a dataset by name: Fashion-MNIST (:mod:`sfd.data.fashion_mnist`) or an image folder
-(:mod:`sfd.data.images`); both yield ``(image, label)`` with ``image`` (C, H, W) in [-1, 1]."""
+"""Choosing a dataset by name: Fashion-MNIST (:mod:`sfd.data.fashion_mnist`), its garments on
+photographs (:mod:`sfd.data.composites`) or an image folder (:mod:`sfd.data.images`); all yield
+``(image, label)`` with ``image`` (C, H, W) in [-1, 1]."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from sfd.data.fashion_mnist import DEFAULT_ROOT, FashionMNIST
 from sfd.data.images import ImageFolder
 
-DATASETS = ("fashion-mnist", "folder")
+DATASETS = ("fashion-mnist", "composites", "folder")
 
 
 def open_dataset(
@@ -26,6 +27,12 @@ def open_dataset(
     ``image_size``) images in [-1, 1]."""
     if dataset == "fashion-mnist":
         return FashionMNIST(data_root or DEFAULT_ROOT, split, image_size, int(channels))
+    if dataset == "composites":
+        from sfd.data.composites import FashionComposites
+
+        if int(channels) != 3:
+            raise ValueError(f"the composites are RGB: channels must be 3; got {channels}")
+        return FashionComposites(data_root or DEFAULT_ROOT, split, image_size)
     if dataset == "folder":
         if data_root is None:
             raise ValueError("an image folder dataset needs data_root (--data-root)")

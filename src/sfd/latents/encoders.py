@@ -136,7 +136,8 @@ def random_efficientnet_lite0(seed: int) -> nn.Module:
     from efficientnet_lite_pytorch import EfficientNet
 
     generator = torch.Generator().manual_seed(int(seed))
-    net = EfficientNet.from_name("efficientnet-lite0", image_size=None)
+    with torch.random.fork_rng(devices=[]):  # construction draws default inits: not ours
+        net = EfficientNet.from_name("efficientnet-lite0", image_size=None)
     for m in net.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_in", generator=generator)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sfd.data.shards import atomic_write_bytes
+
 # (first, second): semantic-first against synchronous, on the SemVAE and the control latent
 PAIRS = (("sfd", "semvae-sync"), ("random-sf", "random-sync"))
 
@@ -145,8 +147,6 @@ def plot_nfe(summary: dict, metric: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sfd.pipeline.ablate_report import _save
-
     series: dict = defaultdict(list)
     for sampler, e in summary.items():
         if e["nfe"] is None:
@@ -165,4 +165,16 @@ def plot_nfe(summary: dict, metric: str, path: Path) -> None:
     ax.legend(fontsize=7)
     fig.suptitle("final checkpoint, mean ± std over training seeds")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: Path) -> None:
+    """A matplotlib figure to ``path`` as PNG, written atomically; the figure is closed."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())

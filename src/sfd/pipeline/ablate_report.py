@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from sfd.data.shards import atomic_write_bytes
+from sfd.pipeline.ablate_nfe import nfe_markdown, nfe_summary, plot_nfe, save_figure, split_results
 
 # metric -> (label, lower is better)
 METRICS = {
@@ -281,7 +282,7 @@ def plot_curves(results: list[dict], settings, path: Path) -> None:
     axes[0][0].legend(fontsize=8)
     fig.suptitle("mean ± std over training seeds")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_delta_t(results: list[dict], settings, path: Path) -> None:
@@ -320,18 +321,7 @@ def plot_delta_t(results: list[dict], settings, path: Path) -> None:
         ax.grid(alpha=0.3)
     fig.suptitle(f"final checkpoint (step {settings.steps}), SemVAE latent")
     fig.tight_layout()
-    _save(fig, path)
-
-
-def _save(fig, path: Path) -> None:
-    import io
-
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path)
 
 
 def write_report(out: Path, settings, reference: dict | None, info: dict) -> dict:
@@ -339,8 +329,6 @@ def write_report(out: Path, settings, reference: dict | None, info: dict) -> dic
 
     Files whose content would not change are not rewritten.
     """
-    from sfd.pipeline.ablate_nfe import nfe_markdown, nfe_summary, plot_nfe, split_results
-
     out = Path(out)
     every = load_results(out)
     results, _ = split_results(every, settings)  # the NFE axis has its own table
