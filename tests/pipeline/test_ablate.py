@@ -10,6 +10,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
@@ -297,3 +298,27 @@ def test_a_job_lock_keeps_out_live_processes_and_takes_over_dead_ones(tmp_path):
     lock.path.write_text(f"{host} {dead.pid}")  # its process is gone: stale
     assert lock.acquire()
     assert lock.path.read_text() == f"{host} {os.getpid()}"
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_the_reference_ceiling_decodes_through_a_texture_vae_of_either_channel_count(
+    tmp_path, channels
+):
+    """The grid's floor and ceiling on RGB data (the composites) and on gray data stored as
+    RGB images (Fashion-MNIST): the reconstructions go through the decoder's own channels."""
+    from sfd.config import TextureVAETrainConfig
+    from sfd.pipeline.ablate_eval import AblationData, Evaluator
+    from sfd.training.texture_vae import train_texture_vae
+
+    g = torch.Generator().manual_seed(0)
+    images = [(torch.rand(channels, 32, 32, generator=g) * 2 - 1, k % 10) for k in range(8)]
+    cfg = TextureVAETrainConfig(total_steps=1, batch_size=4, warmup_steps=1, log_every=1)
+    train_texture_vae(images, tmp_path / "vae", cfg)
+    rgb = torch.rand(8, 32, 32, 3, generator=g)
+    if channels == 1:
+        rgb = rgb[..., :1].expand(-1, -1, -1, 3)
+    np.savez(tmp_path / "ref.npz", arr_0=(rgb * 255).round().to(torch.uint8).numpy(),
+             arr_1=np.arange(8) % 10)  # fmt: skip
+    data = AblationData({}, tmp_path / "vae", tmp_path / "ref.npz", {}, None)
+    ref = Evaluator(tmp_path, data, 4, "cpu").reference
+    assert ref["num"] == 4 and math.isfinite(ref["ceiling"]["fd_effnet"])

@@ -257,7 +257,7 @@ class Evaluator:
         vae = load_texture_autoencoder(data.decoder).to(self.device).eval()
         x = torch.from_numpy(np.ascontiguousarray(images[:n])).permute(0, 3, 1, 2)
         x = x.float() / 127.5 - 1
-        if x.shape[1] == 3 and _decoder_channels(vae) == 1:
+        if x.shape[1] == 3 and vae.image_channels == 1:  # gray data stored as RGB PNGs
             x = x[:, :1]
         from sfd.generate import to_uint8
 
@@ -272,10 +272,6 @@ class Evaluator:
             result["classifier"] = self.classifier_info
         atomic_write_json(path, result)
         return result
-
-
-def _decoder_channels(vae) -> int:
-    return int(getattr(getattr(vae, "config", None), "in_channels", 0) or 1)
 
 
 @torch.no_grad()
