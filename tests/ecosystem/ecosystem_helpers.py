@@ -60,7 +60,7 @@ def tiny_run_fixture(tmp_path_factory):
         cfg, latent=dataclasses.replace(cfg.latent, texture_autoencoder="../vae")
     )
     torch.manual_seed(0)
-    model = perturbed(LightningDiT(cfg.model, cfg.latent), 1)
+    model = perturbed(LightningDiT.from_configs(cfg.model, cfg.latent), 1)
     c = cfg.latent.channels
     stats = LatentStats(torch.linspace(-0.3, 0.3, c), torch.linspace(0.5, 1.5, c))
     save_checkpoint(root / "run", step=7, config=cfg, stats=stats, ema=model)

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from helpers import FIXTURES
 from sfd.cli import main
-from sfd.ecosystem import SFDPipeline, image_generators
+from sfd.ecosystem import image_generators, load_export
 
 NUM, SEED, SCALE = 3, 11, 1.5
 SETTINGS = {"method": "heun", "num_steps": 3, "compute_batch": 4}
@@ -84,7 +84,7 @@ def test_imported_release_exports_and_matches_sfd_sample(imported, tmp_path):
     assert res.exit_code == 0, res.output
     want = load_file(str(tmp_path / "cli/latents.safetensors"))
 
-    pipe = SFDPipeline.from_pretrained(out)
+    pipe = load_export(out)
     pipe.scheduler.register_to_config(compute_batch=SETTINGS["compute_batch"])
     kwargs = dict(num_inference_steps=SETTINGS["num_steps"], method="heun", guidance_scale=SCALE)
     got = pipe(

@@ -84,9 +84,8 @@ def read_metrics(path: Path | None) -> dict:
 def build_pipeline(sources: ExportSources, device: str = "cpu"):
     """An :class:`SFDPipeline` from an sfd run (EMA weights), its decoder and optional guide."""
     from sfd.api import load_checkpoint
-    from sfd.ecosystem.pipeline import SFDPipeline
-    from sfd.ecosystem.scheduler import SFDScheduler
-    from sfd.ecosystem.transformer import SFDTransformer2DModel
+    from sfd.ecosystem.convert import scheduler_from_config, transformer_from_sfd
+    from sfd.ecosystem.remote.pipeline_sfd import SFDPipeline
     from sfd.latents.texture import load_texture_autoencoder
 
     model, ckpt = load_checkpoint(sources.run, device)
@@ -97,7 +96,7 @@ def build_pipeline(sources: ExportSources, device: str = "cpu"):
     guide = None
     if sources.guide is not None:
         g_model, g_ckpt = load_checkpoint(sources.guide, device)
-        guide = SFDTransformer2DModel.from_sfd(g_model, g_ckpt.stats)
+        guide = transformer_from_sfd(g_model, g_ckpt.stats)
     decoder = sources.decoder or find_decoder(
         sources.run, ckpt.config.latent.texture_autoencoder, ckpt.path
     )
@@ -108,9 +107,9 @@ def build_pipeline(sources: ExportSources, device: str = "cpu"):
             f"the run's texture latent has {ckpt.config.latent.tex_channels}"
         )
     pipe = SFDPipeline(
-        transformer=SFDTransformer2DModel.from_sfd(model, ckpt.stats),
+        transformer=transformer_from_sfd(model, ckpt.stats),
         vae=vae,
-        scheduler=SFDScheduler.from_sfd_config(ckpt.config),
+        scheduler=scheduler_from_config(ckpt.config),
         guide_transformer=guide,
         id2label=read_class_names(sources.class_names, ckpt.config.model.num_classes),
     )
@@ -130,6 +129,7 @@ def export_diffusers(sources: ExportSources, out: str | Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         pipe.save_pretrained(tmp, safe_serialization=True)
+        write_remote_code(tmp)
         card = model_card(ckpt, metrics, sources, pipe.config.id2label)
         (tmp / "README.md").write_text(card)
         os.rename(tmp, out)  # atomic; fails rather than replace a directory made meanwhile
@@ -137,3 +137,24 @@ def export_diffusers(sources: ExportSources, out: str | Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def write_remote_code(out: Path) -> dict:
+    """Write each component's module files (the package's source, verbatim) and name them in
+    ``model_index.json`` as ``["module_file", "ClassName"]``; returns the new index."""
+    from sfd.ecosystem.remote import PARTS, source_file
+
+    index = json.loads((out / "model_index.json").read_text())
+    for folder, (module, cls, siblings) in PARTS.items():
+        users = [folder] if folder != "transformer" else ["transformer", "guide_transformer"]
+        for part in users:
+            if part and (index.get(part) or [None])[0] is None:
+                continue  # an optional component that is absent
+            for name in (module, *siblings):
+                shutil.copyfile(source_file(name), out / part / f"{name}.py")
+            if part:
+                index[part] = [module, cls]
+            else:
+                index["_class_name"] = [module, cls]
+    (out / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    return index
