@@ -73,6 +73,23 @@ class SFDTransformer2DModel(ModelMixin, ConfigMixin):
             if value is not None and len(value) != channels:
                 raise ValueError(f"{name} needs {channels} values (one per channel)")
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """diffusers' loader, strict: every stored weight must fit a parameter of this code and
+        every parameter must be stored (diffusers only warns, then samples with random weights:
+        a silent wrong image when the module files and the weights disagree)."""
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        bad = {k: info.get(k) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+        bad = {k: v for k, v in bad.items() if v}
+        if bad:
+            found = "; ".join(f"{k}: {', '.join(map(str, v[:3]))}" for k, v in bad.items())
+            raise ValueError(
+                f"the weights in {args[0] if args else kwargs} do not fit {cls.__name__}'s code "
+                f"({found}): the module files were edited, or come from another sfd version"
+            )
+        return (model, info) if want_info else model
+
     @property
     def in_channels(self) -> int:
         return self.dit.channels
