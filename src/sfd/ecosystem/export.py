@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sfd.errors import BadInputError, MismatchError, MissingInputError, SfdError
-
-CLASS_NAME_FILES = ("class_names.json", "classes.json")
+from sfd.training.run_dir import CLASS_NAMES
 
 
 @dataclass(frozen=True)
@@ -53,8 +52,11 @@ def find_decoder(run: Path, config_path: str, checkpoint_dir: Path) -> Path:
     )
 
 
-def read_class_names(path: Path | None, num_classes: int) -> dict[int, str]:
-    """``{id: name}`` from a JSON list / dict or a text file (one name a line); default the ids."""
+def read_class_names(path: Path | None, num_classes: int, run_dir: Path | None = None) -> dict:
+    """``{id: name}`` from a JSON list / dict or a text file (one name a line); default: the names
+    the run recorded (``RUN/class_names.json``, from its dataset), else the ids."""
+    if path is None and run_dir is not None and (run_dir / CLASS_NAMES).is_file():
+        path = run_dir / CLASS_NAMES
     if path is None:
         return {i: str(i) for i in range(num_classes)}
     text = Path(path).read_text()
@@ -111,7 +113,9 @@ def build_pipeline(sources: ExportSources, device: str = "cpu"):
         vae=vae,
         scheduler=scheduler_from_config(ckpt.config),
         guide_transformer=guide,
-        id2label=read_class_names(sources.class_names, ckpt.config.model.num_classes),
+        id2label=read_class_names(
+            sources.class_names, ckpt.config.model.num_classes, ckpt.path.parent.parent
+        ),
     )
     return pipe.to(device), ckpt
 

@@ -70,12 +70,17 @@ class SFDPipeline(DiffusionPipeline):
         }
 
     def get_label_ids(self, label: str | Sequence[str]) -> list[int]:
-        """Class ids of label names (``self.labels`` lists them)."""
+        """Class ids of label names (``self.labels`` lists them; an exact name first, else the
+        name in any case: ``"sneaker"`` finds ``"Sneaker"``)."""
         wanted = [label] if isinstance(label, str) else list(label)
-        unknown = [w for w in wanted if w not in self.labels]
+        folded = {}
+        for name, k in self.labels.items():
+            folded.setdefault(name.casefold(), k)
+        ids = [self.labels.get(w, folded.get(str(w).casefold())) for w in wanted]
+        unknown = [w for w, k in zip(wanted, ids, strict=True) if k is None]
         if unknown:
             raise ValueError(f"unknown labels {unknown}; known: {', '.join(self.labels)}")
-        return [self.labels[w] for w in wanted]
+        return ids
 
     def _noise(self, n: int, generator) -> torch.Tensor:
         t = self.transformer
