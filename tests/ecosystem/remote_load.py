@@ -2,8 +2,9 @@
 
 ``python remote_load.py EXPORT OUT SPEC`` runs ``DiffusionPipeline.from_pretrained(EXPORT,
 trust_remote_code=True)`` (``sfd`` is made unimportable first), then calls the pipeline with the
-JSON ``SPEC`` (``labels``, ``seed``, ``kwargs``; optional ``scheduler`` config changes and
-``latent``) and writes ``OUT/NNNNNN.png`` per image, or ``OUT/latents.safetensors``. A failure
+JSON ``SPEC`` (``labels``, ``seed``, ``kwargs``; optional ``scheduler`` config changes,
+``threads`` and ``latent``) and writes ``OUT/NNNNNN.png`` per image, or
+``OUT/latents.safetensors``. A failure
 to load prints one line ``LOAD-ERROR <type>: <message>`` and exits 3. Run by the tests in a
 subprocess (the lead environment with ``sfd`` blocked, or a fresh one without it).
 """
@@ -27,6 +28,8 @@ def main(export: str, out: str, spec: dict) -> int:
     except Exception as err:  # the loader's own error, reported on one line
         print(f"LOAD-ERROR {type(err).__name__}: {err}".replace("\n", " "))
         return 3
+    if spec.get("threads"):  # CPU kernels split reductions by thread count: match sfd sample's
+        torch.set_num_threads(spec["threads"])
     if spec.get("scheduler"):
         pipe.scheduler.register_to_config(**spec["scheduler"])
     labels = spec["labels"]

@@ -1,4 +1,4 @@
-"""``sfd export-diffusers`` + ``SFDPipeline.from_pretrained`` against ``sfd sample``.
+"""``sfd export-diffusers`` + ``load_export`` (the installed sfd) against ``sfd sample``.
 
 Parity is byte-level: for the same seeds, labels and settings the pipeline's PNGs equal the
 files ``sfd sample`` writes, and its ``"latent"`` output equals ``sfd sample --latents-only``.
@@ -54,7 +54,12 @@ def test_export_is_a_standard_diffusers_directory(exported, tiny_run):
     assert front["license"] == "mit" and front["library_name"] == "diffusers"
     assert "sfd" in front["tags"] and front["sfd"]["step"] == 7
     assert front["sfd"]["config"]["model"]["num_classes"] == 10
-    assert "SFDPipeline.from_pretrained" in card
+    assert front["pipeline_tag"] == "unconditional-image-generation"  # the Hub's tag for it
+    assert "class-conditional" in front["tags"]
+    # how to load it, with and without sfd; what trusting remote code means; the citation
+    assert 'DiffusionPipeline.from_pretrained("REPO_OR_DIR", trust_remote_code=True' in card
+    assert 'revision="COMMIT"' in card and "pin `revision`" in card
+    assert "load_export(" in card and "arXiv" in card and "## License" in card
 
 
 def test_pipeline_images_equal_sfd_sample_bytes(exported, tiny_run, tmp_path):

@@ -81,6 +81,7 @@ def remote(venv: Path, export: Path, out: Path, spec: dict, cache: Path) -> list
     """PNG bytes of the export's images, generated in ``venv`` with trust_remote_code=True."""
     env = {"PATH": os.environ["PATH"], "HOME": str(cache), "HF_MODULES_CACHE": str(cache)}
     env["HF_HUB_OFFLINE"] = "1"
+    spec = {**spec, "threads": torch.get_num_threads()}  # the results depend on it, as sfd's do
     res = sh(venv / "bin/python", LOADER, export, out, json.dumps(spec), env=env, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr[-3000:]
     assert "diffusers_modules" in json.loads(res.stdout.strip().splitlines()[-1])["pipeline"]
