@@ -201,6 +201,8 @@ def _latent_grid(shape, encoder: FeatureEncoder, texture_ae, semvae: SemanticVAE
 def class_names(dataset) -> dict:
     """``{"class_names": [...]}`` where the dataset names its classes (Fashion-MNIST's names, an
     image folder's class folders), recorded in the latent set for runs and exports; else ``{}``."""
+    while not hasattr(dataset, "classes") and hasattr(dataset, "dataset"):
+        dataset = dataset.dataset  # a torch Subset (the demo's, the pipeline's) of a named set
     names = getattr(dataset, "classes", None)
     return {"class_names": [str(c) for c in names]} if names else {}
 
