@@ -57,8 +57,8 @@ def test_export_is_a_standard_diffusers_directory(exported, tiny_run):
     assert front["pipeline_tag"] == "unconditional-image-generation"  # the Hub's tag for it
     assert "class-conditional" in front["tags"]
     # how to load it, with and without sfd; what trusting remote code means; the citation
-    assert 'DiffusionPipeline.from_pretrained("REPO_OR_DIR", trust_remote_code=True' in card
-    assert 'revision="COMMIT"' in card and "pin `revision`" in card
+    assert 'DiffusionPipeline.from_pretrained("DIRECTORY", trust_remote_code=True)' in card
+    assert 'revision="COMMIT"' in card and "pin\n`revision`" in card
     assert "load_export(" in card and "arXiv" in card and "## License" in card
 
 

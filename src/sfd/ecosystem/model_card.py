@@ -63,15 +63,19 @@ Without sfd (only `torch`, `diffusers` and `safetensors` installed; `torchdiffeq
 
 ```python
 from diffusers import DiffusionPipeline
-pipe = DiffusionPipeline.from_pretrained("REPO_OR_DIR", trust_remote_code=True, revision="COMMIT")
+pipe = DiffusionPipeline.from_pretrained("DIRECTORY", trust_remote_code=True)
 images = {call}.images
 ```
 
+From the Hub, download the repository at a pinned commit first and load that directory:
+`DIRECTORY = huggingface_hub.snapshot_download("ORG/NAME", revision="COMMIT")` (diffusers
+fetches only each component's module file from a repository, not the files it imports).
+
 `trust_remote_code=True` runs the Python files of this directory (`pipeline_sfd.py` and the
-`.py` files in `transformer/` and `scheduler/`; the `vae/` is a stock `AutoencoderKL`): the code
-you trust is the code in the repository, so read it, and on the Hub pin `revision` to the commit
-you read, so that a later push cannot change what runs. These files are sfd's own source,
-verbatim (the model, the staged schedule and its solvers, the guidance).
+`.py` files beside it, in `transformer/` and in `scheduler/`; the `vae/` is a stock
+`AutoencoderKL`): the code you trust is the code in the repository, so read it, and pin
+`revision` to the commit you read, so that a later push cannot change what runs. These files
+are sfd's own source, verbatim (the model, the staged schedule and its solvers, the guidance).
 
 With sfd installed, the installed package's code runs instead of the directory's:
 
