@@ -118,9 +118,24 @@ def test_the_stored_schedule_is_the_runs_and_the_scheduler_uses_it(exported, tin
     assert torch.equal(got.images, ref.images)
 
 
+def test_a_run_on_another_path_exports_its_schedule_and_only_that(tiny_run, monkeypatch):
+    import sfd.ecosystem.convert as convert
+
+    _, ckpt = load_checkpoint(tiny_run / "run")
+    assert convert.scheduler_from_config(ckpt.config).config.path == "staged"
+    steps, dt = ckpt.config.sample.num_steps, ckpt.config.flow.delta_t
+    other = staged_schedule(steps, dt, shift=3.0)  # stands for any schedule the run carries
+    monkeypatch.setattr(convert, "sampling_schedule", lambda config: other)
+    sched = convert.scheduler_from_config(ckpt.config)
+    assert sched.config.path == "stored"
+    assert sched.config.schedules == {str(steps): schedule_rows(other)}
+    sched.set_timesteps()
+    assert torch.equal(sched.timesteps, other.tau)
+
+
 def test_a_path_other_than_staged_samples_only_its_stored_step_counts(exported):
     pipe = load_export(exported)
-    pipe.scheduler.register_to_config(path="learned")
+    pipe.scheduler.register_to_config(path="stored")
     steps = int(pipe.scheduler.config.num_inference_steps)
     pipe([0], generator=image_generators(0, 1), output_type="latent")  # stored: fine
     with pytest.raises(ValueError, match=rf"stored for \[{steps}\] steps"):

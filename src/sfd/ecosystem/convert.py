@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 from diffusers import AutoencoderKL
 
 from sfd.config import Config
 from sfd.ecosystem.remote.pipeline_sfd import SFDPipeline
-from sfd.ecosystem.remote.scheduler_sfd import SFDScheduler, schedule_rows
+from sfd.ecosystem.remote.scheduler_sfd import SCHEDULE_ROWS, SFDScheduler, schedule_rows
 from sfd.ecosystem.remote.transformer_sfd import SFDTransformer2DModel
 from sfd.errors import MissingInputError
+from sfd.flow.schedule import staged_schedule
 from sfd.generate import sampling_schedule
 from sfd.latents.composite import LatentStats
 from sfd.model import LightningDiT
@@ -42,8 +44,15 @@ def transformer_from_config(config: Config, stats: LatentStats) -> SFDTransforme
 
 
 def scheduler_from_config(config: Config) -> SFDScheduler:
-    """The run's sampler, with its fixed-step schedule stored as data (``sampling_schedule``)."""
+    """The run's sampler, with its fixed-step schedule stored as data (``sampling_schedule``).
+
+    ``path`` is ``"staged"`` when that schedule is the staged one of the run's Δt (other step
+    counts are then built from Δt), else ``"stored"`` (a run on another path: the export
+    samples the stored step count only)."""
     s = config.sample
+    run = sampling_schedule(config)
+    staged = staged_schedule(s.num_steps, config.flow.delta_t, s.timestep_shift, s.boundary)
+    same = all(torch.equal(getattr(run, k), getattr(staged, k)) for k in SCHEDULE_ROWS)
     return SFDScheduler(
         delta_t=config.flow.delta_t,
         method=s.method,
@@ -58,7 +67,8 @@ def scheduler_from_config(config: Config) -> SFDScheduler:
         cfg_interval_tex=tuple(s.cfg_interval_tex),
         cfg_interval_sem=tuple(s.cfg_interval_sem),
         guide=s.guide,
-        schedules={str(s.num_steps): schedule_rows(sampling_schedule(config))},
+        path="staged" if same else "stored",
+        schedules={str(s.num_steps): schedule_rows(run)},
     )
 
 
