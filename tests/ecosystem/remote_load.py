@@ -4,9 +4,9 @@
 trust_remote_code=True)`` (``sfd`` is made unimportable first), then calls the pipeline with the
 JSON ``SPEC`` (``labels``, ``seed``, ``kwargs``; optional ``scheduler`` config changes,
 ``threads`` and ``latent``) and writes ``OUT/NNNNNN.png`` per image, or
-``OUT/latents.safetensors``. A failure
-to load prints one line ``LOAD-ERROR <type>: <message>`` and exits 3. Run by the tests in a
-subprocess (the lead environment with ``sfd`` blocked, or a fresh one without it).
+``OUT/latents.safetensors``. A failure to load prints one line ``LOAD-ERROR <type>: <message>``
+and exits 3. Run by the tests in a subprocess (the lead environment with ``sfd`` blocked, or a
+fresh one without it).
 """
 
 from __future__ import annotations
