@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import shutil
 
 import numpy as np
 import pytest
@@ -152,6 +153,14 @@ def test_wrong_decoder_is_one_line(tiny_run, tmp_path):
     assert res.exit_code == 5, res.output
     assert "3 latent channels" in res.output and len(res.output.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_a_decoder_that_cannot_be_found_is_one_line(tiny_run, tmp_path):
+    shutil.copytree(tiny_run / "run", tmp_path / "run")  # names ../vae, which is not there
+    res = run("export-diffusers", tmp_path / "run", tmp_path / "out")
+    assert res.exit_code == 3 and len(res.output.strip().splitlines()) == 1, res.output
+    assert "--decoder" in res.output and not (tmp_path / "out").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing left beside it
 
 
 def test_metrics_reach_the_model_card_and_bad_metrics_are_one_line(tiny_run, tmp_path):
