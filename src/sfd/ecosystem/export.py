@@ -3,8 +3,12 @@
 ``OUT`` gets ``model_index.json``, ``transformer/`` (:class:`SFDTransformer2DModel`, the run's
 EMA weights and latent statistics), ``vae/`` (the texture autoencoder as diffusers'
 ``AutoencoderKL``, whatever format it was trained or imported in), ``scheduler/``
-(:class:`SFDScheduler`: the run's Δt and sampler), an optional ``guide_transformer/`` (the
-AutoGuidance guide) and ``README.md`` (a model card). It works for runs trained by ``sfd`` and
+(:class:`SFDScheduler`: the run's Δt, sampler and fixed-step schedule), an optional
+``guide_transformer/`` (the AutoGuidance guide), the module files of each (sfd's own source,
+verbatim: :mod:`sfd.ecosystem.remote`), named in ``model_index.json`` so that diffusers loads
+the directory without sfd (``trust_remote_code=True``), and ``README.md`` (a model card). The
+class names are ``--class-names``, else those the run recorded, else the ids. It works for runs
+trained by ``sfd`` and
 for release checkpoints imported with ``sfd import-upstream`` (their decoder is named with
 ``--decoder``). The directory is written beside ``OUT`` and renamed into place, and an existing
 ``OUT`` is refused: an export never overwrites.
