@@ -38,11 +38,6 @@ def transformer_from_sfd(model: LightningDiT, stats: LatentStats) -> SFDTransfor
     return wrapper.eval()
 
 
-def transformer_from_config(config: Config, stats: LatentStats) -> SFDTransformer2DModel:
-    """A randomly initialised wrapper for an sfd ``config`` (tests and tiny examples)."""
-    return transformer_from_sfd(LightningDiT.from_configs(config.model, config.latent), stats)
-
-
 def scheduler_from_config(config: Config) -> SFDScheduler:
     """The run's sampler, with its fixed-step schedule stored as data (``sampling_schedule``).
 
