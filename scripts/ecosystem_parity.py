@@ -5,7 +5,7 @@ Usage (the numbers in docs/ECOSYSTEM.md):
 
 Exports RUN for diffusers into a temporary directory, generates images [0, num) with the
 GenerationJob behind ``sfd sample`` (its ``images``, written as ``sfd sample`` writes them)
-and with ``SFDPipeline.from_pretrained`` (the same seeds and balanced labels, PNGs saved by
+and with the exported pipeline (``load_export``; the same seeds and balanced labels, PNGs saved by
 PIL), compares the files byte for byte and prints
 images/s of each (model loading excluded, PNG writing included in both; the two alternate
 chunk by chunk, so a shared machine's load falls on both alike). Runs on CPU.
@@ -25,7 +25,7 @@ from PIL import Image
 
 from sfd.api import load_checkpoint
 from sfd.data.images import write_png
-from sfd.ecosystem import SFDPipeline, image_generators
+from sfd.ecosystem import image_generators, load_export
 from sfd.ecosystem.export import ExportSources, export_diffusers
 from sfd.generate import GenerationJob, LatentSampler, balanced_labels
 from sfd.latents.texture import load_texture_autoencoder
@@ -48,7 +48,7 @@ def main() -> None:
         LatentSampler(model, ckpt.config, ckpt.stats), decoder.eval(), tmp / "cli",
         args.num, args.batch_size, args.seed,
     )  # fmt: skip
-    pipe = SFDPipeline.from_pretrained(str(tmp / "export"))
+    pipe = load_export(tmp / "export")
     labels = balanced_labels(range(args.num), ckpt.config.model.num_classes).tolist()
     (tmp / "pipe").mkdir()
     (tmp / "cli" / "images").mkdir(parents=True)

@@ -300,7 +300,7 @@ def step_sample(ctx: Ctx, partial: dict, budget_s: float) -> dict:
     batch, steps = (4, 2) if ctx.dry_run else (64, 32)
     cuda = ctx.device == "cuda"
     torch.manual_seed(0)
-    model = LightningDiT(cfg.model, cfg.latent).to(ctx.device).eval()
+    model = LightningDiT.from_configs(cfg.model, cfg.latent).to(ctx.device).eval()
     _perturb_zero_init(model)
     stats = LatentStats.identity(cfg.latent.channels)
     # (solver, precision, steps): bf16 first (the headline), then TF32 and what `sfd sample`

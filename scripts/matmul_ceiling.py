@@ -50,7 +50,7 @@ class _Linears(TorchFunctionMode):
 
 
 def linear_shapes(cfg, batch: int) -> collections.Counter:
-    model = LightningDiT(cfg.model, cfg.latent).eval()
+    model = LightningDiT.from_configs(cfg.model, cfg.latent).eval()
     lat = cfg.latent
     x = torch.randn(batch, lat.channels, lat.size, lat.size)
     t = torch.rand(batch)

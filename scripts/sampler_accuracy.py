@@ -30,7 +30,7 @@ fixtures = Path(
 )
 meta = json.loads((fixtures / "upstream_config.json").read_text())
 cfg = config_from_kwargs(meta["model_kwargs"], meta["create_transport_kwargs"])
-model = LightningDiT(cfg.model, cfg.latent).eval()
+model = LightningDiT.from_configs(cfg.model, cfg.latent).eval()
 model.load_state_dict(load_file(str(fixtures / "state_dict.safetensors")))
 cases = load_file(str(fixtures / "cases.safetensors"))
 layout = LatentLayout(cfg.latent.tex_channels, cfg.latent.sem_channels)

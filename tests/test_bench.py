@@ -12,7 +12,7 @@ from sfd.model import LightningDiT
 
 def test_analytic_flops_match_torch_flop_counter():
     cfg = apply_overrides(preset("tiny"), ["model.depth=3"])
-    model = LightningDiT(cfg.model, cfg.latent).eval()
+    model = LightningDiT.from_configs(cfg.model, cfg.latent).eval()
     x = torch.randn(2, cfg.latent.channels, cfg.latent.size, cfg.latent.size)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(x, t_tex=torch.rand(2), t_sem=torch.rand(2), y=torch.zeros(2, dtype=torch.long))

@@ -318,6 +318,7 @@ def test_commands_run_the_default_pipeline_on_an_image_folder(tmp_path):
     latents = LatentDataset(tmp_path / "latents")
     assert len(latents) == 6 and latents.num_classes == 2 and latents.meta["repa_dim"] == 40
     assert latents.meta["extraction"]["texture_ae_path"] == str(tmp_path / "vae")
+    assert latents.meta["class_names"] == ["a", "b"]  # the class folders, for runs and exports
     assert latents.meta["extraction"]["encoder"]["input_size"] == 64
 
 

@@ -39,7 +39,7 @@ def sampler(method="euler", compute_batch=4):
         ],
     )
     torch.manual_seed(0)
-    model = LightningDiT(cfg.model, cfg.latent).eval()
+    model = LightningDiT.from_configs(cfg.model, cfg.latent).eval()
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for p in model.parameters():

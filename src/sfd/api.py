@@ -67,7 +67,7 @@ def load_checkpoint(
     if weights not in ("ema", "model"):
         raise ValueError(f"weights must be 'ema' or 'model'; got {weights!r}")
     ckpt = read_checkpoint(Path(path))
-    model = LightningDiT(ckpt.config.model, ckpt.config.latent)
+    model = LightningDiT.from_configs(ckpt.config.model, ckpt.config.latent)
     file = ckpt.path / f"{weights}.safetensors"
     if not file.exists():
         raise FileNotFoundError(

@@ -170,7 +170,7 @@ def build_train_step(
     """
     device = torch.device(device)
     torch.manual_seed(0)
-    model = LightningDiT(cfg.model, cfg.latent).to(device)
+    model = LightningDiT.from_configs(cfg.model, cfg.latent).to(device)
     model.gradient_checkpointing = cfg.train.activation_checkpointing
     ema = make_ema(model)
     compile_for_training(model, cfg, device)  # in place, as training does

@@ -41,7 +41,7 @@ def legacy_train_step(cfg, batch_size, device):
     from sfd.training.loss import flow_loss
 
     torch.manual_seed(0)
-    model = LightningDiT(cfg.model, cfg.latent).to(device)
+    model = LightningDiT(cfg.model, cfg.latent).to(device)  # the tree of that commit
     model.gradient_checkpointing = cfg.train.activation_checkpointing
     ema = make_ema(model)
     if cfg.train.compile:

@@ -198,6 +198,15 @@ def _latent_grid(shape, encoder: FeatureEncoder, texture_ae, semvae: SemanticVAE
     return grid
 
 
+def class_names(dataset) -> dict:
+    """``{"class_names": [...]}`` where the dataset names its classes (Fashion-MNIST's names, an
+    image folder's class folders), recorded in the latent set for runs and exports; else ``{}``."""
+    while not hasattr(dataset, "classes") and hasattr(dataset, "dataset"):
+        dataset = dataset.dataset  # a torch Subset (the demo's, the pipeline's) of a named set
+    names = getattr(dataset, "classes", None)
+    return {"class_names": [str(c) for c in names]} if names else {}
+
+
 def extract(
     dataset,
     encoder: FeatureEncoder,
@@ -237,7 +246,11 @@ def extract(
         "repa": repa,
         **(settings or {}),
     }
-    finalize = partial(finalize_latent_set, out_dir, _num_classes(dataset, num_classes))
+    n, names = _num_classes(dataset, num_classes), class_names(dataset)
+
+    def finalize(num_shards: int, extra: dict) -> dict:
+        return finalize_latent_set(out_dir, n, num_shards, {**extra, **names})
+
     return run_shards(
         dataset,
         out_dir,

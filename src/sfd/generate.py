@@ -17,8 +17,9 @@ from tqdm import tqdm
 
 from sfd.config import Config, SampleConfig
 from sfd.data.images import read_png, write_npz_streaming, write_png
-from sfd.flow.guidance import Guidance, autoguidance_velocity, cfg_velocity, plain_velocity
-from sfd.flow.schedule import staged_schedule
+from sfd.flow.guidance import Guidance, guided_velocity
+from sfd.flow.numerics import FixedBatch, to_uint8
+from sfd.flow.schedule import StagedSchedule, staged_schedule
 from sfd.flow.solvers import Solution, solve
 from sfd.latents.composite import LatentLayout, LatentStats
 
@@ -38,33 +39,6 @@ def balanced_labels(indices: Sequence[int], num_classes: int) -> torch.Tensor:
     return torch.tensor([int(i) % num_classes for i in indices], dtype=torch.long)
 
 
-class FixedBatch(nn.Module):
-    """Runs a model on exactly ``size`` rows at a time (the last group padded by repetition).
-
-    Batched matmuls can differ in the last bits with the number of rows; with a fixed row count
-    an image's velocity does not depend on how many images are sampled together.
-    """
-
-    def __init__(self, module: nn.Module, size: int) -> None:
-        super().__init__()
-        self.module, self.size = module, size
-
-    @property
-    def null_class(self) -> int:
-        return self.module.null_class
-
-    def forward(self, x: torch.Tensor, *, t_tex, t_sem, y: torch.Tensor) -> torch.Tensor:
-        b = x.shape[0]
-        t_tex = torch.as_tensor(t_tex, device=x.device, dtype=torch.float32).reshape(-1).expand(b)
-        t_sem = torch.as_tensor(t_sem, device=x.device, dtype=torch.float32).reshape(-1).expand(b)
-        outs = []
-        for lo in range(0, b, self.size):
-            idx = torch.arange(lo, lo + self.size, device=x.device).clamp(max=b - 1)
-            out = self.module(x[idx], t_tex=t_tex[idx], t_sem=t_sem[idx], y=y[idx])
-            outs.append(out[: min(self.size, b - lo)])
-        return torch.cat(outs)
-
-
 def guidance_of(sample: SampleConfig) -> Guidance:
     return Guidance(
         sample.cfg_scale_tex, sample.cfg_scale_sem, sample.cfg_interval_tex, sample.cfg_interval_sem
@@ -79,16 +53,16 @@ def velocity_function(
     guide_model: nn.Module | None = None,
 ):
     """The velocity function the solver calls, with the configured guidance."""
-    guidance = guidance_of(sample)
-    if sample.guide == "autoguidance":
-        if guide_model is None:
-            raise ValueError("sample.guide='autoguidance' needs a guide model (--guide RUN)")
-        if not guidance.active:
-            raise ValueError("AutoGuidance needs a scale != 1 (sample.cfg_scale_tex/_sem)")
-        return autoguidance_velocity(model, guide_model, y, guidance, layout)
-    if guidance.active:
-        return cfg_velocity(model, y, guidance, layout)
-    return plain_velocity(model, y)
+    return guided_velocity(model, y, guidance_of(sample), layout, sample.guide, guide_model)
+
+
+def sampling_schedule(config: Config, num_steps: int | None = None) -> StagedSchedule:
+    """The fixed-step schedule the run samples with (``num_steps`` default: the run's); a
+    diffusers export stores it (``sfd.ecosystem``)."""
+    s = config.sample
+    return staged_schedule(
+        num_steps or s.num_steps, config.flow.delta_t, s.timestep_shift, s.boundary
+    )
 
 
 @dataclass
@@ -122,11 +96,7 @@ class LatentSampler:
         k = s.compute_batch
         guide = None if self.guide_model is None else FixedBatch(self.guide_model, k)
         fn = velocity_function(FixedBatch(self.model, k), y, s, self.layout, guide)
-        schedule = None
-        if s.method != "dopri5":
-            schedule = staged_schedule(
-                s.num_steps, self.config.flow.delta_t, s.timestep_shift, s.boundary
-            )
+        schedule = None if s.method == "dopri5" else sampling_schedule(self.config)
         return solve(
             fn,
             x,
@@ -152,11 +122,6 @@ class LatentSampler:
 # on its index: not on the batch size, the process count, the order or the resume point.
 # dopri5 shares its step sizes across the images solved together, so with dopri5 an image also
 # depends on its chunk (on ``batch_size``), as in every batched adaptive sampler.
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] float (B, C, H, W) -> uint8 (B, H, W, C), rounded to nearest (not truncated)."""
-    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
 
 
 def chunk_indices(chunk: int, size: int) -> list[int]:

@@ -13,7 +13,7 @@ def test_parameter_counts_at_48_channels(name, expected):
     assert cfg.latent.channels == 48
     model_cfg = dataclasses.replace(cfg.model, repa_dim=0)  # the paper counts the backbone
     with torch.device("meta"):
-        n = count_parameters(LightningDiT(model_cfg, cfg.latent))
+        n = count_parameters(LightningDiT.from_configs(model_cfg, cfg.latent))
     assert abs(n - expected) / expected < 0.01, n
 
 

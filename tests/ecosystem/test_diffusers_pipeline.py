@@ -1,4 +1,4 @@
-"""``sfd export-diffusers`` + ``SFDPipeline.from_pretrained`` against ``sfd sample``.
+"""``sfd export-diffusers`` + ``load_export`` (the installed sfd) against ``sfd sample``.
 
 Parity is byte-level: for the same seeds, labels and settings the pipeline's PNGs equal the
 files ``sfd sample`` writes, and its ``"latent"`` output equals ``sfd sample --latents-only``.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import shutil
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from safetensors.torch import load_file
 
 from sfd.api import load_checkpoint
 from sfd.cli import main
-from sfd.ecosystem import SFDPipeline, SFDScheduler, SFDTransformer2DModel, image_generators
+from sfd.ecosystem import SFDScheduler, SFDTransformer2DModel, image_generators, load_export
 from sfd.generate import balanced_labels
 from sfd.training.checkpoint import save_checkpoint
 
@@ -54,7 +55,12 @@ def test_export_is_a_standard_diffusers_directory(exported, tiny_run):
     assert front["license"] == "mit" and front["library_name"] == "diffusers"
     assert "sfd" in front["tags"] and front["sfd"]["step"] == 7
     assert front["sfd"]["config"]["model"]["num_classes"] == 10
-    assert "SFDPipeline.from_pretrained" in card
+    assert front["pipeline_tag"] == "unconditional-image-generation"  # the Hub's tag for it
+    assert "class-conditional" in front["tags"]
+    # how to load it, with and without sfd; what trusting remote code means; the citation
+    assert 'DiffusionPipeline.from_pretrained("DIRECTORY", trust_remote_code=True)' in card
+    assert 'revision="COMMIT"' in card and "pin\n`revision`" in card
+    assert "load_export(" in card and "arXiv" in card and "## License" in card
 
 
 def test_pipeline_images_equal_sfd_sample_bytes(exported, tiny_run, tmp_path):
@@ -63,7 +69,7 @@ def test_pipeline_images_equal_sfd_sample_bytes(exported, tiny_run, tmp_path):
         "--out", tmp_path / "cli",
     )  # fmt: skip
     assert res.exit_code == 0, res.output
-    pipe = SFDPipeline.from_pretrained(exported)
+    pipe = load_export(exported)
     assert isinstance(pipe.transformer, SFDTransformer2DModel)
     assert isinstance(pipe.scheduler, SFDScheduler)
     labels = balanced_labels(range(NUM), 10).tolist()
@@ -84,7 +90,7 @@ def test_pipeline_latents_equal_sfd_sample_latents(exported, tiny_run, tmp_path)
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     want = load_file(str(tmp_path / "cli/latents.safetensors"))["latents"]
-    pipe = SFDPipeline.from_pretrained(exported)
+    pipe = load_export(exported)
     got = pipe(
         class_labels=balanced_labels(range(NUM), 10).tolist(),
         generator=image_generators(SEED, NUM),
@@ -96,7 +102,7 @@ def test_pipeline_latents_equal_sfd_sample_latents(exported, tiny_run, tmp_path)
 
 
 def test_a_batch_equals_its_images_one_at_a_time(exported):
-    pipe = SFDPipeline.from_pretrained(exported)
+    pipe = load_export(exported)
     batch = pipe([3, 1, 4], generator=image_generators(0, 3), output_type="latent").images
     single = [
         pipe([y], generator=image_generators(0, 1, start=i), output_type="latent").images
@@ -106,7 +112,7 @@ def test_a_batch_equals_its_images_one_at_a_time(exported):
 
 
 def test_cfg_uses_null_class_num_classes_on_all_channels(exported):
-    pipe = SFDPipeline.from_pretrained(exported)
+    pipe = load_export(exported)
     seen = []
     hook = pipe.transformer.dit.register_forward_pre_hook(
         lambda mod, args, kwargs: seen.append(kwargs["y"].clone()), with_kwargs=True
@@ -125,7 +131,7 @@ def test_label_names_map_to_ids(exported, tiny_run, tmp_path):
     names.write_text("\n".join(["tee, t-shirt", *(f"class{i}" for i in range(1, 10))]))
     res = run("export-diffusers", tiny_run / "run", tmp_path / "named", "--class-names", names)
     assert res.exit_code == 0, res.output
-    pipe = SFDPipeline.from_pretrained(tmp_path / "named")
+    pipe = load_export(tmp_path / "named")
     assert pipe.get_label_ids(["t-shirt", "class3"]) == [0, 3]
     with pytest.raises(ValueError, match="unknown labels"):
         pipe.get_label_ids("sneaker")
@@ -149,6 +155,14 @@ def test_wrong_decoder_is_one_line(tiny_run, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_decoder_that_cannot_be_found_is_one_line(tiny_run, tmp_path):
+    shutil.copytree(tiny_run / "run", tmp_path / "run")  # names ../vae, which is not there
+    res = run("export-diffusers", tmp_path / "run", tmp_path / "out")
+    assert res.exit_code == 3 and len(res.output.strip().splitlines()) == 1, res.output
+    assert "--decoder" in res.output and not (tmp_path / "out").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing left beside it
+
+
 def test_metrics_reach_the_model_card_and_bad_metrics_are_one_line(tiny_run, tmp_path):
     good, bad = tmp_path / "metrics.json", tmp_path / "bad.json"
     good.write_text('{"fd_fmnist": 42.5, "acc": 0.61}')
@@ -166,7 +180,7 @@ def test_metrics_reach_the_model_card_and_bad_metrics_are_one_line(tiny_run, tmp
 
 
 def test_autoguidance_without_a_guide_is_refused(exported, tiny_run, tmp_path):
-    pipe = SFDPipeline.from_pretrained(exported)
+    pipe = load_export(exported)
     with pytest.raises(ValueError, match="needs a guide_transformer"):
         pipe([1], guidance="autoguidance", guidance_scale=2.0, output_type="latent")
     # a run that samples with AutoGuidance exports only with its guide

@@ -40,11 +40,11 @@ def test_wheel_installs_and_runs_the_quick_demo(tmp_path):
     sdists = list((tmp_path / "dist").glob("sfd-*.tar.gz"))
     assert len(wheels) == 1 and len(sdists) == 1
     names = zipfile.ZipFile(wheels[0]).namelist()
-    assert "sfd/ecosystem/pipeline.py" in names and "sfd/cli/ecosystem.py" in names
+    assert "sfd/ecosystem/remote/pipeline_sfd.py" in names and "sfd/cli/ecosystem.py" in names
     assert any(n.startswith("sfd/eval/weights/") for n in names)  # package data travels
     with tarfile.open(sdists[0]) as tar:
         members = tar.getnames()
-    for part in ("pyproject.toml", "README.md", "src/sfd/ecosystem/pipeline.py"):
+    for part in ("pyproject.toml", "README.md", "src/sfd/ecosystem/remote/pipeline_sfd.py"):
         assert any(n.endswith(part) for n in members), part
 
     venv = tmp_path / "venv"

@@ -11,7 +11,7 @@ from sfd.model.layers import rope_tables, rotate_pairs, sincos_pos_embed_2d
 def tiny_model(**changes) -> LightningDiT:
     cfg = preset("tiny")
     torch.manual_seed(0)
-    return LightningDiT(dataclasses.replace(cfg.model, **changes), cfg.latent)
+    return LightningDiT.from_configs(dataclasses.replace(cfg.model, **changes), cfg.latent)
 
 
 def perturbed(model: LightningDiT) -> LightningDiT:

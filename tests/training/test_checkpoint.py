@@ -27,7 +27,7 @@ def _save(run_dir, step, cfg, model):
 def test_a_checkpoint_describes_itself_and_the_newest_is_read(tmp_path):
     cfg = tiny_config()
     torch.manual_seed(0)
-    model = LightningDiT(cfg.model, cfg.latent)
+    model = LightningDiT.from_configs(cfg.model, cfg.latent)
     for step in (10, 2, 30):
         _save(tmp_path, step, cfg, model)
     assert [p.name for p in list_checkpoints(tmp_path)] == [
@@ -35,7 +35,7 @@ def test_a_checkpoint_describes_itself_and_the_newest_is_read(tmp_path):
     ]  # fmt: skip
     ckpt = read_checkpoint(tmp_path)
     assert ckpt.step == 30 and ckpt.config == cfg and torch.equal(ckpt.stats.std, torch.ones(6) * 2)
-    other = LightningDiT(cfg.model, cfg.latent)
+    other = LightningDiT.from_configs(cfg.model, cfg.latent)
     load_weights(other, ckpt.path / "ema.safetensors")
     theirs, ours = other.state_dict(), model.state_dict()
     assert all(torch.equal(theirs[k], ours[k]) for k in ours)
@@ -45,10 +45,10 @@ def test_a_checkpoint_describes_itself_and_the_newest_is_read(tmp_path):
 
 def test_loading_is_strict(tmp_path):
     cfg = tiny_config()
-    path = _save(tmp_path, 1, cfg, LightningDiT(cfg.model, cfg.latent))
+    path = _save(tmp_path, 1, cfg, LightningDiT.from_configs(cfg.model, cfg.latent))
     wider = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, width=32))
     with pytest.raises(MismatchError, match="has shape"):
-        load_weights(LightningDiT(wider.model, wider.latent), path / "ema.safetensors")
+        load_weights(LightningDiT.from_configs(wider.model, wider.latent), path / "ema.safetensors")
     with pytest.raises(MissingInputError, match="holds no checkpoint"):
         read_checkpoint(tmp_path / "checkpoints")
     (tmp_path / "plain").mkdir()

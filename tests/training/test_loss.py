@@ -90,7 +90,7 @@ def test_repa_modes_and_shape_error():
 def test_loss_decreases_on_a_fixed_batch():
     cfg = preset("tiny")
     torch.manual_seed(0)
-    model = LightningDiT(cfg.model, cfg.latent)
+    model = LightningDiT.from_configs(cfg.model, cfg.latent)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
     g = torch.Generator().manual_seed(0)
     x1 = torch.randn(8, 6, 8, 8, generator=g)

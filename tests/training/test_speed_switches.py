@@ -71,10 +71,10 @@ def test_compile_without_a_compiler_is_one_config_error_before_training(latents,
 def test_compiled_blocks_keep_names_and_outputs():
     cfg = tiny_config()
     torch.manual_seed(0)
-    eager = LightningDiT(cfg.model, cfg.latent).eval()
+    eager = LightningDiT.from_configs(cfg.model, cfg.latent).eval()
     for p in eager.parameters():  # leave the zero init, so the output depends on every block
         p.data.add_(0.02 * torch.randn_like(p))
-    compiled = LightningDiT(cfg.model, cfg.latent).eval()
+    compiled = LightningDiT.from_configs(cfg.model, cfg.latent).eval()
     compiled.load_state_dict(eager.state_dict())
     compile_blocks(compiled)
     assert compiled.state_dict().keys() == eager.state_dict().keys()

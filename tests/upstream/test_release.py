@@ -61,7 +61,7 @@ def direct_model(kwargs: dict, state: dict) -> tuple[LightningDiT, ModelConfig, 
     latent_cfg = LatentConfig(
         tex_channels=kwargs["in_channels"] - sem, sem_channels=sem, size=kwargs["input_size"]
     )
-    model = LightningDiT(model_cfg, latent_cfg)
+    model = LightningDiT.from_configs(model_cfg, latent_cfg)
     model.load_state_dict(state, strict=True)
     return model.eval(), model_cfg, latent_cfg
 

@@ -39,7 +39,9 @@ _path = click.Path(exists=True, path_type=Path)
 )
 def export_diffusers_command(run, out, decoder, guide, class_names, metrics) -> None:
     """Write RUN as a diffusers directory OUT (model_index.json, transformer/, vae/,
-    scheduler/, README.md); load it with SFDPipeline.from_pretrained(OUT)."""
+    scheduler/, the module files, README.md); load it without sfd with
+    DiffusionPipeline.from_pretrained(OUT, trust_remote_code=True), or with
+    sfd.ecosystem.load_export(OUT)."""
     from sfd.ecosystem.export import ExportSources, export_diffusers
 
     sources = ExportSources(run, decoder, guide, class_names, metrics)

@@ -138,7 +138,7 @@ def presets_cmd() -> None:
     for name in PRESETS:
         cfg = preset(name)
         with torch.device("meta"):
-            n = count_parameters(LightningDiT(cfg.model, cfg.latent))
+            n = count_parameters(LightningDiT.from_configs(cfg.model, cfg.latent))
         m = dataclasses.asdict(cfg.model)
         click.echo(
             f"{name:>4}: depth {m['depth']:>2} width {m['width']:>4} heads "

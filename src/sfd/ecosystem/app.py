@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from sfd.ecosystem.pipeline import SFDPipeline, image_generators
+from sfd.ecosystem.remote.pipeline_sfd import SFDPipeline, image_generators
 from sfd.figures import stage_strip
 from sfd.generate import to_uint8
 
@@ -134,9 +134,10 @@ def build_app(pipe: SFDPipeline, default_steps: int | None = None, seed: int = 0
 
 def load_pipeline(run: Path, decoder=None, guide=None, class_names=None, device: str = "cpu"):
     """The pipeline of a diffusers export (has ``model_index.json``) or of an sfd run."""
+    from sfd.ecosystem.convert import load_export
     from sfd.ecosystem.export import ExportSources, build_pipeline
 
     run = Path(run)
     if (run / "model_index.json").exists():
-        return SFDPipeline.from_pretrained(str(run)).to(device)
+        return load_export(run, device)
     return build_pipeline(ExportSources(run, decoder, guide, class_names), device)[0]

@@ -3,8 +3,12 @@
 ``OUT`` gets ``model_index.json``, ``transformer/`` (:class:`SFDTransformer2DModel`, the run's
 EMA weights and latent statistics), ``vae/`` (the texture autoencoder as diffusers'
 ``AutoencoderKL``, whatever format it was trained or imported in), ``scheduler/``
-(:class:`SFDScheduler`: the run's Δt and sampler), an optional ``guide_transformer/`` (the
-AutoGuidance guide) and ``README.md`` (a model card). It works for runs trained by ``sfd`` and
+(:class:`SFDScheduler`: the run's Δt, sampler and fixed-step schedule), an optional
+``guide_transformer/`` (the AutoGuidance guide), the module files of each (sfd's own source,
+verbatim: :mod:`sfd.ecosystem.remote`), named in ``model_index.json`` so that diffusers loads
+the directory without sfd (``trust_remote_code=True``), and ``README.md`` (a model card). The
+class names are ``--class-names``, else those the run recorded, else the ids. It works for runs
+trained by ``sfd`` and
 for release checkpoints imported with ``sfd import-upstream`` (their decoder is named with
 ``--decoder``). The directory is written beside ``OUT`` and renamed into place, and an existing
 ``OUT`` is refused: an export never overwrites.
@@ -20,8 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sfd.errors import BadInputError, MismatchError, MissingInputError, SfdError
-
-CLASS_NAME_FILES = ("class_names.json", "classes.json")
+from sfd.training.run_dir import CLASS_NAMES
 
 
 @dataclass(frozen=True)
@@ -53,8 +56,11 @@ def find_decoder(run: Path, config_path: str, checkpoint_dir: Path) -> Path:
     )
 
 
-def read_class_names(path: Path | None, num_classes: int) -> dict[int, str]:
-    """``{id: name}`` from a JSON list / dict or a text file (one name a line); default the ids."""
+def read_class_names(path: Path | None, num_classes: int, run_dir: Path | None = None) -> dict:
+    """``{id: name}`` from a JSON list / dict or a text file (one name a line); default: the names
+    the run recorded (``RUN/class_names.json``, from its dataset), else the ids."""
+    if path is None and run_dir is not None and (run_dir / CLASS_NAMES).is_file():
+        path = run_dir / CLASS_NAMES
     if path is None:
         return {i: str(i) for i in range(num_classes)}
     text = Path(path).read_text()
@@ -84,9 +90,8 @@ def read_metrics(path: Path | None) -> dict:
 def build_pipeline(sources: ExportSources, device: str = "cpu"):
     """An :class:`SFDPipeline` from an sfd run (EMA weights), its decoder and optional guide."""
     from sfd.api import load_checkpoint
-    from sfd.ecosystem.pipeline import SFDPipeline
-    from sfd.ecosystem.scheduler import SFDScheduler
-    from sfd.ecosystem.transformer import SFDTransformer2DModel
+    from sfd.ecosystem.convert import scheduler_from_config, transformer_from_sfd
+    from sfd.ecosystem.remote.pipeline_sfd import SFDPipeline
     from sfd.latents.texture import load_texture_autoencoder
 
     model, ckpt = load_checkpoint(sources.run, device)
@@ -97,7 +102,7 @@ def build_pipeline(sources: ExportSources, device: str = "cpu"):
     guide = None
     if sources.guide is not None:
         g_model, g_ckpt = load_checkpoint(sources.guide, device)
-        guide = SFDTransformer2DModel.from_sfd(g_model, g_ckpt.stats)
+        guide = transformer_from_sfd(g_model, g_ckpt.stats)
     decoder = sources.decoder or find_decoder(
         sources.run, ckpt.config.latent.texture_autoencoder, ckpt.path
     )
@@ -108,11 +113,13 @@ def build_pipeline(sources: ExportSources, device: str = "cpu"):
             f"the run's texture latent has {ckpt.config.latent.tex_channels}"
         )
     pipe = SFDPipeline(
-        transformer=SFDTransformer2DModel.from_sfd(model, ckpt.stats),
+        transformer=transformer_from_sfd(model, ckpt.stats),
         vae=vae,
-        scheduler=SFDScheduler.from_sfd_config(ckpt.config),
+        scheduler=scheduler_from_config(ckpt.config),
         guide_transformer=guide,
-        id2label=read_class_names(sources.class_names, ckpt.config.model.num_classes),
+        id2label=read_class_names(
+            sources.class_names, ckpt.config.model.num_classes, ckpt.path.parent.parent
+        ),
     )
     return pipe.to(device), ckpt
 
@@ -130,6 +137,7 @@ def export_diffusers(sources: ExportSources, out: str | Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         pipe.save_pretrained(tmp, safe_serialization=True)
+        write_remote_code(tmp)
         card = model_card(ckpt, metrics, sources, pipe.config.id2label)
         (tmp / "README.md").write_text(card)
         os.rename(tmp, out)  # atomic; fails rather than replace a directory made meanwhile
@@ -137,3 +145,24 @@ def export_diffusers(sources: ExportSources, out: str | Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def write_remote_code(out: Path) -> dict:
+    """Write each component's module files (the package's source, verbatim) and name them in
+    ``model_index.json`` as ``["module_file", "ClassName"]``; returns the new index."""
+    from sfd.ecosystem.remote import PARTS, source_file
+
+    index = json.loads((out / "model_index.json").read_text())
+    for folder, (module, cls, siblings) in PARTS.items():
+        users = [folder] if folder != "transformer" else ["transformer", "guide_transformer"]
+        for part in users:
+            if part and (index.get(part) or [None])[0] is None:
+                continue  # an optional component that is absent
+            for name in (module, *siblings):
+                shutil.copyfile(source_file(name), out / part / f"{name}.py")
+            if part:
+                index[part] = [module, cls]
+            else:
+                index["_class_name"] = [module, cls]
+    (out / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    return index

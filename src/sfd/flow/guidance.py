@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sfd.latents.composite import LatentLayout
+from .path import Layout
 
 ModelFn = Callable[..., torch.Tensor]
 
@@ -50,7 +50,7 @@ class Guidance:
         t_tex: torch.Tensor,
         t_sem: torch.Tensor,
         batch: int,
-        layout: LatentLayout,
+        layout: Layout,
         like: torch.Tensor,
     ) -> torch.Tensor | None:
         """Per-item, per-channel guidance scale (B, C, 1, 1), or None where nothing is guided
@@ -79,7 +79,7 @@ def _combine(base: torch.Tensor, strong: torch.Tensor, w: torch.Tensor) -> torch
 
 
 def cfg_velocity(
-    model: nn.Module, y: torch.Tensor, guidance: Guidance, layout: LatentLayout
+    model: nn.Module, y: torch.Tensor, guidance: Guidance, layout: Layout
 ) -> Callable[..., torch.Tensor]:
     """velocity_fn(x, t_tex, t_sem) with classifier-free guidance against the null class."""
     null = torch.full_like(y, model.null_class)
@@ -104,7 +104,7 @@ def cfg_velocity(
 
 
 def autoguidance_velocity(
-    model: nn.Module, guide: nn.Module, y: torch.Tensor, guidance: Guidance, layout: LatentLayout
+    model: nn.Module, guide: nn.Module, y: torch.Tensor, guidance: Guidance, layout: Layout
 ) -> Callable[..., torch.Tensor]:
     """velocity_fn(x, t_tex, t_sem) with AutoGuidance by a weaker conditional ``guide`` model."""
 
@@ -125,3 +125,26 @@ def plain_velocity(model: nn.Module, y: torch.Tensor) -> Callable[..., torch.Ten
         return model(x, t_tex=t_tex, t_sem=t_sem, y=y)
 
     return velocity
+
+
+def guided_velocity(
+    model: nn.Module,
+    y: torch.Tensor,
+    guidance: Guidance,
+    layout: Layout,
+    mode: str = "cfg",
+    guide: nn.Module | None = None,
+) -> Callable[..., torch.Tensor]:
+    """The velocity function the solver calls: ``mode`` ``"cfg"`` (plain where no part is
+    guided) or ``"autoguidance"`` (needs ``guide`` and a scale != 1)."""
+    if mode == "autoguidance":
+        if guide is None:
+            raise ValueError("sample.guide='autoguidance' needs a guide model (--guide RUN)")
+        if not guidance.active:
+            raise ValueError("AutoGuidance needs a scale != 1 (sample.cfg_scale_tex/_sem)")
+        return autoguidance_velocity(model, guide, y, guidance, layout)
+    if mode != "cfg":
+        raise ValueError(f"guidance must be 'cfg' or 'autoguidance'; got {mode!r}")
+    if guidance.active:
+        return cfg_velocity(model, y, guidance, layout)
+    return plain_velocity(model, y)

@@ -14,9 +14,26 @@ bit for bit (the ``linspace`` grid and the clamped subtraction decide stage boun
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 
-from sfd.latents.composite import LatentLayout
+
+class Layout(Protocol):
+    """The composite-latent layout the flow works on: ``sfd.latents.composite.LatentLayout``.
+
+    The flow files import nothing of sfd outside ``sfd.flow`` (a diffusers export carries them
+    verbatim beside ``composite.py``; docs/ECOSYSTEM.md), so they name the layout by what they use.
+    """
+
+    tex_channels: int
+    sem_channels: int
+
+    def tex(self, c: torch.Tensor) -> torch.Tensor: ...
+    def sem(self, c: torch.Tensor) -> torch.Tensor: ...
+    def join(self, z: torch.Tensor, s: torch.Tensor) -> torch.Tensor: ...
+    def per_channel(self, tex_value, sem_value, like: torch.Tensor) -> torch.Tensor: ...
+    def check(self, c: torch.Tensor, name: str) -> None: ...
 
 
 def check_delta_t(delta_t: float) -> float:
@@ -63,7 +80,7 @@ def interpolate(
     x1: torch.Tensor,
     t_tex: torch.Tensor,
     t_sem: torch.Tensor,
-    layout: LatentLayout,
+    layout: Layout,
 ) -> torch.Tensor:
     """x_t per part: texture at ``t_tex``, semantics at ``t_sem`` (one noise for all channels)."""
     layout.check(x1, "x1")

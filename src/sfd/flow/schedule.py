@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sfd.flow.path import check_delta_t, part_times
+from .path import check_delta_t, part_times
 
 BOUNDARY_RULES = ("exact", "release")
 

@@ -13,11 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from torchdiffeq import odeint
 
-from sfd.flow.path import check_delta_t, part_times
-from sfd.flow.schedule import StagedSchedule, drift_masks
-from sfd.latents.composite import LatentLayout
+from .path import Layout, check_delta_t, part_times
+from .schedule import StagedSchedule, drift_masks
 
 VelocityFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -35,7 +33,7 @@ def euler(
     velocity_fn: VelocityFn,
     x: torch.Tensor,
     schedule: StagedSchedule,
-    layout: LatentLayout,
+    layout: Layout,
     keep_trajectory: bool = False,
 ) -> Solution:
     """Fixed-step Euler: x_{k+1} = x_k + [dt_tex, dt_sem]_k * v(x_k, t_k). NFE = num_steps."""
@@ -53,7 +51,7 @@ def heun(
     velocity_fn: VelocityFn,
     x: torch.Tensor,
     schedule: StagedSchedule,
-    layout: LatentLayout,
+    layout: Layout,
     keep_trajectory: bool = False,
 ) -> Solution:
     """Heun's second-order method (explicit trapezoid) per part. NFE = 2 num_steps."""
@@ -74,7 +72,7 @@ def dopri5(
     velocity_fn: VelocityFn,
     x: torch.Tensor,
     delta_t: float,
-    layout: LatentLayout,
+    layout: Layout,
     atol: float = 1e-6,
     rtol: float = 1e-3,
     boundary: str = "exact",
@@ -87,6 +85,8 @@ def dopri5(
     straddle the jumps, which costs accuracy. Like the release, the solver may evaluate the
     drift past ``1 + Δt`` (it steps past the last output time and interpolates back).
     """
+    from torchdiffeq import odeint  # only dopri5 needs torchdiffeq
+
     layout.check(x, "initial noise")
     delta_t = check_delta_t(delta_t)
     nfe = 0
@@ -126,7 +126,7 @@ def solve(
     x: torch.Tensor,
     *,
     method: str,
-    layout: LatentLayout,
+    layout: Layout,
     schedule: StagedSchedule | None = None,
     delta_t: float | None = None,
     atol: float = 1e-6,

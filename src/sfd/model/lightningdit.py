@@ -6,17 +6,22 @@ and ``t_tex`` for the texture channels. Two half-width sinusoidal embedders are 
 velocity of all channels. REPA (Yu et al. 2025) projects the tokens after a chosen block to the
 frozen encoder's feature space during training.
 
-The module is a pure function of tensors: no RNG, devices, prints or label dropout inside.
+The module is a pure function of tensors: no RNG, devices, prints or label dropout inside. It is
+built from plain keyword arguments (``LightningDiT.from_configs`` takes sfd's config sections) and
+imports nothing of sfd but its sibling ``layers``, relatively: a diffusers export carries this
+file and ``layers.py`` verbatim (docs/ECOSYSTEM.md).
 """
 
 from __future__ import annotations
+
+import dataclasses
+from types import SimpleNamespace
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from sfd.config import LatentConfig, ModelConfig
-from sfd.model.layers import (
+from .layers import (
     Block,
     FinalLayer,
     LabelEmbedder,
@@ -37,22 +42,52 @@ class PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
+def repa_projector(width: int, hidden: int, dim: int) -> nn.Module | None:
+    """The REPA head: tokens (width) -> MLP (hidden, SiLU) -> the encoder's ``dim``; None if 0."""
+    if dim <= 0:
+        return None
+    return nn.Sequential(
+        nn.Linear(width, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+        nn.Linear(hidden, dim),
+    )  # fmt: skip
+
+
 class LightningDiT(nn.Module):
     """The SFD denoiser: ``model(x, t_tex=..., t_sem=..., y=...)`` -> velocity (B, C, H, W)."""
 
-    def __init__(self, model: ModelConfig, latent: LatentConfig) -> None:
+    def __init__(
+        self,
+        *,
+        latent_size: int,
+        tex_channels: int,
+        sem_channels: int,
+        depth: int = 12,
+        width: int = 384,
+        num_heads: int = 6,
+        mlp_ratio: float = 4.0,
+        patch_size: int = 1,
+        num_classes: int = 1000,
+        class_dropout_prob: float = 0.1,
+        dual_timestep: bool = True,
+        use_qknorm: bool = True,
+        use_swiglu: bool = True,
+        use_rope: bool = True,
+        use_rmsnorm: bool = True,
+        repa_depth: int = 2,
+        repa_projector_dim: int = 2048,
+        repa_dim: int = 768,
+    ) -> None:
+        args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         super().__init__()
-        if latent.size % model.patch_size:
+        if latent_size % patch_size:
             raise ValueError(
-                f"latent.size={latent.size} must be divisible by "
-                f"model.patch_size={model.patch_size}"
+                f"latent.size={latent_size} must be divisible by model.patch_size={patch_size}"
             )
-        self.config = model
-        self.latent = latent
-        self.channels = latent.channels
-        self.patch_size = model.patch_size
-        self.grid = latent.size // model.patch_size
-        width = model.width
+        self.config = SimpleNamespace(**args)  # every argument, by name
+        model = self.config
+        self.channels = tex_channels + sem_channels
+        self.patch_size = patch_size
+        self.grid = latent_size // patch_size
         self.gradient_checkpointing = False
 
         self.x_embedder = PatchEmbed(model.patch_size, self.channels, width)
@@ -76,17 +111,22 @@ class LightningDiT(nn.Module):
             for _ in range(model.depth)
         )
         self.final_layer = FinalLayer(width, model.patch_size, self.channels, model.use_rmsnorm)
-        self.repa_projector = None
-        if model.repa_dim > 0:
-            p = model.repa_projector_dim
-            self.repa_projector = nn.Sequential(
-                nn.Linear(width, p),
-                nn.SiLU(),
-                nn.Linear(p, p),
-                nn.SiLU(),
-                nn.Linear(p, model.repa_dim),
-            )
+        self.repa_projector = repa_projector(width, repa_projector_dim, repa_dim)
         self.initialize_weights()
+
+    @classmethod
+    def from_configs(cls, model, latent) -> LightningDiT:
+        """From sfd's ``ModelConfig`` and ``LatentConfig`` sections (dataclasses)."""
+        return cls(
+            **dataclasses.asdict(model),
+            latent_size=latent.size,
+            tex_channels=latent.tex_channels,
+            sem_channels=latent.sem_channels,
+        )
+
+    def arguments(self) -> dict:
+        """The constructor's keyword arguments (``LightningDiT(**m.arguments())`` rebuilds it)."""
+        return dict(vars(self.config))
 
     @property
     def null_class(self) -> int:

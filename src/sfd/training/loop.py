@@ -75,7 +75,7 @@ class Trainer:
         check_data(self.dataset, cfg)
         self.order = EpochOrder(len(self.dataset), cfg.train.seed)
         torch.manual_seed(cfg.train.seed)  # only weight init draws from the global RNG
-        self.model = LightningDiT(cfg.model, cfg.latent).to(self.device)
+        self.model = LightningDiT.from_configs(cfg.model, cfg.latent).to(self.device)
         self.model.gradient_checkpointing = cfg.train.activation_checkpointing
         self.ema = make_ema(self.model)
         # DDP/FSDP wrapping before the optimizer: FSDP replaces parameters by sharded DTensors.

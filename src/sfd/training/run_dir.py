@@ -98,6 +98,18 @@ def validate_run(cfg: Config, data_dir: str | Path, world: int = 1) -> LatentDat
     return dataset
 
 
+CLASS_NAMES = "class_names.json"
+
+
+def record_class_names(run_dir: Path, data_dir, num_classes: int) -> None:
+    """Copy the latent set's class names (when it has them) into the run as ``class_names.json``
+    (a JSON list; ``sfd export-diffusers`` and ``sfd app`` read it)."""
+    names = json.loads((Path(data_dir) / "meta.json").read_text()).get("class_names")
+    if names and len(names) == num_classes:
+        text = json.dumps([str(n) for n in names], indent=1) + "\n"
+        atomic_write_bytes(Path(run_dir) / CLASS_NAMES, text.encode())
+
+
 def prepare_run_dir(
     run_dir: Path, cfg: Config, resume: bool, data_dir, lock: DirLock
 ) -> Exception | None:
@@ -117,6 +129,7 @@ def prepare_run_dir(
         if not resume and list_checkpoints(run_dir):
             raise ValueError(f"{run_dir} already holds checkpoints; resume it or use a new --out")
         check_run_config(run_dir, cfg)
+        record_class_names(run_dir, data_dir, cfg.model.num_classes)
     except (ValueError, OSError) as err:
         lock.release()
         return err

@@ -130,7 +130,7 @@ def import_upstream(
         cfg = dataclasses.replace(
             cfg, sample=read_inference_config(inference_config, cfg, cfg_scale)
         )
-    model = LightningDiT(cfg.model, cfg.latent)
+    model = LightningDiT.from_configs(cfg.model, cfg.latent)
     state = read_upstream_state_dict(ckpt, prefer)
     expected = model.state_dict()
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))

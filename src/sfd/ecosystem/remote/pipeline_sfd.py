@@ -5,14 +5,18 @@ copied): ``__call__(class_labels, num_inference_steps, guidance_scale, generator
 return_dict)``, ``id2label`` and ``get_label_ids``, ``ImagePipelineOutput``. Where SFD differs
 the pipeline follows sfd (METHOD.md §4-5), through sfd's own code:
 
-- the velocity function and guidance are :func:`sfd.generate.velocity_function` (CFG on ALL
-  channels, null class = ``num_classes``, not DiT's 1000 and first-3-channels; or AutoGuidance
-  with ``guide_transformer``), the solver is :func:`sfd.flow.solvers.solve` on the staged
-  schedule, and the model runs on ``compute_batch`` rows at a time (:class:`FixedBatch`);
+- the velocity function and guidance are ``guidance.guided_velocity`` (CFG on ALL channels, null
+  class = ``num_classes``, not DiT's 1000 and first-3-channels; or AutoGuidance with
+  ``guide_transformer``), the scheduler solves on the staged schedule, and the model runs on
+  ``compute_batch`` rows at a time (``numerics.FixedBatch``), as in ``sfd sample``;
 - noise is drawn per image on the CPU in float32 (one generator per image: pass
   ``image_generators(seed, n)`` and image i equals ``sfd sample --seed seed``'s image i);
 - the latents are de-normalised with the transformer's latent statistics and the texture part
-  is decoded by the VAE; ``vae.config.scaling_factor`` is not used (LatentStats owns that).
+  is decoded by the VAE; ``vae.config.scaling_factor`` is not used (the statistics own that).
+
+This file is written verbatim into an export's root beside the files it imports
+(``sfd.ecosystem.remote``): it imports nothing of sfd by name, and loads with
+``DiffusionPipeline.from_pretrained(OUT, trust_remote_code=True)``.
 """
 
 from __future__ import annotations
@@ -21,13 +25,15 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, DiffusionPipeline, ImagePipelineOutput
+from diffusers import DiffusionPipeline, ImagePipelineOutput
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from PIL import Image
 
-from sfd.ecosystem.scheduler import SFDScheduler
-from sfd.ecosystem.transformer import SFDTransformer2DModel
-from sfd.flow.solvers import Solution
-from sfd.generate import FixedBatch, to_uint8, velocity_function
+from .composite import LatentStats
+from .guidance import Guidance, guided_velocity
+from .numerics import FixedBatch, to_uint8
+from .path import Layout
 
 
 def image_generators(seed: int, num: int, start: int = 0) -> list[torch.Generator]:
@@ -43,10 +49,10 @@ class SFDPipeline(DiffusionPipeline):
 
     def __init__(
         self,
-        transformer: SFDTransformer2DModel,
-        vae: AutoencoderKL,
-        scheduler: SFDScheduler,
-        guide_transformer: SFDTransformer2DModel | None = None,
+        transformer: ModelMixin,
+        vae: ModelMixin,
+        scheduler: SchedulerMixin,
+        guide_transformer: ModelMixin | None = None,
         id2label: dict | None = None,
     ) -> None:
         super().__init__()
@@ -64,12 +70,17 @@ class SFDPipeline(DiffusionPipeline):
         }
 
     def get_label_ids(self, label: str | Sequence[str]) -> list[int]:
-        """Class ids of label names (``self.labels`` lists them)."""
+        """Class ids of label names (``self.labels`` lists them; an exact name first, else the
+        name in any case: ``"sneaker"`` finds ``"Sneaker"``)."""
         wanted = [label] if isinstance(label, str) else list(label)
-        unknown = [w for w in wanted if w not in self.labels]
+        folded = {}
+        for name, k in self.labels.items():
+            folded.setdefault(name.casefold(), k)
+        ids = [self.labels.get(w, folded.get(str(w).casefold())) for w in wanted]
+        unknown = [w for w, k in zip(wanted, ids, strict=True) if k is None]
         if unknown:
             raise ValueError(f"unknown labels {unknown}; known: {', '.join(self.labels)}")
-        return [self.labels[w] for w in wanted]
+        return ids
 
     def _noise(self, n: int, generator) -> torch.Tensor:
         t = self.transformer
@@ -93,8 +104,9 @@ class SFDPipeline(DiffusionPipeline):
         method: str | None = None,
         guidance: str | None = None,
         keep_trajectory: bool = False,
-    ) -> Solution:
-        """Solve the staged ODE: normalised composite latents (and the trajectory)."""
+    ):
+        """Solve the staged ODE: the scheduler's solution (normalised composite latents, and
+        the trajectory if kept)."""
         t = self.transformer
         device = self._execution_device
         y = torch.as_tensor(class_labels, dtype=torch.long).reshape(-1)
@@ -109,7 +121,7 @@ class SFDPipeline(DiffusionPipeline):
             changes["method"] = method
         if guidance is not None:
             changes["guide"] = guidance
-        sample = self.scheduler.sample_config(**changes)
+        sample = self.scheduler.sampler(**changes)
         if sample.guide == "autoguidance" and self.guide_transformer is None:
             raise ValueError(
                 "guidance='autoguidance' needs a guide_transformer "
@@ -119,10 +131,24 @@ class SFDPipeline(DiffusionPipeline):
         if guide is not None:
             guide = FixedBatch(guide.dit, sample.compute_batch)
         x = self._noise(len(y), generator).to(device)
-        fn = velocity_function(
-            FixedBatch(t.dit, sample.compute_batch), y.to(device), sample, t.layout, guide
+        rule = Guidance(
+            sample.cfg_scale_tex,
+            sample.cfg_scale_sem,
+            sample.cfg_interval_tex,
+            sample.cfg_interval_sem,
         )
-        return self.scheduler.solve(fn, x, t.layout, sample, keep_trajectory)
+        model = FixedBatch(t.dit, sample.compute_batch)
+        fn = guided_velocity(model, y.to(device), rule, self.layout, sample.guide, guide)
+        return self.scheduler.solve(fn, x, self.layout, sample, keep_trajectory)
+
+    @property
+    def layout(self) -> Layout:
+        """The composite latent's channel layout (texture first)."""
+        return self.transformer.layout
+
+    @property
+    def latent_stats(self) -> LatentStats:
+        return self.transformer.latent_stats
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, compute_batch: int | None = None) -> torch.Tensor:

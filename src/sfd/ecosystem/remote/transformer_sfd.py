@@ -1,31 +1,30 @@
 """``SFDTransformer2DModel``: sfd's LightningDiT with dual timesteps as a diffusers model.
 
-A thin wrapper, not a copy: the network is :class:`sfd.model.LightningDiT` (held as ``.dit``),
-so a diffusers export computes exactly what ``sfd sample`` computes. diffusers' ``ModelMixin``
-(save/load in safetensors, dtype and device helpers) and ``ConfigMixin`` (``config.json`` from
-the constructor's arguments) supply the hub format; the conventions (``sample_size``,
-``in_channels``, ``forward(...) -> Transformer2DModelOutput``) follow diffusers'
+A thin wrapper, not a copy: the network is :class:`LightningDiT` (``lightningdit.py``, held as
+``.dit``), so a diffusers export computes exactly what ``sfd sample`` computes. diffusers'
+``ModelMixin`` (save/load in safetensors, dtype and device helpers) and ``ConfigMixin``
+(``config.json`` from the constructor's arguments) supply the hub format; the conventions
+(``sample_size``, ``in_channels``, ``forward(...) -> Transformer2DModelOutput``) follow diffusers'
 ``DiTTransformer2DModel`` (diffusers/models/transformers/dit_transformer_2d.py), read, not copied.
 
 The latent statistics (per-channel mean and std of the composite latent, METHOD.md §2.4) travel
 in the config, as they travel in an sfd checkpoint's metadata: the model is trained on
 normalised latents and is meaningless without them.
+
+This file is written verbatim into an export's ``transformer/`` folder beside the files it
+imports (``sfd.ecosystem.remote``): it imports nothing of sfd by name.
 """
 
 from __future__ import annotations
-
-import dataclasses
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.modeling_utils import ModelMixin
 
-from sfd.config import Config, LatentConfig, ModelConfig
-from sfd.latents.composite import LatentLayout, LatentStats
-from sfd.model import LightningDiT
-
-_MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig))
+from .composite import LatentLayout, LatentStats
+from .layers import Block  # noqa: F401  (diffusers copies only what a remote module imports)
+from .lightningdit import LightningDiT
 
 
 class SFDTransformer2DModel(ModelMixin, ConfigMixin):
@@ -62,14 +61,34 @@ class SFDTransformer2DModel(ModelMixin, ConfigMixin):
         latent_mean: list[float] | None = None,
         latent_std: list[float] | None = None,
     ) -> None:
+        model = {
+            k: v
+            for k, v in locals().items()
+            if k not in ("self", "__class__", "sample_size", "latent_mean", "latent_std")
+        }
         super().__init__()
-        model = ModelConfig(**{k: v for k, v in locals().items() if k in _MODEL_FIELDS})
-        latent = LatentConfig(tex_channels, sem_channels, sample_size)
-        self.dit = LightningDiT(model, latent)
+        self.dit = LightningDiT(latent_size=sample_size, **model)
         channels = tex_channels + sem_channels
         for name, value in (("latent_mean", latent_mean), ("latent_std", latent_std)):
             if value is not None and len(value) != channels:
                 raise ValueError(f"{name} needs {channels} values (one per channel)")
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """diffusers' loader, strict: every stored weight must fit a parameter of this code and
+        every parameter must be stored (diffusers only warns, then samples with random weights:
+        a silent wrong image when the module files and the weights disagree)."""
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        bad = {k: info.get(k) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+        bad = {k: v for k, v in bad.items() if v}
+        if bad:
+            found = "; ".join(f"{k}: {', '.join(map(str, v[:3]))}" for k, v in bad.items())
+            raise ValueError(
+                f"the weights in {args[0] if args else kwargs} do not fit {cls.__name__}'s code "
+                f"({found}): the module files were edited, or come from another sfd version"
+            )
+        return (model, info) if want_info else model
 
     @property
     def in_channels(self) -> int:
@@ -102,28 +121,3 @@ class SFDTransformer2DModel(ModelMixin, ConfigMixin):
     ) -> Transformer2DModelOutput | tuple[torch.Tensor]:
         out = self.dit(sample, t_tex=t_tex, t_sem=t_sem, y=class_labels)
         return Transformer2DModelOutput(sample=out) if return_dict else (out,)
-
-    @classmethod
-    def from_sfd(cls, model: LightningDiT, stats: LatentStats) -> SFDTransformer2DModel:
-        """A wrapper holding a copy of ``model``'s weights (loaded strictly) and ``stats``."""
-        kwargs = dataclasses.asdict(model.config)
-        lat = model.latent
-        wrapper = cls(
-            sample_size=lat.size,
-            tex_channels=lat.tex_channels,
-            sem_channels=lat.sem_channels,
-            latent_mean=stats.to_dict()["mean"],
-            latent_std=stats.to_dict()["std"],
-            **kwargs,
-        )
-        wrapper.dit.load_state_dict(model.state_dict(), strict=True)
-        return wrapper.eval()
-
-    def sfd_configs(self) -> tuple[ModelConfig, LatentConfig]:
-        """The sfd model and latent configs this wrapper was built from."""
-        return self.dit.config, self.dit.latent
-
-
-def transformer_from_config(config: Config, stats: LatentStats) -> SFDTransformer2DModel:
-    """A randomly initialised wrapper for an sfd ``config`` (tests and tiny examples)."""
-    return SFDTransformer2DModel.from_sfd(LightningDiT(config.model, config.latent), stats)

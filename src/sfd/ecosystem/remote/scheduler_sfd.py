@@ -1,0 +1,195 @@
+"""``SFDScheduler``: the staged semantic-first schedule and its solvers in diffusers' format.
+
+diffusers' schedulers are stateful ``step()`` objects; sfd's schedule is data (a
+:class:`StagedSchedule` of (t_sem, t_tex) rows, METHOD.md §4) and its solvers are short functions
+(``solvers.solve``: Euler, Heun, dopri5). This class keeps that split: a ``SchedulerMixin`` +
+``ConfigMixin`` that saves and loads ``scheduler_config.json`` like any diffusers scheduler and
+stores the run's sampler (the ``sample`` section of an sfd config and the run's Δt).
+
+The schedule travels as data too: ``schedules`` holds the run's fixed-step schedules by step
+count (every row of ``tau``, ``t_tex``, ``t_sem``, ``dt_tex``, ``dt_sem``; float32 values, exact
+in JSON), and :meth:`set_timesteps` uses a stored schedule where there is one. Other step counts
+are built from Δt for the staged path (``path="staged"``); a run on another path stores each
+step count it offers. dopri5 integrates the staged path's continuous drift.
+
+This file is written verbatim into an export's ``scheduler/`` folder beside the files it imports
+(``sfd.ecosystem.remote``): it imports nothing of sfd by name. Nothing in here holds solver state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+from .path import Layout, check_delta_t
+from .schedule import BOUNDARY_RULES, StagedSchedule, staged_schedule
+from .solvers import Solution, VelocityFn, solve
+
+METHODS = ("euler", "heun", "dopri5")
+GUIDES = ("cfg", "autoguidance")
+SCHEDULE_ROWS = ("tau", "t_tex", "t_sem", "dt_tex", "dt_sem")
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampler:
+    """One sampling call's settings (the field names of sfd's ``sample`` config section)."""
+
+    method: str
+    num_steps: int
+    boundary: str
+    compute_batch: int
+    atol: float
+    rtol: float
+    timestep_shift: float
+    cfg_scale_tex: float
+    cfg_scale_sem: float
+    cfg_interval_tex: tuple[float, float]
+    cfg_interval_sem: tuple[float, float]
+    guide: str
+
+    def __post_init__(self) -> None:
+        for name, ok, want in (
+            ("method", self.method in METHODS, f"one of {METHODS}"),
+            ("boundary", self.boundary in BOUNDARY_RULES, f"one of {BOUNDARY_RULES}"),
+            ("guide", self.guide in GUIDES, f"one of {GUIDES}"),
+            ("num_steps", self.num_steps >= 1, "an integer >= 1"),
+            ("compute_batch", self.compute_batch >= 1, "an integer >= 1"),
+        ):
+            if not ok:
+                raise ValueError(f"{name} must be {want}; got {getattr(self, name)!r}")
+
+
+def schedule_rows(schedule: StagedSchedule) -> dict[str, list[float]]:
+    """A schedule as JSON-ready lists (float32 values, which JSON keeps exactly)."""
+    return {k: getattr(schedule, k).tolist() for k in SCHEDULE_ROWS}
+
+
+class SFDScheduler(SchedulerMixin, ConfigMixin):
+    """The run's sampler: Δt, solver, step count, boundary rule, shift, guidance defaults and the
+    stored fixed-step schedules."""
+
+    config_name = "scheduler_config.json"
+    order = 1
+
+    @register_to_config
+    def __init__(
+        self,
+        delta_t: float = 0.3,
+        method: str = "heun",
+        num_inference_steps: int = 24,
+        boundary: str = "exact",
+        timestep_shift: float = 0.0,
+        atol: float = 1e-6,
+        rtol: float = 1e-3,
+        compute_batch: int = 16,
+        cfg_scale_tex: float = 1.0,
+        cfg_scale_sem: float = 1.0,
+        cfg_interval_tex: tuple[float, float] = (0.0, 1.0),
+        cfg_interval_sem: tuple[float, float] = (0.0, 1.0),
+        guide: str = "cfg",
+        path: str = "staged",
+        schedules: dict | None = None,
+    ) -> None:
+        check_delta_t(delta_t)
+        self.sampler()  # validates every field now
+        for steps in schedules or {}:
+            self.stored_schedule(int(steps))  # validates the stored rows now
+        self.schedule: StagedSchedule | None = None
+        self.timesteps = torch.zeros(0)
+
+    def sampler(self, **changes) -> Sampler:
+        """This scheduler's settings, with ``changes`` (:class:`Sampler` field names)."""
+        c = self.config
+        base = dict(
+            method=c.method,
+            num_steps=int(c.num_inference_steps),
+            boundary=c.boundary,
+            compute_batch=int(c.compute_batch),
+            atol=float(c.atol),
+            rtol=float(c.rtol),
+            timestep_shift=float(c.timestep_shift),
+            cfg_scale_tex=float(c.cfg_scale_tex),
+            cfg_scale_sem=float(c.cfg_scale_sem),
+            cfg_interval_tex=tuple(float(v) for v in c.cfg_interval_tex),
+            cfg_interval_sem=tuple(float(v) for v in c.cfg_interval_sem),
+            guide=c.guide,
+        )
+        return Sampler(**{**base, **changes})
+
+    def stored_schedule(self, num_steps: int) -> StagedSchedule | None:
+        """The stored schedule of ``num_steps`` steps, or None."""
+        rows = (self.config.schedules or {}).get(str(num_steps))
+        if rows is None:
+            return None
+        t = {k: torch.tensor(rows[k], dtype=torch.float32) for k in SCHEDULE_ROWS}
+        if any(t[k].shape != (num_steps + 1,) for k in ("tau", "t_tex", "t_sem")) or any(
+            t[k].shape != (num_steps,) for k in ("dt_tex", "dt_sem")
+        ):
+            raise ValueError(f"the stored {num_steps}-step schedule has rows of the wrong length")
+        return StagedSchedule(float(self.config.delta_t), boundary=self.config.boundary, **t)
+
+    def fixed_step_schedule(self, s: Sampler) -> StagedSchedule:
+        """The stored schedule of ``s.num_steps`` steps (at the stored settings), else the staged
+        schedule built from Δt."""
+        c = self.config
+        stored = self.stored_schedule(s.num_steps)
+        if stored is not None and (s.boundary, s.timestep_shift) == (c.boundary, c.timestep_shift):
+            return stored
+        if c.path != "staged":
+            have = sorted(int(k) for k in (c.schedules or {}))
+            raise ValueError(
+                f"this scheduler's {c.path!r} path is stored for {have} steps (at boundary "
+                f"{c.boundary!r}, shift {c.timestep_shift}); got {s.num_steps} steps"
+            )
+        return staged_schedule(s.num_steps, c.delta_t, s.timestep_shift, s.boundary)
+
+    def set_timesteps(
+        self,
+        num_inference_steps: int | None = None,
+        device: torch.device | str | None = None,
+        method: str | None = None,
+    ) -> None:
+        """Build the schedule; ``timesteps`` is its global-time grid tau (K + 1,)."""
+        s = self.sampler(
+            **({"num_steps": num_inference_steps} if num_inference_steps else {}),
+            **({"method": method} if method else {}),
+        )
+        self._use(s, device)
+
+    def _use(self, s: Sampler, device: torch.device | str | None) -> None:
+        if s.method == "dopri5":
+            if self.config.path != "staged":
+                raise ValueError(
+                    f"dopri5 integrates the staged path; this scheduler's is {self.config.path!r}"
+                )
+            self.schedule = None
+            self.timesteps = torch.tensor([0.0, 1.0 + self.config.delta_t], device=device)
+            return
+        self.schedule = self.fixed_step_schedule(s)
+        self.timesteps = self.schedule.tau.to(device)
+
+    def solve(
+        self,
+        velocity_fn: VelocityFn,
+        noise: torch.Tensor,
+        layout: Layout,
+        sample: Sampler,
+        keep_trajectory: bool = False,
+    ) -> Solution:
+        """Integrate from ``noise`` with sfd's solver (the settings of ``sample``)."""
+        self._use(sample, noise.device)
+        return solve(
+            velocity_fn,
+            noise,
+            method=sample.method,
+            layout=layout,
+            schedule=self.schedule,
+            delta_t=float(self.config.delta_t),
+            atol=sample.atol,
+            rtol=sample.rtol,
+            keep_trajectory=keep_trajectory,
+            boundary=sample.boundary,
+        )
