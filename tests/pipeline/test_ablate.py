@@ -133,6 +133,10 @@ def test_samplers_control_rows_and_dataset_settings():
     assert "dataset" not in AblationSettings().protocol()  # existing grids keep their protocol
     proto = AblationSettings(dataset="composites", background_strength=0.8).protocol()
     assert proto["dataset"] == "composites" and proto["background_strength"] == 0.8
+    assert "texture_steps" not in AblationSettings().protocol()
+    assert AblationSettings(texture_steps=1500).protocol()["texture_steps"] == 1500
+    with pytest.raises(ValueError, match="texture_steps must be >= 1"):
+        AblationSettings(texture_steps=0)
 
 
 def test_paired_comparison_matches_its_closed_form():
@@ -273,8 +277,12 @@ def test_a_latent_set_missing_what_a_row_needs_is_refused_before_training(tmp_pa
     res = runner.invoke(
         main, [*common, "--out", str(tmp_path / "d"), "--rows", "sfd", "--sem-channels", "8"]
     )
-    assert res.exit_code != 0 and "sem_channels=8" in res.output and "--data" in res.output
-    for sub in "abcd":  # refused before anything was trained or recorded
+    assert res.exit_code != 0 and "--sem-channels" in res.output and "--data" in res.output
+    res = runner.invoke(
+        main, [*common, "--out", str(tmp_path / "e"), "--rows", "sfd", "--texture-steps", "900"]
+    )
+    assert res.exit_code != 0 and "--texture-steps" in res.output and "--data" in res.output
+    for sub in "abcde":  # refused before anything was trained or recorded
         assert not (tmp_path / sub / "runs").exists()
         assert not (tmp_path / sub / "protocol.json").exists()
 

@@ -268,6 +268,13 @@ def pipeline_cmd(
     "latents in OUT/base (use a new --out).",
 )
 @click.option(
+    "--texture-steps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Texture-VAE steps of the embedded default's base [250]; trains its own data stages in "
+    "OUT/base (use a new --out).",
+)
+@click.option(
     "--nfe-samplers",
     default=None,
     help="Comma-separated samplers of the sampling-steps axis at the final checkpoint "
@@ -279,7 +286,8 @@ def pipeline_cmd(
 @dry_run_option("the grid's settings")
 def ablate_cmd(
     out, rows, seeds, sweep_seeds, steps, checkpoints, num_samples, cfg_scale, cfg_sweep, quick,
-    shard, data, features, decoder, ref, sem_channels, nfe_samplers, dataset, background,
+    shard, data, features, decoder, ref, sem_channels, texture_steps, nfe_samplers, dataset,
+    background,
     overrides, device, dry_run,
 ) -> None:  # fmt: skip
     """The paper's ablation grid (rows x seeds x checkpoints), cached and resumable."""
@@ -297,6 +305,7 @@ def ablate_cmd(
         if cfg_sweep is None
         else tuple(float(w) for w in cfg_sweep.split(",") if w.strip()),
         "sem_channels": sem_channels,
+        "texture_steps": texture_steps,
         "nfe_samplers": None
         if nfe_samplers is None
         else tuple(x.strip() for x in nfe_samplers.split(",") if x.strip()),

@@ -61,6 +61,8 @@ def prepare_data(
         )
         if settings.sem_channels is not None:
             ds = dataclasses.replace(ds, sem_channels=settings.sem_channels)
+        if settings.texture_steps is not None:
+            ds = dataclasses.replace(ds, texture_steps=settings.texture_steps)
         base = prepare_base(out / "base", ds, device=device)
         latents, features, decoder = base.latents, base.features, base.texture_vae
         reference = reference or _demo_reference(out, base.test_set, settings.num_samples)
@@ -81,10 +83,10 @@ def prepare_data(
                 "rows random-sync/random-sf (the random-encoder control) need the images: they "
                 "run on the embedded datasets only, not with --data"
             )
-        if settings.sem_channels is not None:
+        if settings.sem_channels is not None or settings.texture_steps is not None:
             raise ValueError(
-                f"sem_channels={settings.sem_channels} changes the embedded default's SemVAE; "
-                f"with --data {latents} the channels are the latent set's own"
+                "--sem-channels and --texture-steps change the embedded default's SemVAE or "
+                f"texture VAE; with --data {latents} the latent set's own are used"
             )
         classifier = None
     ds = LatentDataset(latents)

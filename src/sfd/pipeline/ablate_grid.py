@@ -110,6 +110,9 @@ class AblationSettings:
     # the embedded dataset (sfd.pipeline.demo.EMBEDDED_DATASETS) and its option
     dataset: str = "fashion-mnist"
     background_strength: float = 0.6
+    # texture-VAE steps of the embedded base (None: the demo's 250); like sem_channels, another
+    # value trains its own data stages, so it needs its own grid directory
+    texture_steps: int | None = None
     nfe_samplers: tuple[str, ...] = NFE_SAMPLERS
     nfe_rows: tuple[str, ...] = NFE_ROWS
 
@@ -131,6 +134,8 @@ class AblationSettings:
             raise ValueError(f"num_samples must be >= 2; got {self.num_samples}")
         if self.sem_channels is not None and self.sem_channels < 1:
             raise ValueError(f"sem_channels must be >= 1; got {self.sem_channels}")
+        if self.texture_steps is not None and self.texture_steps < 1:
+            raise ValueError(f"texture_steps must be >= 1; got {self.texture_steps}")
 
     @classmethod
     def quick_settings(cls, **kw) -> AblationSettings:
@@ -184,6 +189,7 @@ class AblationSettings:
                 "overrides": [o for o in self.overrides if not is_speed_switch(o)],
             }
             | ({} if self.sem_channels is None else {"sem_channels": self.sem_channels})
+            | ({} if self.texture_steps is None else {"texture_steps": self.texture_steps})
             | (
                 {}
                 if self.dataset == "fashion-mnist"
