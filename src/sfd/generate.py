@@ -18,7 +18,8 @@ from tqdm import tqdm
 from sfd.config import Config, SampleConfig
 from sfd.data.images import read_png, write_npz_streaming, write_png
 from sfd.flow.guidance import Guidance, autoguidance_velocity, cfg_velocity, plain_velocity
-from sfd.flow.schedule import staged_schedule
+from sfd.flow.progress import path_of
+from sfd.flow.schedule import path_schedule
 from sfd.flow.solvers import Solution, solve
 from sfd.latents.composite import LatentLayout, LatentStats
 
@@ -122,11 +123,9 @@ class LatentSampler:
         k = s.compute_batch
         guide = None if self.guide_model is None else FixedBatch(self.guide_model, k)
         fn = velocity_function(FixedBatch(self.model, k), y, s, self.layout, guide)
-        schedule = None
+        schedule, path = None, path_of(self.config.flow)  # a learned one when the run has one
         if s.method != "dopri5":
-            schedule = staged_schedule(
-                s.num_steps, self.config.flow.delta_t, s.timestep_shift, s.boundary
-            )
+            schedule = path_schedule(s.num_steps, path, s.timestep_shift, s.boundary)
         return solve(
             fn,
             x,
@@ -138,6 +137,7 @@ class LatentSampler:
             rtol=s.rtol,
             keep_trajectory=keep_trajectory,
             boundary=s.boundary,
+            path=path,
         )
 
     def texture_latents(self, final: torch.Tensor) -> torch.Tensor:
