@@ -79,10 +79,13 @@ class ProgressPath:
         return sorted({float(e) for e in ends if 0.0 < float(e) < self.span})
 
     def table(self, knots: int = 64) -> torch.Tensor:
-        """(2, knots + 1) progress values at evenly spaced generation times (float64)."""
+        """(2, knots + 1) progress values at evenly spaced generation times (float64), with the
+        endpoints exactly 0 and 1 (float32 rounding can leave the last value an ulp short)."""
         t = torch.linspace(0.0, 1.0, knots + 1, dtype=torch.float64)
         u_tex, u_sem = self.progress(t)
-        return torch.stack([u_tex, u_sem]).double().clamp(0, 1)
+        table = torch.stack([u_tex, u_sem]).detach().double().clamp(0, 1)
+        table[:, 0], table[:, -1] = 0.0, 1.0
+        return table
 
 
 def ramp_sum(ramps: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
