@@ -123,7 +123,7 @@ def table_ramps(table: torch.Tensor) -> torch.Tensor:
 
 
 def check_table(table) -> torch.Tensor:
-    """A (2, M + 1) progress table as float32, or ``ValueError`` naming what is wrong (one
+    """A (2, M + 1) progress table as float64, or ``ValueError`` naming what is wrong (one
     line): each row must start at 0, end at 1 and never decrease."""
     t = torch.as_tensor(table, dtype=torch.float64)
     if t.ndim != 2 or t.shape[0] != 2 or t.shape[1] < 2:
@@ -134,7 +134,7 @@ def check_table(table) -> torch.Tensor:
     problem = progress_table_problem(t.flatten().tolist())
     if problem is not None:
         raise ValueError(f"not a progress table: {problem}")
-    return t.float()
+    return t
 
 
 def table_path(table) -> ProgressPath:

@@ -79,9 +79,10 @@ def load_schedule(path: str | Path) -> torch.Tensor:
 
 def with_schedule_file(cfg: Config) -> Config:
     """``cfg`` with ``flow.schedule`` filled from ``flow.schedule_file`` (if that is set); a
-    table already there that differs from the file's is an error naming both."""
+    table already there that differs from the file's is an error naming both. A run whose config
+    already holds the table (a resumed run, a checkpoint) does not need the file again."""
     flow = cfg.flow
-    if not flow.schedule_file:
+    if not flow.schedule_file or (flow.schedule and not Path(flow.schedule_file).exists()):
         return cfg
     table = load_schedule(flow.schedule_file)
     values = tuple(float(v) for v in table.flatten().tolist())
