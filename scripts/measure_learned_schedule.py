@@ -35,16 +35,19 @@ from sfd.pipeline.ablate_grid import GRID_MODEL, base_config
 from sfd.training.probe import ProbeSettings, ScheduleParams, probe_config, probe_loss, run_probe
 
 
-def probe_grid(data: Path, out: Path, seeds, lams, lengths, inits) -> list[dict]:
+def probe_grid(data: Path, out: Path, seeds, lams, lengths, inits, beta=2.0) -> list[dict]:
     rows = []
     for init in inits:
         for steps in lengths:
             for lam in lams:
                 for seed in seeds:
-                    s = ProbeSettings(steps=steps, lam=lam, seed=seed, init_delta_t=init)
+                    s = ProbeSettings(
+                        steps=steps, lam=lam, seed=seed, init_delta_t=init, sem_weight=beta
+                    )
                     table, report = run_probe(data, s)
                     row = {
                         "init_delta_t": init, "steps": steps, "lam": lam, "seed": seed,
+                        "beta": beta,
                         "lead": lead_at_middle(table_path(table)), "seconds": report["seconds"],
                         "table": table.tolist(),
                     }  # fmt: skip
@@ -145,17 +148,22 @@ def main() -> None:
     ap.add_argument("--lengths", type=int, nargs="+", default=[400, 1600])
     ap.add_argument("--inits", type=float, nargs="+", default=[0.0])
     ap.add_argument("--iters", type=int, default=30)
+    ap.add_argument("--sem-weight", type=float, default=2.0, help="β of the probe loss")
     ap.add_argument("--skip-probes", action="store_true")
+    ap.add_argument("--no-timing", action="store_true", help="only the probe grid")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     result: dict = {"threads": torch.get_num_threads(), "torch": torch.__version__}
     if not a.skip_probes:
-        rows = probe_grid(a.data, a.out, range(a.seeds), a.lams, a.lengths, a.inits)
+        rows = probe_grid(a.data, a.out, range(a.seeds), a.lams, a.lengths, a.inits, a.sem_weight)
         result["probes"] = summary(rows)
         table = torch.tensor(rows[-1]["table"])
     else:
         table = torch.tensor(json.loads((a.out / "probes.json").read_text())[-1]["table"])
+    if a.no_timing:
+        (a.out / "measure.json").write_text(json.dumps(result, indent=1))
+        return
     cfg = demo_config(a.data)
     _, sfd_step = build_train_step(cfg, 64)
     probe_s, sfd_s = time_interleaved(

@@ -152,3 +152,12 @@ def test_fine_euler_along_a_learned_path_converges_to_dopri5():
 def test_check_table_keeps_the_numbers():
     table = random_table(0)
     assert torch.equal(check_table(table), table) and check_table(table).dtype == torch.float64
+
+
+def test_a_learned_schedule_needs_both_progress_inputs():
+    from sfd.config import Config, ModelConfig
+
+    table = tuple(random_table(1, knots=2).flatten().tolist())
+    with pytest.raises(ConfigError, match="model.dual_timestep"):
+        Config(model=ModelConfig(dual_timestep=False), flow=FlowConfig(schedule=table))
+    assert Config(flow=FlowConfig(schedule=table)).flow.schedule == table

@@ -312,6 +312,13 @@ class Config:
                 "empty for a texture-only latent (latent.sem_channels=0)",
                 "a learned schedule",
             )
+        if self.flow.schedule:  # both parts' progress values reach the model
+            _check(
+                self.model.dual_timestep,
+                "model.dual_timestep",
+                "true with a learned schedule (flow.schedule)",
+                self.model.dual_timestep,
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
