@@ -35,19 +35,22 @@ from sfd.pipeline.ablate_grid import GRID_MODEL, base_config
 from sfd.training.probe import ProbeSettings, ScheduleParams, probe_config, probe_loss, run_probe
 
 
-def probe_grid(data: Path, out: Path, seeds, lams, lengths, inits, beta=2.0) -> list[dict]:
+def probe_grid(
+    data: Path, out: Path, seeds, lams, lengths, inits, beta=2.0, order="free"
+) -> list[dict]:
     rows = []
     for init in inits:
         for steps in lengths:
             for lam in lams:
                 for seed in seeds:
                     s = ProbeSettings(
-                        steps=steps, lam=lam, seed=seed, init_delta_t=init, sem_weight=beta
-                    )
+                        steps=steps, lam=lam, seed=seed, init_delta_t=init, sem_weight=beta,
+                        order=order,
+                    )  # fmt: skip
                     table, report = run_probe(data, s)
                     row = {
                         "init_delta_t": init, "steps": steps, "lam": lam, "seed": seed,
-                        "beta": beta,
+                        "beta": beta, "order": order,
                         "lead": lead_at_middle(table_path(table)), "seconds": report["seconds"],
                         "table": table.tolist(),
                     }  # fmt: skip
@@ -149,6 +152,7 @@ def main() -> None:
     ap.add_argument("--inits", type=float, nargs="+", default=[0.0])
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--sem-weight", type=float, default=2.0, help="β of the probe loss")
+    ap.add_argument("--order", default="free", choices=["free", "semantics-first"])
     ap.add_argument("--skip-probes", action="store_true")
     ap.add_argument("--no-timing", action="store_true", help="only the probe grid")
     a = ap.parse_args()
@@ -156,7 +160,9 @@ def main() -> None:
     t0 = time.perf_counter()
     result: dict = {"threads": torch.get_num_threads(), "torch": torch.__version__}
     if not a.skip_probes:
-        rows = probe_grid(a.data, a.out, range(a.seeds), a.lams, a.lengths, a.inits, a.sem_weight)
+        rows = probe_grid(
+            a.data, a.out, range(a.seeds), a.lams, a.lengths, a.inits, a.sem_weight, a.order
+        )
         result["probes"] = summary(rows)
         table = torch.tensor(rows[-1]["table"])
     else:

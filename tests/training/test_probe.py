@@ -194,3 +194,19 @@ def test_save_refuses_to_overwrite_and_round_trips(tmp_path):
     with pytest.raises(BadInputError, match="exists"):
         save_schedule(path, table)
     assert table_path(load_schedule(path)).delta_t is None
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_semantics_first_order_never_lets_texture_lead(seed):
+    params = ScheduleParams(6, order="semantics-first")
+    with torch.no_grad():
+        params.logits.copy_(3 * torch.randn(2, 6, generator=torch.Generator().manual_seed(seed)))
+    u_tex, u_sem = params.path().progress(torch.linspace(0, 1, 601))
+    assert bool((u_tex <= u_sem + 1e-6).all()) and bool((u_tex.diff() >= 0).all())
+    free = ScheduleParams(6)
+    with torch.no_grad():
+        free.logits.copy_(params.logits)
+    f_tex, f_sem = free.path().progress(torch.linspace(0, 1, 601))
+    assert torch.equal(f_sem, u_sem)  # the semantic curve is the free one
+    with pytest.raises(ValueError, match="order"):
+        ScheduleParams(4, order="texture-first")

@@ -180,13 +180,26 @@ def presets_cmd() -> None:
     show_default=True,
     help="Start from SFD's offset Δt (0: synchronous).",
 )
-def learn_schedule_cmd(data, out, steps, batch, lam, knots, seed, init_delta_t) -> None:
+@click.option(
+    "--order",
+    type=click.Choice(["free", "semantics-first"]),
+    default="free",
+    show_default=True,
+    help="free: either part may lead; semantics-first: texture never ahead.",
+)
+def learn_schedule_cmd(data, out, steps, batch, lam, knots, seed, init_delta_t, order) -> None:
     """Learn when to denoise each part: a short probe on LATENTS writes a schedule file for
     `sfd train --set flow.schedule_file=FILE` (docs/SCHEDULE.md)."""
     from sfd.training.probe import ProbeSettings, learn_schedule
 
     settings = ProbeSettings(
-        steps=steps, batch=batch, lam=lam, knots=knots, seed=seed, init_delta_t=init_delta_t
+        steps=steps,
+        batch=batch,
+        lam=lam,
+        knots=knots,
+        seed=seed,
+        init_delta_t=init_delta_t,
+        order=order,
     )
     doc = learn_schedule(data, out, settings)
     click.echo(

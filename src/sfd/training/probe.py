@@ -51,14 +51,22 @@ from sfd.training.batches import EpochOrder, global_batch
 log = logging.getLogger("sfd.probe")
 
 
+ORDERS = ("free", "semantics-first")
+
+
 class ScheduleParams(nn.Module):
     """A learnable progress path: per part, ``knots`` rises (a softmax of ``logits``) stacked
-    into a table from 0 to 1; monotone with fixed endpoints for any logits."""
+    into a table from 0 to 1; monotone with fixed endpoints for any logits. ``order=
+    "semantics-first"`` caps the texture row by the semantic one at every knot, so the path
+    never lets texture lead (u_tex <= u_sem everywhere: both rows are linear between knots)."""
 
-    def __init__(self, knots: int = 8, init_delta_t: float = 0.0) -> None:
+    def __init__(self, knots: int = 8, init_delta_t: float = 0.0, order: str = "free") -> None:
         super().__init__()
         if knots < 1:
             raise ValueError(f"a schedule needs knots >= 1; got {knots}")
+        if order not in ORDERS:
+            raise ValueError(f"schedule order must be one of {ORDERS}; got {order!r}")
+        self.order = order
         rises = offset_path(init_delta_t).table(knots).diff(dim=-1)  # (2, M)
         floor = 1e-3 / knots  # SFD's flat stretches become nearly flat, still learnable
         self.logits = nn.Parameter(torch.log(rises + floor).float())
@@ -71,7 +79,10 @@ class ScheduleParams(nn.Module):
         """(2, M + 1) progress values at t_j = j / M: 0, the cumulative rises, exactly 1."""
         inner = torch.softmax(self.logits, dim=-1).cumsum(-1)[:, :-1].clamp(max=1.0)
         zeros, ones = inner.new_zeros(2, 1), inner.new_ones(2, 1)
-        return torch.cat([zeros, inner, ones], dim=-1)
+        table = torch.cat([zeros, inner, ones], dim=-1)
+        if self.order == "semantics-first":
+            table = torch.stack([torch.minimum(table[0], table[1]), table[1]])
+        return table
 
     def path(self) -> ProgressPath:
         """The path through :meth:`table`, differentiable in the logits."""
@@ -140,6 +151,7 @@ class ProbeSettings:
     lr: float = 1e-3  # the denoiser's (AdamW, betas 0.9/0.99: the demo's)
     schedule_lr: float = 0.02  # the schedule logits' (Adam)
     init_delta_t: float = 0.0  # start at synchronous denoising
+    order: str = "free"  # or "semantics-first": texture never ahead (ScheduleParams)
     width: int = 64
     depth: int = 2
     heads: int = 2
@@ -151,6 +163,8 @@ class ProbeSettings:
         for name in ("steps", "batch", "knots", "width", "depth", "heads", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"probe {name} must be >= 1; got {getattr(self, name)}")
+        if self.order not in ORDERS:
+            raise ValueError(f"probe order must be one of {ORDERS}; got {self.order!r}")
         if self.lam < 0 or not 0.0 <= self.warmup < 1.0:
             raise ValueError(f"probe lam must be >= 0 and warmup in [0, 1); got {self}")
 
@@ -191,7 +205,8 @@ def run_probe(data_dir: str | Path, s: ProbeSettings) -> tuple[torch.Tensor, dic
     cfg = probe_config(dataset.meta, s)
     layout = LatentLayout(cfg.latent.tex_channels, cfg.latent.sem_channels)
     torch.manual_seed(s.seed)
-    model, params = LightningDiT(cfg.model, cfg.latent), ScheduleParams(s.knots, s.init_delta_t)
+    model = LightningDiT(cfg.model, cfg.latent)
+    params = ScheduleParams(s.knots, s.init_delta_t, s.order)
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, betas=(0.9, 0.99))
     opt_schedule = torch.optim.Adam(params.parameters(), lr=s.schedule_lr)
     order, history, start = EpochOrder(len(dataset), s.seed), [], time.perf_counter()
