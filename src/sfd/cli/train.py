@@ -168,7 +168,7 @@ def presets_cmd() -> None:
     type=click.Path(dir_okay=False),
     help="The schedule file to write (JSON); its picture goes beside it as .png.",
 )
-@click.option("--steps", type=int, default=400, show_default=True, help="Probe steps.")
+@click.option("--steps", type=int, default=200, show_default=True, help="Probe steps.")
 @click.option("--batch", type=int, default=64, show_default=True, help="Probe batch size.")
 @click.option("--lam", type=float, default=0.1, show_default=True, help="Kinetic-energy weight λ.")
 @click.option("--knots", type=int, default=8, show_default=True, help="Segments per curve.")
