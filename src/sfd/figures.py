@@ -1,4 +1,5 @@
-"""Pictures of a run: a labelled class-conditional grid, the three stages, loss curves.
+"""Pictures of a run: a labelled class-conditional grid, the three stages, loss curves, the
+schedule's paths.
 
 ``stages.png`` shows one sample's trajectory: the decoded texture latent and a colour picture of
 the semantic latent (its first three principal components, fixed across time) at several global
@@ -16,6 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+from sfd.flow.progress import ProgressPath  # noqa: E402
 
 
 def _show(ax, image: np.ndarray) -> None:
@@ -100,6 +103,31 @@ def loss_curves(curves: dict[str, tuple[list[float], list[float]]], path: Path) 
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("step")
         ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_schedule(paths: dict[str, ProgressPath], path: Path, knots: int = 200) -> None:
+    """``schedule.png``: each path in the (u_sem, u_tex) plane, and its two curves over the
+    generation time t (docs/SCHEDULE.md)."""
+    fig, (plane, curves) = plt.subplots(1, 2, figsize=(8.4, 3.8))
+    t = np.linspace(0, 1, knots + 1)
+    for i, (label, p) in enumerate(paths.items()):
+        table = p.table(knots).numpy()
+        colour = f"C{i}"
+        plane.plot(table[1], table[0], color=colour, label=label)
+        curves.plot(t, table[1], color=colour, label=f"{label}: semantics")
+        curves.plot(t, table[0], color=colour, linestyle="--", label=f"{label}: texture")
+    plane.set_xlabel("u_sem (semantic progress)")
+    plane.set_ylabel("u_tex (texture progress)")
+    plane.set_aspect("equal")
+    plane.legend(fontsize=7)
+    curves.set_xlabel("generation time t")
+    curves.set_ylabel("progress u")
+    curves.legend(fontsize=6)
+    for ax in (plane, curves):
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

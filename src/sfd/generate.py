@@ -19,7 +19,8 @@ from sfd.config import Config, SampleConfig
 from sfd.data.images import read_png, write_npz_streaming, write_png
 from sfd.flow.guidance import Guidance, guided_velocity
 from sfd.flow.numerics import FixedBatch, to_uint8
-from sfd.flow.schedule import StagedSchedule, staged_schedule
+from sfd.flow.run_path import path_of
+from sfd.flow.schedule import StagedSchedule, path_schedule
 from sfd.flow.solvers import Solution, solve
 from sfd.latents.composite import LatentLayout, LatentStats
 
@@ -60,9 +61,8 @@ def sampling_schedule(config: Config, num_steps: int | None = None) -> StagedSch
     """The fixed-step schedule the run samples with (``num_steps`` default: the run's); a
     diffusers export stores it (``sfd.ecosystem``)."""
     s = config.sample
-    return staged_schedule(
-        num_steps or s.num_steps, config.flow.delta_t, s.timestep_shift, s.boundary
-    )
+    path = path_of(config.flow)  # a learned one when the run has one, else SFD's offset
+    return path_schedule(num_steps or s.num_steps, path, s.timestep_shift, s.boundary)
 
 
 @dataclass
@@ -108,6 +108,7 @@ class LatentSampler:
             rtol=s.rtol,
             keep_trajectory=keep_trajectory,
             boundary=s.boundary,
+            path=path_of(self.config.flow),
         )
 
     def texture_latents(self, final: torch.Tensor) -> torch.Tensor:

@@ -129,3 +129,32 @@ def test_repa_target_is_pooled_onto_a_coarser_token_grid():
         torch.testing.assert_close(repa_loss(proj, fine, mode), repa_loss(proj, pooled, mode))
     with pytest.raises(ValueError, match="do not match"):
         repa_loss(proj, torch.randn(2, 5, 6, 6), "cos")  # 6 is not a multiple of 4
+
+
+@pytest.mark.parametrize("delta_t", [0.0, 0.3, 0.7])
+def test_the_offset_schedule_trains_on_todays_times_and_states_bit_for_bit(delta_t):
+    from sfd.flow.path import interpolate, stretch
+
+    g = torch.Generator().manual_seed(3)
+    x1, x0 = torch.randn(2, 64, 6, 4, 4, generator=g)
+    base = torch.rand(64, generator=g)
+    terms = flow_loss(
+        Constant(torch.zeros(1, 6, 1, 1)), x1, torch.zeros(64, dtype=torch.long), x0=x0,
+        base_time=base, flow=FlowConfig(delta_t=delta_t), layout=LAYOUT,
+    )  # fmt: skip
+    t_tex, t_sem = stretch(base, delta_t)  # the time convention before schedules were paths
+    assert torch.equal(terms.t_tex, t_tex) and torch.equal(terms.t_sem, t_sem)
+    assert torch.equal(terms.x_t, interpolate(x0, x1, t_tex, t_sem, LAYOUT))
+
+
+def test_a_learned_schedule_sets_the_training_times():
+    table = ((0.0, 0.5, 1.0), (0.0, 0.2, 1.0))
+    flow = FlowConfig(schedule=table[0] + table[1])
+    base = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0])
+    x = torch.zeros(5, 6, 2, 2)
+    terms = flow_loss(
+        Constant(torch.zeros(1, 6, 1, 1)), x, torch.zeros(5, dtype=torch.long), x0=x,
+        base_time=base, flow=flow, layout=LAYOUT,
+    )  # fmt: skip
+    torch.testing.assert_close(terms.t_tex, torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0]))
+    torch.testing.assert_close(terms.t_sem, torch.tensor([0.0, 0.1, 0.2, 0.6, 1.0]))

@@ -155,4 +155,57 @@ def presets_cmd() -> None:
             click.echo(f"    {' '.join(setting.overrides)}")
 
 
-COMMANDS = (train, import_upstream_cmd, presets_cmd)
+@click.command("learn-schedule")
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Latent shard directory (texture and semantic channels).",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The schedule file to write (JSON); its picture goes beside it as .png.",
+)
+@click.option("--steps", type=int, default=200, show_default=True, help="Probe steps.")
+@click.option("--batch", type=int, default=64, show_default=True, help="Probe batch size.")
+@click.option("--lam", type=float, default=0.1, show_default=True, help="Kinetic-energy weight λ.")
+@click.option("--knots", type=int, default=8, show_default=True, help="Segments per curve.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--init-delta-t",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Start from SFD's offset Δt (0: synchronous).",
+)
+@click.option(
+    "--order",
+    type=click.Choice(["free", "semantics-first"]),
+    default="free",
+    show_default=True,
+    help="free: either part may lead; semantics-first: texture never ahead.",
+)
+def learn_schedule_cmd(data, out, steps, batch, lam, knots, seed, init_delta_t, order) -> None:
+    """Learn when to denoise each part: a short probe on LATENTS writes a schedule file for
+    `sfd train --set flow.schedule_file=FILE` (docs/SCHEDULE.md)."""
+    from sfd.training.probe import ProbeSettings, learn_schedule
+
+    settings = ProbeSettings(
+        steps=steps,
+        batch=batch,
+        lam=lam,
+        knots=knots,
+        seed=seed,
+        init_delta_t=init_delta_t,
+        order=order,
+    )
+    doc = learn_schedule(data, out, settings)
+    click.echo(
+        f"wrote {out} (lead at the middle of the path: {doc['lead_at_middle']:.3f}; "
+        f"probe {doc['probe']['seconds']:.0f} s) and {Path(out).with_suffix('.png')}"
+    )
+
+
+COMMANDS = (train, import_upstream_cmd, presets_cmd, learn_schedule_cmd)

@@ -19,6 +19,7 @@ from sfd.config.sections import (
     ModelConfig,
     SampleConfig,
     TrainConfig,
+    progress_table_problem,
 )
 from sfd.config.typed import parse_value
 
@@ -37,4 +38,5 @@ __all__ = [
     "load_config_file",
     "parse_value",
     "preset",
+    "progress_table_problem",
 ]

@@ -112,9 +112,18 @@ class FlowConfig:
     repa_weight: float = 1.0
     repa_mode: Literal["cos", "mse", "cos_mse"] = "cos"
     mask_clamped: bool = False  # drop the semantic target where t_sem = 1 (off = release)
+    # A learned schedule (docs/SCHEDULE.md): the progress of the texture, then of the semantics,
+    # at M + 1 evenly spaced generation times, each row rising from 0 to 1. Empty: SFD's offset
+    # by delta_t. schedule_file names a file of `sfd learn-schedule` that fills it when a run
+    # is configured (checkpoints carry the numbers, not the file).
+    schedule: tuple[float, ...] = ()
+    schedule_file: str = ""
 
     def __post_init__(self) -> None:
         _check(0.0 <= self.delta_t <= 1.0, "flow.delta_t", "a number in [0, 1]", self.delta_t)
+        problem = progress_table_problem(self.schedule) if self.schedule else None
+        if problem is not None:
+            raise ConfigError(f"flow.schedule is not a progress table: {problem}")
         _check(
             self.time_dist in ("logit_normal", "uniform"),
             "flow.time_dist",
@@ -297,6 +306,19 @@ class Config:
                 "0 for a texture-only latent (latent.sem_channels=0)",
                 self.flow.delta_t,
             )
+            _check(
+                not self.flow.schedule,
+                "flow.schedule",
+                "empty for a texture-only latent (latent.sem_channels=0)",
+                "a learned schedule",
+            )
+        if self.flow.schedule:  # both parts' progress values reach the model
+            _check(
+                self.model.dual_timestep,
+                "model.dual_timestep",
+                "true with a learned schedule (flow.schedule)",
+                self.model.dual_timestep,
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -307,6 +329,28 @@ class Config:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:
         return from_dict(cls, data, prefix="")
+
+
+def progress_table_problem(values) -> str | None:
+    """What is wrong with a flattened (2, M + 1) progress table (texture row, semantic row), or
+    None: each row must start at 0, end at 1 and never decrease, with M >= 1."""
+    values = [float(v) for v in values]
+    if len(values) < 4 or len(values) % 2:
+        return f"an even number >= 4 of values (2 rows of M + 1); got {len(values)}"
+    half = len(values) // 2
+    for name, row in (("texture", values[:half]), ("semantic", values[half:])):
+        if not all(v == v and abs(v) != float("inf") for v in row):
+            return f"the {name} row has a value that is not finite"
+        if row[0] != 0.0 or row[-1] != 1.0:
+            return f"the {name} row must run from 0 to 1; it runs from {row[0]} to {row[-1]}"
+        drops = [j for j in range(1, half) if row[j] < row[j - 1]]
+        if drops:
+            j = drops[0]
+            return (
+                f"the {name} row decreases at knot {j} ({row[j - 1]} -> {row[j]}): "
+                f"a progress curve must be monotone"
+            )
+    return None
 
 
 def _check(ok: bool, name: str, expected: str, got: Any) -> None:

@@ -40,6 +40,8 @@ def parse_value(raw: str, hint: Any, name: str) -> Any:
         if origin is tuple:
             args = typing.get_args(hint)
             items = [x for x in raw.strip("()[] ").split(",") if x.strip()]
+            if len(args) == 2 and args[1] is Ellipsis:  # tuple[float, ...]: any length
+                args = (args[0],) * len(items)
             if len(items) != len(args):
                 raise ValueError
             return tuple(parse_value(x.strip(), a, name) for x, a in zip(items, args, strict=True))
@@ -52,7 +54,10 @@ def _describe(hint: Any) -> str:
     if typing.get_origin(hint) is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
     if typing.get_origin(hint) is tuple:
-        return "a comma-separated tuple of " + ", ".join(a.__name__ for a in typing.get_args(hint))
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a comma-separated list of {args[0].__name__}s"
+        return "a comma-separated tuple of " + ", ".join(a.__name__ for a in args)
     if hint is float:
         return "a finite number"
     return getattr(hint, "__name__", str(hint))
@@ -85,13 +90,17 @@ def _typed(value: Any, hint: Any, name: str) -> Any:
         ok = isinstance(value, str) and value in typing.get_args(hint)
     elif origin is tuple:
         args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis and isinstance(value, list | tuple):
+            args = (args[0],) * len(value)  # tuple[float, ...]: any length
         ok = isinstance(value, list | tuple) and len(value) == len(args)
         if ok:
             return tuple(_typed(v, a, name) for v, a in zip(value, args, strict=True))
     if not ok:
         expected = _JSON_NAMES.get(hint) or _describe(hint)
         if origin is tuple:
-            expected = f"a list of {len(typing.get_args(hint))} numbers"
+            n = len(typing.get_args(hint))
+            ellipsis = Ellipsis in typing.get_args(hint)
+            expected = "a list of numbers" if ellipsis else f"a list of {n} numbers"
         raise ConfigError(f"{name} must be {expected}; got {value!r}")
     return value
 

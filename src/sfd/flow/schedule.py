@@ -1,4 +1,5 @@
-"""The three-stage semantic-first schedule as data (METHOD.md §4).
+"""The three-stage semantic-first schedule as data (METHOD.md §4), and the grid of any
+progress path (:mod:`sfd.flow.progress`, docs/SCHEDULE.md).
 
 One global time ``tau`` runs over a grid from 0 to ``1 + Δt``; at each grid point the parts
 have times ``t_sem = min(tau, 1)`` and ``t_tex = max(tau - Δt, 0)``:
@@ -21,15 +22,22 @@ A :class:`StagedSchedule` holds the grid and, for every step, how far each part 
 The grid is ``torch.linspace(0, 1 + Δt, num_steps + 1)`` in float32, exactly as the release
 builds it (its rounding decides which stage a step is in). ``num_steps`` counts solver steps
 (intervals); the release's ``num_sampling_steps`` counts grid points (= num_steps + 1).
+
+Any monotone path (:func:`path_schedule`) is sampled the same way: the grid runs over its global
+time [0, span] (SFD's offset path: span 1 + Δt, the grid above), the parts' times are read off
+its curves, and the exact rule moves each part by the change of its own progress, so each part
+integrates exactly its own [0, 1]. The release rule exists only for SFD's offset.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
-from .path import check_delta_t, part_times
+from .path import check_delta_t
+from .progress import ProgressPath, offset_path
 
 BOUNDARY_RULES = ("exact", "release")
 
@@ -43,10 +51,13 @@ def shift_times(u: torch.Tensor, shift: float) -> torch.Tensor:
 
 def tau_grid(num_steps: int, delta_t: float, shift: float = 0.0) -> torch.Tensor:
     """The global-time grid (num_steps + 1,) in float32, from 0 to 1 + Δt."""
+    return span_grid(num_steps, 1.0 + check_delta_t(delta_t), shift)
+
+
+def span_grid(num_steps: int, end: float, shift: float = 0.0) -> torch.Tensor:
+    """The global-time grid (num_steps + 1,) in float32, from 0 to ``end``."""
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1; got {num_steps}")
-    delta_t = check_delta_t(delta_t)
-    end = 1.0 + delta_t
     grid = torch.linspace(0.0, end, num_steps + 1, dtype=torch.float32)
     if shift > 0:
         grid = shift_times(grid / end, shift) * end
@@ -55,7 +66,8 @@ def tau_grid(num_steps: int, delta_t: float, shift: float = 0.0) -> torch.Tensor
 
 @dataclass(frozen=True)
 class StagedSchedule:
-    """Grid of global times and per-step movement of each part (all float32)."""
+    """Grid of global times and per-step movement of each part (all float32). ``delta_t`` is
+    SFD's lead (NaN for a learned path); ``path`` the progress path the grid samples."""
 
     delta_t: float
     tau: torch.Tensor  # (K + 1,)
@@ -64,6 +76,7 @@ class StagedSchedule:
     dt_tex: torch.Tensor  # (K,) how far the texture moves in step k
     dt_sem: torch.Tensor  # (K,) how far the semantics move in step k
     boundary: str = "exact"
+    path: ProgressPath | None = None
 
     @property
     def num_steps(self) -> int:
@@ -94,10 +107,23 @@ def staged_schedule(
     num_steps: int, delta_t: float, shift: float = 0.0, boundary: str = "exact"
 ) -> StagedSchedule:
     """Build the staged schedule for ``num_steps`` solver steps."""
+    return path_schedule(num_steps, offset_path(delta_t), shift, boundary)
+
+
+def path_schedule(
+    num_steps: int, path: ProgressPath, shift: float = 0.0, boundary: str = "exact"
+) -> StagedSchedule:
+    """The schedule of ``num_steps`` solver steps along any progress path (module docstring)."""
     if boundary not in BOUNDARY_RULES:
         raise ValueError(f"boundary must be one of {BOUNDARY_RULES}; got {boundary!r}")
-    tau = tau_grid(num_steps, delta_t, shift)
-    t_tex, t_sem = part_times(tau, delta_t)
+    if boundary == "release" and path.delta_t is None:
+        raise ValueError(
+            "sample.boundary='release' is the SFD release's rule for its fixed offset; a "
+            "learned schedule samples with boundary='exact'"
+        )
+    tau = span_grid(num_steps, path.span, shift)
+    t_tex, t_sem = path.at(tau)
+    delta_t = math.nan if path.delta_t is None else path.delta_t
     if boundary == "exact":
         dt_tex, dt_sem = t_tex.diff(), t_sem.diff()
     else:
@@ -105,7 +131,7 @@ def staged_schedule(
         left = tau[:-1]
         dt_tex = h * (left >= torch.tensor(delta_t, dtype=torch.float32)).float()
         dt_sem = h * (left <= torch.tensor(1.0, dtype=torch.float32)).float()
-    return StagedSchedule(float(delta_t), tau, t_tex, t_sem, dt_tex, dt_sem, boundary)
+    return StagedSchedule(float(delta_t), tau, t_tex, t_sem, dt_tex, dt_sem, boundary, path)
 
 
 def drift_masks(tau: torch.Tensor, delta_t: float) -> tuple[torch.Tensor, torch.Tensor]:

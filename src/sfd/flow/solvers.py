@@ -4,7 +4,9 @@ A velocity function has the signature ``velocity_fn(x, t_tex, t_sem) -> v`` with
 scalar times. Fixed-step solvers walk a :class:`~sfd.flow.schedule.StagedSchedule` and move each
 part by its own step (``dt_tex``, ``dt_sem``); the adaptive solver integrates the masked drift
 ``dx/dtau = [1(tau >= Δt) v_tex, 1(tau <= 1) v_sem]`` with torchdiffeq's dopri5 (Dormand-Prince
-5(4), Chen et al. 2018), as the SFD release does.
+5(4), Chen et al. 2018), as the SFD release does. Along a learned progress path
+(:mod:`sfd.flow.progress`) the drift is ``[du_tex/ds v_tex, du_sem/ds v_sem]`` and the solver is
+told every kink of the path (:func:`dopri5_path`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .path import Layout, check_delta_t, part_times
+from .progress import ProgressPath
 from .schedule import StagedSchedule, drift_masks
 
 VelocityFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -121,6 +124,45 @@ def dopri5(
     return Solution(out[-1], [], nfe)
 
 
+def dopri5_path(
+    velocity_fn: VelocityFn,
+    x: torch.Tensor,
+    path: ProgressPath,
+    layout: Layout,
+    atol: float = 1e-6,
+    rtol: float = 1e-3,
+) -> Solution:
+    """Adaptive dopri5 along any progress path over s in [0, span]: each part moves at its
+    progress rate, and the path's kinks are jumps the solver steps to (``jump_t``). Past the
+    end (the solver's look-ahead) the parts keep the rate and the time they had at the end."""
+    from torchdiffeq import odeint  # only dopri5 needs torchdiffeq
+
+    layout.check(x, "initial noise")
+    nfe = 0
+    end = torch.tensor(path.span, dtype=torch.float32)
+    last = torch.nextafter(end, torch.zeros(()))  # inside the last segment
+
+    def drift(s: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        nonlocal nfe
+        nfe += 1
+        s32 = s.to(torch.float32).cpu()
+        r_tex, r_sem = path.rate_at(torch.minimum(s32, last))
+        t_tex, t_sem = path.at(s32)
+        if bool(s32 > end):
+            u_tex, u_sem = path.at(end)
+            t_tex, t_sem = u_tex + r_tex * (s32 - end), u_sem + r_sem * (s32 - end)
+        v = velocity_fn(state, t_tex.to(x.device), t_sem.to(x.device))
+        return v * layout.per_channel(r_tex.to(v), r_sem.to(v), v)
+
+    grid = torch.tensor([0.0, path.span], dtype=torch.float32, device=x.device)
+    options = {}
+    jumps = path.kinks()
+    if jumps:
+        options["jump_t"] = torch.tensor(jumps, dtype=x.dtype, device=x.device)
+    out = odeint(drift, x, grid, method="dopri5", atol=atol, rtol=rtol, options=options)
+    return Solution(out[-1], [], nfe)
+
+
 def solve(
     velocity_fn: VelocityFn,
     x: torch.Tensor,
@@ -133,17 +175,26 @@ def solve(
     rtol: float = 1e-3,
     keep_trajectory: bool = False,
     boundary: str = "exact",
+    path: ProgressPath | None = None,
 ) -> Solution:
-    """Dispatch to ``euler``, ``heun`` (need ``schedule``) or ``dopri5`` (needs ``delta_t``;
-    ``boundary`` picks its stage-boundary handling)."""
+    """Dispatch to ``euler``, ``heun`` (need ``schedule``) or ``dopri5`` (needs ``delta_t`` or a
+    learned ``path``; ``boundary`` picks its stage-boundary handling)."""
     if method in ("euler", "heun"):
         if schedule is None:
             raise ValueError(f"method {method!r} needs a schedule")
         fn = euler if method == "euler" else heun
         return fn(velocity_fn, x, schedule, layout, keep_trajectory)
     if method == "dopri5":
+        if path is None and schedule is not None:
+            path = schedule.path
+        if path is not None and path.delta_t is None:
+            if boundary != "exact":
+                raise ValueError("a learned schedule samples with boundary='exact'")
+            return dopri5_path(velocity_fn, x, path, layout, atol, rtol)
         if delta_t is None:
             delta_t = schedule.delta_t if schedule is not None else None
+        if delta_t is None and path is not None:
+            delta_t = path.delta_t
         if delta_t is None:
             raise ValueError("method 'dopri5' needs delta_t")
         return dopri5(velocity_fn, x, delta_t, layout, atol, rtol, boundary)

@@ -60,6 +60,7 @@ from sfd.pipeline.ablate_grid import (
     row_delta_t,
     sample_config,
     sweep_rows,
+    with_learned_schedule,
 )
 
 __all__ = [
@@ -175,6 +176,8 @@ class _Grid:
             return
         t0 = time.perf_counter()
         cfg = row_config(self.base, row, self.base.latent.sem_channels, seed, s.steps)
+        latents = self.data.latents[row.semantic]
+        cfg = with_learned_schedule(cfg, row, self.out, latents, seed, s.quick)
         train(
             _with_checkpoints(cfg, ckpt_steps),
             self.data.latents[row.semantic],

@@ -52,18 +52,9 @@ def prepare_data(
     rows = [parse_row(r) for r in settings.rows]
     need = {r.semantic for r in rows}
     info: dict = {}
+    control = None
     if latents is None:  # the embedded default: the demo's data stages, cached in out/base
-        from sfd.pipeline.demo import DemoSettings, prepare_base
-
-        ds = demo_settings or (DemoSettings.quick() if settings.quick else DemoSettings())
-        ds = dataclasses.replace(
-            ds, dataset=settings.dataset, background_strength=settings.background_strength
-        )
-        if settings.sem_channels is not None:
-            ds = dataclasses.replace(ds, sem_channels=settings.sem_channels)
-        if settings.texture_steps is not None:
-            ds = dataclasses.replace(ds, texture_steps=settings.texture_steps)
-        base = prepare_base(out / "base", ds, device=device)
+        base, ds = _embedded_base(out, settings, demo_settings, device)
         latents, features, decoder = base.latents, base.features, base.texture_vae
         reference = reference or _demo_reference(out, base.test_set, settings.num_samples)
         info = {"texture_vae": base.texture, "semvae": base.semvae}
@@ -78,24 +69,45 @@ def prepare_data(
                 out, base, demo_stage_sizes(ds, device), device
             )
     else:
-        if "random" in need:
-            raise ValueError(
-                "rows random-sync/random-sf (the random-encoder control) need the images: they "
-                "run on the embedded datasets only, not with --data"
-            )
-        if settings.sem_channels is not None or settings.texture_steps is not None:
-            raise ValueError(
-                "--sem-channels and --texture-steps change the embedded default's SemVAE or "
-                f"texture VAE; with --data {latents} the latent set's own are used"
-            )
+        _refuse_embedded_options(settings, need, latents)
         classifier = None
     ds = LatentDataset(latents)
     meta = ds.meta
     decoder = _checked_inputs(ds, rows, latents, features, decoder, reference)
     sets = _latent_sets(out, latents, features, meta, need, info)
-    if "random" in need:
+    if control is not None:
         sets["random"] = control
     return AblationData(sets, Path(decoder), Path(reference), meta, classifier, info)
+
+
+def _embedded_base(out: Path, settings: AblationSettings, demo_settings, device: str):
+    """The embedded dataset's data stages in ``out/base`` (built or resumed) with the grid's
+    dataset, semantic channels and texture-VAE length; returns them and the demo settings."""
+    from sfd.pipeline.demo import DemoSettings, prepare_base
+
+    ds = demo_settings or (DemoSettings.quick() if settings.quick else DemoSettings())
+    ds = dataclasses.replace(
+        ds, dataset=settings.dataset, background_strength=settings.background_strength
+    )
+    if settings.sem_channels is not None:
+        ds = dataclasses.replace(ds, sem_channels=settings.sem_channels)
+    if settings.texture_steps is not None:
+        ds = dataclasses.replace(ds, texture_steps=settings.texture_steps)
+    return prepare_base(out / "base", ds, device=device), ds
+
+
+def _refuse_embedded_options(settings: AblationSettings, need: set, latents: Path) -> None:
+    """Options that change the embedded default's data stages mean nothing with ``--data``."""
+    if "random" in need:
+        raise ValueError(
+            "rows random-sync/random-sf (the random-encoder control) need the images: they "
+            "run on the embedded datasets only, not with --data"
+        )
+    if settings.sem_channels is not None or settings.texture_steps is not None:
+        raise ValueError(
+            "--sem-channels and --texture-steps change the embedded default's SemVAE or "
+            f"texture VAE; with --data {latents} the latent set's own are used"
+        )
 
 
 def _checked_inputs(ds, rows, latents, features, decoder, reference) -> Path:

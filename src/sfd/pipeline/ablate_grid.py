@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from sfd.config import Config, apply_overrides, preset
 from sfd.pipeline.demo import DEMO_MODEL
@@ -23,6 +24,7 @@ class Row:
     semantic: str  # "semvae", "pca", "random" (the control's SemVAE) or "none" (texture only)
     delta_t: float
     repa: bool = True
+    schedule: str = "offset"  # "learned": a probe's schedule (see the learned-schedule block)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.delta_t <= 1.0:
@@ -48,6 +50,37 @@ CONTROL_ROWS = ("random-sync", "random-sf")
 # checkpoint (no retraining); "heun-10" is the curves' own sampler
 NFE_ROWS = ("sfd", "semvae-sync", "random-sync", "random-sf")
 NFE_SAMPLERS = ("euler-4", "euler-8", "euler-16", "euler-32", "heun-10", "dopri5")
+
+
+# --- learned schedules (docs/SCHEDULE.md) ----------------------------------------------------
+# `learned` / `redi-learned`: the SemVAE / PCA latent trained on a schedule that a probe learned
+# on that latent set with the row's training seed (cached in OUT/schedules/, made before the
+# run trains: :func:`with_learned_schedule`). Not in the default grid: ask for them by name.
+LEARNED_ROWS = ("learned", "redi-learned")
+_NAMED.update(
+    {
+        "learned": Row("learned", "semvae", 0.0, schedule="learned"),
+        "redi-learned": Row("redi-learned", "pca", 0.0, schedule="learned"),
+    }
+)
+
+
+def with_learned_schedule(cfg: Config, row: Row, out, latents, seed: int, quick: bool) -> Config:
+    """``cfg`` trained on the probe's schedule for ``row`` (a learned row), probing ``latents``
+    with ``seed`` first if ``OUT/schedules/`` lacks it; other rows unchanged."""
+    if row.schedule != "learned":
+        return cfg
+    from sfd.training.probe import ProbeSettings, learn_schedule
+
+    target = Path(out) / "schedules" / f"{row.semantic}-seed{seed}.json"
+    if not target.exists():
+        probe = ProbeSettings(steps=20, batch=16, seed=seed) if quick else ProbeSettings(seed=seed)
+        learn_schedule(latents, target, probe)
+    flow = dataclasses.replace(cfg.flow, schedule_file=str(target))
+    return dataclasses.replace(cfg, flow=flow)
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 GRID_MODEL = DEMO_MODEL  # the demo's backbone (sfd.pipeline.demo)
@@ -77,7 +110,7 @@ def parse_row(name: str) -> Row:
 def row_delta_t(name: str) -> float | None:
     """Δt of a row on the SemVAE latent (the Δt curve), else None."""
     row = parse_row(name)
-    return row.delta_t if row.semantic == "semvae" else None
+    return row.delta_t if row.semantic == "semvae" and row.schedule == "offset" else None
 
 
 # --------------------------------------------------------------------------------------------

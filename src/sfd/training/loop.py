@@ -44,6 +44,7 @@ from sfd.training.ema import make_ema
 from sfd.training.loggers import make_tracker
 from sfd.training.logs import MetricLog
 from sfd.training.run_dir import check_data, micro_batch_size, prepare_run_dir
+from sfd.training.schedule_file import with_schedule_file
 from sfd.training.step import TrainStep, make_optimizer, stats_dict
 
 log = logging.getLogger("sfd.train")
@@ -326,8 +327,10 @@ def train(
     """Train (or resume) a run in ``run_dir`` on the latent shard set ``data_dir``.
 
     Under ``torchrun`` call :func:`sfd.distributed.init_from_env` first (the CLI does) and pass
-    its device; every rank runs this function.
+    its device; every rank runs this function. A ``flow.schedule_file`` is read into
+    ``flow.schedule`` first, so the run's config and checkpoints carry the learned schedule.
     """
+    cfg = with_schedule_file(cfg)
     run_dir = Path(run_dir)
     if torch.device(device).type == "cuda":
         torch.set_float32_matmul_precision("high")  # TF32 matmuls (process state: entry point)

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from sfd.config import FlowConfig
-from sfd.flow.path import interpolate, stretch, velocity_target
+from sfd.flow.path import interpolate, velocity_target
+from sfd.flow.run_path import path_of
 from sfd.latents.composite import LatentLayout
 
 
@@ -104,10 +105,12 @@ def flow_loss(
     Args:
         x1: (B, C_z + C_s, H, W) normalised composite latents.
         y: (B,) labels, already with dropped labels replaced by the null class.
-        x0: noise like x1. base_time: (B,) base times u in [0, 1].
+        x0: noise like x1. base_time: (B,) base times u in [0, 1]: the generation time at
+            which both parts' progress is read off the run's schedule (``flow.schedule``, else
+            SFD's offset Δt).
         repa_target: (B, D, H, W) clean encoder features, or None to skip REPA.
     """
-    t_tex, t_sem = stretch(base_time, flow.delta_t)
+    t_tex, t_sem = path_of(flow).progress(base_time)  # SFD's offset: path.stretch bit for bit
     x_t = interpolate(x0, x1, t_tex, t_sem, layout)
     target = velocity_target(x0, x1)
     use_repa = repa_target is not None and flow.repa_weight > 0

@@ -25,6 +25,7 @@ from typing import Any
 
 from sfd.config import Config, TrainConfig, apply_overrides, load_config_file, preset
 from sfd.errors import BadInputError, MismatchError, OverrideError
+from sfd.training.schedule_file import with_schedule_file
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ def resolve_train_config(
         explicit = override_keys(overrides)
     if data_dir is not None:
         cfg = fit_to_data(cfg, _data_meta(data_dir), explicit, data_dir)
-    return short_run_ema(cfg, explicit)
+    return short_run_ema(with_schedule_file(cfg), explicit)
 
 
 def _data_meta(data_dir: str | Path) -> dict:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from sfd.flow import guidance, numerics, path, schedule, solvers
+from sfd.flow import guidance, numerics, path, progress, schedule, solvers
 from sfd.latents import composite
 from sfd.model import layers, lightningdit
 
@@ -29,6 +29,7 @@ SOURCES = {
     "lightningdit": lightningdit,
     "composite": composite,
     "path": path,
+    "progress": progress,
     "schedule": schedule,
     "solvers": solvers,
     "guidance": guidance,
@@ -46,7 +47,7 @@ PARTS = {
         "SFDTransformer2DModel",
         ("lightningdit", "layers", "composite"),
     ),
-    "scheduler": ("scheduler_sfd", "SFDScheduler", ("path", "schedule", "solvers")),
+    "scheduler": ("scheduler_sfd", "SFDScheduler", ("path", "progress", "schedule", "solvers")),
     "": ("pipeline_sfd", "SFDPipeline", ("composite", "path", "guidance", "numerics")),
 }
 

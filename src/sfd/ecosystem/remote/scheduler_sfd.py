@@ -25,6 +25,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from .path import Layout, check_delta_t
+from .progress import ProgressPath  # noqa: F401  schedule's sibling: diffusers copies direct imports
 from .schedule import BOUNDARY_RULES, StagedSchedule, staged_schedule
 from .solvers import Solution, VelocityFn, solve
 
