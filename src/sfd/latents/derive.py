@@ -70,6 +70,8 @@ def derive_latent_set(
     if (semantic == "pca") != (pca is not None):
         raise ValueError(f"semantic={semantic!r} {'needs' if pca is None else 'takes no'} pca")
     base, out_dir = LatentDataset(base_dir), Path(out_dir)
+    if not base.storage.legacy:
+        raise ValueError(f"{base_dir} is stored as {base.storage.spec}; derive from an f32 set")
     if semantic == "pca":
         _check_pca_source(base, pca)
     record = _record(base, semantic, pca)
