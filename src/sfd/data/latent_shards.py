@@ -370,7 +370,8 @@ class LatentDataset:
             if st.flip == "stored":
                 out["repa"] = torch.from_numpy(np.ascontiguousarray(stored[local, view]))
             else:
-                base = torch.from_numpy(np.ascontiguousarray(stored[local, 0]))
-                flip = torch.from_numpy(view == 1).view(-1, 1, 1, 1)
-                out["repa"] = torch.where(flip, base.flip(-1), base)
+                base = torch.from_numpy(np.array(stored[local, 0]))  # a writable copy
+                mirrored = torch.from_numpy(np.nonzero(view == 1)[0])
+                base[mirrored] = base[mirrored].flip(-1)
+                out["repa"] = base
         return out

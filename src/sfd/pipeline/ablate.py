@@ -172,7 +172,7 @@ class _Grid:
         cfg = row_config(self.base, row, self.base.latent.sem_channels, seed, s.steps)
         train(
             _with_checkpoints(cfg, ckpt_steps),
-            self.data.latents[row.semantic],
+            self.data.latents[row.latents],
             run_dir,
             device=self.device,
             progress=self.progress,
