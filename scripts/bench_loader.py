@@ -4,7 +4,8 @@ for each way a latent set can be stored.
 Writes synthetic latent sets with the paper's shapes (METHOD.md §2.3-2.4: 32 texture + 16
 semantic channels on a 16x16 grid, 768-d DINOv2 REPA targets, image + flip), one per
 ``--store`` option (docs/FORMATS.md, "Storage options"; the same random content in each), reads
-every file once so the shards sit in the page cache, then times what every rank does per step
+every file once so the shards sit in the page cache, then times, the options taking turns
+step by step, what every rank does per step
 in ``sfd train``: ``global_batch`` (the seeded draws for the whole global batch, the gather of
 this rank's rows from the memory-mapped shards, posterior sampling, normalisation) for
 ``--world-size`` ranks at global batch ``--global-batch``. "read" is the stored bytes a rank
@@ -94,20 +95,29 @@ def warm(directory: Path) -> int:
     return total
 
 
-def time_steps(data: LatentDataset, cfg, rows: int, steps: int) -> tuple[float, float | None]:
-    """Median seconds per step of rank 0's rows, and of decoding its targets on this CPU."""
-    order = EpochOrder(len(data), cfg.train.seed)
-    decode = repa_targets(data) if data.storage.repa == "pca" else None
-    times, decodes = [], []
+def interleaved(sets: dict[str, LatentDataset], cfg, rows: int, steps: int) -> dict:
+    """Median seconds per step of rank 0's rows for each set, the sets taking turns step by
+    step (so a busy host slows all alike), and of decoding its PCA targets on this CPU."""
+    orders = {spec: EpochOrder(len(d), cfg.train.seed) for spec, d in sets.items()}
+    decoders = {spec: repa_targets(d) for spec, d in sets.items() if d.storage.repa == "pca"}
+    times: dict = {spec: [] for spec in sets}
+    decodes: dict = {spec: [] for spec in decoders}
     for step in range(steps):
-        t0 = time.perf_counter()
-        batch = global_batch(data, order, cfg, step, 0, rows)  # rank 0's rows
-        times.append(time.perf_counter() - t0)
-        if decode is not None:
+        for spec, data in sets.items():
             t0 = time.perf_counter()
-            decode(batch.repa)
-            decodes.append(time.perf_counter() - t0)
-    return statistics.median(times[1:]), statistics.median(decodes[1:]) if decodes else None
+            batch = global_batch(data, orders[spec], cfg, step, 0, rows)  # rank 0's rows
+            times[spec].append(time.perf_counter() - t0)
+            if spec in decoders:
+                t0 = time.perf_counter()
+                decoders[spec](batch.repa)
+                decodes[spec].append(time.perf_counter() - t0)
+    return {
+        spec: (
+            statistics.median(times[spec][1:]),
+            statistics.median(decodes[spec][1:]) if spec in decodes else None,
+        )
+        for spec in sets
+    }
 
 
 def main() -> None:
@@ -133,17 +143,16 @@ def main() -> None:
         storages = write_sets(Path(tmp), cfg, args.store, args.samples, args.shard_size)
         took = time.perf_counter() - t0
         print(f"wrote {len(storages)} sets of {args.samples} samples in {took:.0f} s")
-        for spec, st in storages.items():
-            size = warm(Path(tmp) / spec)
-            per_row = bytes_per_image(st, one_view)["total"]  # one view's rows are read
-            data = LatentDataset(Path(tmp) / spec)
-            for ws in args.world_size:
-                rows = args.global_batch // ws
-                med, dec = time_steps(data, cfg, rows, args.steps)
+        sizes = {spec: warm(Path(tmp) / spec) for spec in storages}
+        sets = {spec: LatentDataset(Path(tmp) / spec) for spec in storages}
+        for ws in args.world_size:
+            rows = args.global_batch // ws
+            for spec, (med, dec) in interleaved(sets, cfg, rows, args.steps).items():
+                per_row = bytes_per_image(storages[spec], one_view)["total"]  # one view read
                 extra = f", decode {1e3 * dec:.1f} ms (this CPU)" if dec is not None else ""
                 print(
-                    f"{spec:15s} {size / args.samples / 1e6:.3f} MB/image on disk | world size "
-                    f"{ws}: {rows} rows/rank, read {rows * per_row / 1e6:.2f} MB/step, "
+                    f"{spec:15s} {sizes[spec] / args.samples / 1e6:.3f} MB/image on disk | "
+                    f"world size {ws}: {rows} rows/rank, read {rows * per_row / 1e6:.2f} MB/step, "
                     f"{1e3 * med:.1f} ms/step (median), {rows / med:.0f} img/s per rank{extra}",
                     flush=True,
                 )

@@ -153,9 +153,8 @@ def _stats(directory: Path, infos: Iterable[dict], storage: Storage = FIRST_LAYO
     for info in infos:
         shard = MappedShard(directory / info["file"])
         mu = np.concatenate([shard["tex_mean"], shard["sem_mean"]], axis=2).astype(np.float64)
-        sd = np.concatenate(
-            [stored_std(shard, "tex", storage), stored_std(shard, "sem", storage)], axis=2
-        ).astype(np.float64)
+        sd = torch.cat([stored_std(shard, "tex", storage), stored_std(shard, "sem", storage)], 2)
+        sd = sd.numpy().astype(np.float64)
         axes = (0, 1, 3, 4)
         part = np.stack(
             [
@@ -360,18 +359,19 @@ class LatentDataset:
             }
         out = {"label": rows(shard["label"], local)}
         for part in ("tex", "sem"):
-            mean = np.asarray(shard[f"{part}_mean"][local, view], dtype=np.float32)
-            out[f"{part}_mean"] = torch.from_numpy(mean)
-            out[f"{part}_std"] = torch.from_numpy(stored_std(shard, part, st, (local, view)))
+            mean = np.ascontiguousarray(shard[f"{part}_mean"][local, view])
+            out[f"{part}_mean"] = torch.from_numpy(mean).float()  # torch: vectorised half
+            out[f"{part}_std"] = stored_std(shard, part, st, (local, view))
         if self.has_repa and st.repa == "semvae":
             out["repa"] = out["sem_mean"].clone()
         elif self.has_repa:
             stored = shard[st.repa_key]
             if st.flip == "stored":
                 out["repa"] = torch.from_numpy(np.ascontiguousarray(stored[local, view]))
-            else:
-                base = torch.from_numpy(np.array(stored[local, 0]))  # a writable copy
-                mirrored = torch.from_numpy(np.nonzero(view == 1)[0])
-                base[mirrored] = base[mirrored].flip(-1)
-                out["repa"] = base
+            else:  # one copy: view 1's rows read mirrored
+                flip = view == 1
+                arr = np.empty((len(local), *stored.shape[2:]), stored.dtype)
+                arr[~flip] = stored[local[~flip], 0]
+                arr[flip] = stored[local[flip], 0, ..., ::-1]
+                out["repa"] = torch.from_numpy(arr)
         return out

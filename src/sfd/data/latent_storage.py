@@ -181,12 +181,16 @@ def encode_posterior(
     return out
 
 
-def stored_std(shard: Any, name: str, storage: Storage, index: Any = slice(None)) -> np.ndarray:
-    """The posterior std of part ``name`` (``tex`` / ``sem``) as float32, from what is stored."""
+def stored_std(shard: Any, name: str, storage: Storage, index: Any = slice(None)) -> torch.Tensor:
+    """The posterior std of part ``name`` (``tex`` / ``sem``) in float32, from what is stored
+    (half to float in torch, which vectorises it)."""
+    stored = shard[f"{name}_{storage.std_key}"][index]
+    if not (stored.flags.writeable and stored.flags.c_contiguous):
+        stored = np.array(stored)  # a whole memmap, or a strided view of one
+    stored = torch.from_numpy(stored)
     if storage.std_key == "logvar":
-        logvar = np.asarray(shard[f"{name}_logvar"][index], dtype=np.float32)
-        return np.exp(np.float32(0.5) * logvar)
-    return np.asarray(shard[f"{name}_std"][index], dtype=np.float32)
+        return torch.exp(0.5 * stored.float())
+    return stored.float()
 
 
 def encode_repa(
