@@ -320,6 +320,38 @@ def test_commands_run_the_default_pipeline_on_an_image_folder(tmp_path):
     assert latents.meta["extraction"]["texture_ae_path"] == str(tmp_path / "vae")
     assert latents.meta["class_names"] == ["a", "b"]  # the class folders, for runs and exports
     assert latents.meta["extraction"]["encoder"]["input_size"] == 64
+    # the same images stored small: fp16 posteriors, an 8-component PCA fitted on the feature
+    # set, view 0's targets only
+    store = ["--store", "f16-pca8-flip", "--repa-pca", str(tmp_path / "features")]
+    models = ["--texture-ae", str(tmp_path / "vae"), "--semvae", str(tmp_path / "semvae")]
+    small = tmp_path / "small"
+    result = runner.invoke(extract_command, [*common, "--out", str(small), *models, *store])
+    assert result.exit_code == 0, result.output
+    coded = LatentDataset(small)
+    assert coded.storage.spec == "f16-pca8-flip" and coded.meta["repa_dim"] == 40
+    assert coded.meta["extraction"]["storage"]["pca_components"] == 8
+    index, view = np.arange(6), np.array([0, 1] * 3)
+    a, b = latents.gather(index, view), coded.gather(index, view)
+    assert torch.allclose(a["tex_mean"], b["tex_mean"], rtol=2**-10, atol=1e-6)
+    assert b["repa"].shape == (6, 8, 8, 8) and b["repa"].dtype == torch.float16
+
+
+def test_extract_dry_run_prints_bytes_per_image_of_each_option():
+    from click.testing import CliRunner
+
+    from sfd.cli import main
+
+    args = ["extract", "--data-root", ".", "--out", "x", "--texture-ae", "t", "--semvae", "s"]
+    result = CliRunner().invoke(main, [*args, "--store", "f16-semvae", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    sizes = json.loads(result.output)["bytes_per_image"]
+    assert sizes["paper"]["bytes"]["f32"] == 983_048  # 0.98 MB: (48 x 2 x 4 + 768 x 2) x 256 x 2
+    assert sizes["paper"]["bytes"]["f16-semvae"] == 98_312
+    # the embedded default: 4 + 4 channels and 40-d targets on 8 x 8
+    assert sizes["embedded_default"]["bytes"]["f32"] == 8 + 2 * 64 * (8 * 2 * 4 + 40 * 2)
+    for bad, message in (("f8", "unknown storage spec"), ("f16-pca4", "--repa-pca goes with")):
+        result = CliRunner().invoke(main, [*args, "--store", bad, "--dry-run"])
+        assert result.exit_code == 2 and message in result.output, result.output
 
 
 @pytest.mark.parametrize("command", ["extract", "extract-features"])

@@ -20,6 +20,7 @@ Format ``sfd-features``: see :mod:`sfd.data.feature_shards`.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from collections.abc import Callable, Iterator
@@ -35,9 +36,12 @@ from sfd import distributed
 from sfd.data.feature_shards import finalize_feature_set
 from sfd.data.images import collate_images, first_image_shape, hflip
 from sfd.data.latent_shards import finalize_latent_set, write_latent_shard
+from sfd.data.latent_storage import FIRST_LAYOUT, Storage
 from sfd.data.shards import claim_settings, finished_shard, write_shard
 from sfd.errors import MismatchError
 from sfd.latents.encoders import FeatureEncoder, resize_map
+from sfd.latents.pca import PCAEncoder
+from sfd.latents.repa_targets import check_semvae_storage, stored_pca, write_target_model
 from sfd.latents.semvae import SemanticVAE
 from sfd.latents.texture import TextureAutoencoder
 
@@ -220,10 +224,13 @@ def extract(
     device: str | torch.device = "cpu",
     num_classes: int | None = None,
     settings: dict | None = None,
+    storage: Storage = FIRST_LAYOUT,
+    repa_pca: PCAEncoder | None = None,
 ) -> dict | None:
     """Write the ``sfd-latents`` set of ``dataset`` (module docstring) and return its meta
     (``None`` on ranks other than 0). ``settings`` (e.g. model paths) go into
-    ``meta["extraction"]`` beside what the models describe about themselves."""
+    ``meta["extraction"]`` beside what the models describe about themselves. ``storage``
+    (:mod:`sfd.data.latent_storage`); ``repa_pca``: the token PCA of ``pca`` storage."""
     out_dir = Path(out_dir)
     shape = first_image_shape(dataset)
     grid = _latent_grid(shape, encoder, texture_ae, semvae)
@@ -246,23 +253,48 @@ def extract(
         "repa": repa,
         **(settings or {}),
     }
+    write = _storage_writer(out_dir, info, storage, repa_pca if repa else None, semvae)
     n, names = _num_classes(dataset, num_classes), class_names(dataset)
-
-    def finalize(num_shards: int, extra: dict) -> dict:
-        return finalize_latent_set(out_dir, n, num_shards, {**extra, **names})
-
+    finalize = partial(_finalize_latents, out_dir, n, names, storage, repa)
     return run_shards(
         dataset,
         out_dir,
         shard_size,
         batch_size,
         compute,
-        write_latent_shard,
+        write,
         finalize,
         info,
         num_workers,
         device,
     )
+
+
+def _finalize_latents(out_dir, n, names: dict, storage, repa: bool, num_shards, extra) -> dict:
+    """The latent set's meta.json (written last), with the dataset's class names."""
+    return finalize_latent_set(
+        out_dir, n, num_shards, {**extra, **names}, storage=storage, has_repa=repa
+    )
+
+
+def _storage_writer(
+    out_dir: Path, info: dict, storage: Storage, pca: PCAEncoder | None, semvae: SemanticVAE
+) -> Callable[[Path, int, Batch], dict]:
+    """Claim ``out_dir`` with ``info`` (+ the storage, unless it is the first layout, whose
+    settings stay as they were), write the set's PCA or SemVAE copy (rank 0), and return the
+    shard writer of ``storage``."""
+    repa = info["repa"]
+    tensors = stored_pca(storage, pca) if repa else None
+    if repa:
+        check_semvae_storage(storage, semvae)
+    if not storage.legacy:
+        info["storage"] = storage.record()
+        if tensors is not None:
+            info["repa_pca_sha256"] = sha256_tensors(tensors)
+    _claim(out_dir, info)
+    if repa and distributed.is_main():
+        write_target_model(out_dir, storage, pca, semvae)
+    return partial(write_latent_shard, storage=storage, pca=tensors)
 
 
 def extract_features(
@@ -306,3 +338,12 @@ def extract_features(
         num_workers,
         device,
     )
+
+
+def sha256_tensors(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 of named tensors' bytes, in key order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        h.update(name.encode())
+        h.update(tensors[name].contiguous().numpy().tobytes())
+    return h.hexdigest()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import click
 
@@ -16,6 +18,8 @@ from sfd.cli.options import (
     dry_run_option,
     resolve_device,
 )
+from sfd.config import preset
+from sfd.data.latent_storage import PAPER_SHAPES, Shapes, Storage, bytes_per_image
 from sfd.extract import extract, extract_features
 from sfd.latents.encoders import ENCODERS, load_encoder
 from sfd.latents.semvae import load_semvae
@@ -105,25 +109,108 @@ def extract_features_command(grid, dry_run, **kw):
 @click.option("--texture-ae", required=True, help="diffusers AutoencoderKL dir or LDM .ckpt")
 @click.option("--semvae", "semvae_path", required=True, help="Directory of a trained SemVAE")
 @click.option("--repa/--no-repa", default=True, show_default=True, help="Store REPA targets")
-def extract_command(texture_ae, semvae_path, repa, dry_run, **kw):
+@click.option(
+    "--store",
+    default="f32",
+    show_default=True,
+    help="What is stored and how: POSTERIOR[-pcaK|-semvae][-flip], POSTERIOR f32, f16 or f16lv "
+    "(docs/FORMATS.md; --dry-run prints each option's bytes per image)",
+)
+@click.option(
+    "--repa-pca",
+    default=None,
+    type=click.Path(exists=True, file_okay=False),
+    help="For --store ...-pcaK: a saved PCA of K components, or an `sfd extract-features` "
+    "directory of training images to fit one on",
+)
+def extract_command(texture_ae, semvae_path, repa, store, repa_pca, dry_run, **kw):
     """Write composite-latent shards (texture + semantic posteriors, REPA targets, labels)."""
     _check_encoder_options(kw)
+    try:
+        storage = Storage.parse(store)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--store") from None
+    if (storage.repa == "pca") != (repa_pca is not None):
+        raise click.UsageError("--repa-pca goes with --store ...-pcaK, and only with it")
     if dry_run:
         return _dry_run(
-            kw, encoder=kw["encoder"], texture_ae_path=texture_ae, semvae_path=semvae_path
+            kw,
+            encoder=kw["encoder"],
+            texture_ae_path=texture_ae,
+            semvae_path=semvae_path,
+            store=storage.record(),
+            bytes_per_image=storage_sizes(storage),
         )
     with distributed.process_group(resolve_device(kw["device"])) as kw["device"]:
         tex = load_texture_autoencoder(texture_ae).to(kw["device"])
         grid = kw["image_size"] // tex.downsample
         dataset, encoder, settings, shard_kw = _open_common(kw, grid)
         settings.update(texture_ae_path=texture_ae, semvae_path=semvae_path)
+        if repa_pca:
+            settings["repa_pca"] = repa_pca
         semvae = load_semvae(semvae_path, kw["device"])
-        meta = extract(dataset, encoder, tex, semvae, repa=repa, settings=settings, **shard_kw)
+        pca = repa_pca_of(repa_pca, storage.pca_components) if repa_pca else None
+        meta = extract(
+            dataset,
+            encoder,
+            tex,
+            semvae,
+            repa=repa,
+            settings=settings,
+            storage=storage,
+            repa_pca=pca,
+            **shard_kw,
+        )
     if meta is not None:
         click.echo(
             f"{meta['count']} images -> {kw['out_dir']}: {meta['tex_channels']} + "
             f"{meta['sem_channels']} channels at {grid}x{grid}"
         )
+
+
+def embedded_shapes() -> Shapes:
+    """The embedded default's latent set (sfd demo, the `demo` preset): 4 + 4 channels on 8x8
+    and EfficientNet-Lite0's stride-8 map (40-d) on the same grid as REPA targets."""
+    cfg = preset("demo")
+    lat = cfg.latent
+    return Shapes(lat.tex_channels, lat.sem_channels, lat.size, cfg.model.repa_dim, lat.size)
+
+
+# the options --dry-run sizes beside the chosen one
+SIZED_SPECS = (
+    "f32", "f16", "f16lv", "f32-flip", "f16-flip", "f16-pca64", "f16-pca32", "f16-pca16",
+    "f16-pca64-flip", "f16-pca32-flip", "f16-pca16-flip", "f16-semvae",
+)  # fmt: skip
+
+
+def storage_sizes(chosen: Storage) -> dict:
+    """Bytes per image of ``chosen`` and of the common options, at the paper's shapes and at
+    the embedded default's (a K above the embedded default's 40 dims is left out there)."""
+    specs = dict.fromkeys([chosen.spec, *SIZED_SPECS])
+    out = {}
+    for name, shapes in (("paper", PAPER_SHAPES), ("embedded_default", embedded_shapes())):
+        sizes = {}
+        for spec in specs:
+            st = Storage.parse(spec)
+            if st.pca_components <= shapes.repa_dim:
+                sizes[spec] = bytes_per_image(st, shapes)["total"]
+        out[name] = {"shapes": dataclasses.asdict(shapes), "bytes": sizes}
+    return out
+
+
+def repa_pca_of(path: str, k: int):
+    """A saved PCA of ``k`` components at ``path``, or one fitted on the feature set there."""
+    from sfd.latents.pca import CONFIG_FILE, fit_pca, load_pca
+
+    if (Path(path) / CONFIG_FILE).exists():
+        pca = load_pca(path)
+        if pca.channels != k:
+            raise click.BadParameter(
+                f"{path} holds a PCA of {pca.channels} components; --store asks for {k}",
+                param_hint="--repa-pca",
+            )
+        return pca
+    return fit_pca(path, k)
 
 
 COMMANDS = (extract_features_command, extract_command)

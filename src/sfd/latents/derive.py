@@ -82,6 +82,8 @@ def derive_latent_set(
             f"semantic={semantic!r} {'needs' if source is None else 'takes no'} source"
         )
     base, out_dir = LatentDataset(base_dir), Path(out_dir)
+    if not base.storage.legacy:
+        raise ValueError(f"{base_dir} is stored as {base.storage.spec}; derive from an f32 set")
     other = None if source is None else LatentDataset(source)
     if semantic == "pca":
         _check_pca_source(base, pca)

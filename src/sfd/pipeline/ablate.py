@@ -180,7 +180,7 @@ class _Grid:
         cfg = with_learned_schedule(cfg, row, self.out, latents, seed, s.quick)
         train(
             _with_checkpoints(cfg, ckpt_steps),
-            self.data.latents[row.semantic],
+            self.data.latents[row.latents],
             run_dir,
             device=self.device,
             progress=self.progress,

@@ -16,6 +16,7 @@ from sfd.data.shards import atomic_write_json
 from sfd.eval.fashion_classifier import class_accuracy
 from sfd.eval.stats import FeatureStats
 from sfd.pipeline.ablate_grid import AblationSettings, parse_row, sample_config
+from sfd.pipeline.ablate_store import store_sets
 from sfd.pipeline.metrics import pooled_features, reconstruct
 
 # --------------------------------------------------------------------------------------------
@@ -77,6 +78,7 @@ def prepare_data(
     sets = _latent_sets(out, latents, features, meta, need, info)
     if control is not None:
         sets["random"] = control
+    sets |= store_sets(out, Path(latents), features, meta, rows)  # the store-* rows
     return AblationData(sets, Path(decoder), Path(reference), meta, classifier, info)
 
 

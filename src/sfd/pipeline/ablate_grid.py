@@ -25,6 +25,12 @@ class Row:
     delta_t: float
     repa: bool = True
     schedule: str = "offset"  # "learned": a probe's schedule (see the learned-schedule block)
+    store: str | None = None  # a storage spec (``store-*`` rows, below); None: the set as given
+
+    @property
+    def latents(self) -> str:
+        """The key of the latent set this row trains on (:class:`AblationData.latents`)."""
+        return self.semantic if self.store is None else f"{STORE_PREFIX}{self.store}"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.delta_t <= 1.0:
@@ -91,10 +97,31 @@ def sweep_rows() -> tuple[str, ...]:
     return tuple(f"dt-{d:g}" for d in SWEEP if d not in (0.0, 0.3))
 
 
+# --- Storage rows: ``store-SPEC`` is the ``sfd`` row (SemVAE latent, Δt 0.3, REPA) trained on
+# the SemVAE latent set re-encoded with the storage SPEC (docs/FORMATS.md, e.g. store-f16,
+# store-f16-pca16-flip, store-f16-semvae), to be compared with ``sfd`` seed by seed.
+STORE_PREFIX = "store-"
+
+
+def _store_row(name: str) -> Row:
+    from sfd.data.latent_storage import Storage
+
+    try:
+        spec = Storage.parse(name.removeprefix(STORE_PREFIX)).spec
+    except ValueError as err:
+        raise ValueError(f"ablation row {name!r}: {err}") from None
+    return Row(name, "semvae", _NAMED["sfd"].delta_t, store=spec)
+
+
+# --- end of storage rows
+
+
 def parse_row(name: str) -> Row:
-    """A named row, or ``dt-X``: the SemVAE latent at Δt = X (X in [0, 1])."""
+    """A named row, ``dt-X`` (the SemVAE latent at Δt = X in [0, 1]) or ``store-SPEC``."""
     if name in _NAMED:
         return _NAMED[name]
+    if name.startswith(STORE_PREFIX):
+        return _store_row(name)
     m = re.fullmatch(r"dt-([0-9]*\.?[0-9]+)", name)
     if m is None:
         raise ValueError(
@@ -110,7 +137,11 @@ def parse_row(name: str) -> Row:
 def row_delta_t(name: str) -> float | None:
     """Δt of a row on the SemVAE latent (the Δt curve), else None."""
     row = parse_row(name)
-    return row.delta_t if row.semantic == "semvae" and row.schedule == "offset" else None
+    return (
+        row.delta_t
+        if row.semantic == "semvae" and row.schedule == "offset" and row.store is None
+        else None
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -202,7 +233,9 @@ class AblationSettings:
         return sorted({round(self.steps * (i + 1) / k) for i in range(k)})
 
     def seeds_of(self, row: str) -> int:
-        return self.main_seeds if row in MAIN_ROWS + CONTROL_ROWS else self.sweep_seeds
+        """Main, control and storage rows (paired with ``sfd`` seed by seed) get the main seeds."""
+        main = row in MAIN_ROWS + CONTROL_ROWS or row.startswith(STORE_PREFIX)
+        return self.main_seeds if main else self.sweep_seeds
 
     def jobs(self) -> list[tuple[str, int]]:
         """Every (row, seed), seeds first so a partial grid has whole seeds of every row."""

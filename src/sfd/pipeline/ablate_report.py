@@ -22,6 +22,7 @@ import numpy as np
 
 from sfd.data.shards import atomic_write_bytes
 from sfd.pipeline.ablate_nfe import nfe_markdown, nfe_summary, plot_nfe, save_figure, split_results
+from sfd.pipeline.ablate_store import store_tests
 
 # metric -> (label, lower is better)
 METRICS = {
@@ -148,7 +149,7 @@ def summarise(results: list[dict], settings, reference: dict | None) -> dict:
     }
     metric = "fd_fmnist" if any("fd_fmnist" in r for r in results) else "fd_effnet"
     speedup = _speedups(cur, metric, final)
-    tests = _welch_tests(table, sweep, metric)
+    tests = _welch_tests(table, sweep, metric) | store_tests(cur, final, METRICS)
     return {
         "protocol": settings.protocol(),
         "primary_metric": metric,
@@ -236,7 +237,8 @@ def markdown(summary: dict) -> str:
             if t["p"] is None:
                 lines.append(f"- {name}: too few seeds (n = {t['n']})")
             else:
-                lines.append(f"- {name}: t = {t['t']:.2f}, p = {t['p']:.3f} (n = {t['n']})")
+                diff = f", mean diff {t['mean_diff']:+.3f}" if "mean_diff" in t else ""
+                lines.append(f"- {name}: t = {t['t']:.2f}, p = {t['p']:.3f} (n = {t['n']}{diff})")
     if summary["cfg_sweep"]:
         lines += ["", "Guidance sweep at the final checkpoint (main rows):", ""]
         lines += ["| row | CFG | " + " | ".join(METRICS[m][0] for m in metrics) + " |"]

@@ -28,6 +28,7 @@ from sfd import distributed as D
 from sfd.config import Config
 from sfd.data.latent_shards import LatentDataset
 from sfd.errors import DivergedError, safetensors_metadata
+from sfd.latents.repa_targets import repa_targets
 from sfd.locks import DirLock
 from sfd.model import LightningDiT
 from sfd.training import parallel as P
@@ -86,6 +87,8 @@ class Trainer:
         trained = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(trained, cfg.train, self.device)
         self.step_fn = TrainStep(cfg, self.model, self.ema, self.optimizer, self.device)
+        if cfg.model.repa_dim > 0 and cfg.flow.repa_weight > 0:
+            self.step_fn.repa_targets = repa_targets(self.dataset, self.device)
         self.step, self._warned = 0, 0
         self.loss_window: deque[float] = deque(maxlen=cfg.train.spike_window)
         self.spikes, self.rollbacks, self.skip_until, self.rollback_pending = 0, 0, 0, False

@@ -79,6 +79,9 @@ class TrainStep:
         # Called with the (device) statistics before the update; True skips it (no AdamW, no
         # EMA). Reading the statistics there syncs the host, so it is None unless needed.
         self.gate: Callable[[torch.Tensor], bool] | None = None
+        # Stored REPA targets -> targets, on the device (sfd.latents.repa_targets; None: the
+        # batch holds the targets themselves). Outside autocast: the targets are fp32.
+        self.repa_targets: Callable[[torch.Tensor], torch.Tensor] | None = None
         if cfg.train.compile and cfg.train.compile_scope == "loss":
             self.loss = torch.compile(self.loss)  # forward + loss as one region (and backward)
 
@@ -108,6 +111,9 @@ class TrainStep:
         """The micro-batch loss and its (total, vel, cos, repa) means, detached in fp32."""
         cfg = self.cfg
         bf16 = cfg.train.precision == "bf16"
+        target = b.repa
+        if target is not None and self.repa_targets is not None:
+            target = self.repa_targets(target)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
             terms = flow_loss(
                 module,
@@ -117,7 +123,7 @@ class TrainStep:
                 base_time=b.base_time,
                 flow=cfg.flow,
                 layout=self.layout,
-                repa_target=b.repa,
+                repa_target=target,
             )
             loss = terms.total(cfg.flow.cos_weight)
         repa = terms.repa.mean() if terms.repa is not None else torch.zeros_like(loss)
