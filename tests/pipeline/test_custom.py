@@ -95,7 +95,7 @@ def _check_pipeline(tmp_path, caplog):
     assert semvae["encoder"] == features["extraction"]["encoder"]
     held_out = json.loads((out / "features_val" / "meta.json").read_text())["count"]
     assert latents["num_classes"] == 3 and latents["count"] + held_out == 18  # 18 readable
-    assert held_out == 4  # every 4th file
+    assert held_out == 6  # stratified: 2 of each class (a quarter of 6-7 files, at least 2)
     lat = cfg["latent"]
     model = summary["model"]
     assert [lat["tex_channels"], lat["sem_channels"], lat["size"]] == model["latent"]
@@ -112,7 +112,10 @@ def _check_pipeline(tmp_path, caplog):
         "texture_vae", "features", "features_val", "semvae", "latents", "sfd", "samples", "metrics"
     }  # fmt: skip
     # the metrics stage, the demo's: samples against the held-out photos, with the real floor
-    assert summary["metric_images"] == 2  # half the 4 held-out photos: the floor takes two sets
+    # half the 6 held-out photos (the floor takes two sets), one of each class in each set
+    assert summary["metric_images"] == 3
+    assert summary["reference"]["per_class"] == dict.fromkeys(PHOTOS, 1)
+    assert summary["images"]["fd_samples"] == summary["images"]["fd_real_floor"] == [3, 3]
     for key in ("fd_samples", "fd_real_floor", "probe_acc_samples", "probe_acc_real"):
         assert np.isfinite(summary[key]), key
     assert "fd_fmnist_samples" not in summary  # the Fashion-MNIST classifier: its data only

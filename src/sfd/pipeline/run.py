@@ -27,6 +27,7 @@ from sfd.data.shards import atomic_write_json
 from sfd.figures import loss_curves, stage_strip
 from sfd.generate import LatentSampler, to_uint8
 from sfd.hardware import cpu_model_name
+from sfd.pipeline.ledger import dataset_settings
 from sfd.pipeline.metrics import evaluate_run
 from sfd.pipeline.stages import StagedBase, StageSizes, prepare_stages, sample_stage, train_stage
 from sfd.training.logs import read_log
@@ -50,15 +51,36 @@ class RunPlan:
     per_class: int | None = None  # samples per class row of samples.png (default 10)
     picture_class: int = 0  # the class of the one sample drawn stage by stage in stages.png
     in_domain: bool = False  # Fashion-MNIST: also the packaged classifier's FD_FMNIST, accuracy
+    match_classes: bool = False  # metrics on sets cut to the same count per class (metrics.py)
 
 
-def run_plan(out: str | Path, plan: RunPlan, device: str = "cpu") -> dict:
-    """Run (or resume) every stage of ``plan`` in ``out``; returns what ``metrics.json`` holds."""
-    base = prepare_stages(out, plan.train_set, plan.test_set, plan.sizes, device)
+def run_plan(out: str | Path, plan: RunPlan, device: str = "cpu", redo: bool = False) -> dict:
+    """Run (or resume) every stage of ``plan`` in ``out``; returns what ``metrics.json`` holds.
+    A stage made with other settings is refused, or with ``redo`` recomputed with every stage
+    after it."""
+    base = prepare_stages(out, plan.train_set, plan.test_set, plan.sizes, device, redo)
     cfg = plan.config(base)
     train_stage(base, cfg, device)
-    base.stages.run("samples", lambda: _samples(base.out, cfg, plan, device))
-    metrics = base.stages.run("metrics", lambda: evaluate_run(base, plan, device))
+    shown = {"num": plan.num_samples, "seed": plan.seed, "per_class": plan.per_class}
+    shown["picture_class"] = plan.picture_class
+    base.stages.run(
+        "samples",
+        lambda: _samples(base.out, cfg, plan, device),
+        {**shown, "sample": dataclasses.asdict(cfg.sample)},
+        inputs=("sfd",),
+    )
+    sizes = {"metric_images": plan.metric_images, "probe_images": plan.probe_images}
+    metrics = base.stages.run(
+        "metrics",
+        lambda: evaluate_run(base, plan, device),
+        {
+            **sizes,
+            "in_domain": plan.in_domain,
+            "match_classes": plan.match_classes,
+            "held_out": dataset_settings(plan.test_set),
+        },  # fmt: skip
+        inputs=("samples", "texture_vae"),
+    )
     return _write_metrics(base, metrics, cfg, plan)
 
 
@@ -130,8 +152,8 @@ def _write_metrics(base: StagedBase, metrics: dict, cfg: Config, plan: RunPlan) 
         "texture_vae_psnr_db": base.texture.get("test_psnr"),
         "semvae_cosine": base.semvae.get("cos"),
         "semvae_mse": base.semvae.get("mse"),
-        "stage_seconds": {k: v["seconds"] for k, v in stages.done.items()},
-        "total_seconds": round(sum(v["seconds"] for v in stages.done.values()), 1),
+        "stage_seconds": {k: v["seconds"] for k, v in stages.finished.items()},
+        "total_seconds": round(sum(v["seconds"] for v in stages.finished.values()), 1),
         "skipped_files": _skipped(plan.train_set, before.get("skipped_files", [])),
         "run": str(out / "run"),
         "hardware": {
