@@ -59,10 +59,11 @@ def digest(settings: dict) -> str:
 
 
 def differences(stored: dict, settings: dict) -> list[str]:
-    """``key old -> new`` for each setting that differs (digests: ``key changed``)."""
+    """``key old -> new`` for each setting that differs (digests: ``key changed``), the
+    outermost keys first (``preset`` before the ``model.*`` it implies)."""
     a, b = flatten(stored), flatten(settings)
     out = []
-    for key in sorted(a.keys() | b.keys()):
+    for key in sorted(a.keys() | b.keys(), key=lambda k: (k.count("."), k)):
         if a.get(key) != b.get(key):
             hashed = key.startswith("inputs.") or key.endswith(".files")
             out.append(f"{key} changed" if hashed else f"{key} {a.get(key)} -> {b.get(key)}")
