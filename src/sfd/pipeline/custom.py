@@ -209,7 +209,10 @@ def open_images(
         names = list(FashionMNIST.classes)
     else:
         mode = {1: "L", 3: "RGB"}[p.channels]
-        folder = ImageFolder(data_root, p.image_size, on_error=on_error, mode=mode)
+        try:
+            folder = ImageFolder(data_root, p.image_size, on_error=on_error, mode=mode)
+        except ValueError as err:  # no class folders, no image files: a bad --data-root
+            raise BadInputError(str(err)) from None
         check_folder(folder, p)
         keep, held = stratified_split([label for _, label in folder.samples], p.test_fraction)
         train, test = Subset(folder, keep), Subset(folder, held)

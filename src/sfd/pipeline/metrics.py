@@ -182,6 +182,13 @@ def evaluate_run(base, plan, device: str) -> dict:
     npz = np.load(out / "samples" / "samples.npz")
     all_y = torch.from_numpy(npz["arr_1"])
     ref, other, fake = _sets(test_y, all_y, n, plan.match_classes)
+    if min(len(ref), len(other), len(fake)) < MIN_METRIC_IMAGES:
+        why = (
+            f"{len(ref)} held-out images with a class of the samples and of the floor's set; "
+            "the metrics need >= 2 per set (hold out more: --stage test_fraction=...)"
+        )
+        log.warning("metrics skipped: %s", why)
+        return {"metric_images": len(ref), "skipped": why}
     samples = torch.from_numpy(npz["arr_0"][fake.numpy()]).permute(0, 3, 1, 2).float() / 127.5 - 1
     sample_y = all_y[fake]
     f_test = pooled_features(net, test_x, device)
