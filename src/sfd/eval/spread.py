@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from sfd.eval.sources import open_images
+
 ROUNDS = 100  # bootstrap resamples
 MAX_ROWS = 256  # above this many images per set no spread is computed (it costs, and is small)
 
@@ -58,3 +60,30 @@ def mean_spread(hits: torch.Tensor, rounds: int = ROUNDS, seed: int = 0) -> floa
     g = torch.Generator().manual_seed(seed)
     picks = torch.randint(len(hits), (rounds, len(hits)), generator=g)
     return float(hits[picks].mean(1).std())
+
+
+@torch.inference_mode()
+def feature_rows(images, feature_fn, batch_size: int = 250, device="cpu") -> torch.Tensor:
+    """(N, D) float64 features ``feature_fn(uint8 NCHW) -> (B, D)`` of every image of
+    ``images`` (any source of :func:`sfd.eval.sources.open_images`), on the CPU, in order."""
+    source = open_images(images)
+    rows = []
+    for i in range(0, len(source), batch_size):
+        batch = torch.from_numpy(source.read(i, min(i + batch_size, len(source))))
+        if batch.shape[-1] == 1:  # grayscale: replicated to RGB
+            batch = batch.expand(-1, -1, -1, 3)
+        rows.append(feature_fn(batch.permute(0, 3, 1, 2).to(device)).double().cpu())
+    return torch.cat(rows)
+
+
+def fd_with_spread(feature_fn, samples, ref, batch_size: int = 250, device="cpu") -> dict:
+    """For sets of at most :data:`MAX_ROWS` images: the Fréchet distance in ``feature_fn``'s
+    space, its bootstrap standard error and the images of each set
+    (``{"fd", "spread", "images": [samples, reference]}``)."""
+    a = feature_rows(samples, feature_fn, batch_size, device)
+    b = feature_rows(ref, feature_fn, batch_size, device)
+    return {
+        "fd": frechet_distance_rows(a, b),
+        "spread": fd_spread(a, b),
+        "images": [len(a), len(b)],
+    }
