@@ -21,7 +21,6 @@ def front_matter(ckpt: Checkpoint, metrics: dict, license_id: str = "mit") -> st
     meta = {
         "license": license_id,
         "library_name": "diffusers",
-        "pipeline_tag": "unconditional-image-generation",
         "tags": TAGS,
         "sfd": {
             "step": ckpt.step,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,10 +28,13 @@ from sfd.data.shards import atomic_write_json
 from sfd.figures import loss_curves, stage_strip
 from sfd.generate import LatentSampler, to_uint8
 from sfd.hardware import cpu_model_name
-from sfd.pipeline.ledger import dataset_settings
+from sfd.pipeline.estimate import describe_estimate, estimate_stages
+from sfd.pipeline.ledger import STAGE_FILES, Stages, dataset_settings
 from sfd.pipeline.metrics import evaluate_run
 from sfd.pipeline.stages import StagedBase, StageSizes, prepare_stages, sample_stage, train_stage
 from sfd.training.logs import read_log
+
+log = logging.getLogger("sfd.demo")
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,8 @@ class RunPlan:
 def run_plan(out: str | Path, plan: RunPlan, device: str = "cpu", redo: bool = False) -> dict:
     """Run (or resume) every stage of ``plan`` in ``out``; returns what ``metrics.json`` holds.
     A stage made with other settings is refused, or with ``redo`` recomputed with every stage
-    after it."""
+    after it. Before any stage runs, the time of those left to run is estimated and logged."""
+    _estimate(Path(out), plan, device, redo)
     base = prepare_stages(out, plan.train_set, plan.test_set, plan.sizes, device, redo)
     cfg = plan.config(base)
     train_stage(base, cfg, device)
@@ -82,6 +87,21 @@ def run_plan(out: str | Path, plan: RunPlan, device: str = "cpu", redo: bool = F
         inputs=("samples", "texture_vae"),
     )
     return _write_metrics(base, metrics, cfg, plan)
+
+
+def _estimate(out: Path, plan: RunPlan, device: str, redo: bool) -> None:
+    """Log the estimated time of each stage left to run (with ``redo``: of every stage, the
+    most it can redo) and keep it in ``OUT/estimate.json``."""
+    done = {} if redo else Stages(out).finished
+    todo = tuple(name for name in STAGE_FILES if name not in done)
+    if not todo:
+        return
+    est = estimate_stages(plan, todo, device)
+    log.info("%s%s", describe_estimate(est), " (--redo: at most)" if redo else "")
+    path = out / "estimate.json"
+    before = json.loads(path.read_text()) if path.exists() else {}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {**before, **est})
 
 
 def _samples(out: Path, cfg: Config, plan: RunPlan, device: str) -> dict:
@@ -154,6 +174,7 @@ def _write_metrics(base: StagedBase, metrics: dict, cfg: Config, plan: RunPlan) 
         "semvae_mse": base.semvae.get("mse"),
         "stage_seconds": {k: v["seconds"] for k, v in stages.finished.items()},
         "total_seconds": round(sum(v["seconds"] for v in stages.finished.values()), 1),
+        "stage_estimates": _read_json(out / "estimate.json"),
         "skipped_files": _skipped(plan.train_set, before.get("skipped_files", [])),
         "run": str(out / "run"),
         "hardware": {
@@ -178,6 +199,10 @@ def _write_metrics(base: StagedBase, metrics: dict, cfg: Config, plan: RunPlan) 
     if before != result:
         atomic_write_json(path, result)
     return result
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def _skipped(dataset, before: list[str]) -> list[str]:
