@@ -15,6 +15,7 @@ import dataclasses
 import json
 import logging
 import platform
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,8 +97,10 @@ def _estimate(out: Path, plan: RunPlan, device: str, redo: bool) -> None:
     todo = tuple(name for name in STAGE_FILES if name not in done)
     if not todo:
         return
+    t0 = time.perf_counter()
     est = estimate_stages(plan, todo, device)
-    log.info("%s%s", describe_estimate(est), " (--redo: at most)" if redo else "")
+    took = time.perf_counter() - t0
+    log.info("%s%s", describe_estimate(est, took), " (--redo: at most)" if redo else "")
     path = out / "estimate.json"
     before = json.loads(path.read_text()) if path.exists() else {}
     out.mkdir(parents=True, exist_ok=True)
