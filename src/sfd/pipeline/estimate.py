@@ -1,6 +1,6 @@
 """How long each stage of a pipeline run will take on this machine, measured before it starts.
 
-Each estimate is one timed step (after a warm-up step) of the stage's own work, on this
+Each estimate is the median of three timed steps (after a warm-up) of the stage's own work, on this
 machine, at the run's sizes, times the number of steps or images the stage will do
 (:func:`estimate_stages`): the texture VAE's and the SemVAE's training steps (fresh models,
 random batches, AdamW), reading one image of the folder (decode and crop), the encoder on a
@@ -31,11 +31,13 @@ from sfd.pipeline.metrics import POOL_SIZE
 from sfd.training.texture_vae import build_texture_vae, texture_vae_loss
 
 log = logging.getLogger("sfd.demo")
+TIMED = 3  # timed steps per measurement, after one warm-up (their median: one step can be
+# many times slower than the others on a machine whose cores are shared)
 FIXED_SECONDS = {"samples": 3.0, "metrics": 3.0}  # figures, probe fit: measured once, roughly
 
 
 def _train_step(model: torch.nn.Module, loss: Callable[[], torch.Tensor], device) -> float:
-    """Seconds of one AdamW step of ``loss()`` (one warm-up step, then one timed)."""
+    """Seconds of one AdamW step of ``loss()`` (a warm-up step, the median of TIMED)."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def step() -> None:
@@ -43,7 +45,7 @@ def _train_step(model: torch.nn.Module, loss: Callable[[], torch.Tensor], device
         loss().backward()
         opt.step()
 
-    return time_fn(step, torch.device(device), warmup=1, iters=1)
+    return time_fn(step, torch.device(device), warmup=1, iters=TIMED)
 
 
 def _read_seconds(dataset, k: int = 4) -> float:
@@ -82,7 +84,7 @@ def _semvae_step(plan, dim: int, grid: int, device) -> float:
 
 def _per_image(fn: Callable[[torch.Tensor], object], shape, device, n: int = 8) -> float:
     x = torch.rand(n, *shape, device=device) * 2 - 1
-    return time_fn(lambda: fn(x), torch.device(device), warmup=1, iters=1) / n
+    return time_fn(lambda: fn(x), torch.device(device), warmup=1, iters=TIMED) / n
 
 
 def _sfd(plan, grid: int, dim: int, device) -> tuple[float, float, object]:
@@ -100,13 +102,13 @@ def _sfd(plan, grid: int, dim: int, device) -> tuple[float, float, object]:
             logging.disable(logging.NOTSET)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, compile=False))
     step, closure = build_train_step(cfg, cfg.train.global_batch_size, device)
-    train = time_fn(closure, torch.device(device), warmup=1, iters=1)
+    train = time_fn(closure, torch.device(device), warmup=1, iters=TIMED)
     model, n = step.model.eval(), min(plan.sample_batch, plan.num_samples)
     x = torch.randn(n, cfg.latent.channels, grid, grid, device=device)
     t = torch.full((n,), 0.5, device=device)
     y = torch.zeros(n, dtype=torch.long, device=device)
     with torch.no_grad():
-        forward = time_fn(lambda: model(x, t_tex=t, t_sem=t, y=y), torch.device(device), 1, 1)
+        forward = time_fn(lambda: model(x, t_tex=t, t_sem=t, y=y), torch.device(device), 1, TIMED)
     return train, forward, cfg
 
 
@@ -147,7 +149,7 @@ def describe_estimate(est: dict[str, float], took: float | None = None) -> str:
     """The estimate as one block of lines for the log (``took``: seconds it took to make)."""
     rows = [f"  {name:<13} {_duration(s)}" for name, s in est.items()]
     total = _duration(sum(est.values()))
-    timed = "two timed steps of each stage at this run's sizes"
+    timed = f"{TIMED} timed steps of each stage at this run's sizes"
     head = f"estimated time on this machine ({timed}{'' if took is None else f', {took:.0f} s'})"
     return "\n".join([head + ":", *rows, f"  {'total':<13} {total} (plus start-up)"])
 
