@@ -108,7 +108,7 @@ def test_redo_recomputes_the_changed_stage_and_every_later_one(made, tmp_path, c
     after = _mtimes(out)
     changed = {p.split("/run/", 1)[1].split("/")[0] for p in after if after[p] != before.get(p)}
     assert changed == {"run", "samples", "samples.png", "stages.png", "curves.png",
-                       "real_test.npz", "metrics.json", "stages.json"}  # fmt: skip
+                       "real_test.npz", "metrics.json", "stages.json", "estimate.json"}  # fmt: skip
     stages = json.loads((out / "stages.json").read_text())
     assert stages["sfd"]["result"]["step"] == 3
     assert stages["sfd"]["settings"]["train"]["total_steps"] == 3
