@@ -123,7 +123,12 @@ def eval_command(
     if dry_run:
         return print_params()
     samples = _folder(samples, on_error)
-    ref = _folder(ref, on_error, image_size or _size_of(samples))
+    if Path(ref).is_dir():
+        size = image_size or _size_of(samples)
+        how = "--image-size" if image_size else "the samples' size; --image-size to change"
+        if size:
+            click.echo(f"reading {ref} at {size} x {size} px ({how})", err=True)
+        ref = _folder(ref, on_error, size)
     if feature_space != "inception":
         _offline_fd(samples, ref, feature_space, feature_weights, feature_size, batch_size,
                     device, out, progress)  # fmt: skip

@@ -177,7 +177,7 @@ def stratified_split(labels: list[int], fraction: float) -> tuple[list[int], lis
     return [i for i in range(len(labels)) if i not in chosen], test
 
 
-def check_folder(folder, p: PipelineSettings) -> None:
+def check_folder(folder) -> None:
     """Refuse, before any work, a folder the pipeline cannot use (one line naming why)."""
     counts = Counter(label for _, label in folder.samples)
     empty = [name for c, name in enumerate(folder.classes) if counts[c] == 0]
@@ -213,7 +213,7 @@ def open_images(
             folder = ImageFolder(data_root, p.image_size, on_error=on_error, mode=mode)
         except ValueError as err:  # no class folders, no image files: a bad --data-root
             raise BadInputError(str(err)) from None
-        check_folder(folder, p)
+        check_folder(folder)
         keep, held = stratified_split([label for _, label in folder.samples], p.test_fraction)
         train, test = Subset(folder, keep), Subset(folder, held)
         names = folder.classes
