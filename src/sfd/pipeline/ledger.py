@@ -110,7 +110,6 @@ class Stages:
         self.out, self.redo = Path(out), redo
         self.path = self.out / "stages.json"
         self.done: dict = json.loads(self.path.read_text()) if self.path.exists() else {}
-        self.replaced: list[str] = []
 
     @property
     def finished(self) -> dict:
@@ -176,8 +175,10 @@ class Stages:
         )  # fmt: skip
         for f in files:
             path = self.out / f
-            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
         for stage in later:
             self.done.pop(stage, None)
         atomic_write_json(self.path, self.done)
-        self.replaced.extend(later)
