@@ -281,3 +281,8 @@ def write_failed(target: str | Path, err: OSError, kept: str = "") -> WriteError
     out = WriteError(f"writing {target} failed: {reason}{tail}")
     out.reason = reason
     return out
+
+
+def install_hint(extra: str) -> str:
+    """How to install the optional ``extra`` (``app``, ``wandb``): from a wheel or a clone."""
+    return f"pip install 'sfd[{extra}]' (in a clone of the repository: pip install -e '.[{extra}]')"

@@ -32,6 +32,9 @@ def _show(ax, image: np.ndarray) -> None:
     ax.set_yticks([])
 
 
+MAX_ROWS = 20  # classes shown in a sample grid (the figure stays a readable size)
+
+
 def sample_grid(
     images: np.ndarray,
     labels: Sequence[int],
@@ -39,9 +42,13 @@ def sample_grid(
     path: Path,
     per_class: int = 10,
 ) -> None:
-    """Rows of ``per_class`` uint8 (H, W, C) images per class, labelled with the class name."""
-    n_cls = len(class_names)
-    fig, axes = plt.subplots(n_cls, per_class, figsize=(per_class * 0.8, n_cls * 0.85))
+    """Rows of ``per_class`` uint8 (H, W, C) images per class, labelled with the class name:
+    any number of classes (the first :data:`MAX_ROWS` shown) and of images (a class with
+    fewer leaves its row's end blank)."""
+    n_cls, per_class = min(len(class_names), MAX_ROWS), max(1, per_class)
+    fig, axes = plt.subplots(
+        max(n_cls, 1), per_class, figsize=(per_class * 0.8, max(n_cls, 1) * 0.85), squeeze=False
+    )
     labels = np.asarray(labels)
     for c in range(n_cls):
         idx = np.nonzero(labels == c)[0][:per_class]
@@ -49,11 +56,17 @@ def sample_grid(
             ax = axes[c, j]
             if j < len(idx):
                 _show(ax, images[idx[j]])
-            else:
+            elif j:
                 ax.axis("off")
+            else:  # keep the axes (and the class name) of a class without samples
+                ax.set_xticks([])
+                ax.set_yticks([])
+                for spine in ax.spines.values():
+                    spine.set_visible(False)
             if j == 0:
                 ax.set_ylabel(class_names[c], rotation=0, ha="right", va="center", fontsize=8)
-    fig.suptitle("sfd samples, one row per class", fontsize=9)
+    more = f" (the first {n_cls} of {len(class_names)} classes)" if len(class_names) > n_cls else ""
+    fig.suptitle(f"sfd samples, one row per class{more}", fontsize=9)
     fig.tight_layout(pad=0.2)
     fig.savefig(path, dpi=110)
     plt.close(fig)

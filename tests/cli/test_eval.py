@@ -74,3 +74,32 @@ def test_wrong_weights_file_is_a_parameter_error(tmp_path):
     )  # fmt: skip
     assert result.exit_code == 2
     assert "--inception-weights" in result.output and "missing" in result.output
+
+
+def test_eval_against_a_folder_of_photos_of_mixed_sizes(tmp_path):
+    """The user's own folder as the reference: mixed sizes read at the samples' size (the
+    pipeline's crop), an unreadable file skipped, and the distance printed with its spread
+    and the images it rests on."""
+    from PIL import Image
+
+    from sfd.cli import main
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "samples.npz", arr_0=rng.integers(0, 256, (6, 16, 16, 3), np.uint8))
+    photos = tmp_path / "photos"
+    for i, (w, h) in enumerate([(20, 30), (64, 40), (17, 17), (90, 120), (33, 21)]):
+        (photos / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), np.uint8)).save(
+            photos / f"c{i % 2}/{i}.png"
+        )
+    (photos / "c0" / "broken.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "r.json"
+    args = ["eval", str(tmp_path / "samples.npz"), "--ref", str(photos), "--feature-space",
+            "efficientnet-lite0", "--feature-size", "32", "--on-error", "skip", "--no-progress",
+            "--device", "cpu", "--out", str(out)]  # fmt: skip
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "± " in res.output and "6 samples vs 5 reference images" in res.output
+    result = json.loads(out.read_text())
+    assert result["images"] == [6, 5] and result["spread"] > 0
+    assert np.isfinite(result["fd_efficientnet_lite0"])

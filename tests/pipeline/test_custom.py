@@ -37,6 +37,8 @@ def photo_folder(root, per_class=6, seed=0):
     return root
 
 
+STAGES = ("texture_vae", "features", "features_val", "semvae", "latents", "sfd", "samples",
+          "metrics")  # fmt: skip
 TOY = [
     *("--stage", "texture_steps=4", "--stage", "texture_batch=4"),
     *("--stage", "semvae_steps=3", "--stage", "semvae_width=16", "--stage", "semvae_depth=1"),
@@ -73,12 +75,20 @@ def _check_pipeline(tmp_path, caplog):
     assert res.exit_code == EXIT_BAD_INPUT and "broken.jpg" in res.output
     assert "--on-error skip" in res.output
     t0 = time.perf_counter()
-    with caplog.at_level("WARNING"):
+    with caplog.at_level("INFO"):
         res = _pipeline(folder, out)
     seconds = time.perf_counter() - t0
     assert res.exit_code == 0, res.output
     assert seconds < 60, f"the toy pipeline took {seconds:.0f} s"
-    assert sum("broken.jpg" in r.getMessage() for r in caplog.records) == 1
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert sum("broken.jpg" in m for m in warned) == 1
+    # before any stage: an estimate of each; then a progress bar per training stage
+    messages = [r.getMessage() for r in caplog.records]
+    first = next(i for i, m in enumerate(messages) if m.startswith("stage texture_vae"))
+    estimate = next(m for m in messages[:first] if m.startswith("estimated time"))
+    assert all(f"  {name} " in estimate for name in STAGES)
+    for bar in ("texture vae:", "semvae:", "train:"):
+        assert bar in res.output and "img_s=" in res.output.split(bar, 1)[1], bar
     summary = json.loads((out / "metrics.json").read_text())
     assert [p.rsplit("/", 1)[-1] for p in summary["skipped_files"]] == ["broken.jpg"]
     assert np.isfinite(summary["texture_vae_psnr_db"]) and -1 <= summary["semvae_cosine"] <= 1
@@ -95,7 +105,7 @@ def _check_pipeline(tmp_path, caplog):
     assert semvae["encoder"] == features["extraction"]["encoder"]
     held_out = json.loads((out / "features_val" / "meta.json").read_text())["count"]
     assert latents["num_classes"] == 3 and latents["count"] + held_out == 18  # 18 readable
-    assert held_out == 4  # every 4th file
+    assert held_out == 6  # stratified: 2 of each class (a quarter of 6-7 files, at least 2)
     lat = cfg["latent"]
     model = summary["model"]
     assert [lat["tex_channels"], lat["sem_channels"], lat["size"]] == model["latent"]
@@ -108,11 +118,12 @@ def _check_pipeline(tmp_path, caplog):
         with Image.open(out / name) as im:
             assert im.size[0] > 50, name
     stages = json.loads((out / "stages.json").read_text())
-    assert set(stages) == {
-        "texture_vae", "features", "features_val", "semvae", "latents", "sfd", "samples", "metrics"
-    }  # fmt: skip
+    assert set(stages) == set(STAGES) == set(summary["stage_estimates"])
     # the metrics stage, the demo's: samples against the held-out photos, with the real floor
-    assert summary["metric_images"] == 2  # half the 4 held-out photos: the floor takes two sets
+    # half the 6 held-out photos (the floor takes two sets), one of each class in each set
+    assert summary["metric_images"] == 3
+    assert summary["reference"]["per_class"] == dict.fromkeys(PHOTOS, 1)
+    assert summary["images"]["fd_samples"] == summary["images"]["fd_real_floor"] == [3, 3]
     for key in ("fd_samples", "fd_real_floor", "probe_acc_samples", "probe_acc_real"):
         assert np.isfinite(summary[key]), key
     assert "fd_fmnist_samples" not in summary  # the Fashion-MNIST classifier: its data only
@@ -133,3 +144,14 @@ def _check_pipeline(tmp_path, caplog):
     )
     assert res.exit_code == 0, res.output
     assert len(list((tmp_path / "s" / "images").glob("*.png"))) == 3
+
+
+def test_budgets_are_named_by_size_and_the_old_names_still_work(tmp_path, caplog):
+    args = ["pipeline", "--data-root", str(tmp_path), "--out", str(tmp_path / "o"), "--dry-run"]
+    small = CliRunner().invoke(main, [*args, "--budget", "small"])
+    with caplog.at_level("WARNING"):
+        old = CliRunner().invoke(main, [*args, "--budget", "cpu-10min"])
+    assert small.exit_code == old.exit_code == 0, old.output
+    assert json.loads(old.output) == json.loads(small.output)
+    assert "old name of small" in caplog.text
+    assert "default: small" in CliRunner().invoke(main, ["pipeline", "--help"]).output

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from sfd.cli.options import device_option, resolve_device
+from sfd.errors import install_hint
 
 _path = click.Path(exists=True, path_type=Path)
 
@@ -67,7 +68,7 @@ def app_command(run, decoder, guide, class_names, host, port, device) -> None:
     try:
         import gradio  # noqa: F401
     except ImportError:
-        raise click.ClickException("sfd app needs gradio: pip install 'sfd[app]'") from None
+        raise click.ClickException(f"sfd app needs gradio: {install_hint('app')}") from None
     from sfd.ecosystem.app import build_app, load_pipeline
 
     pipe = load_pipeline(run, decoder, guide, class_names, resolve_device(device))

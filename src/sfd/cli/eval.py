@@ -37,6 +37,7 @@ from sfd.eval.inception import WEIGHTS_FILENAME, load_inception
 from sfd.eval.offline import DEFAULT_SIZES, FEATURE_SPACES, offline_feature_fn
 from sfd.eval.reference import compute_reference_stats, load_reference
 from sfd.eval.sources import open_images
+from sfd.eval.spread import MAX_ROWS, fd_with_spread
 
 _existing = click.Path(exists=True, path_type=Path)
 _weights_option = click.option(
@@ -104,19 +105,33 @@ def _checked(fn, value, hint: str):
 )
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write JSON here.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option(
+    "--image-size",
+    type=click.IntRange(min=1),
+    help="Resize and centre-crop the images of a --ref folder to this size (the ADM crop, as "
+    "sfd pipeline reads your images) [default: the samples' size].",
+)
 @on_error_option()
 @dry_run_option("the resolved options")
 def eval_command(
     samples, ref, inception_weights, feature_space, feature_weights, feature_size, batch_size,
-    device, metrics, out, progress, on_error, dry_run,
+    device, metrics, out, progress, image_size, on_error, dry_run,
 ):  # fmt: skip
     """Score SAMPLES (.npz with uint8 arr_0, or an image folder) with the ADM evaluator metrics,
-    or by a Fréchet distance in offline features (--feature-space)."""
+    or by a Fréchet distance in offline features (--feature-space). A --ref folder of images of
+    any sizes is read at the samples' size (--image-size)."""
     if dry_run:
         return print_params()
+    samples = _folder(samples, on_error)
+    if Path(ref).is_dir():
+        size = image_size or _size_of(samples)
+        how = "--image-size" if image_size else "the samples' size; --image-size to change"
+        if size:
+            click.echo(f"reading {ref} at {size} x {size} px ({how})", err=True)
+        ref = _folder(ref, on_error, size)
     if feature_space != "inception":
-        _offline_fd(_folder(samples, on_error), _folder(ref, on_error), feature_space,
-                    feature_weights, feature_size, batch_size, device, out, progress)  # fmt: skip
+        _offline_fd(samples, ref, feature_space, feature_weights, feature_size, batch_size,
+                    device, out, progress)  # fmt: skip
         return
     if inception_weights is None:
         raise click.UsageError("--inception-weights is required for the Inception metrics")
@@ -127,7 +142,7 @@ def eval_command(
             f"unknown {unknown}; choose from {ALL_METRICS}", param_hint="--metrics"
         )
     with _process_setup(device) as dev:
-        reference = _checked(load_reference, _folder(ref, on_error), "--ref")
+        reference = _checked(load_reference, ref, "--ref")
         source = _checked(lambda p: open_images(p, on_error), samples, "SAMPLES")
         net = _checked(lambda p: load_inception(p, dev), inception_weights, "--inception-weights")
         results = evaluate(
@@ -141,12 +156,20 @@ def eval_command(
                 click.echo(f"wrote {out}")
 
 
-def _folder(path: Path, on_error: str):
-    """An image folder opened with ``on_error`` (a click error if it has no readable image);
-    any other path as it is."""
+def _folder(path: Path, on_error: str, size: int | None = None):
+    """An image folder opened with ``on_error`` (``size``: resized and centre-cropped; a click
+    error if it has no readable image); any other path as it is."""
     if not Path(path).is_dir():
         return path
-    return _checked(lambda p: open_images(p, on_error), path, str(path))
+    return _checked(lambda p: open_images(p, on_error, size), path, str(path))
+
+
+def _size_of(samples) -> int | None:
+    """The height of the first image of SAMPLES (None for a statistics file)."""
+    if isinstance(samples, Path) and samples.suffix != ".npz":
+        return None
+    source = _checked(open_images, samples, "SAMPLES")
+    return int(source.read(0, 1).shape[1]) if len(source) else None
 
 
 def _offline_fd(samples, ref, space, weights, size, batch_size, device, out, progress) -> None:
@@ -162,11 +185,17 @@ def _offline_fd(samples, ref, space, weights, size, batch_size, device, out, pro
             weights,
             "--feature-weights",
         )
-        fd = frechet_distance_with(
-            fn, samples, ref, batch_size=batch_size, device=dev, progress=progress
-        )
-        px = size or DEFAULT_SIZES[space]
-        results = {f"fd_{space.replace('-', '_')}": fd, "feature_space": space, "feature_size": px}
+        key, px = f"fd_{space.replace('-', '_')}", size or DEFAULT_SIZES[space]
+        results = {"feature_space": space, "feature_size": px}
+        if _few(samples, ref):  # few images: the distance with its bootstrap spread
+            measured = fd_with_spread(fn, samples, ref, batch_size=batch_size, device=dev)
+            fd = measured["fd"]
+            results["spread"], results["images"] = measured["spread"], measured["images"]
+        else:
+            fd = frechet_distance_with(
+                fn, samples, ref, batch_size=batch_size, device=dev, progress=progress
+            )
+        results[key] = fd
         if space == "fashion-mnist":
             accuracy = _checked(
                 lambda w: (
@@ -180,12 +209,26 @@ def _offline_fd(samples, ref, space, weights, size, batch_size, device, out, pro
             if accuracy is not None:
                 results["accuracy"] = accuracy
         if distributed.is_main():
-            click.echo(f"Fréchet distance ({space} features, {px} px)  {fd:.4f}")
+            spread = results.get("spread")
+            pm = f" ± {spread:.4g} (bootstrap standard error)" if spread is not None else ""
+            n = results.get("images")
+            rests = f"; {n[0]} samples vs {n[1]} reference images" if n else ""
+            click.echo(f"Fréchet distance ({space} features, {px} px)  {fd:.4f}{pm}{rests}")
             if "accuracy" in results:
                 click.echo(f"classifier accuracy w.r.t. the samples' labels  {accuracy:.4f}")
             if out is not None:
                 write_results(results, out)
                 click.echo(f"wrote {out}")
+
+
+def _few(samples, ref) -> bool:
+    """One process and both sets of at most ``MAX_ROWS`` images (a spread is worth its cost)."""
+    if distributed.world_size() > 1:
+        return False
+    try:
+        return max(len(open_images(samples)), len(open_images(ref))) <= MAX_ROWS
+    except ValueError:
+        return False
 
 
 @click.command("ref-stats")

@@ -19,7 +19,7 @@ from sfd.cli.options import (
     set_option,
 )
 from sfd.config import PRESETS
-from sfd.pipeline.custom import BUDGETS, NAMED_DATASETS
+from sfd.pipeline.custom import BUDGET_ALIASES, BUDGETS, NAMED_DATASETS
 from sfd.pipeline.demo import EMBEDDED_DATASETS
 
 
@@ -41,6 +41,15 @@ def dataset_option(fn):
         help="The embedded dataset: Fashion-MNIST, or its garments on photographs (composites: "
         "the texture latent carries little of the class).",
     )(fn)
+
+
+_redo_option = click.option(
+    "--redo",
+    is_flag=True,
+    help="Recompute a stage that --out holds with other settings, and every stage after it "
+    "(their files in --out are replaced; the log names them). Without it such a rerun is "
+    "refused, naming the settings that differ.",
+)
 
 
 @click.command("bench")
@@ -146,8 +155,9 @@ def bench_cmd(
 @dataset_option
 @set_option
 @device_option()
+@_redo_option
 @dry_run_option("the demo's stage sizes")
-def demo_cmd(out, quick, data_root, dataset, background, overrides, device, dry_run) -> None:
+def demo_cmd(out, quick, data_root, dataset, background, overrides, device, redo, dry_run) -> None:
     """SFD end to end on an embedded dataset (Fashion-MNIST by default): VAEs, SemVAE, latents,
     training, samples, metrics."""
     from sfd.pipeline.demo import DemoSettings, run_demo
@@ -158,7 +168,7 @@ def demo_cmd(out, quick, data_root, dataset, background, overrides, device, dry_
     )
     if dry_run:
         return _print_settings(settings)
-    metrics = run_demo(out, settings, data_root, resolve_device(device))
+    metrics = run_demo(out, settings, data_root, resolve_device(device), redo)
     click.echo(json.dumps(metrics, indent=2))
     click.echo(f"artefacts in {out}: samples.png stages.png curves.png metrics.json")
 
@@ -178,10 +188,12 @@ def demo_cmd(out, quick, data_root, dataset, background, overrides, device, dry_
 )
 @click.option(
     "--budget",
-    type=click.Choice(tuple(BUDGETS)),
-    default="cpu-10min",
+    type=click.Choice((*BUDGETS, *BUDGET_ALIASES)),
+    default="small",
     show_default=True,
-    help="Named stage sizes (see README: your own images).",
+    help="Named stage sizes: small (~300 steps per stage, the demo model; a CPU) or large "
+    "(5k-20k steps, the S model; a GPU); cpu-10min and gpu-1h are their old names. An "
+    "estimate of each stage's time on this machine is printed before it starts.",
 )
 @click.option(
     "--stage",
@@ -195,13 +207,16 @@ def demo_cmd(out, quick, data_root, dataset, background, overrides, device, dry_
 @on_error_option()
 @set_option
 @device_option()
+@_redo_option
 @dry_run_option("the stage sizes")
 def pipeline_cmd(
     data_root, out, budget, stage_overrides, image_size, channels, on_error, overrides, device,
-    dry_run,
+    redo, dry_run,
 ) -> None:  # fmt: skip
     """SFD end to end on your images: texture VAE, features, SemVAE, latents, SFD, samples."""
+    from sfd.pipeline.custom import budget as budget_sizes
     from sfd.pipeline.custom import run_pipeline, with_stage_overrides
+    from sfd.pipeline.metrics import describe
 
     fmnist, named = data_root == "fashion-mnist", data_root in NAMED_DATASETS
     if not named and not Path(data_root).is_dir():
@@ -212,13 +227,14 @@ def pipeline_cmd(
         )
     shape = {"image_size": image_size or (32 if named else 64)}
     shape["channels"] = int(channels or (1 if fmnist else 3))
-    settings = dataclasses.replace(BUDGETS[budget], **shape)
+    settings = dataclasses.replace(budget_sizes(budget), **shape)
     settings = with_stage_overrides(settings, list(stage_overrides))
     if dry_run:
         return _print_settings(settings)
     device = resolve_device(device)
-    summary = run_pipeline(data_root, out, settings, tuple(overrides), on_error, device)
+    summary = run_pipeline(data_root, out, settings, tuple(overrides), on_error, device, redo)
     click.echo(json.dumps(summary, indent=2))
+    click.echo("\n".join(describe(summary)))
     click.echo(
         f"artefacts in {out}: samples.png stages.png curves.png metrics.json; "
         f"more samples: sfd sample {out}/run --num 16 --out DIR"

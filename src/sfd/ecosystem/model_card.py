@@ -23,7 +23,6 @@ TAGS = [
     "sfd", "semantic-first-diffusion", "diffusers", "class-conditional", "image-generation",
     "flow-matching",
 ]  # fmt: skip
-PIPELINE_TAG = "unconditional-image-generation"
 CITATION = """@inproceedings{pan2026sfd,
   title     = {Semantics Lead the Way: Harmonizing Semantic and Texture Modeling with
                Asynchronous Latent Diffusion},
@@ -40,7 +39,6 @@ def front_matter(ckpt: Checkpoint, metrics: dict, license_id: str = "mit") -> st
     meta = {
         "license": license_id,
         "library_name": "diffusers",
-        "pipeline_tag": PIPELINE_TAG,
         "tags": TAGS,
         "sfd": {
             "step": ckpt.step,

@@ -16,7 +16,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from sfd.data.images import ON_ERROR, SKIP_HINT, BadImageError, load_image
+from sfd.data.images import ON_ERROR, SKIP_HINT, BadImageError, adm_center_crop, load_image
 
 log = logging.getLogger(__name__)
 
@@ -142,16 +142,18 @@ def _member_data_offset(path: Path, info: zipfile.ZipInfo) -> int:
 
 
 class FolderImages:
-    """PNG/JPEG files under a folder (recursive, sorted by relative path), read as RGB.
+    """PNG/JPEG files under a folder (recursive, sorted by relative path), read as RGB; with
+    ``size``, each resized and centre-cropped to ``size`` x ``size`` (the ADM crop, as the
+    pipeline reads its images), so a folder of mixed sizes can be read.
 
     ``on_error="raise"``: an unreadable file stops the read with a :class:`BadImageError`
     naming it; ``"skip"``: every file is decoded once up front and the unreadable ones are
     left out (one warning each)."""
 
-    def __init__(self, root: str | Path, on_error: str = "raise"):
+    def __init__(self, root: str | Path, on_error: str = "raise", size: int | None = None):
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}; got {on_error!r}")
-        self.root, self.name = Path(root), str(root)
+        self.root, self.name, self.size = Path(root), str(root), size
         self.files = sorted(
             (p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES),
             key=lambda p: p.relative_to(self.root).as_posix(),
@@ -169,13 +171,17 @@ class FolderImages:
         images = []
         for path in self.files[start:stop]:
             try:
-                images.append(np.asarray(load_image(path, "RGB")))
+                image = load_image(path, "RGB")
             except BadImageError as err:
                 raise BadImageError(f"{err}; {SKIP_HINT}") from err
+            images.append(
+                np.asarray(image if self.size is None else adm_center_crop(image, self.size))
+            )
             if images[-1].shape != images[0].shape:
                 raise ValueError(
                     f"{path}: size {images[-1].shape} differs from {images[0].shape} of "
-                    f"{self.files[start]}; images in a folder must share one size"
+                    f"{self.files[start]}; images in a folder must share one size, or be "
+                    "resized and centre-cropped to one (sfd eval --image-size)"
                 )
         return np.stack(images)
 
@@ -189,16 +195,17 @@ def _readable(path: Path) -> bool:
     return True
 
 
-def open_images(images, on_error: str = "raise") -> ImageSource:
+def open_images(images, on_error: str = "raise", size: int | None = None) -> ImageSource:
     """An :class:`ImageSource` for an existing source, an array/tensor, a folder (unreadable
-    files follow ``on_error``, see :class:`FolderImages`), or an .npz."""
+    files follow ``on_error``; ``size``: resized and centre-cropped, see
+    :class:`FolderImages`), or an .npz."""
     if isinstance(images, ImageSource) and not isinstance(images, (np.ndarray, torch.Tensor)):
         return images
     if isinstance(images, (np.ndarray, torch.Tensor)):
         return ArrayImages(images)
     path = Path(images)
     if path.is_dir():
-        return FolderImages(path, on_error)
+        return FolderImages(path, on_error, size)
     if path.is_file() and path.suffix == ".npz":
         return NpzImages(path)
     if not path.exists():

@@ -8,9 +8,16 @@ the texture VAE's downsampling, the encoder runs on that grid, the SemVAE's inpu
 features' shape, and SFD's config takes the latent shape, classes and REPA dim from the latent set
 (:func:`sfd.training.run_config.fit_to_data`).
 
-Budgets are named stage sizes (``BUDGETS``), each overridable per stage. ``cpu-10min`` is sized
-for a small folder on 2 CPU cores; ``gpu-1h`` for one GPU. Neither figure is a measurement of
-your data: the wall time of each stage is recorded in ``stages.json``.
+Budgets are named stage sizes (``BUDGETS``), each overridable per stage: ``small`` (a few
+hundred steps per stage, the ``demo`` model; for a small folder on a CPU) and ``large``
+(thousands, the ``S`` model; for one GPU). Their old names ``cpu-10min`` and ``gpu-1h`` are
+accepted (``BUDGET_ALIASES``): the time depends on the machine and the images, so the pipeline
+measures a few steps of each stage and prints an estimate before it starts
+(:mod:`sfd.pipeline.estimate`), and records each stage's wall time in ``stages.json``.
+
+The held-out images are stratified by class (:func:`stratified_split`): every class of two
+images or more gives its share, and they are ordered so that any prefix holds the classes in
+proportion (the metrics' reference and floor sets are such prefixes).
 """
 
 from __future__ import annotations
@@ -19,12 +26,15 @@ import dataclasses
 import json
 import logging
 import typing
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from torch.utils.data import Subset
 
 from sfd.config import Config, apply_overrides, parse_value, preset
+from sfd.data.images import IMAGE_EXTENSIONS
+from sfd.errors import BadInputError
 from sfd.pipeline.stages import StageSizes
 from sfd.training.run_config import fit_to_data, override_keys, short_run_ema
 
@@ -63,8 +73,8 @@ class PipelineSettings:
 
 
 BUDGETS: dict[str, PipelineSettings] = {
-    "cpu-10min": PipelineSettings(),
-    "gpu-1h": PipelineSettings(
+    "small": PipelineSettings(),
+    "large": PipelineSettings(
         texture_steps=5000,
         texture_batch=64,
         semvae_images=50_000,
@@ -83,6 +93,23 @@ BUDGETS: dict[str, PipelineSettings] = {
 # datasets `sfd pipeline --data-root` takes by name instead of a folder
 NAMED_DATASETS = ("fashion-mnist", "composites")
 
+# The budgets' first names promised times they did not keep on every machine and folder.
+BUDGET_ALIASES = {"cpu-10min": "small", "gpu-1h": "large"}
+
+
+def budget(name: str) -> PipelineSettings:
+    """The stage sizes of budget ``name`` (or of an old name, with a note)."""
+    if name in BUDGET_ALIASES:
+        new = BUDGET_ALIASES[name]
+        log.warning(
+            "--budget %s is the old name of %s (the same sizes; its time depends on the machine "
+            "and the images: see the estimate below)", name, new,
+        )  # fmt: skip
+        name = new
+    if name not in BUDGETS:
+        raise ValueError(f"unknown budget {name!r}; choose from {', '.join(BUDGETS)}")
+    return BUDGETS[name]
+
 
 def with_stage_overrides(settings: PipelineSettings, items: list[str]) -> PipelineSettings:
     """``settings`` with ``key=value`` stage sizes, each parsed to its field's type."""
@@ -99,15 +126,16 @@ def with_stage_overrides(settings: PipelineSettings, items: list[str]) -> Pipeli
     return dataclasses.replace(settings, **changes)
 
 
-def stage_sizes(p: PipelineSettings, num_classes: int, device: str):
-    """The :class:`sfd.pipeline.stages.StageSizes` of ``p``."""
+def stage_sizes(p: PipelineSettings, num_classes: int, device: str, images: int | None = None):
+    """The :class:`sfd.pipeline.stages.StageSizes` of ``p`` (the texture VAE's batch at most
+    the ``images`` trained on)."""
     from sfd.config import SemVAETrainConfig, TextureVAETrainConfig
     from sfd.latents.semvae import SemVAEConfig
 
     return StageSizes(
         texture=TextureVAETrainConfig(
             total_steps=p.texture_steps,
-            batch_size=p.texture_batch,
+            batch_size=min(p.texture_batch, images or p.texture_batch),
             warmup_steps=min(100, max(1, p.texture_steps // 10)),
             seed=p.seed,
             device=device,
@@ -134,14 +162,47 @@ def stage_sizes(p: PipelineSettings, num_classes: int, device: str):
     )
 
 
+def stratified_split(labels: list[int], fraction: float) -> tuple[list[int], list[int]]:
+    """(train, held-out) indices: each class of n >= 2 images holds out
+    ``min(n // 2, max(round(fraction * n), 1, 2 if n >= 4 else 0))`` images spread over its
+    files (a class of one image holds out none); the held-out list is ordered so that every
+    prefix holds the classes in proportion."""
+    by_class: dict[int, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_class.setdefault(int(label), []).append(i)
+    held: list[tuple[float, int, int]] = []
+    for c, idx in by_class.items():
+        n = len(idx)
+        k = min(n // 2, max(round(fraction * n), 1, 2 if n >= 4 else 0))
+        held += [((j + 0.5) / k, c, idx[int((j + 0.5) * n / k)]) for j in range(k)]
+    test = [i for _, _, i in sorted(held)]
+    chosen = set(test)
+    return [i for i in range(len(labels)) if i not in chosen], test
+
+
+def check_folder(folder) -> None:
+    """Refuse, before any work, a folder the pipeline cannot use (one line naming why)."""
+    counts = Counter(label for _, label in folder.samples)
+    empty = [name for c, name in enumerate(folder.classes) if counts[c] == 0]
+    if empty:
+        raise BadInputError(
+            f"{folder.root}: class folder(s) {', '.join(empty)} hold no image files "
+            f"({', '.join(IMAGE_EXTENSIONS)}); add images or remove the folder(s)"
+        )
+    if len(folder) < 3:
+        raise BadInputError(
+            f"{folder.root} holds {len(folder)} image file(s); the pipeline needs at least 3 "
+            "(some to train on, some held out to measure)"
+        )
+
+
 def open_images(
     data_root: str, p: PipelineSettings, on_error: str
 ) -> tuple[Subset, Subset, list[str]]:
     """(train, held-out test, class names): ``fashion-mnist`` by name (its test split), else
-    an ImageFolder of which every k-th image is held out."""
+    an ImageFolder of which each class holds out its share (:func:`stratified_split`)."""
     from sfd.data.fashion_mnist import DEFAULT_ROOT, FashionMNIST
     from sfd.data.images import ImageFolder
-    from sfd.training.texture_vae import holdout_split
 
     if data_root == "fashion-mnist":
         train = FashionMNIST(DEFAULT_ROOT, "train", p.image_size, p.channels)
@@ -162,11 +223,17 @@ def open_images(
         names = list(FashionComposites.classes)
     else:
         mode = {1: "L", 3: "RGB"}[p.channels]
-        folder = ImageFolder(data_root, p.image_size, on_error=on_error, mode=mode)
-        train, test = holdout_split(folder, p.test_fraction)
+        try:
+            folder = ImageFolder(data_root, p.image_size, on_error=on_error, mode=mode)
+        except ValueError as err:  # no class folders, no image files: a bad --data-root
+            raise BadInputError(str(err)) from None
+        check_folder(folder)
+        keep, held = stratified_split([label for _, label in folder.samples], p.test_fraction)
+        train, test = Subset(folder, keep), Subset(folder, held)
         names = folder.classes
     n = len(train) if not p.max_images else min(p.max_images, len(train))
-    return Subset(train, range(n)), test, names
+    spread = [int((i + 0.5) * len(train) / n) for i in range(n)]  # every class in proportion
+    return Subset(train, spread), test, names
 
 
 def pipeline_config(p: PipelineSettings, latents: Path, overrides: tuple[str, ...]) -> Config:
@@ -204,7 +271,7 @@ def pipeline_plan(
         train_set=train,
         test_set=test,
         names=tuple(names),
-        sizes=stage_sizes(p, len(names), device),
+        sizes=stage_sizes(p, len(names), device, len(train)),
         config=lambda base: pipeline_config(p, base.latents, overrides),
         num_samples=p.num_samples,
         metric_images=p.num_samples,
@@ -213,6 +280,7 @@ def pipeline_plan(
         per_class=max(2, min(10, p.num_samples // max(1, len(names)))),
         in_domain=str(data_root) in NAMED_DATASETS,
         classifier_dataset=str(data_root) if str(data_root) in NAMED_DATASETS else "fashion-mnist",
+        match_classes=True,
     )
 
 
@@ -223,8 +291,11 @@ def run_pipeline(
     overrides: tuple[str, ...] = (),
     on_error: str = "raise",
     device: str = "cpu",
+    redo: bool = False,
 ) -> dict:
-    """Run (or resume) every stage; returns what ``OUT/metrics.json`` holds."""
+    """Run (or resume) every stage; returns what ``OUT/metrics.json`` holds. A stage made with
+    other settings is refused, or with ``redo`` recomputed with every stage after it."""
     from sfd.pipeline.run import run_plan
 
-    return run_plan(out, pipeline_plan(data_root, settings, overrides, on_error, device), device)
+    plan = pipeline_plan(data_root, settings, overrides, on_error, device)
+    return run_plan(out, plan, device, redo)

@@ -238,8 +238,10 @@ def run_demo(
     settings: DemoSettings,
     data_root: str | Path | None = None,
     device: str = "cpu",
+    redo: bool = False,
 ) -> dict:
-    """Run (or resume) every stage; returns the metrics written to ``metrics.json``."""
+    """Run (or resume) every stage; returns the metrics written to ``metrics.json``. A stage
+    made with other settings is refused, or with ``redo`` recomputed with every stage after it."""
     from sfd.pipeline.run import run_plan
 
-    return run_plan(out, demo_plan(settings, data_root, device), device)
+    return run_plan(out, demo_plan(settings, data_root, device), device, redo)

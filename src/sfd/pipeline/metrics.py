@@ -14,8 +14,14 @@ samples against held-out real images (:func:`evaluate_run`).
   Fashion-MNIST classifier (:mod:`sfd.eval.fashion_classifier`) for samples, the real floor and
   the reconstructions.
 
-With few held-out images (``metric_images`` is capped at half the test set) every number is
-noisy: compare it with ``fd_real_floor``, measured on sets of the same size.
+Every number says what it rests on: ``images`` (per metric, the images of each set),
+``spread`` (the bootstrap standard error over images, :mod:`sfd.eval.spread`; ``null`` above
+its size limit) and ``reference`` (the held-out images per class, the classes it lacks). With
+``plan.match_classes`` (``sfd pipeline``) the samples, the reference and the floor's second set
+are cut to the same count of each class, so a distance compares like with like whatever the
+balance of the folder and of the class-balanced samples. With few held-out images
+(``metric_images`` is at most half the test set) every number is noisy: compare it with
+``fd_real_floor``, measured on sets of the same size, and read its spread.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from torch.utils.data import DataLoader, Subset
 
 from sfd.data.images import collate_images
 from sfd.eval.metrics import frechet_distance
+from sfd.eval.spread import fd_spread, mean_spread
 from sfd.eval.stats import FeatureStats
 from sfd.generate import to_uint8
 from sfd.latents.encoders import EfficientNetLite0Encoder
@@ -122,13 +129,46 @@ def _in_domain(test_x, test_y, samples, sample_y, recon, n: int, device: str, da
     }
 
 
+def matched_classes(*labels: torch.Tensor) -> list[torch.Tensor]:
+    """Indices into each of the label vectors such that every set holds the same number of
+    each class: per class, the smallest count among the sets (the first images of it)."""
+    picks: list[list[torch.Tensor]] = [[] for _ in labels]
+    for c in sorted(set(torch.cat(labels).tolist())):
+        where = [torch.nonzero(y == c).flatten() for y in labels]
+        k = min(len(w) for w in where)
+        for pick, w in zip(picks, where, strict=True):
+            pick.append(w[:k])
+    return [torch.cat(p) if p else torch.zeros(0, dtype=torch.long) for p in picks]
+
+
+def _sets(test_y: torch.Tensor, sample_y: torch.Tensor, n: int, match: bool):
+    """(reference, floor, samples) indices: the first n held-out images, the next n, the first
+    n samples; with ``match``, cut to the same count of each class in all three."""
+    ref, other, fake = torch.arange(n), torch.arange(n, 2 * n), torch.arange(min(n, len(sample_y)))
+    if not match:
+        return ref, other, fake
+    r, o, f = matched_classes(test_y[ref], test_y[other], sample_y)
+    return ref[r], other[o], f
+
+
+def _reference(test_y, ref, names, held_out: int) -> dict:
+    counts = torch.bincount(test_y[ref], minlength=len(names)).tolist()
+    return {
+        "images": len(ref),
+        "held_out_images": held_out,
+        "per_class": dict(zip(names, counts, strict=True)),
+        "classes_missing": [name for name, k in zip(names, counts, strict=True) if k == 0],
+    }
+
+
 def evaluate_run(base, plan, device: str) -> dict:
     """The metrics of ``base.out``'s samples (``samples/samples.npz``) against ``base``'s
-    held-out images, with ``plan``'s sizes (:class:`sfd.pipeline.run.RunPlan`)."""
+    held-out images, with ``plan``'s sizes (:class:`sfd.pipeline.run.RunPlan`), each with the
+    number of images it rests on (``images``) and, for few images, its bootstrap standard
+    error (``spread``)."""
     out, test_set = base.out, base.test_set
     test_x, test_y = _images_of(test_set, min(2 * plan.metric_images, len(test_set)))
     n = len(test_x) // 2
-    test_x, test_y = test_x[: 2 * n], test_y[: 2 * n]
     if n < MIN_METRIC_IMAGES:
         why = f"{len(test_x)} readable held-out images; the metrics need >= 4"
         log.warning("metrics skipped: %s", why)
@@ -139,33 +179,102 @@ def evaluate_run(base, plan, device: str) -> dict:
         tmp = out / "real_test.tmp.npz"
         np.savez(tmp, arr_0=to_uint8(test_x[:n]).numpy(), arr_1=test_y[:n].numpy())
         tmp.replace(real_npz)
-    probe_x, probe_y = _images_of(base.train_set, min(plan.probe_images, len(base.train_set)))
     npz = np.load(out / "samples" / "samples.npz")
-    samples = torch.from_numpy(npz["arr_0"][:n]).permute(0, 3, 1, 2).float() / 127.5 - 1
-    sample_y = torch.from_numpy(npz["arr_1"][:n])
+    all_y = torch.from_numpy(npz["arr_1"])
+    ref, other, fake = _sets(test_y, all_y, n, plan.match_classes)
+    if min(len(ref), len(other), len(fake)) < MIN_METRIC_IMAGES:
+        why = (
+            f"{len(ref)} held-out images with a class of the samples and of the floor's set; "
+            "the metrics need >= 2 per set (hold out more: --stage test_fraction=...)"
+        )
+        log.warning("metrics skipped: %s", why)
+        return {"metric_images": len(ref), "skipped": why}
+    samples = torch.from_numpy(npz["arr_0"][fake.numpy()]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    sample_y = all_y[fake]
     f_test = pooled_features(net, test_x, device)
     f_samples = pooled_features(net, samples, device)
-    probe = train_probe(pooled_features(net, probe_x, device), probe_y, len(plan.names))
     # what the texture VAE alone costs: its reconstructions of the test images
     vae = load_texture_autoencoder(out / "texture_vae").to(device).eval()
-    recon = reconstruct(vae, test_x[:n], device)
-    f_recon = pooled_features(net, recon, device)
+    recon = reconstruct(vae, test_x[ref], device)
     in_domain = {}
     if plan.in_domain:  # Fashion-MNIST: its packaged classifier's metrics too
         in_domain = _in_domain(
             test_x, test_y, samples, sample_y, recon, n, device, plan.classifier_dataset
         )
+    feats = {"samples": (f_samples, sample_y), "real": (f_test[ref], test_y[ref])}
+    feats["reconstructions"] = (pooled_features(net, recon, device), test_y[ref])
+    fd, probe = _fd(f_samples, f_test[ref], f_test[other]), _probe(base, plan, net, feats, device)
     return {
         **in_domain,
-        "probe_acc_reconstructions": float((probe(f_recon) == test_y[:n]).float().mean()),
-        "fd_samples": frechet_distance(
-            FeatureStats.of(f_samples), FeatureStats.of(f_test[:n]), method="eigh"
-        ),
-        "fd_real_floor": frechet_distance(
-            FeatureStats.of(f_test[n:]), FeatureStats.of(f_test[:n]), method="eigh"
-        ),
-        "probe_acc_real": float((probe(f_test[:n]) == test_y[:n]).float().mean()),
-        "probe_acc_samples": float((probe(f_samples) == sample_y).float().mean()),
-        "metric_images": n,
+        **probe,
+        **fd,
+        "images": {**fd["images"], **probe.get("images", {})},
+        "spread": {**fd["spread"], **probe.get("spread", {})},
+        "metric_images": len(ref),
+        "reference": _reference(test_y, ref, list(plan.names), len(test_set)),
         "feature_net": f"EfficientNet-Lite0 (ImageNet weights), pooled 1280-d, {POOL_SIZE} px",
     }
+
+
+def _fd(f_samples, f_ref, f_other) -> dict:
+    """The Fréchet distances of samples and of the real floor, their image counts and spread."""
+    return {
+        "fd_samples": frechet_distance(
+            FeatureStats.of(f_samples), FeatureStats.of(f_ref), method="eigh"
+        ),
+        "fd_real_floor": frechet_distance(
+            FeatureStats.of(f_other), FeatureStats.of(f_ref), method="eigh"
+        ),
+        "images": {
+            "fd_samples": [len(f_samples), len(f_ref)],
+            "fd_real_floor": [len(f_other), len(f_ref)],
+        },
+        "spread": {
+            "fd_samples": fd_spread(f_samples, f_ref),
+            "fd_real_floor": fd_spread(f_other, f_ref),
+        },
+    }
+
+
+def _probe(base, plan, net, feats: dict, device: str) -> dict:
+    """A linear probe's accuracy on each of ``feats`` ({name: (features, labels)}); with one
+    class there is nothing to tell apart, and no probe."""
+    names = [f"probe_acc_{k}" for k in feats]
+    if len(plan.names) < 2:
+        return {**dict.fromkeys(names), "probe": "one class: no classification to measure"}
+    probe_x, probe_y = _images_of(base.train_set, min(plan.probe_images, len(base.train_set)))
+    probe = train_probe(pooled_features(net, probe_x, device), probe_y, len(plan.names))
+    hits = {k: (probe(f) == y).double() for k, (f, y) in feats.items()}
+    return {
+        **{name: float(h.mean()) for name, h in zip(names, hits.values(), strict=True)},
+        "images": {
+            "probe_train": len(probe_y),
+            **{name: len(h) for name, h in zip(names, hits.values(), strict=True)},
+        },
+        "spread": {name: mean_spread(h) for name, h in zip(names, hits.values(), strict=True)},
+    }
+
+
+def describe(metrics: dict) -> list[str]:
+    """One line per metric of ``metrics.json``: its value, spread and the images it rests on."""
+    lines = []
+    images, spread = metrics.get("images", {}), metrics.get("spread", {})
+    for key, n in images.items():
+        value = metrics.get(key)
+        if value is None:
+            continue
+        sd = spread.get(key)
+        pm = "" if sd is None else f" ± {sd:.3g}"
+        rests = f"{n[0]} vs {n[1]} images" if isinstance(n, list) else f"{n} images"
+        lines.append(f"{key} {value:.4g}{pm} ({rests})")
+    ref = metrics.get("reference")
+    if ref:
+        per = ", ".join(f"{k} {v}" for k, v in ref["per_class"].items())
+        missing = ref["classes_missing"]
+        lack = f"; no held-out image of {', '.join(missing)}" if missing else ""
+        lines.append(f"reference: {ref['images']} held-out images ({per}){lack}")
+    if "probe" in metrics:
+        lines.append(f"probe: {metrics['probe']}")
+    if "skipped" in metrics:
+        lines.append(f"metrics skipped: {metrics['skipped']}")
+    return lines

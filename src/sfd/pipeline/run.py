@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import platform
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +29,13 @@ from sfd.data.shards import atomic_write_json
 from sfd.figures import loss_curves, stage_strip
 from sfd.generate import LatentSampler, to_uint8
 from sfd.hardware import cpu_model_name
+from sfd.pipeline.estimate import describe_estimate, estimate_stages
+from sfd.pipeline.ledger import STAGE_FILES, Stages, dataset_settings
 from sfd.pipeline.metrics import evaluate_run
 from sfd.pipeline.stages import StagedBase, StageSizes, prepare_stages, sample_stage, train_stage
 from sfd.training.logs import read_log
+
+log = logging.getLogger("sfd.demo")
 
 
 @dataclass(frozen=True)
@@ -51,16 +57,55 @@ class RunPlan:
     picture_class: int = 0  # the class of the one sample drawn stage by stage in stages.png
     in_domain: bool = False  # Fashion-MNIST: also the packaged classifier's FD_FMNIST, accuracy
     classifier_dataset: str = "fashion-mnist"  # whose packaged classifier gives those metrics
+    match_classes: bool = False  # metrics on sets cut to the same count per class (metrics.py)
 
 
-def run_plan(out: str | Path, plan: RunPlan, device: str = "cpu") -> dict:
-    """Run (or resume) every stage of ``plan`` in ``out``; returns what ``metrics.json`` holds."""
-    base = prepare_stages(out, plan.train_set, plan.test_set, plan.sizes, device)
+def run_plan(out: str | Path, plan: RunPlan, device: str = "cpu", redo: bool = False) -> dict:
+    """Run (or resume) every stage of ``plan`` in ``out``; returns what ``metrics.json`` holds.
+    A stage made with other settings is refused, or with ``redo`` recomputed with every stage
+    after it. Before any stage runs, the time of those left to run is estimated and logged."""
+    _estimate(Path(out), plan, device, redo)
+    base = prepare_stages(out, plan.train_set, plan.test_set, plan.sizes, device, redo)
     cfg = plan.config(base)
     train_stage(base, cfg, device)
-    base.stages.run("samples", lambda: _samples(base.out, cfg, plan, device))
-    metrics = base.stages.run("metrics", lambda: evaluate_run(base, plan, device))
+    shown = {"num": plan.num_samples, "seed": plan.seed, "per_class": plan.per_class}
+    shown["picture_class"] = plan.picture_class
+    base.stages.run(
+        "samples",
+        lambda: _samples(base.out, cfg, plan, device),
+        {**shown, "sample": dataclasses.asdict(cfg.sample)},
+        inputs=("sfd",),
+    )
+    sizes = {"metric_images": plan.metric_images, "probe_images": plan.probe_images}
+    metrics = base.stages.run(
+        "metrics",
+        lambda: evaluate_run(base, plan, device),
+        {
+            **sizes,
+            "in_domain": plan.in_domain,
+            "match_classes": plan.match_classes,
+            "held_out": dataset_settings(plan.test_set),
+        },  # fmt: skip
+        inputs=("samples", "texture_vae"),
+    )
     return _write_metrics(base, metrics, cfg, plan)
+
+
+def _estimate(out: Path, plan: RunPlan, device: str, redo: bool) -> None:
+    """Log the estimated time of each stage left to run (with ``redo``: of every stage, the
+    most it can redo) and keep it in ``OUT/estimate.json``."""
+    done = {} if redo else Stages(out).finished
+    todo = tuple(name for name in STAGE_FILES if name not in done)
+    if not todo:
+        return
+    t0 = time.perf_counter()
+    est = estimate_stages(plan, todo, device)
+    took = time.perf_counter() - t0
+    log.info("%s%s", describe_estimate(est, took), " (--redo: at most)" if redo else "")
+    path = out / "estimate.json"
+    before = json.loads(path.read_text()) if path.exists() else {}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {**before, **est})
 
 
 def _samples(out: Path, cfg: Config, plan: RunPlan, device: str) -> dict:
@@ -131,8 +176,9 @@ def _write_metrics(base: StagedBase, metrics: dict, cfg: Config, plan: RunPlan) 
         "texture_vae_psnr_db": base.texture.get("test_psnr"),
         "semvae_cosine": base.semvae.get("cos"),
         "semvae_mse": base.semvae.get("mse"),
-        "stage_seconds": {k: v["seconds"] for k, v in stages.done.items()},
-        "total_seconds": round(sum(v["seconds"] for v in stages.done.values()), 1),
+        "stage_seconds": {k: v["seconds"] for k, v in stages.finished.items()},
+        "total_seconds": round(sum(v["seconds"] for v in stages.finished.values()), 1),
+        "stage_estimates": _read_json(out / "estimate.json"),
         "skipped_files": _skipped(plan.train_set, before.get("skipped_files", [])),
         "run": str(out / "run"),
         "hardware": {
@@ -157,6 +203,10 @@ def _write_metrics(base: StagedBase, metrics: dict, cfg: Config, plan: RunPlan) 
     if before != result:
         atomic_write_json(path, result)
     return result
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def _skipped(dataset, before: list[str]) -> list[str]:

@@ -1,8 +1,9 @@
 """The staged, cached machinery every experiment shares (``sfd demo``, ``sfd pipeline``,
 ``sfd ablate``'s embedded default).
 
-A stage runs once: its result and wall time are kept in ``OUT/stages.json`` (:class:`Stages`),
-so a rerun resumes where it stopped and never redoes a finished stage. The data stages
+A stage runs once per settings: its result, settings and wall time are kept in
+``OUT/stages.json`` (:class:`sfd.pipeline.ledger.Stages`), so a rerun resumes where it stopped,
+never redoes a finished stage, and refuses one made with other settings. The data stages
 (:func:`prepare_stages`): 1. ``texture_vae`` a small KL autoencoder; 2. ``features`` frozen
 EfficientNet-Lite0 maps of training images (both flips); 3. ``semvae`` the Semantic VAE;
 4. ``latents`` composite latents + REPA targets; then 5. ``sfd`` (:func:`train_stage`) and
@@ -12,10 +13,7 @@ EfficientNet-Lite0 maps of training images (both flips); 3. ``semvae`` the Seman
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,35 +24,17 @@ from torch.utils.data import Subset
 from sfd.api import load_checkpoint
 from sfd.config import Config, SampleConfig, SemVAETrainConfig, TextureVAETrainConfig
 from sfd.data.images import first_image_shape, read_png
-from sfd.data.shards import atomic_write_json
 from sfd.figures import sample_grid
 from sfd.generate import GenerationJob, LatentSampler
 from sfd.latents.encoders import EfficientNetLite0Encoder
 from sfd.latents.semvae import SemVAEConfig, load_semvae
 from sfd.latents.texture import load_texture_autoencoder
+from sfd.pipeline.ledger import Stages, dataset_settings
+from sfd.training.fit import TrainState
 from sfd.training.semvae import train_semvae
 from sfd.training.texture_vae import train_texture_vae
 
 log = logging.getLogger("sfd.demo")
-
-
-class Stages:
-    """Runs named stages once; their results and wall times live in ``stages.json``."""
-
-    def __init__(self, out: Path) -> None:
-        self.path = out / "stages.json"
-        self.done: dict = json.loads(self.path.read_text()) if self.path.exists() else {}
-
-    def run(self, name: str, fn: Callable[[], dict]) -> dict:
-        if name in self.done:
-            log.info("stage %s: done before, skipped", name)
-            return self.done[name]["result"]
-        log.info("stage %s: running", name)
-        t0 = time.perf_counter()
-        result = fn()
-        self.done[name] = {"result": result, "seconds": round(time.perf_counter() - t0, 1)}
-        atomic_write_json(self.path, self.done)
-        return result
 
 
 @dataclass(frozen=True)
@@ -96,19 +76,35 @@ class StagedBase:
         return self.out / "texture_vae"
 
 
+def _how(config) -> dict:
+    """A trainer config's settings, without those that do not change what it makes."""
+    return {k: v for k, v in dataclasses.asdict(config).items() if k not in TrainState.RESUMABLE}
+
+
 def prepare_stages(
-    out: str | Path, train_set, test_set, sizes: StageSizes, device: str = "cpu"
+    out: str | Path,
+    train_set,
+    test_set,
+    sizes: StageSizes,
+    device: str = "cpu",
+    redo: bool = False,
 ) -> StagedBase:
     """Run (or resume) the data stages 1-4 (texture VAE, features, SemVAE, latents) on any
     images; each stage's shapes come from the one before (the latent grid from the image size
     and the texture VAE's downsampling, the encoder grid from it, the SemVAE's from the
-    features)."""
+    features). A stage made with other settings is refused, or with ``redo`` recomputed with
+    every stage after it (:class:`sfd.pipeline.ledger.Stages`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    stages = Stages(out)
+    stages = Stages(out, redo)
     tex = stages.run(
         "texture_vae",
         lambda: train_texture_vae(train_set, out / "texture_vae", sizes.texture, test_set),
+        {
+            "data": dataset_settings(train_set),
+            "held_out": dataset_settings(test_set),
+            "train": _how(sizes.texture),
+        },
     )
     texture_ae = load_texture_autoencoder(out / "texture_vae")
     grid = first_image_shape(train_set)[-1] // texture_ae.downsample
@@ -123,9 +119,17 @@ def semantic_stages(
     """Stages 2-4 with a given encoder and texture autoencoder: features of the SemVAE's images
     (and of the held-out ones), the SemVAE, the latents; returns the SemVAE's summary."""
     semvae_set = Subset(train_set, range(min(sizes.semvae_images, len(train_set))))
-    stages.run("features", lambda: _features(semvae_set, encoder, out / "features", sizes, device))
+    train_data, test_data = dataset_settings(train_set), dataset_settings(test_set)
+    enc = {"encoder": encoder.describe()}  # a random encoder's seed included (the control)
     stages.run(
-        "features_val", lambda: _features(test_set, encoder, out / "features_val", sizes, device)
+        "features",
+        lambda: _features(semvae_set, encoder, out / "features", sizes, device),
+        {"data": dataset_settings(semvae_set), **enc},
+    )
+    stages.run(
+        "features_val",
+        lambda: _features(test_set, encoder, out / "features_val", sizes, device),
+        {"data": test_data, **enc},
     )
     sem = stages.run(
         "semvae",
@@ -136,8 +140,15 @@ def semantic_stages(
             sizes.semvae_train,
             val_dir=out / "features_val",
         ),
+        {"model": dataclasses.asdict(sizes.semvae), "train": _how(sizes.semvae_train)},
+        inputs=("features", "features_val"),
     )
-    stages.run("latents", lambda: _latents(train_set, encoder, texture_ae, out, sizes, device))
+    stages.run(
+        "latents",
+        lambda: _latents(train_set, encoder, texture_ae, out, sizes, device),
+        {"data": train_data, **enc},
+        inputs=("texture_vae", "semvae"),
+    )
     return sem
 
 
@@ -179,8 +190,29 @@ def train_stage(base: StagedBase, cfg: Config, device: str) -> dict:
 
     out = base.out
     return base.stages.run(
-        "sfd", lambda: {"step": train(cfg, out / "latents", out / "run", device=device).step}
+        "sfd",
+        lambda: {"step": train(cfg, out / "latents", out / "run", device=device).step},
+        sfd_settings(cfg),
+        inputs=("latents",),
     )
+
+
+# Config keys that change how a run trains, not what it makes (a rerun may differ in them).
+HOW_KEYS = (
+    "train.compile", "train.compile_scope", "train.log_every", "train.logger", "train.ckpt_every",
+    "train.keep_last", "train.num_workers", "train.fused_adamw", "latent.texture_autoencoder",
+)  # fmt: skip
+
+
+def sfd_settings(cfg: Config) -> dict:
+    """The settings of the ``sfd`` stage: ``cfg`` without :data:`HOW_KEYS` and the sampler
+    (the ``samples`` stage's)."""
+    tree = cfg.to_dict()
+    tree.pop("sample", None)
+    for key in HOW_KEYS:
+        section, _, name = key.partition(".")
+        tree.get(section, {}).pop(name, None)
+    return tree
 
 
 def _summary(meta: dict | None) -> dict:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from sfd.data.shards import atomic_write_json
 
@@ -107,7 +109,10 @@ def fit(
 ) -> list:
     """Steps ``[first, config.total_steps)``: set the lr, ``step_fn(step)``'s ``"loss"``
     backward, an optimizer step; log every ``config.log_every`` steps (and the last) into
-    ``history``; save the resume state every ``config.ckpt_every`` steps and at the end."""
+    ``history``; save the resume state every ``config.ckpt_every`` steps and at the end. A
+    progress bar on stderr shows the steps, images per second and the time left."""
+    bar = tqdm(total=config.total_steps, initial=first, desc=name, unit="step", leave=False)
+    t0 = time.perf_counter()
     for step in range(first, config.total_steps):
         if step > first and step % config.ckpt_every == 0:
             resume.save(step, model, opt, history, generator)
@@ -117,10 +122,14 @@ def fit(
         opt.zero_grad(set_to_none=True)
         terms["loss"].backward()
         opt.step()
+        bar.update(1)
         if step % config.log_every == 0 or step == config.total_steps - 1:
             row = {"step": step, **{k: round(v.item(), 6) for k, v in terms.items()}}
             history.append(row)
             log.info("%s %s", name, row)
+            rate = (step + 1 - first) * config.batch_size / (time.perf_counter() - t0)
+            bar.set_postfix(loss=f"{row['loss']:.4g}", img_s=f"{rate:.1f}")
+    bar.close()
     if first < config.total_steps:
         resume.save(config.total_steps, model, opt, history, generator)
     return history

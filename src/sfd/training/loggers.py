@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from sfd.config import Config
+from sfd.errors import install_hint
 
 LOGGERS = ("tensorboard", "wandb", "none")
 
@@ -45,8 +46,8 @@ class WandbTracker:
             import wandb
         except ImportError:
             raise ValueError(
-                "train.logger=wandb needs wandb: pip install 'sfd[wandb]' "
-                "(or set train.logger=tensorboard / none)"
+                f"train.logger=wandb needs wandb: {install_hint('wandb')}; "
+                "or set train.logger=tensorboard / none"
             ) from None
         run_dir = Path(run_dir).resolve()
         (run_dir / "wandb").mkdir(parents=True, exist_ok=True)

@@ -231,7 +231,7 @@ class Trainer:
                     self.history.append({"step": self.step, **out})
                     if metrics is not None:
                         metrics.write(self.step, out)
-                    bar.set_postfix(loss=f"{out['loss']:.4f}")
+                    bar.set_postfix(loss=f"{out['loss']:.4f}", img_s=f"{out['img_per_s']:.1f}")
                     t0, done = time.perf_counter(), 0
                 if self.step % cfg.ckpt_every == 0 or self.step == end:
                     self.save()
