@@ -91,6 +91,15 @@ def broadcast_object(obj, src: int = 0):
     return box[0]
 
 
+def all_gather_object(obj) -> list:
+    """Every rank's picklable ``obj``, in rank order (``[obj]`` in one process)."""
+    if not is_initialized():
+        return [obj]
+    out = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def shard_range(n: int, rank: int, world: int) -> tuple[int, int]:
     """Contiguous [start, stop) of ``n`` items owned by ``rank`` (sizes differ by at most 1)."""
     return n * rank // world, n * (rank + 1) // world

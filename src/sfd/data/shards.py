@@ -19,7 +19,10 @@ import hashlib
 import json
 import os
 import struct
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +140,110 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# Integrity on read: files checked against the size and sha256 recorded when they were written.
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A file and what was recorded about it when it was written (``None``: not recorded)."""
+
+    path: Path
+    bytes: int | None
+    sha256: str | None
+
+
+@dataclass
+class IntegrityReport:
+    """What :func:`check_files` found: one problem line per damaged file (none: intact)."""
+
+    files: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    problems: list[str] = field(default_factory=list)
+    unrecorded: list[str] = field(default_factory=list)  # files with no digest to check
+
+    @property
+    def intact(self) -> bool:
+        return not self.problems
+
+    @property
+    def gb_per_s(self) -> float:
+        return self.bytes / 1e9 / max(self.seconds, 1e-9)
+
+
+def file_problem(entry: Recorded) -> str | None:
+    """One line saying how ``entry.path`` differs from its record (missing, size, digest)."""
+    path = entry.path
+    if not path.is_file():
+        return f"{path} is missing"
+    size = path.stat().st_size
+    if entry.bytes is not None and size != entry.bytes:
+        return f"{path} has {size} bytes, {entry.bytes} were recorded (truncated or replaced)"
+    if entry.sha256 is None:
+        return None
+    found = sha256_file(path)
+    if found != entry.sha256:
+        return f"{path} is corrupt: sha256 {found} found, {entry.sha256} expected"
+    return None
+
+
+def check_files(
+    entries: Sequence[Recorded],
+    workers: int = 1,
+    progress: Callable[[int], None] | None = None,
+) -> IntegrityReport:
+    """Check every file against its record, ``workers`` files at a time (hashlib releases the
+    GIL, so threads hash in parallel); ``progress(n_bytes)`` after each file."""
+    report = IntegrityReport(files=len(entries))
+    t0 = time.perf_counter()
+
+    def one(entry: Recorded) -> tuple[str | None, int]:
+        problem = file_problem(entry)
+        size = entry.path.stat().st_size if entry.path.is_file() else 0
+        if progress is not None:
+            progress(size)
+        return problem, size
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for entry, (problem, size) in zip(entries, pool.map(one, entries), strict=True):
+            report.bytes += size
+            if problem:
+                report.problems.append(problem)
+            elif entry.sha256 is None:
+                report.unrecorded.append(str(entry.path))
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def recorded_shards(directory: Path) -> list[Recorded]:
+    """The shards a set's ``meta.json`` names, with their recorded size and sha256 (the
+    sidecar's digest where ``meta.json`` has none). Names must be plain file names."""
+    directory = Path(directory)
+    meta_path = directory / "meta.json"
+    try:
+        shards = json.loads(meta_path.read_text())["shards"]
+        names = [info["file"] for info in shards]
+    except FileNotFoundError:
+        raise BadInputError(f"{directory} is not a shard set: no meta.json") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+        raise BadInputError(f"{meta_path} does not list its shards: {err}") from None
+    out = []
+    for info, name in zip(shards, names, strict=True):
+        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+            raise BadInputError(f"{meta_path} names the shard {name!r}: not a plain file name")
+        path = directory / name
+        digest = info.get("sha256")
+        if digest is None and path.with_suffix(".json").is_file():
+            try:
+                digest = json.loads(path.with_suffix(".json").read_text()).get("sha256")
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+                digest = None
+        size = info.get("bytes")
+        out.append(Recorded(path, size if isinstance(size, int) else None, digest))
+    return out
 
 
 def shard_name(index: int) -> str:

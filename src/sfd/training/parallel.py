@@ -54,7 +54,12 @@ from sfd.hardware import require_compiler
 from sfd.latents.composite import LatentStats
 from sfd.model import LightningDiT
 from sfd.training.batches import Batch
-from sfd.training.checkpoint import checkpoint_dir, checkpoint_metadata, publish_checkpoint
+from sfd.training.checkpoint import (
+    checkpoint_dir,
+    checkpoint_metadata,
+    publish_checkpoint,
+    write_checksums,
+)
 
 MODES = ("ddp", "fsdp")
 DCP_DIR = "dcp"
@@ -219,6 +224,7 @@ def save_sharded(
         atomic_save_safetensors(
             tmp / "ema.safetensors", ema_full, checkpoint_metadata(config, step, stats)
         )
+        write_checksums(tmp)  # every rank's shards are written: dcp.save returned on all
         publish_checkpoint(tmp, final)
     D.barrier()
     return final
