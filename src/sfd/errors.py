@@ -146,6 +146,8 @@ def classify(err: BaseException) -> tuple[int, str]:
     if isinstance(err, pickle.UnpicklingError):
         return EXIT_UNSAFE, f"refused a pickle that would run code: {_first_line(err)}"
     if type(err).__name__ == "SafetensorError":
+        if "serializing" in str(err) and as_os_error(err) is not None:
+            return EXIT_WRITE, f"writing a safetensors file failed: {as_os_error(err).strerror}"
         return EXIT_BAD_INPUT, f"not a readable safetensors file: {_first_line(err)}"
     if isinstance(err, ValueError):
         return EXIT_ERROR, one_line(str(err))
@@ -272,6 +274,28 @@ def load_tensor_file(path: str | Path, what: str = "weights file") -> Any:
     if Path(path).suffix == ".safetensors":
         return load_safetensors(path, what)
     return load_torch_file(path, what)
+
+
+# errno values that mean "this write could not be done" (as opposed to a bad input file)
+WRITE_ERRNOS = frozenset(
+    (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
+)
+
+
+def as_os_error(err: BaseException) -> OSError | None:
+    """``err`` as the OSError it reports: itself, or a library's wrapper of one (safetensors
+    reports a failed write as ``SafetensorError: Error while serializing: I/O error: No space
+    left on device (os error 28)``); ``None`` if it is not about the operating system."""
+    import re
+
+    if isinstance(err, OSError):
+        return err
+    text = str(err)
+    if type(err).__name__ != "SafetensorError" or "I/O error" not in text:
+        return None
+    found = re.search(r"os error (\d+)", text)
+    code = int(found.group(1)) if found else errno.EIO
+    return OSError(code, os.strerror(code))
 
 
 def write_failed(target: str | Path, err: OSError, kept: str = "") -> WriteError:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import struct
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from sfd.errors import BadInputError, MismatchError, write_failed
+from sfd.errors import BadInputError, MismatchError, as_os_error, write_failed
 
 _NP_DTYPES = {
     "F32": np.float32,
@@ -103,12 +104,37 @@ def atomic_save_safetensors(
             _sort_metadata(f)
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as err:
+    except Exception as err:  # safetensors reports a failed write as its own error type
         tmp.unlink(missing_ok=True)
-        raise write_failed(path, err, _KEPT) from err
+        cause = as_os_error(err)
+        if cause is None:
+            raise
+        raise write_failed(path, cause, _KEPT) from err
 
 
 _KEPT = "the previous version, if any, is unchanged and no partial file was left"
+
+
+def atomic_files(directory: Path, write: Callable[[Path], None], kept: str = _KEPT) -> None:
+    """``write(tmp)`` fills a temporary directory inside ``directory`` (e.g. a library's
+    ``save_pretrained``); its files then replace those of ``directory``, one atomic rename
+    each. A failed write removes the temporary directory and is one :class:`WriteError`."""
+    directory = Path(directory)
+    tmp = directory / f".save.tmp{os.getpid()}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        write(tmp)
+        for item in sorted(tmp.iterdir()):
+            os.replace(item, directory / item.name)
+        tmp.rmdir()
+    except Exception as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        cause = as_os_error(err)
+        if cause is None:
+            raise
+        raise write_failed(directory, cause, kept) from err
 
 
 def _sort_metadata(f) -> None:
@@ -136,9 +162,11 @@ def _sort_metadata(f) -> None:
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
+    buf = bytearray(chunk)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            h.update(view[:n])
     return h.hexdigest()
 
 

@@ -164,12 +164,11 @@ def save_checkpoint(
     An existing directory for the same step is moved aside (``.replaced-<time>``), never deleted.
     """
     final = checkpoint_dir(run_dir, step)
-    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
-        tmp.mkdir()
+        tmp.mkdir(parents=True)
         meta = _metadata(config, step, stats)
         atomic_save_safetensors(tmp / "ema.safetensors", _unwrap(ema).state_dict(), meta)
         if model is not None:
@@ -189,13 +188,18 @@ def save_checkpoint(
         write_checksums(tmp)
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
-        before = [p.name for p in list_checkpoints(run_dir)]
-        kept = f"the last checkpoint {before[-1]} is intact" if before else "no checkpoint before"
-        raise write_failed(final, err, f"{kept}; nothing partial was left") from err
+        raise checkpoint_write_failed(run_dir, final, err) from err
     if final.exists():
         final.rename(final.with_name(f"{final.name}.replaced-{int(time.time())}"))
     os.replace(tmp, final)
     return final
+
+
+def checkpoint_write_failed(run_dir: Path, final: Path, err: OSError) -> OSError:
+    """The one line for a checkpoint that could not be written: why, and what is intact."""
+    before = [p.name for p in list_checkpoints(run_dir)]
+    kept = f"the last checkpoint {before[-1]} is intact" if before else "no checkpoint before"
+    return write_failed(final, err, f"{kept}; nothing partial was left; a rerun resumes")
 
 
 def write_checksums(directory: Path) -> None:

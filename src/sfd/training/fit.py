@@ -68,8 +68,8 @@ class TrainState:
 
         tmp = self.dir.with_name(f".train_state.tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
         try:
+            tmp.mkdir(parents=True)
             atomic_save_safetensors(tmp / "model.safetensors", model.state_dict())
             tensors, groups = optimizer_tensors(opt)
             atomic_save_safetensors(tmp / "optimizer.safetensors", tensors,
@@ -77,9 +77,12 @@ class TrainState:
             state = generator.get_state().tolist() if generator is not None else []
             atomic_write_json(tmp / "state.json", {"step": step, "settings": self.settings,
                               "generator": state, "history": history})  # fmt: skip
-        except OSError:
+        except OSError as err:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            from sfd.errors import write_failed
+
+            kept = "the last saved state is intact; nothing partial was left; a rerun resumes"
+            raise write_failed(self.dir, err, kept) from err
         old = self.dir.with_name(".train_state.old")
         shutil.rmtree(old, ignore_errors=True)
         if self.dir.exists():

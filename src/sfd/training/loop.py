@@ -27,7 +27,7 @@ from tqdm import tqdm
 from sfd import distributed as D
 from sfd.config import Config
 from sfd.data.latent_shards import LatentDataset
-from sfd.errors import DivergedError, safetensors_metadata
+from sfd.errors import DivergedError, WriteError, safetensors_metadata
 from sfd.locks import DirLock
 from sfd.model import LightningDiT
 from sfd.training import parallel as P
@@ -166,8 +166,16 @@ class Trainer:
         )
         if self.parallel == "fsdp":
             P.save_sharded(self.run_dir, **state)
-        elif D.is_main():
-            save_checkpoint(self.run_dir, **state, trainer_state=self.state())
+        else:
+            error = None
+            if D.is_main():
+                try:
+                    save_checkpoint(self.run_dir, **state, trainer_state=self.state())
+                except WriteError as err:
+                    error = err
+            error = D.broadcast_object(error)  # every rank stops alike on a failed write
+            if error is not None:
+                raise error
         if D.is_main():
             prune_checkpoints(self.run_dir, self.cfg.train.keep_last)
         D.barrier()
