@@ -18,6 +18,9 @@ code   meaning
 7      a write failed: output not writable, disk full, I/O error (previous state kept)
 8      busy: another live process holds the run directory's lock
 9      training diverged (loss spikes beyond the rollback budget)
+10     a distributed job lost a rank (it died or its host is unreachable), or this rank was
+       stopped by SIGTERM (torchrun stops every rank when one fails); outputs up to the last
+       checkpoint or finished file are intact and a rerun resumes
 70     an internal error (a bug in sfd): please report it, with the ``--debug`` traceback
 =====  =================================================================================
 """
@@ -39,6 +42,7 @@ EXIT_UNSAFE = 6
 EXIT_WRITE = 7
 EXIT_BUSY = 8
 EXIT_DIVERGED = 9
+EXIT_LOST_RANK = 10
 EXIT_INTERNAL = 70
 
 
@@ -107,6 +111,12 @@ class DivergedError(SfdError, RuntimeError):
     """Training diverged beyond what skipping and rollback can repair."""
 
     exit_code = EXIT_DIVERGED
+
+
+class LostRankError(SfdError, RuntimeError):
+    """Another rank of a distributed job died or cannot be reached (or this one was stopped)."""
+
+    exit_code = EXIT_LOST_RANK
 
 
 def debug_enabled() -> bool:

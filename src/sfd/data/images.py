@@ -227,9 +227,11 @@ def write_png(path: Path, image: torch.Tensor | np.ndarray) -> None:
     try:
         Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr).save(tmp, format="PNG")
         os.replace(tmp, path)
-    except OSError as err:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
-        raise write_failed(path, err, "no partial file was left") from err
+        if isinstance(err, OSError):
+            raise write_failed(path, err, "no partial file was left") from err
+        raise
 
 
 def read_png(path: Path) -> np.ndarray:

@@ -55,9 +55,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as err:
+    except BaseException as err:  # also a signal turned into an exception: no temp file left
         tmp.unlink(missing_ok=True)
-        raise write_failed(path, err, _KEPT) from err
+        if isinstance(err, OSError):
+            raise write_failed(path, err, _KEPT) from err
+        raise
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -104,7 +106,7 @@ def atomic_save_safetensors(
             _sort_metadata(f)
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except Exception as err:  # safetensors reports a failed write as its own error type
+    except BaseException as err:  # safetensors reports a failed write as its own error type
         tmp.unlink(missing_ok=True)
         cause = as_os_error(err)
         if cause is None:
@@ -129,7 +131,7 @@ def atomic_files(directory: Path, write: Callable[[Path], None], kept: str = _KE
         for item in sorted(tmp.iterdir()):
             os.replace(item, directory / item.name)
         tmp.rmdir()
-    except Exception as err:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
         cause = as_os_error(err)
         if cause is None:

@@ -186,9 +186,11 @@ def save_checkpoint(
                 },
             )
         write_checksums(tmp)
-    except OSError as err:
+    except BaseException as err:  # also a signal turned into an exception: no temp dir left
         shutil.rmtree(tmp, ignore_errors=True)
-        raise checkpoint_write_failed(run_dir, final, err) from err
+        if isinstance(err, OSError):
+            raise checkpoint_write_failed(run_dir, final, err) from err
+        raise
     if final.exists():
         final.rename(final.with_name(f"{final.name}.replaced-{int(time.time())}"))
     os.replace(tmp, final)

@@ -77,8 +77,10 @@ class TrainState:
             state = generator.get_state().tolist() if generator is not None else []
             atomic_write_json(tmp / "state.json", {"step": step, "settings": self.settings,
                               "generator": state, "history": history})  # fmt: skip
-        except OSError as err:
+        except BaseException as err:
             shutil.rmtree(tmp, ignore_errors=True)
+            if not isinstance(err, OSError):
+                raise
             from sfd.errors import write_failed
 
             kept = "the last saved state is intact; nothing partial was left; a rerun resumes"
