@@ -19,7 +19,8 @@ Recorded per kill: the rank killed, the moment, how long the surviving rank took
 named the killed rank. Checked per chain against the reference, as the one-process chains:
 ``train`` final model, EMA and optimizer bitwise equal and every log step once; ``sample``
 every PNG and ``samples.npz`` byte-identical (no image lost or written twice); ``extract``
-every shard and record (no shard duplicated); no ``.tmp`` file or lock left.
+(96 images, shards of 4) every shard and record (no shard duplicated); no ``.tmp`` file or
+lock left.
 """
 
 from __future__ import annotations
@@ -165,17 +166,32 @@ def dist_chains(args, got: Path, compare, kills: int, window: tuple, rng, root: 
             "bitwise_equal": not problems, "problems": problems}  # fmt: skip
 
 
+def _more_images(root: Path, count: int) -> Path:
+    """``count`` random 16 px images in two classes (the one-process chains use 24)."""
+    import numpy as np
+    from PIL import Image
+
+    if not root.exists():
+        rng = np.random.default_rng(1)
+        for i in range(count):
+            (root / "ab"[i % 2]).mkdir(parents=True, exist_ok=True)
+            arr = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+            Image.fromarray(arr).save(root / "ab"[i % 2] / f"{i}.png")
+    return root
+
+
 def campaign_dist(root: Path, commands: list[str], kills: int, rng) -> dict:
     """The ``*-ddp`` commands of the campaign (``train-ddp``, ``sample-ddp``, ``extract-ddp``)."""
     import crash_campaign as cc
 
     inputs = cc.setup(root)
+    images = _more_images(root / "images-ddp", 96)  # extraction long enough to be cut
     make = {  # command line, comparison, the first file the work writes
         "train-ddp": (lambda out: cc.train_args(inputs["data"], out), cc.compare_train,
                       "log.jsonl"),
         "sample-ddp": (lambda out: cc.sample_args(inputs["trained"], inputs["decoder"], out),
                        cc.compare_sample, "images/*.png"),
-        "extract-ddp": (lambda out: cc.extract_args(inputs["images"], root, out),
+        "extract-ddp": (lambda out: cc.extract_args(images, root, out),
                         cc.compare_tree, "shard-*.safetensors"),
     }  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SFD_DEBUG": "0"}

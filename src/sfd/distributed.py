@@ -77,12 +77,26 @@ def init_from_env(device: str | None = None) -> torch.device:
         torch.cuda.set_device(result)
     if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not is_initialized():
         timeout = datetime.timedelta(seconds=collective_timeout())
+        store, rank_, world = _attempt_store(timeout)
+        group = dict(store=store, rank=rank_, world_size=world, timeout=timeout)
         if want_cuda:  # bound to this rank's GPU: barriers and collectives know their device
-            dist.init_process_group("nccl", device_id=result, timeout=timeout)
+            dist.init_process_group("nccl", device_id=result, **group)
         else:
-            dist.init_process_group("gloo", timeout=timeout)
+            dist.init_process_group("gloo", **group)
         _start_heartbeat()
     return result
+
+
+def _attempt_store(timeout: datetime.timedelta) -> tuple:
+    """(store, rank, world size) of the ``env://`` rendezvous, the store's keys under this
+    torchrun attempt's prefix: torchrun's agent keeps one store across ``--max-restarts``
+    (``TORCH_DISABLE_SHARE_RDZV_TCP_STORE`` unset), and a restarted rank could read the
+    addresses a dead one left there and fail to connect (pytorch issue 135712)."""
+    store, rank_, world = next(dist.rendezvous("env://", timeout=timeout))
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if attempt is not None:
+        store = dist.PrefixStore(f"sfd/attempt_{attempt}", store)
+    return store, rank_, world
 
 
 def collective_timeout() -> float:
@@ -140,13 +154,29 @@ def _is_collective_failure(err: BaseException) -> bool:
     )
 
 
+def _reason(err: BaseException) -> str:
+    """The gist of a backend's error: its first line without the source location."""
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    first = re.sub(r"\[[^\]]*\.(cpp|cc|hpp|h):\d+\]\s*", "", first)
+    return first.split(". This is typically")[0][:160]
+
+
+def _signalled(err: BaseException | None) -> LostRankError | None:
+    """A :class:`LostRankError` in ``err``'s chain (a library may wrap what a SIGTERM raised)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, LostRankError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def lost_rank_error(err: BaseException) -> LostRankError:
     """The one line for a collective that failed because another rank is gone."""
     me, world = _heartbeat.get("rank", rank()), _heartbeat.get("world", world_size())
     lost = lost_ranks() if _heartbeat else []
-    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-    first = re.sub(r"^\[[^\]]*\.cpp:\d+\]\s*|^\[[^\]]*\.cc:\d+\]\s*", "", first)
-    first = first.split(". This is typically")[0][:160]
+    first = _reason(err)
     if lost is None:
         host = "the launcher" if me == 0 else "rank 0 or the launcher"
         who = f"{host} (the rendezvous store it holds cannot be reached)"
@@ -246,11 +276,24 @@ def process_group(device: str | None = None) -> Iterator[torch.device]:
     """An entry point's process group: :func:`init_from_env` on entry (yields this rank's
     device), :func:`shutdown` on exit, also after a failure. Under a process group a failed
     collective or a SIGTERM is one :class:`~sfd.errors.LostRankError` naming the lost ranks."""
-    dev = init_from_env(device)
+    try:
+        dev = init_from_env(device)
+    except Exception as err:
+        if not _is_collective_failure(err):
+            raise
+        raise LostRankError(
+            f"rank {os.environ.get('RANK')} of {os.environ.get('WORLD_SIZE')} could not join the "
+            f"other ranks ({_reason(err)}); nothing was done: rerun the same command"
+        ) from err
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if is_initialized() else None
     try:
         yield dev
     except Exception as err:
+        found = _signalled(err)
+        if found is err:
+            raise
+        if found is not None:
+            raise found from None
         if is_initialized() and _is_collective_failure(err):
             raise lost_rank_error(err) from err
         raise
