@@ -174,13 +174,18 @@ def _same(a, b) -> bool:
     return a == b
 
 
+# logs; the record of a run's data check (when, how fast, the shards' modification times)
+SKIPPED = ("log.jsonl", "data_check.json")
+
+
 def _tree(root: Path) -> dict:
-    """Every file under ``root`` but logs and TensorBoard events: path -> content. JSON files
-    without wall-clock times and with the output directory's own path replaced by ``OUT``."""
+    """Every file under ``root`` but logs, data-check records and TensorBoard events: path ->
+    content. JSON files without wall-clock times and with the output directory's own path
+    replaced by ``OUT``."""
     out = {}
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root)
-        if not p.is_file() or "tb" in rel.parts or p.suffix == ".log" or p.name == "log.jsonl":
+        if not p.is_file() or "tb" in rel.parts or p.suffix == ".log" or p.name in SKIPPED:
             continue
         if p.suffix == ".json":
             out[str(rel)] = _untimed(json.loads(p.read_text().replace(str(root), "OUT")))

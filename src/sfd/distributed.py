@@ -35,6 +35,7 @@ from sfd.errors import LostRankError
 
 HEARTBEAT_S = 1.0  # how often each rank beats; a rank is lost after 3 beats without one
 _heartbeat: dict = {}
+_SIGTERMED: list[int] = []  # a SIGTERM was turned into an error: later ones are ignored
 
 
 def is_initialized() -> bool:
@@ -192,8 +193,9 @@ def lost_rank_error(err: BaseException) -> LostRankError:
 
 
 def _on_sigterm(signum, frame) -> None:
-    if _heartbeat.get("checking"):
-        return  # naming the lost ranks: that line is the one to print
+    if _heartbeat.get("checking") or _SIGTERMED:
+        return  # naming the lost ranks, or already stopping: that line is the one to print
+    _SIGTERMED.append(signum)  # torchrun may send it twice: one line, then exit
     raise LostRankError(
         f"rank {rank()} of {world_size()} stopped by SIGTERM (torchrun sends it to every rank "
         f"when one fails, and its report names that rank); outputs up to the last checkpoint "
@@ -298,7 +300,7 @@ def process_group(device: str | None = None) -> Iterator[torch.device]:
             raise lost_rank_error(err) from err
         raise
     finally:
-        if previous is not None:
+        if previous is not None and not _SIGTERMED:
             signal.signal(signal.SIGTERM, previous)
         if _heartbeat or is_initialized():
             _shutdown_after_failure()
