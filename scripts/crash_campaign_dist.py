@@ -126,7 +126,9 @@ def invoke(cmd: list[str], env: dict, kill_at: float | None, rng, log: Path) -> 
             _stop(p)
     text = log.read_text(errors="replace")
     lines = [ln for ln in text.splitlines() if ln.startswith("Error: rank")]
-    named = re.search(rf"Root Cause.*?rank\s*:\s*{rank}\b", text, re.S) is not None
+    # torchrun names the failed rank in its report (no restart left) or its log line (restart)
+    named = re.search(rf"Root Cause.*?rank\s*:\s*{rank}\b|exitcode: -9\) local_rank: {rank}\b",
+                      text, re.S) is not None  # fmt: skip
     return {"landed": True, "rank": rank, "moment_s": round(kill_at, 2),
             "survivor_exit_s": round(survivor, 2), "code": p.returncode,
             "survivor_line": lines[0][:300] if lines else None, "torchrun_named_rank": named,

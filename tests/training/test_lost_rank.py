@@ -5,6 +5,7 @@ SIGKILLed after the first checkpoint; rank 0 exits within seconds with one line 
 with restarts and reruns, bitwise against an uninterrupted run, is the crash campaign's
 ``train-ddp`` / ``sample-ddp`` / ``extract-ddp`` chains (scripts/crash_campaign.py)."""
 
+import json
 import os
 import signal
 import socket
@@ -16,8 +17,10 @@ import pytest
 
 from helpers import tiny_config, write_synthetic_latents
 from sfd import distributed
+from sfd.config import Config
 from sfd.errors import EXIT_LOST_RANK
-from sfd.training.checkpoint import list_checkpoints
+from sfd.training.checkpoint import list_checkpoints, read_checkpoint
+from sfd.training.loop import train
 
 
 def _port() -> int:
@@ -57,14 +60,10 @@ def test_a_killed_rank_is_named_by_the_survivor_and_a_rerun_resumes(tmp_path):
     assert procs[0].returncode == EXIT_LOST_RANK, err[-2000:]
     assert len(lines) == 1 and "rank 0 of 2 stopped: lost rank 1 (" in lines[0], lines
     assert "rerun the same command" in lines[0] and waited < 20, waited
-    last = list_checkpoints(run)[-1]
-    step = int(last.name.split("-")[1])
-    rerun = [sys.executable, "-m", "sfd", "train", "--data", str(data), "--out", str(run),
-             "--device", "cpu", "--max-steps", "1"]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(rerun, capture_output=True, text=True, env=env)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert f"trained to step {step + 1}" in done.stdout  # resumed (here on one process)
+    step = read_checkpoint(run).step
+    cfg = Config.from_dict(json.loads((run / "config.json").read_text()))
+    result = train(cfg, data, run, max_steps=1, progress=False)  # a rerun, here on one process
+    assert result.step == step + 1
     assert not [p for p in run.rglob("*") if ".tmp" in p.name or p.name == ".lock"]
 
 
