@@ -6,8 +6,8 @@ processes (gloo) of ``sfd train``, ``sfd sample`` and ``sfd extract``, one rank 
 
 For each command: an uninterrupted 2-process reference; then chains on one output directory.
 A kill is a SIGKILL to one worker (rank 0 or 1, drawn) at a uniformly random moment between
-the reference's first output (its work has begun) and its end. Chains alternate between the
-two ways back:
+the reference's first output and its last (while its work is done, not while Python and torch
+start or exit). Chains alternate between the two ways back:
 
 - ``torchrun --max-restarts 1``: torchrun stops the other rank, starts both again, and they
   resume; the chain is checked when torchrun exits 0;
@@ -80,19 +80,23 @@ def _stop(p: subprocess.Popen) -> None:
     p.wait()
 
 
-def reference(cmd: list[str], env: dict, log: Path, out: Path, first: str) -> tuple[float, float]:
-    """(seconds, when the first output matching ``first`` appeared) of an uninterrupted run."""
-    t0, seen = time.perf_counter(), None
+def reference(cmd: list[str], env: dict, log: Path, out: Path, first: str, last: str) -> tuple:
+    """(seconds, when the first output matching ``first`` appeared, when ``last`` did) of an
+    uninterrupted run: the window in which its work is done."""
+    t0, seen, done = time.perf_counter(), None, None
     with open(log, "w") as err:
         p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
         while p.poll() is None:
+            now = time.perf_counter() - t0
             if seen is None and any(out.glob(first)):
-                seen = time.perf_counter() - t0
+                seen = now
+            if done is None and any(out.glob(last)):
+                done = now
             time.sleep(0.05)
     if p.returncode != 0:
         raise RuntimeError(f"reference {cmd} failed: {log.read_text()[-2000:]}")
     total = time.perf_counter() - t0
-    return total, seen if seen is not None else 0.1 * total
+    return total, seen if seen is not None else 0.1 * total, done if done is not None else total
 
 
 def invoke(cmd: list[str], env: dict, kill_at: float | None, rng, log: Path) -> dict:
@@ -137,8 +141,8 @@ def invoke(cmd: list[str], env: dict, kill_at: float | None, rng, log: Path) -> 
 
 def dist_chains(args, got: Path, compare, kills: int, window: tuple, rng, root: Path) -> dict:
     """Chains until ``kills`` kills have landed (module docstring); each checked. Kill moments
-    are uniform in ``window`` (s): from the reference's first output to its end, so the kills
-    land mid-work, not while Python and torch start."""
+    are uniform in ``window`` (s): from the reference's first output to its last, so the kills
+    land mid-work, not while Python and torch start or exit."""
     from crash_campaign import _leftovers
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SFD_DEBUG": "0"}
@@ -188,24 +192,26 @@ def campaign_dist(root: Path, commands: list[str], kills: int, rng) -> dict:
 
     inputs = cc.setup(root)
     images = _more_images(root / "images-ddp", 96)  # extraction long enough to be cut
-    make = {  # command line, comparison, the first file the work writes
+    make = {  # command line, comparison, the first and the last file the work writes
         "train-ddp": (lambda out: cc.train_args(inputs["data"], out), cc.compare_train,
-                      "log.jsonl"),
+                      "log.jsonl", "checkpoints/step-0000040"),
         "sample-ddp": (lambda out: cc.sample_args(inputs["trained"], inputs["decoder"], out),
-                       cc.compare_sample, "images/*.png"),
+                       cc.compare_sample, "images/*.png", "samples.npz"),
         "extract-ddp": (lambda out: cc.extract_args(images, root, out),
-                        cc.compare_tree, "shard-*.safetensors"),
+                        cc.compare_tree, "shard-*.safetensors", "meta.json"),
     }  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SFD_DEBUG": "0"}
     results = {}
     for name in commands:
-        args, compare, first = make[name]
+        args, compare, first, last = make[name]
         ref, got, logs = root / f"{name}-ref", root / f"{name}-killed", root / f"{name}-logs"
         for old in (ref, got, logs):
             shutil.rmtree(old, ignore_errors=True)
         logs.mkdir(parents=True)
-        duration, start = reference(torchrun(args(ref), 0), env, logs / "ref.log", ref, first)
+        duration, start, end = reference(torchrun(args(ref), 0), env, logs / "ref.log", ref,
+                                         first, last)  # fmt: skip
         out = dist_chains(args, got, lambda r=ref, g=got, c=compare: c(r, g), kills,
-                          (start, duration), rng, logs)  # fmt: skip
-        results[name] = {**out, "reference_s": round(duration, 1), "work_from_s": round(start, 1)}
+                          (start, end), rng, logs)  # fmt: skip
+        results[name] = {**out, "reference_s": round(duration, 1),
+                         "work_s": [round(start, 1), round(end, 1)]}  # fmt: skip
     return results
