@@ -35,7 +35,8 @@ from sfd.errors import LostRankError
 
 HEARTBEAT_S = 1.0  # how often each rank beats; a rank is lost after 3 beats without one
 _heartbeat: dict = {}
-_SIGTERMED: list[int] = []  # a SIGTERM was turned into an error: later ones are ignored
+_SIGTERMED: list[int] = []  # stopping (a SIGTERM became the error, or one is on its way): later
+# SIGTERMs are ignored until the process has printed its line and exited
 
 
 def is_initialized() -> bool:
@@ -194,6 +195,7 @@ def lost_rank_error(err: BaseException) -> LostRankError:
 
 def _on_sigterm(signum, frame) -> None:
     if _heartbeat.get("checking") or _SIGTERMED:
+        _SIGTERMED.append(signum)
         return  # naming the lost ranks, or already stopping: that line is the one to print
     _SIGTERMED.append(signum)  # torchrun may send it twice: one line, then exit
     raise LostRankError(
@@ -287,10 +289,13 @@ def process_group(device: str | None = None) -> Iterator[torch.device]:
             f"rank {os.environ.get('RANK')} of {os.environ.get('WORLD_SIZE')} could not join the "
             f"other ranks ({_reason(err)}); nothing was done: rerun the same command"
         ) from err
+    _SIGTERMED.clear()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if is_initialized() else None
     try:
         yield dev
     except Exception as err:
+        if previous is not None:  # failing: a SIGTERM from here on must not cut the line short
+            _SIGTERMED.append(0)
         found = _signalled(err)
         if found is err:
             raise
