@@ -11,7 +11,9 @@ extract-features, the autoencoders; demo and ablate: every file but those record
 times) bitwise equal to the reference; no temp files (``.tmp``) left; no lock left;
 ``log.jsonl`` without duplicated or missing steps. Commands: ``train``, ``sample``,
 ``train-semvae``, ``train-texture-vae``, ``extract``, ``extract-features`` (tiny settings on a
-folder of 16 px images), ``demo`` and ``ablate`` (their ``--quick`` versions, on Fashion-MNIST).
+folder of 16 px images), ``demo`` and ``ablate`` (their ``--quick`` versions, on Fashion-MNIST);
+``train-ddp``, ``sample-ddp``, ``extract-ddp``: ``torchrun`` with 2 processes, one rank killed
+(scripts/crash_campaign_dist.py).
 """
 
 from __future__ import annotations
@@ -172,13 +174,18 @@ def _same(a, b) -> bool:
     return a == b
 
 
+# logs; the record of a run's data check (when, how fast, the shards' modification times)
+SKIPPED = ("log.jsonl", "data_check.json")
+
+
 def _tree(root: Path) -> dict:
-    """Every file under ``root`` but logs and TensorBoard events: path -> content. JSON files
-    without wall-clock times and with the output directory's own path replaced by ``OUT``."""
+    """Every file under ``root`` but logs, data-check records and TensorBoard events: path ->
+    content. JSON files without wall-clock times and with the output directory's own path
+    replaced by ``OUT``."""
     out = {}
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root)
-        if not p.is_file() or "tb" in rel.parts or p.suffix == ".log" or p.name == "log.jsonl":
+        if not p.is_file() or "tb" in rel.parts or p.suffix == ".log" or p.name in SKIPPED:
             continue
         if p.suffix == ".json":
             out[str(rel)] = _untimed(json.loads(p.read_text().replace(str(root), "OUT")))
@@ -342,7 +349,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
-    res = campaign(a.out, a.commands.split(","), a.kills, a.seed)
+    names = a.commands.split(",")
+    res = campaign(a.out, [n for n in names if not n.endswith("-ddp")], a.kills, a.seed)
+    if any(n.endswith("-ddp") for n in names):  # torchrun chains (crash_campaign_dist.py)
+        from crash_campaign_dist import campaign_dist
+
+        dist = [n for n in names if n.endswith("-ddp")]
+        res.update(campaign_dist(a.out, dist, a.kills, random.Random(a.seed)))
     print(json.dumps(res, indent=2))
     sys.exit(0 if all(r["bitwise_equal"] for r in res.values()) else 1)
 

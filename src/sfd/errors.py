@@ -18,6 +18,9 @@ code   meaning
 7      a write failed: output not writable, disk full, I/O error (previous state kept)
 8      busy: another live process holds the run directory's lock
 9      training diverged (loss spikes beyond the rollback budget)
+10     a distributed job lost a rank (it died or its host is unreachable), or this rank was
+       stopped by SIGTERM (torchrun stops every rank when one fails); outputs up to the last
+       checkpoint or finished file are intact and a rerun resumes
 70     an internal error (a bug in sfd): please report it, with the ``--debug`` traceback
 =====  =================================================================================
 """
@@ -39,6 +42,7 @@ EXIT_UNSAFE = 6
 EXIT_WRITE = 7
 EXIT_BUSY = 8
 EXIT_DIVERGED = 9
+EXIT_LOST_RANK = 10
 EXIT_INTERNAL = 70
 
 
@@ -109,6 +113,12 @@ class DivergedError(SfdError, RuntimeError):
     exit_code = EXIT_DIVERGED
 
 
+class LostRankError(SfdError, RuntimeError):
+    """Another rank of a distributed job died or cannot be reached (or this one was stopped)."""
+
+    exit_code = EXIT_LOST_RANK
+
+
 def debug_enabled() -> bool:
     return os.environ.get("SFD_DEBUG", "").lower() in ("1", "true", "yes", "on")
 
@@ -146,6 +156,8 @@ def classify(err: BaseException) -> tuple[int, str]:
     if isinstance(err, pickle.UnpicklingError):
         return EXIT_UNSAFE, f"refused a pickle that would run code: {_first_line(err)}"
     if type(err).__name__ == "SafetensorError":
+        if "serializing" in str(err) and as_os_error(err) is not None:
+            return EXIT_WRITE, f"writing a safetensors file failed: {as_os_error(err).strerror}"
         return EXIT_BAD_INPUT, f"not a readable safetensors file: {_first_line(err)}"
     if isinstance(err, ValueError):
         return EXIT_ERROR, one_line(str(err))
@@ -272,6 +284,28 @@ def load_tensor_file(path: str | Path, what: str = "weights file") -> Any:
     if Path(path).suffix == ".safetensors":
         return load_safetensors(path, what)
     return load_torch_file(path, what)
+
+
+# errno values that mean "this write could not be done" (as opposed to a bad input file)
+WRITE_ERRNOS = frozenset(
+    (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
+)
+
+
+def as_os_error(err: BaseException) -> OSError | None:
+    """``err`` as the OSError it reports: itself, or a library's wrapper of one (safetensors
+    reports a failed write as ``SafetensorError: Error while serializing: I/O error: No space
+    left on device (os error 28)``); ``None`` if it is not about the operating system."""
+    import re
+
+    if isinstance(err, OSError):
+        return err
+    text = str(err)
+    if type(err).__name__ != "SafetensorError" or "I/O error" not in text:
+        return None
+    found = re.search(r"os error (\d+)", text)
+    code = int(found.group(1)) if found else errno.EIO
+    return OSError(code, os.strerror(code))
 
 
 def write_failed(target: str | Path, err: OSError, kept: str = "") -> WriteError:

@@ -1,4 +1,8 @@
-"""Checkpoints given to ``sfd sample`` (and ``--guide``, and resumed by ``sfd train``)."""
+"""Checkpoints given to ``sfd sample`` (and ``--guide``, and resumed by ``sfd train``).
+
+The cases edit a checkpoint and drop its ``checksums.json``, as a checkpoint written before
+checksums existed (or edited by hand) would be, so the loaders' own checks are what answers;
+with the checksums in place any edit is refused first (tests/badinput/test_integrity.py)."""
 
 import json
 
@@ -13,7 +17,9 @@ from sfd.training.checkpoint import list_checkpoints
 
 
 def _ckpt(run):
-    return list_checkpoints(run)[-1]
+    ckpt = list_checkpoints(run)[-1]
+    (ckpt / "checksums.json").unlink(missing_ok=True)
+    return ckpt
 
 
 def _resave(path, fn_tensors=None, fn_meta=None):

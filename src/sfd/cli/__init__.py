@@ -38,6 +38,7 @@ def main(verbose: bool, debug: bool) -> None:
     A failure prints one line, `Error: ...`, and exits with a code that says what failed:
     1 refused, 2 command line, 3 bad input file, 4 bad config, 5 inputs that do not fit
     together, 6 unsafe file refused, 7 write failed, 8 run directory busy, 9 diverged,
+    10 a distributed job lost a rank (or was stopped by SIGTERM),
     70 internal error (a bug: rerun with --debug and report it)."""
     _setup_logging(verbose)
 

@@ -15,6 +15,7 @@ from sfd.cli.options import (
     dataset_options,
     device_option,
     dry_run_option,
+    no_verify_option,
     resolve_device,
 )
 from sfd.config import SemVAETrainConfig, TextureVAETrainConfig
@@ -77,8 +78,9 @@ def _pick(cls: type, kw: dict):
 @config_options(SemVAEConfig, skip=("in_dim", "grid"))
 @config_options(SemVAETrainConfig, skip=("device",))
 @device_option()
+@no_verify_option
 @dry_run_option("the model and training configs")
-def train_semvae_command(feature_dir, val_dir, out_dir, dry_run, **kw):
+def train_semvae_command(feature_dir, val_dir, out_dir, dry_run, no_verify, **kw):
     """Train the Semantic VAE on encoder-feature shards (`sfd extract-features`)."""
     try:
         model, train = _pick(SemVAEConfig, kw), _pick(SemVAETrainConfig, kw)
@@ -87,7 +89,7 @@ def train_semvae_command(feature_dir, val_dir, out_dir, dry_run, **kw):
     if dry_run:
         click.echo(json.dumps({"model": asdict(model), "train": asdict(train)}, indent=2))
         return
-    metrics = train_semvae(feature_dir, out_dir, model, train, val_dir)
+    metrics = train_semvae(feature_dir, out_dir, model, train, val_dir, verify=not no_verify)
     where = "training-set" if metrics.get("held_out") is False else "held-out"
     click.echo(f"{where} cos {metrics['cos']:.4f}, mse {metrics['mse']:.5f} -> {out_dir}")
 

@@ -1,4 +1,5 @@
-"""``sfd extract``, ``sfd extract-features``: thin shells over :mod:`sfd.extract`."""
+"""``sfd extract``, ``sfd extract-features``: thin shells over :mod:`sfd.extract`; ``sfd
+verify``: over :mod:`sfd.training.integrity`."""
 
 from __future__ import annotations
 
@@ -213,4 +214,21 @@ def repa_pca_of(path: str, k: int):
     return fit_pca(path, k)
 
 
-COMMANDS = (extract_features_command, extract_command)
+@click.command("verify")
+@click.argument("path", type=click.Path())
+def verify_command(path):
+    """Check a latent set, a feature set, a checkpoint or a run against its recorded sha256
+    digests; prints what is intact and what is damaged (exit 3 if anything is)."""
+    from sfd.errors import BadInputError
+    from sfd.training.integrity import describe, verify_path
+
+    results = verify_path(path)
+    for what, report in results:
+        for line in describe(what, report):
+            click.echo(line)
+    damaged = [what for what, report in results if report.problems]
+    if damaged:
+        raise BadInputError(f"{len(damaged)} of {len(results)} damaged: {', '.join(damaged)}")
+
+
+COMMANDS = (extract_features_command, extract_command, verify_command)

@@ -112,3 +112,11 @@ def resolve_config(
         return apply_overrides(cfg, list(overrides))
     except (ConfigError, ValueError) as err:
         raise click.UsageError(str(err)) from None
+
+
+no_verify_option = click.option(
+    "--no-verify",
+    is_flag=True,
+    help="Skip checking the data's shards against their sha256 digests before training "
+    "(recorded in the run's data_check.json). Default: checked once per run.",
+)

@@ -9,7 +9,13 @@ import click
 import torch
 
 from sfd import distributed
-from sfd.cli.options import device_option, dry_run_option, resolve_device, set_option
+from sfd.cli.options import (
+    device_option,
+    dry_run_option,
+    no_verify_option,
+    resolve_device,
+    set_option,
+)
 from sfd.config import PRESETS, preset
 from sfd.errors import OverrideError, SfdError
 from sfd.recipes import RECIPES, SAMPLERS
@@ -49,9 +55,10 @@ from sfd.recipes import RECIPES, SAMPLERS
 )
 @device_option()
 @click.option("--max-steps", type=int, default=None, help="Stop after this many more steps.")
+@no_verify_option
 @dry_run_option("the resolved config (checked against --data)")
 def train(
-    preset_name, config_file, recipe, overrides, data, out, device, max_steps, dry_run
+    preset_name, config_file, recipe, overrides, data, out, device, max_steps, no_verify, dry_run
 ) -> None:
     """Train SFD on pre-computed latents (a rerun resumes RUN from its stored config)."""
     from sfd.training.run_config import resolve_train_config
@@ -79,7 +86,7 @@ def train(
     from sfd.training.loop import train as run_training
 
     with distributed.process_group(resolve_device(device)) as dev:
-        result = run_training(cfg, data, out, device=dev, max_steps=max_steps)
+        result = run_training(cfg, data, out, device=dev, max_steps=max_steps, verify=not no_verify)
     if distributed.is_main():
         click.echo(
             f"trained to step {result.step} in {result.run_dir} "

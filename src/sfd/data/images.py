@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sfd.errors import BadInputError
+from sfd.errors import WRITE_ERRNOS, BadInputError, write_failed
 
 log = logging.getLogger(__name__)
 
@@ -224,8 +224,14 @@ def write_png(path: Path, image: torch.Tensor | np.ndarray) -> None:
         raise ValueError(f"image must be uint8 (H, W, 1|3); got {arr.dtype} {arr.shape}")
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    try:
+        Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise write_failed(path, err, "no partial file was left") from err
+        raise
 
 
 def read_png(path: Path) -> np.ndarray:
@@ -244,6 +250,17 @@ def write_npz_streaming(
     """Write ``arr_0`` (uint8, ``shape``) from an iterable of images, plus ``arr_1`` labels."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        _write_npz(tmp, images, shape, labels)
+        os.replace(tmp, path)
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno in WRITE_ERRNOS:  # not an image read
+            raise write_failed(path, err, "no partial file was left") from err
+        raise
+
+
+def _write_npz(tmp: Path, images, shape: tuple[int, ...], labels) -> None:
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         with zf.open("arr_0.npy", "w", force_zip64=True) as f:
             np.lib.format.write_array_header_1_0(
@@ -261,4 +278,3 @@ def write_npz_streaming(
         if labels is not None:
             with zf.open("arr_1.npy", "w") as f:
                 np.lib.format.write_array(f, np.asarray(labels, dtype=np.int64))
-    os.replace(tmp, path)

@@ -18,8 +18,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import struct
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +31,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from sfd.errors import BadInputError, MismatchError, write_failed
+from sfd.errors import BadInputError, MismatchError, as_os_error, write_failed
 
 _NP_DTYPES = {
     "F32": np.float32,
@@ -51,9 +55,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as err:
+    except BaseException as err:  # also a signal turned into an exception: no temp file left
         tmp.unlink(missing_ok=True)
-        raise write_failed(path, err, _KEPT) from err
+        if isinstance(err, OSError):
+            raise write_failed(path, err, _KEPT) from err
+        raise
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -100,12 +106,37 @@ def atomic_save_safetensors(
             _sort_metadata(f)
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as err:
+    except BaseException as err:  # safetensors reports a failed write as its own error type
         tmp.unlink(missing_ok=True)
-        raise write_failed(path, err, _KEPT) from err
+        cause = as_os_error(err)
+        if cause is None:
+            raise
+        raise write_failed(path, cause, _KEPT) from err
 
 
 _KEPT = "the previous version, if any, is unchanged and no partial file was left"
+
+
+def atomic_files(directory: Path, write: Callable[[Path], None], kept: str = _KEPT) -> None:
+    """``write(tmp)`` fills a temporary directory inside ``directory`` (e.g. a library's
+    ``save_pretrained``); its files then replace those of ``directory``, one atomic rename
+    each. A failed write removes the temporary directory and is one :class:`WriteError`."""
+    directory = Path(directory)
+    tmp = directory / f".save.tmp{os.getpid()}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        write(tmp)
+        for item in sorted(tmp.iterdir()):
+            os.replace(item, directory / item.name)
+        tmp.rmdir()
+    except BaseException as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        cause = as_os_error(err)
+        if cause is None:
+            raise
+        raise write_failed(directory, cause, kept) from err
 
 
 def _sort_metadata(f) -> None:
@@ -133,10 +164,116 @@ def _sort_metadata(f) -> None:
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
+    buf = bytearray(chunk)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            h.update(view[:n])
     return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# Integrity on read: files checked against the size and sha256 recorded when they were written.
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A file and what was recorded about it when it was written (``None``: not recorded)."""
+
+    path: Path
+    bytes: int | None
+    sha256: str | None
+
+
+@dataclass
+class IntegrityReport:
+    """What :func:`check_files` found: one problem line per damaged file (none: intact)."""
+
+    files: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    problems: list[str] = field(default_factory=list)
+    unrecorded: list[str] = field(default_factory=list)  # files with no digest to check
+
+    @property
+    def intact(self) -> bool:
+        return not self.problems
+
+    @property
+    def gb_per_s(self) -> float:
+        return self.bytes / 1e9 / max(self.seconds, 1e-9)
+
+
+def file_problem(entry: Recorded) -> str | None:
+    """One line saying how ``entry.path`` differs from its record (missing, size, digest)."""
+    path = entry.path
+    if not path.is_file():
+        return f"{path} is missing"
+    size = path.stat().st_size
+    if entry.bytes is not None and size != entry.bytes:
+        return f"{path} has {size} bytes, {entry.bytes} were recorded (truncated or replaced)"
+    if entry.sha256 is None:
+        return None
+    found = sha256_file(path)
+    if found != entry.sha256:
+        return f"{path} is corrupt: sha256 {found} found, {entry.sha256} expected"
+    return None
+
+
+def check_files(
+    entries: Sequence[Recorded],
+    workers: int = 1,
+    progress: Callable[[int], None] | None = None,
+) -> IntegrityReport:
+    """Check every file against its record, ``workers`` files at a time (hashlib releases the
+    GIL, so threads hash in parallel); ``progress(n_bytes)`` after each file."""
+    report = IntegrityReport(files=len(entries))
+    t0 = time.perf_counter()
+
+    def one(entry: Recorded) -> tuple[str | None, int]:
+        problem = file_problem(entry)
+        size = entry.path.stat().st_size if entry.path.is_file() else 0
+        if progress is not None:
+            progress(size)
+        return problem, size
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for entry, (problem, size) in zip(entries, pool.map(one, entries), strict=True):
+            report.bytes += size
+            if problem:
+                report.problems.append(problem)
+            elif entry.sha256 is None:
+                report.unrecorded.append(str(entry.path))
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def recorded_shards(directory: Path) -> list[Recorded]:
+    """The shards a set's ``meta.json`` names, with their recorded size and sha256 (the
+    sidecar's digest where ``meta.json`` has none). Names must be plain file names."""
+    directory = Path(directory)
+    meta_path = directory / "meta.json"
+    try:
+        shards = json.loads(meta_path.read_text())["shards"]
+        names = [info["file"] for info in shards]
+    except FileNotFoundError:
+        raise BadInputError(f"{directory} is not a shard set: no meta.json") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+        raise BadInputError(f"{meta_path} does not list its shards: {err}") from None
+    out = []
+    for info, name in zip(shards, names, strict=True):
+        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+            raise BadInputError(f"{meta_path} names the shard {name!r}: not a plain file name")
+        path = directory / name
+        digest = info.get("sha256")
+        if digest is None and path.with_suffix(".json").is_file():
+            try:
+                digest = json.loads(path.with_suffix(".json").read_text()).get("sha256")
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+                digest = None
+        size = info.get("bytes")
+        out.append(Recorded(path, size if isinstance(size, int) else None, digest))
+    return out
 
 
 def shard_name(index: int) -> str:

@@ -23,7 +23,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from sfd.errors import BadInputError, MismatchError, MissingInputError, SfdError
+from sfd.errors import (
+    BadInputError,
+    MismatchError,
+    MissingInputError,
+    SfdError,
+    as_os_error,
+    write_failed,
+)
 from sfd.training.run_dir import CLASS_NAMES
 
 
@@ -141,8 +148,10 @@ def export_diffusers(sources: ExportSources, out: str | Path) -> Path:
         card = model_card(ckpt, metrics, sources, pipe.config.id2label)
         (tmp / "README.md").write_text(card)
         os.rename(tmp, out)  # atomic; fails rather than replace a directory made meanwhile
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        if as_os_error(err) is not None:  # disk full, read-only, ...: one line
+            raise write_failed(out, as_os_error(err), "no partial export was left") from err
         raise
     return out
 

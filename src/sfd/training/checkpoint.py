@@ -10,9 +10,12 @@ A checkpoint is a directory ``RUN/checkpoints/step-0000100/`` holding
   optimizer state written by ``torch.distributed.checkpoint`` (see
   :mod:`sfd.training.parallel`); it loads on any world size.
 
-The directory is written under a temporary name and renamed into place, so a crash never leaves
-a half-written checkpoint that looks finished. Loading is strict. Resume picks the highest step
-(never the largest file, as the release does).
+and ``checksums.json``: the size and sha256 of every other file, written last (before the
+directory is renamed into place) and checked before any of them is loaded (resume, sampling,
+export): a damaged file is refused by name. Checkpoints written before checksums existed load
+unchecked. The directory is written under a temporary name and renamed into place, so a crash
+never leaves a half-written checkpoint that looks finished. Loading is strict. Resume picks the
+highest step (never the largest file, as the release does).
 """
 
 from __future__ import annotations
@@ -28,7 +31,14 @@ import torch
 from torch import nn
 
 from sfd.config import Config
-from sfd.data.shards import atomic_save_safetensors
+from sfd.data.shards import (
+    IntegrityReport,
+    Recorded,
+    atomic_save_safetensors,
+    atomic_write_json,
+    check_files,
+    sha256_file,
+)
 from sfd.errors import (
     BadInputError,
     MismatchError,
@@ -42,6 +52,8 @@ from sfd.latents.composite import LatentStats
 
 FORMAT = "sfd-checkpoint/1"
 _PREFIX = "step-"
+CHECKSUMS = "checksums.json"
+CHECKSUMS_FORMAT = "sfd-checksums/1"
 
 
 @dataclass
@@ -110,8 +122,13 @@ def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch
 IMPL_KEYS = ("fused", "foreach")
 
 
-def load_optimizer_tensors(optimizer: torch.optim.Optimizer, path: Path) -> None:
-    """Strictly restore an optimizer from :func:`optimizer_tensors` output on disk."""
+def load_optimizer_tensors(
+    optimizer: torch.optim.Optimizer, path: Path, verify: bool = True
+) -> None:
+    """Strictly restore an optimizer from :func:`optimizer_tensors` output on disk (checked
+    against the checkpoint's checksums first unless ``verify`` is false)."""
+    if verify:
+        _verify_file(path)
     tensors = load_safetensors(path, "optimizer state")
     # The kernel choice (fused / foreach) is this process's, not the stored run's: it may change
     # on resume (``train.fused_adamw``), and the moments are the same tensors either way.
@@ -147,12 +164,11 @@ def save_checkpoint(
     An existing directory for the same step is moved aside (``.replaced-<time>``), never deleted.
     """
     final = checkpoint_dir(run_dir, step)
-    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
-        tmp.mkdir()
+        tmp.mkdir(parents=True)
         meta = _metadata(config, step, stats)
         atomic_save_safetensors(tmp / "ema.safetensors", _unwrap(ema).state_dict(), meta)
         if model is not None:
@@ -169,15 +185,84 @@ def save_checkpoint(
                     "trainer_state": json.dumps(trainer_state or {}),
                 },
             )
-    except OSError as err:
+        write_checksums(tmp)
+    except BaseException as err:  # also a signal turned into an exception: no temp dir left
         shutil.rmtree(tmp, ignore_errors=True)
-        before = [p.name for p in list_checkpoints(run_dir)]
-        kept = f"the last checkpoint {before[-1]} is intact" if before else "no checkpoint before"
-        raise write_failed(final, err, f"{kept}; nothing partial was left") from err
+        if isinstance(err, OSError):
+            raise checkpoint_write_failed(run_dir, final, err) from err
+        raise
     if final.exists():
         final.rename(final.with_name(f"{final.name}.replaced-{int(time.time())}"))
     os.replace(tmp, final)
     return final
+
+
+def checkpoint_write_failed(run_dir: Path, final: Path, err: OSError) -> OSError:
+    """The one line for a checkpoint that could not be written: why, and what is intact."""
+    before = [p.name for p in list_checkpoints(run_dir)]
+    kept = f"the last checkpoint {before[-1]} is intact" if before else "no checkpoint before"
+    return write_failed(final, err, f"{kept}; nothing partial was left; a rerun resumes")
+
+
+def write_checksums(directory: Path) -> None:
+    """``directory/checksums.json``: the size and sha256 of every other file under it."""
+    directory = Path(directory)
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != CHECKSUMS)
+    table = {
+        p.relative_to(directory).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+        for p in files
+    }
+    atomic_write_json(directory / CHECKSUMS, {"format": CHECKSUMS_FORMAT, "files": table})
+
+
+def recorded_files(directory: Path) -> list[Recorded] | None:
+    """The files ``checksums.json`` records (``None`` for a checkpoint written without it)."""
+    path = Path(directory) / CHECKSUMS
+    if not path.exists():
+        return None
+    try:
+        table = json.loads(path.read_text())["files"]
+        return [
+            Recorded(Path(directory) / name, int(rec["bytes"]), str(rec["sha256"]))
+            for name, rec in table.items()
+            if Path(name).parts and ".." not in Path(name).parts and not Path(name).is_absolute()
+        ]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as err:
+        raise BadInputError(f"{path} is not a readable checksum table: {err}") from None
+
+
+def verify_checkpoint(
+    directory: Path, names: tuple[str, ...] | None = None, digests: bool = True
+) -> IntegrityReport:
+    """Check a checkpoint's files (or only ``names``) against ``checksums.json`` (sizes only
+    unless ``digests``); a damaged file is a :class:`BadInputError` naming it, both digests (or
+    sizes) and what to do."""
+    directory = Path(directory)
+    recorded = recorded_files(directory)
+    if recorded is None:
+        return IntegrityReport()
+    if names is not None:
+        recorded = [r for r in recorded if r.path.relative_to(directory).as_posix() in names]
+    if not digests:
+        recorded = [Recorded(r.path, r.bytes, None) for r in recorded]
+    report = check_files(recorded)
+    if report.problems:
+        hint = damaged_checkpoint_hint(directory)
+        raise BadInputError(f"{report.problems[0]}; nothing was loaded from it: {hint}")
+    return report
+
+
+def damaged_checkpoint_hint(directory: Path) -> str:
+    """What to do about a damaged checkpoint: fall back on the one before, or restore it."""
+    directory = Path(directory)
+    older = [p for p in list_checkpoints(directory.parent.parent) if p.name < directory.name]
+    before = f"then {older[-1].name} is used" if older else "no earlier checkpoint"
+    return f"restore {directory.name} from a copy, or move it out of {directory.parent} ({before})"
+
+
+def _verify_file(path: Path) -> None:
+    """Check one file of a checkpoint against its ``checksums.json`` (when it has one)."""
+    verify_checkpoint(Path(path).parent, (Path(path).name,))
 
 
 def prune_checkpoints(run_dir: Path, keep_last: int) -> None:
@@ -202,6 +287,7 @@ def _unwrap(module: nn.Module) -> nn.Module:
 def read_checkpoint(path: Path) -> Checkpoint:
     """Read the metadata of a checkpoint directory (or a run directory: its newest checkpoint)."""
     path = resolve_checkpoint(path)
+    verify_checkpoint(path, digests=False)  # a truncated file, by name (digests: on load)
     meta = safetensors_metadata(path / "ema.safetensors", "checkpoint weights")
     if meta.get("format") != FORMAT:
         raise BadInputError(
@@ -239,8 +325,11 @@ def resolve_checkpoint(path: Path) -> Path:
     return found[-1]
 
 
-def load_weights(module: nn.Module, path: Path) -> None:
-    """Strictly load a safetensors state dict into ``module``, with a clear error on mismatch."""
+def load_weights(module: nn.Module, path: Path, verify: bool = True) -> None:
+    """Strictly load a safetensors state dict into ``module``, with a clear error on mismatch;
+    the file is checked against its checkpoint's checksums first unless ``verify`` is false."""
+    if verify:
+        _verify_file(path)
     state = load_safetensors(path, "checkpoint weights")
     missing, unexpected = _diff_keys(module.state_dict(), state)
     if missing or unexpected:

@@ -70,8 +70,8 @@ class TrainState:
 
         tmp = self.dir.with_name(f".train_state.tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
         try:
+            tmp.mkdir(parents=True)
             atomic_save_safetensors(tmp / "model.safetensors", model.state_dict())
             tensors, groups = optimizer_tensors(opt)
             atomic_save_safetensors(tmp / "optimizer.safetensors", tensors,
@@ -79,9 +79,14 @@ class TrainState:
             state = generator.get_state().tolist() if generator is not None else []
             atomic_write_json(tmp / "state.json", {"step": step, "settings": self.settings,
                               "generator": state, "history": history})  # fmt: skip
-        except OSError:
+        except BaseException as err:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            if not isinstance(err, OSError):
+                raise
+            from sfd.errors import write_failed
+
+            kept = "the last saved state is intact; nothing partial was left; a rerun resumes"
+            raise write_failed(self.dir, err, kept) from err
         old = self.dir.with_name(".train_state.old")
         shutil.rmtree(old, ignore_errors=True)
         if self.dir.exists():
@@ -111,25 +116,25 @@ def fit(
     backward, an optimizer step; log every ``config.log_every`` steps (and the last) into
     ``history``; save the resume state every ``config.ckpt_every`` steps and at the end. A
     progress bar on stderr shows the steps, images per second and the time left."""
-    bar = tqdm(total=config.total_steps, initial=first, desc=name, unit="step", leave=False)
-    t0 = time.perf_counter()
-    for step in range(first, config.total_steps):
-        if step > first and step % config.ckpt_every == 0:
-            resume.save(step, model, opt, history, generator)
-        for group in opt.param_groups:
-            group["lr"] = lr_fn(step)
-        terms = step_fn(step)
-        opt.zero_grad(set_to_none=True)
-        terms["loss"].backward()
-        opt.step()
-        bar.update(1)
-        if step % config.log_every == 0 or step == config.total_steps - 1:
-            row = {"step": step, **{k: round(v.item(), 6) for k, v in terms.items()}}
-            history.append(row)
-            log.info("%s %s", name, row)
-            rate = (step + 1 - first) * config.batch_size / (time.perf_counter() - t0)
-            bar.set_postfix(loss=f"{row['loss']:.4g}", img_s=f"{rate:.1f}")
-    bar.close()
+    # closed on any exit, so an error line after a failure starts a line of its own
+    with tqdm(total=config.total_steps, initial=first, desc=name, unit="step", leave=False) as bar:
+        t0 = time.perf_counter()
+        for step in range(first, config.total_steps):
+            if step > first and step % config.ckpt_every == 0:
+                resume.save(step, model, opt, history, generator)
+            for group in opt.param_groups:
+                group["lr"] = lr_fn(step)
+            terms = step_fn(step)
+            opt.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            opt.step()
+            bar.update(1)
+            if step % config.log_every == 0 or step == config.total_steps - 1:
+                row = {"step": step, **{k: round(v.item(), 6) for k, v in terms.items()}}
+                history.append(row)
+                log.info("%s %s", name, row)
+                rate = (step + 1 - first) * config.batch_size / (time.perf_counter() - t0)
+                bar.set_postfix(loss=f"{row['loss']:.4g}", img_s=f"{rate:.1f}")
     if first < config.total_steps:
         resume.save(config.total_steps, model, opt, history, generator)
     return history

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from sfd.data.shards import atomic_write_bytes
+from sfd.errors import write_failed
 
 log = logging.getLogger("sfd.train")
 
@@ -29,8 +30,12 @@ class MetricLog:
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
         record = {"step": step, **metrics}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as err:  # a resumed run rewrites the log up to its checkpoint
+            kept = "the checkpoints are intact; a rerun resumes from the last one"
+            raise write_failed(self.path, err, kept) from err
         if self.tracker is not None:
             self.tracker.log(step, metrics)
         log.info("step %d %s", step, " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from sfd import distributed as D
 from sfd.config import Config
 from sfd.data.latent_shards import LatentDataset
-from sfd.errors import DivergedError, safetensors_metadata
+from sfd.errors import DivergedError, WriteError, safetensors_metadata
 from sfd.latents.repa_targets import repa_targets
 from sfd.locks import DirLock
 from sfd.model import LightningDiT
@@ -40,8 +40,10 @@ from sfd.training.checkpoint import (
     prune_checkpoints,
     read_checkpoint,
     save_checkpoint,
+    verify_checkpoint,
 )
 from sfd.training.ema import make_ema
+from sfd.training.integrity import verify_data
 from sfd.training.loggers import make_tracker
 from sfd.training.logs import MetricLog
 from sfd.training.run_dir import check_data, micro_batch_size, prepare_run_dir
@@ -105,6 +107,7 @@ class Trainer:
         if not found:
             return
         ckpt = read_checkpoint(found[-1])
+        verify_checkpoint(ckpt.path)  # every file, before anything is loaded
         if P.is_sharded_checkpoint(ckpt.path):
             P.load_sharded(ckpt.path, self.model, self.ema, self.optimizer)
         elif self.parallel == "fsdp":
@@ -112,10 +115,11 @@ class Trainer:
                 f"{ckpt.path} is a full-state (DDP) checkpoint; resume it with train.parallel=ddp"
             )
         else:
-            load_weights(self.model, ckpt.path / "model.safetensors")
-            load_weights(self.ema, ckpt.path / "ema.safetensors")
-            load_optimizer_tensors(self.optimizer, ckpt.path / "optimizer.safetensors")
-            meta = safetensors_metadata(ckpt.path / "optimizer.safetensors", "optimizer state")
+            load_weights(self.model, ckpt.path / "model.safetensors", verify=False)
+            load_weights(self.ema, ckpt.path / "ema.safetensors", verify=False)
+            opt = ckpt.path / "optimizer.safetensors"
+            load_optimizer_tensors(self.optimizer, opt, verify=False)
+            meta = safetensors_metadata(opt, "optimizer state")
             self.load_state(json.loads(meta.get("trainer_state", "{}")))
         self.step = ckpt.step
         log.info("resumed from %s (step %d)", ckpt.path, ckpt.step)
@@ -166,8 +170,16 @@ class Trainer:
         )
         if self.parallel == "fsdp":
             P.save_sharded(self.run_dir, **state)
-        elif D.is_main():
-            save_checkpoint(self.run_dir, **state, trainer_state=self.state())
+        else:
+            error = None
+            if D.is_main():
+                try:
+                    save_checkpoint(self.run_dir, **state, trainer_state=self.state())
+                except WriteError as err:
+                    error = err
+            error = D.broadcast_object(error)  # every rank stops alike on a failed write
+            if error is not None:
+                raise error
         if D.is_main():
             prune_checkpoints(self.run_dir, self.cfg.train.keep_last)
         D.barrier()
@@ -326,8 +338,12 @@ def train(
     resume: bool = True,
     max_steps: int | None = None,
     progress: bool = True,
+    verify: bool = True,
 ) -> TrainResult:
     """Train (or resume) a run in ``run_dir`` on the latent shard set ``data_dir``.
+
+    The set is checked against its recorded digests once per run before the first step
+    (:func:`sfd.training.integrity.verify_data`; ``verify=False`` skips it, recorded in the run).
 
     Under ``torchrun`` call :func:`sfd.distributed.init_from_env` first (the CLI does) and pass
     its device; every rank runs this function. A ``flow.schedule_file`` is read into
@@ -343,6 +359,7 @@ def train(
     if error:
         raise error
     try:
+        verify_data(data_dir, run_dir, verify=verify, progress=progress)
         trainer = Trainer(cfg, data_dir, run_dir, device)
         if resume:
             trainer.resume()

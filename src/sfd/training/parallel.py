@@ -54,7 +54,13 @@ from sfd.hardware import require_compiler
 from sfd.latents.composite import LatentStats
 from sfd.model import LightningDiT
 from sfd.training.batches import Batch
-from sfd.training.checkpoint import checkpoint_dir, checkpoint_metadata, publish_checkpoint
+from sfd.training.checkpoint import (
+    checkpoint_dir,
+    checkpoint_metadata,
+    checkpoint_write_failed,
+    publish_checkpoint,
+    write_checksums,
+)
 
 MODES = ("ddp", "fsdp")
 DCP_DIR = "dcp"
@@ -215,12 +221,20 @@ def save_sharded(
             no_dist=not D.is_initialized(),
         )
     ema_full = full_state_dict(ema)  # a collective when sharded
+    error = None
     if D.is_main():
-        atomic_save_safetensors(
-            tmp / "ema.safetensors", ema_full, checkpoint_metadata(config, step, stats)
-        )
-        publish_checkpoint(tmp, final)
-    D.barrier()
+        try:
+            atomic_save_safetensors(
+                tmp / "ema.safetensors", ema_full, checkpoint_metadata(config, step, stats)
+            )
+            write_checksums(tmp)  # every rank's shards are written: dcp.save returned on all
+            publish_checkpoint(tmp, final)
+        except OSError as err:
+            shutil.rmtree(tmp, ignore_errors=True)
+            error = checkpoint_write_failed(run_dir, final, err)
+    error = D.broadcast_object(error)  # every rank stops alike (none waits in a collective)
+    if error is not None:
+        raise error
     return final
 
 

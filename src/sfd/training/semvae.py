@@ -29,6 +29,7 @@ from sfd.config import SemVAETrainConfig
 from sfd.data.feature_shards import FeatureShards
 from sfd.latents.semvae import SemanticVAE, SemVAEConfig, save_semvae, semvae_loss
 from sfd.training.fit import TrainState, fit
+from sfd.training.integrity import verify_data
 from sfd.training.lr_schedule import lr_at, warn_short_warmup
 
 log = logging.getLogger(__name__)
@@ -68,17 +69,28 @@ def evaluate_semvae(
     return {"cos": cos_sum / tokens, "mse": mse_sum / elements}
 
 
+def _verify_inputs(out_dir: str | Path, sets: tuple, verify: bool) -> None:
+    """Check the feature sets once for the run in ``out_dir`` (or record the skip)."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    for directory in sets:
+        if directory is not None:
+            verify_data(directory, out_dir, verify=verify)
+
+
 def train_semvae(
     feature_dir: str | Path,
     out_dir: str | Path,
     model_config: SemVAEConfig,
     config: SemVAETrainConfig,
     val_dir: str | Path | None = None,
+    verify: bool = True,
 ) -> dict:
     """Train a SemVAE on a feature set; save it to ``out_dir``; return the held-out metrics
     (on the training rows, with ``held_out: False``, when ``holdout_fraction`` is 0 and no
-    ``val_dir`` is given). ``model_config.in_dim`` and ``grid`` are taken from the feature set."""
+    ``val_dir`` is given). ``model_config.in_dim`` and ``grid`` are taken from the feature set;
+    ``verify``: the feature sets checked first (:func:`sfd.training.integrity.verify_data`)."""
     data = FeatureShards(feature_dir)
+    _verify_inputs(out_dir, (feature_dir, val_dir), verify)
     train, held_out = (
         (data, FeatureShards(val_dir))
         if val_dir is not None

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Subset
 
 from sfd.config import TextureVAETrainConfig
 from sfd.data.images import collate_images, first_image_shape
-from sfd.data.shards import atomic_write_json
+from sfd.data.shards import atomic_files, atomic_write_json
 from sfd.latents.texture import KLAutoencoder
 from sfd.training.fit import TrainState, fit
 from sfd.training.lr_schedule import lr_at, warn_short_warmup
@@ -160,7 +160,8 @@ def train_texture_vae(
 
     history = fit("texture vae", vae, opt, step_fn, lr_fn, config, resume, first, history, gen)
     out_dir = Path(out_dir)
-    vae.save_pretrained(str(out_dir))
+    kept = "the training state is intact; a rerun writes them again"
+    atomic_files(out_dir, lambda tmp: vae.save_pretrained(str(tmp)), kept)
     metrics = {"train_seconds": round(time.time() - start, 1)}
     if test_dataset is not None:
         frozen = KLAutoencoder(vae, {"format": "diffusers", "path": str(out_dir)})
