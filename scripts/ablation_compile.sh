@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Does torch.compile pay on the ablation grid (issue 14, "use it")? One grid job (`sfd`, seed 0,
+# Does torch.compile pay on the ablation grid? One grid job (`sfd`, seed 0,
 # the default protocol: 1,000 steps, 5 checkpoints, CFG 2 and 4 at the end) trained eager, with
 # compiled blocks and with the compiled forward + loss, each as a single-threaded process beside
 # another one (as the grid's two shards run), with a cold inductor cache and again with a warm

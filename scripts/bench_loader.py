@@ -1,7 +1,7 @@
 """Can the latent loader feed the GPUs? Time one rank's share of a training batch on this CPU,
 for each way a latent set can be stored.
 
-Writes synthetic latent sets with the paper's shapes (METHOD.md §2.3-2.4: 32 texture + 16
+Writes synthetic latent sets with the paper's shapes (docs/METHOD.md §2.3-2.4: 32 texture + 16
 semantic channels on a 16x16 grid, 768-d DINOv2 REPA targets, image + flip), one per
 ``--store`` option (docs/FORMATS.md, "Storage options"; the same random content in each), reads
 every file once so the shards sit in the page cache, then times, the options taking turns

@@ -1,7 +1,7 @@
 """What checking data against its sha256 digests costs: hashlib's throughput on this CPU and
 ``sfd``'s check of a latent set with the paper's shard shapes (docs/RELIABILITY.md).
 
-Writes a synthetic ``sfd-latents`` set (METHOD.md §2.3-2.4: 32 texture + 16 semantic channels
+Writes a synthetic ``sfd-latents`` set (docs/METHOD.md §2.3-2.4: 32 texture + 16 semantic channels
 on a 16x16 grid, mean and std in fp32, 768-d REPA targets in fp16, image + flip: 0.98 MB per
 image, so ImageNet's 1.28 M images are 1.26 TB), then times
 

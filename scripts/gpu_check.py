@@ -1,4 +1,4 @@
-"""The steps of ``scripts/gpu_check.sh`` (issue 18): the GPU figures, each step recorded alone.
+"""The steps of ``scripts/gpu_check.sh``: the GPU figures, each step recorded alone.
 
 ``python scripts/gpu_check.py run --json J [--dry-run] STEP:SECONDS ...`` runs the named steps in
 this process, each under its own alarm, and writes each one's result (or error text, or skip
@@ -31,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 TORCH_CUDA_INDEX = "https://download.pytorch.org/whl/cu126"
 FMNIST_DIRS = ("/usr/share/datasets/fashion-mnist", str(REPO / ".whl" / "fashion-mnist"))
-# Targets of issue 18: XL bf16 training MFU against the in-run matmul peak, img/s against
+# Targets: XL bf16 training MFU against the in-run matmul peak, img/s against
 # 2 x the ~170 img/s per GPU derived from LightningDiT's log, compile speed-up, staged sampler.
 TARGETS = {"xl_train_mfu": 0.45, "xl_train_img_per_s": 340.0, "compile_speedup": 1.3}
 STAGED_TOLERANCE = 0.05

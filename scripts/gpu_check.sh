@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU figures of issue 18 in one run (<= 8 minutes on one H100/H200), written to
+# The GPU figures in one run (<= 8 minutes on one H100/H200), written to
 # $OUT/gpu_check.json (one key per step: result, error text or skip reason) and $OUT/gpu_check.log.
 #
 #   bash scripts/gpu_check.sh                  # on the GPU machine

@@ -1,4 +1,4 @@
-"""The training MFU a step could reach if it did nothing but its own matmuls (issue 14).
+"""The training MFU a step could reach if it did nothing but its own matmuls.
 
 ``sfd bench`` reports MFU as the step's matmul FLOP/s over the FLOP/s of one large square
 matmul (1536² on CPU) timed in the same run. A step's matmuls are not that shape: at the

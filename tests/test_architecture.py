@@ -1,10 +1,11 @@
 """The import rule of docs/ARCHITECTURE.md, parsed from the source: no module imports a layer
 above its own, no imports form a cycle, only ``sfd.cli`` imports click; and the size limits of
-STYLE.md (files <= 400 lines, functions <= 60)."""
+docs/ARCHITECTURE.md (files <= 400 lines, functions <= 60)."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -136,3 +137,53 @@ def test_files_and_functions_fit_on_a_screen():
                 if n > MAX_FUNCTION_LINES:
                     too_long.append(f"{module}.{node.name}: {n} lines")
     assert not too_long, "\n".join(too_long)
+
+
+REPO = SRC.parent
+# what a clone holds and cites: code, tests, docs, scripts and the top-level files
+CITING = ("src", "tests", "docs", "scripts", "experiments/README.md", "README.md", "Makefile")
+OUTSIDE = re.compile(
+    r"\.\./shared|shared/design|(?<![\w/])(STYLE|ENVIRONMENT|LANDSCAPE|LEARNED_SCHEDULE|"
+    r"TESTBED_FEASIBILITY)\.md|(?<![\w/.])METHOD\.md"
+)
+ISSUE = re.compile(r"\b[Ii]ssues? #?\d+")
+COMMIT = re.compile(r"\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*[0-9])[0-9a-f]{7,40}\b")
+
+
+def _texts(roots, suffixes=(".py", ".md", ".sh", ".txt", ".toml", ".yaml", ".json", "")):
+    for root in roots:
+        path = REPO / root
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        for p in files:
+            skip = "egg-info" in str(p) or "fixtures" in p.parts or p == Path(__file__).resolve()
+            if p.suffix in suffixes and not skip:
+                yield p, p.read_text(errors="replace")
+
+
+def test_citations_stay_inside_the_repository():
+    """Code, tests and docs cite docs/METHOD.md and the other files of the clone, not notes a
+    user does not have, nor the tracker's issue numbers; ``src`` names no commit (docs may name
+    the commit a measurement was taken at: the clone has the history)."""
+    bad = []
+    for path, text in _texts(CITING):
+        for k, line in enumerate(text.splitlines(), 1):
+            for rule in (OUTSIDE, ISSUE):
+                if rule.search(line):
+                    bad.append(f"{path.relative_to(REPO)}:{k}: {line.strip()[:90]}")
+    for path, text in _texts(["src"], (".py",)):
+        for k, line in enumerate(text.splitlines(), 1):
+            code = line.split("sha256")[0]
+            hit = COMMIT.search(code)
+            if hit and not re.search(r"inception-2015-12-05-" + hit.group(0), code):
+                bad.append(f"{path.relative_to(REPO)}:{k}: commit {hit.group(0)}")
+    assert not bad, "\n".join(bad)
+
+
+def test_the_citation_rules_catch_what_they_are_for():
+    assert OUTSIDE.search("see ../shared/design/METHOD.md") and OUTSIDE.search("(METHOD.md §4)")
+    assert not OUTSIDE.search("(docs/METHOD.md §4)") and OUTSIDE.search("STYLE.md rule 8")
+    assert ISSUE.search("issue 13, problem 2") and ISSUE.search("its issue #584")
+    assert not ISSUE.search("pytorch/pytorch#135712")
+    assert COMMIT.search("up to commit 5b5309d") and not COMMIT.search("step 4000000")
+    assert not COMMIT.search("the deadbeef word")  # letters only: a word, not a hash
+    assert not COMMIT.search("1234567")  # digits only: a number

@@ -174,7 +174,7 @@ def test_incompatible_models_are_named(tmp_path, models):
 
 
 def test_a_semvae_of_another_grid_is_refused_naming_both_grids(tmp_path, models):
-    """Issue 13, problem 1: an 8x8-trained SemVAE must not silently encode a 16x16 grid."""
+    """an 8x8-trained SemVAE must not silently encode a 16x16 grid."""
     encoder, tex, _ = models  # 16 px images, f2 texture AE: an 8x8 latent grid
     semvae = SemanticVAE(
         SemVAEConfig(in_dim=DIM, latent_channels=2, width=16, depth=1, num_heads=2, grid=4)

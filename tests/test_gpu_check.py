@@ -1,4 +1,4 @@
-"""``scripts/gpu_check.sh``: the GPU check of issue 18 runs on a CPU (``--dry-run``) and records
+"""``scripts/gpu_check.sh``: the GPU check runs on a CPU (``--dry-run``) and records
 every step, and one failing or slow step does not lose the others (``scripts/gpu_check.py``)."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The README cites only files in the repository and runs only commands that exist
-(issue 13, problem 5: it cited a METHOD.md section that is not in the repository)."""
+(it once cited a section of a method note that is not in the repository)."""
 
 from __future__ import annotations
 

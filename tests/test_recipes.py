@@ -1,6 +1,6 @@
-"""The release's named settings carry METHOD.md's numbers.
+"""The release's named settings carry docs/METHOD.md's numbers.
 
-Every expected value below is copied from METHOD.md (section named at each), not read back from
+Every expected value below is copied from docs/METHOD.md (section named at each), not read back from
 ``sfd.recipes``: §3 "Optimiser (release)", §3.1-3.6 (objective), §2.5/§2.8 (label dropout, REPA
 block), §4 and §5.1 (the published sampler and the AutoGuidance table).
 """
@@ -23,7 +23,7 @@ from sfd.recipes import (
     is_release_sampler,
 )
 
-# METHOD.md §3: AdamW betas (0.9, 0.999), no weight decay, global batch 256, EMA 0.9999, bf16
+# docs/METHOD.md §3: AdamW betas (0.9, 0.999), no weight decay, global batch 256, EMA 0.9999, bf16
 # autocast, no grad clip; Δt 0.3, logit-normal base time, β 2.0, cosine loss weight 1,
 # REPA on block 2 (§2.8); label dropout 0.1 (§2.5); clamped targets not masked (§3.7, parity).
 COMMON = {

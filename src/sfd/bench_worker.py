@@ -6,7 +6,7 @@ function with that tree's own code, prints one JSON line ``{"ready": ...}``, the
 ``run`` on stdin runs the function once and prints ``{"sec": ..., "peak_bytes": ...}``.
 
 The training step is the tree's ``sfd.bench.build_train_step`` where it exists (the step of
-``sfd train``). Trees before it (up to commit 5b5309d) get the step their ``Trainer`` ran,
+``sfd train``). Older trees (with no ``build_train_step``) get the step their ``Trainer`` ran,
 rebuilt here from that tree's own functions: ``flow_loss`` and ``total``, backward,
 ``clip_grad_norm``, the host-side non-finite check, AdamW (fused only on CUDA), ``update_ema``.
 """
@@ -33,7 +33,7 @@ def synthetic(cfg, batch_size, device):
 
 
 def legacy_train_step(cfg, batch_size, device):
-    """The training step of ``Trainer`` at commit 5b5309d, from the tree's own functions."""
+    """The training step of an older tree's ``Trainer``, from the tree's own functions."""
     from sfd.latents.composite import LatentLayout
     from sfd.model import LightningDiT
     from sfd.training import parallel as P
@@ -95,7 +95,7 @@ def build(spec):
         model, how = step.model, "sfd.bench.build_train_step"
     else:
         model, run = legacy_train_step(cfg, b, device)
-        how = "the Trainer step of 5b5309d (rebuilt from the tree's functions)"
+        how = "the older Trainer step (rebuilt from the tree's functions)"
     if spec["mode"] == "forward":
         x1, y, x0, base, _ = synthetic(cfg, b, device)
         model.eval()

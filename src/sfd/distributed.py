@@ -1,7 +1,8 @@
 """The one home of process groups. One process runs with no launcher; ``torchrun`` adds ranks.
 
 Entry points open :func:`process_group` (or call :func:`init_from_env` and :func:`shutdown`;
-STYLE.md rule 8); library code only asks for the rank and world size, which are 0 and 1 when
+process-level state belongs to entry points); library code only asks for the rank and world size,
+which are 0 and 1 when
 ``torch.distributed`` is not initialised, and uses the collectives below, each the identity in
 one process.
 
@@ -93,7 +94,7 @@ def _attempt_store(timeout: datetime.timedelta) -> tuple:
     """(store, rank, world size) of the ``env://`` rendezvous, the store's keys under this
     torchrun attempt's prefix: torchrun's agent keeps one store across ``--max-restarts``
     (``TORCH_DISABLE_SHARE_RDZV_TCP_STORE`` unset), and a restarted rank could read the
-    addresses a dead one left there and fail to connect (pytorch issue 135712)."""
+    addresses a dead one left there and fail to connect (pytorch/pytorch#135712)."""
     store, rank_, world = next(dist.rendezvous("env://", timeout=timeout))
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
     if attempt is not None:

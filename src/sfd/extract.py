@@ -3,10 +3,11 @@
 For every image and its horizontal flip (view 1) :func:`extract` stores the texture posterior
 (mean, std) of the pixel VAE, the semantic posterior (mean, std) of the SemVAE applied to the
 frozen-encoder features, the REPA targets (those features, fp16) and the label, in the
-``sfd-latents`` format of :mod:`sfd.data.latent_shards` (METHOD.md §2). :func:`extract_features`
+``sfd-latents`` format of :mod:`sfd.data.latent_shards` (docs/METHOD.md §2).
+:func:`extract_features`
 stores the encoder features alone (format ``sfd-features``), the SemVAE's training data.
 The encoder map is resized to the texture-latent grid when the two differ (e.g. DINOv2's 16 x 16
-tokens for SD-VAE's 32 x 32 latents at 256 px; METHOD.md §2.3).
+tokens for SD-VAE's 32 x 32 latents at 256 px; docs/METHOD.md §2.3).
 
 Shard k holds dataset indices [k * shard_size, (k + 1) * shard_size) minus unreadable images
 skipped by the dataset. A shard is written atomically with a hashed sidecar, so a rerun skips

@@ -2,7 +2,7 @@
 
 Each image's initial noise comes from its own CPU generator seeded by ``seed + index``, in
 float32, so an image depends only on its index: not on batch size, order or process count
-(EDM2's per-image seeding; every other peer seeds per rank). Guidance follows METHOD.md §5.
+(EDM2's per-image seeding; every other peer seeds per rank). Guidance follows docs/METHOD.md §5.
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
-"""The release's published settings by name: training recipes and samplers (METHOD.md §3-§5).
+"""The release's published settings by name: training recipes and samplers (docs/METHOD.md §3-§5).
 
 A preset (:mod:`sfd.config`) is a backbone size. A recipe or a sampler is a named list of typed
 ``--set`` overrides applied on top of a config, so ``sfd train --preset XL --recipe
 release-400k`` is exactly ``sfd train --preset XL --set ...`` with the overrides that
 ``sfd presets`` prints, and ``sfd sample RUN --sampler release`` is ``--set sample.*=...``.
 
-Values: METHOD.md §3 (the release's optimiser, objective, bf16 autocast, 400K steps = 80 epochs,
+Values: docs/METHOD.md §3 (the release's optimiser, objective, bf16 autocast, 400K steps = 80
+epochs,
 4M = 800 epochs, the 80-epoch re-run recipe), §4 (dopri5 atol 1e-6 rtol 1e-3 on the staged grid)
 and §5.1 (the published sampler, its boundary rule, no CFG interval, and the AutoGuidance table
 of the release's README). They agree with the release's YAML configs
@@ -39,7 +40,8 @@ def _settings(base: dict[str, str], **changes: str) -> tuple[str, ...]:
     return tuple(f"{k}={v}" for k, v in merged.items())
 
 
-# METHOD.md §3: AdamW lr 1e-4, betas (0.9, 0.999), no weight decay, constant lr, global batch 256,
+# docs/METHOD.md §3: AdamW lr 1e-4, betas (0.9, 0.999), no weight decay, constant lr, global batch
+# 256,
 # EMA 0.9999 every step, bf16 autocast, no grad clip; Δt 0.3, logit-normal times, β 2, cosine
 # loss weight 1, REPA λ 1 'cos' on block 2 (§2.8), label dropout 0.1 (§2.5); no clamp mask (§3.7).
 _RELEASE_TRAINING = {
@@ -91,7 +93,7 @@ RECIPES: dict[str, Setting] = {
     ),
 }
 
-# METHOD.md §4, §5.1: dopri5 (atol 1e-6, rtol 1e-3) over the staged grid with the release's
+# docs/METHOD.md §4, §5.1: dopri5 (atol 1e-6, rtol 1e-3) over the staged grid with the release's
 # boundary rule; num_sampling_steps 250 grid points (249 steps) only fixes the output grid;
 # no timestep shift; cfg_scale 1.0 and cfg_interval_start 0 (no interval) in every config.
 _RELEASE_SAMPLER = {
@@ -169,7 +171,7 @@ def apply_sampler(cfg: Config, name: str) -> Config:
 
 
 def is_release_sampler(sample: SampleConfig) -> bool:
-    """Whether ``sample`` integrates as the release's published numbers do (METHOD.md §5.1)."""
+    """Whether ``sample`` integrates as the release's published numbers do (docs/METHOD.md §5.1)."""
     return (
         sample.method == "dopri5"
         and sample.boundary == "release"

@@ -6,7 +6,7 @@ and resumes), resolves the pixel decoder from the checkpoint's config
 (:func:`sfd.api.resolve_decoder`) and runs :class:`sfd.generate.GenerationJob` on this rank's
 chunks. :func:`write_latents` writes de-normalised composite latents instead of images. Both are
 torchrun-aware through :mod:`sfd.distributed`; the process group belongs to the caller
-(STYLE.md rule 8).
+(process-level state lives in entry points: docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations

@@ -225,7 +225,7 @@ def _latents_of_another_shape(tmp_path):
 
 
 def test_train_takes_shape_classes_repa_dim_and_decoder_from_the_data(tmp_path):
-    """Issue 13, problem 2: no --set is needed to match the data; --dry-run --data shows it."""
+    """no --set is needed to match the data; --dry-run --data shows it."""
     data = _latents_of_another_shape(tmp_path)
     res = run("train", "--data", data, "--dry-run")
     assert res.exit_code == 0, res.output
@@ -251,7 +251,7 @@ def test_train_takes_shape_classes_repa_dim_and_decoder_from_the_data(tmp_path):
 
 
 def test_a_plain_rerun_resumes_from_the_stored_config(tmp_path):
-    """Issue 13, problem 3: rerunning without the --set options resumes; a conflict is named."""
+    """rerunning without the --set options resumes; a conflict is named."""
     data = _latents_of_another_shape(tmp_path)
     out = tmp_path / "run"
     sets = ["--set", "train.total_steps=2", "--set", "train.global_batch_size=4"]
@@ -275,7 +275,7 @@ def test_a_plain_rerun_resumes_from_the_stored_config(tmp_path):
 
 
 def test_the_default_ema_decay_follows_the_run_length(tmp_path):
-    """Issue 13, problem 4: EMA 0.9999 on a 150-step run would stay at the initial weights."""
+    """EMA 0.9999 on a 150-step run would stay at the initial weights."""
     res = run("train", "--dry-run", "--set", "train.total_steps=150")
     assert json.loads(res.output)["train"]["ema_decay"] == pytest.approx(0.5 ** (1 / 15))
     res = run(
@@ -289,7 +289,7 @@ def test_the_default_ema_decay_follows_the_run_length(tmp_path):
 
 
 def test_every_image_reading_command_has_the_same_on_error_option():
-    """Issue 13, problem 4: sfd eval had none; the help text is one."""
+    """sfd eval had none; the help text is one."""
     from sfd.data.images import ON_ERROR_HELP
 
     readers = ("extract", "extract-features", "train-texture-vae", "eval", "ref-stats")

@@ -51,8 +51,9 @@ def test_rows_must_agree_and_json_is_written_whole(tmp_path):
 
 
 def test_the_same_tensors_and_metadata_save_to_the_same_bytes(tmp_path):
-    """safetensors writes its metadata map in a random order per save (its issue #584); our
-    saves sort it, so checkpoints of equal runs are equal files, and still read back whole."""
+    """safetensors writes its metadata map in a random order per save
+    (huggingface/safetensors#584); our saves sort it, so checkpoints of equal runs are equal files,
+    and still read back whole."""
     import struct
 
     from safetensors import safe_open

@@ -50,7 +50,7 @@ def test_wheel_installs_and_runs_the_quick_demo(tmp_path):
     venv = tmp_path / "venv"
     sh(sys.executable, "-m", "venv", venv)
     pip = [venv / "bin/python", "-m", "pip", "install", "-q"]
-    sh(*pip, "torch==2.13.0")  # the CPU build (ENVIRONMENT.md); CUDA users pick their own
+    sh(*pip, "torch==2.13.0")  # the CPU build (the Makefile's pin); CUDA users pick their own
     sh(*pip, wheels[0])
     meta = json.loads(sh(venv / "bin/python", "-m", "pip", "inspect"))
     installed = {p["metadata"]["name"]: p for p in meta["installed"]}

@@ -1,4 +1,4 @@
-"""The time convention: stretched training times and the per-part path (METHOD.md §4)."""
+"""The time convention: stretched training times and the per-part path (docs/METHOD.md §4)."""
 
 import torch
 

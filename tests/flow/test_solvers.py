@@ -1,5 +1,6 @@
 """Solvers on the staged schedule: an oracle lands exactly on the data for any step count and
-Δt (STYLE.md rule 4), Heun is second order and Euler first, dopri5 across the stage jumps."""
+Δt (the time convention's oracle, docs/METHOD.md §1), Heun is second order and Euler first,
+dopri5 across the stage jumps."""
 
 import math
 

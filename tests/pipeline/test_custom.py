@@ -1,7 +1,7 @@
 """``sfd pipeline`` on a folder of real RGB photos (``skimage.data``) in 3 classes plus one
 unreadable file, at toy sizes: every artefact, every shape derived from the stage before, the
 skipped file reported, a rerun that does no work, and ``sfd sample`` on the result with no
-extra options (issue 13)."""
+extra options."""
 
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ def test_lr_schedule():
 
 
 def test_semvae_lr_schedule_defaults_are_the_releases():
-    """METHOD.md §2.2: lr 5e-5, 1M iterations, warm-up 500, cosine over the last 20%; the
+    """docs/METHOD.md §2.2: lr 5e-5, 1M iterations, warm-up 500, cosine over the last 20%; the
     release's setup_scheduler (tokenizer/semvae/train.py): LinearLR(start_factor=0.01) and
     CosineAnnealingLR(eta_min=base_lr * 0.1)."""
     cfg = SemVAETrainConfig()
@@ -115,7 +115,7 @@ def test_feature_shards_stream_every_row_and_view_once_per_epoch(tmp_path):
 
 
 def test_a_one_shard_feature_set_trains_with_or_without_a_hold_out(tmp_path, caplog):
-    """Issue 13, problem 4: hold-out by images, not shards; none at all works too."""
+    """hold-out by images, not shards; none at all works too."""
     write_feature_set(tmp_path / "features", count=12, shard_size=100)
     model = SemVAEConfig(latent_channels=2, width=16, depth=1, num_heads=2)
     config = SemVAETrainConfig(total_steps=2, batch_size=4, warmup_steps=5)

@@ -124,8 +124,8 @@ def test_bad_release_configs_are_clear_errors(tmp_path):
         read_upstream_config(tmp_path / "missing.yaml")
 
 
-# The sample section of the release's inference YAMLs (METHOD.md §5.1: dopri5 atol 1e-6 rtol 1e-3,
-# num_sampling_steps 250, cfg_scale 1.0, cfg_interval_start 0; AutoGuidance named by
+# The sample section of the release's inference YAMLs (docs/METHOD.md §5.1: dopri5 atol 1e-6
+# rtol 1e-3, num_sampling_steps 250, cfg_scale 1.0, cfg_interval_start 0; AutoGuidance named by
 # autoguidance / autoguidance_config, its scale left to the CFG_SCALE environment variable).
 RELEASE_SAMPLE = {
     "mode": "ODE",

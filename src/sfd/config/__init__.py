@@ -1,7 +1,7 @@
 """Configuration: frozen dataclasses, named presets and typed ``key=value`` overrides.
 
 - :mod:`~sfd.config.sections`: the run config (:class:`Config` and its sections);
-- :mod:`~sfd.config.presets`: named presets, a table (METHOD.md §2.5);
+- :mod:`~sfd.config.presets`: named presets, a table (docs/METHOD.md §2.5);
 - :mod:`~sfd.config.overrides`: ``--set`` overrides and config files, typed by
   :mod:`~sfd.config.typed`;
 - :mod:`~sfd.config.autoencoders`: the autoencoder trainers' configs.

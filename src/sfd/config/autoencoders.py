@@ -22,7 +22,7 @@ class SemVAETrainConfig:
     decay_fraction: float = 0.2  # cosine decay over this last fraction of the steps
     min_lr_factor: float = 0.1  # the cosine's floor, x lr: the release's eta_min
     kl_weight: float = 1e-7
-    cos_axis: str = "channel"  # per-token cosine; "token": the release's (METHOD.md §2.2)
+    cos_axis: str = "channel"  # per-token cosine; "token": the release's (docs/METHOD.md §2.2)
     # the last fraction of the images held out when no validation set is given (0: none)
     holdout_fraction: float = 0.05
     seed: int = 0

@@ -1,4 +1,4 @@
-"""Named presets (METHOD.md §2.5): LightningDiT widths/depths/heads, as in Pan et al. 2026 and
+"""Named presets (docs/METHOD.md §2.5): LightningDiT widths/depths/heads, as in Pan et al. 2026 and
 Yao et al. 2025 ("Reconstruction vs. Generation", LightningDiT)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import Any
 from sfd.config.sections import Config, LatentConfig, ModelConfig, SampleConfig, TrainConfig
 
 # --------------------------------------------------------------------------------------------
-# Presets (METHOD.md §2.5). Parameter counts at 48 input channels: S ~33M, B 130M, L 458M,
+# Presets (docs/METHOD.md §2.5). Parameter counts at 48 input channels: S ~33M, B 130M, L 458M,
 # XL 675M, XXL 1.03B. `tiny` is for tests: seconds on a CPU.
 
 _BACKBONES: dict[str, dict[str, Any]] = {

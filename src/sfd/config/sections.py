@@ -1,6 +1,7 @@
 """The sections of a run's config (frozen dataclasses) and :class:`Config`, which holds them.
 
-Training defaults are the release's recipe (METHOD.md §3): AdamW lr 1e-4, betas (0.9, 0.999), no
+Training defaults are the release's recipe (docs/METHOD.md §3): AdamW lr 1e-4, betas (0.9, 0.999),
+no
 weight decay, EMA 0.9999, global batch 256, Δt = 0.3, β = 2.0, REPA weight 1.0 on block 2.
 """
 
@@ -17,7 +18,7 @@ from sfd.errors import ConfigError
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The LightningDiT backbone with dual timestep conditioning (METHOD.md §2.5-2.8)."""
+    """The LightningDiT backbone with dual timestep conditioning (docs/METHOD.md §2.5-2.8)."""
 
     depth: int = 12
     width: int = 384
@@ -84,7 +85,8 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class LatentConfig:
-    """The composite latent c = [z, s]: texture channels first, semantic last (METHOD.md §1)."""
+    """The composite latent c = [z, s]: texture channels first, semantic last (docs/METHOD.md
+    §1)."""
 
     tex_channels: int = 32
     sem_channels: int = 16
@@ -103,7 +105,7 @@ class LatentConfig:
 
 @dataclass(frozen=True)
 class FlowConfig:
-    """Asynchronous flow matching (METHOD.md §3)."""
+    """Asynchronous flow matching (docs/METHOD.md §3)."""
 
     delta_t: float = 0.3
     time_dist: Literal["logit_normal", "uniform"] = "logit_normal"
@@ -243,7 +245,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class SampleConfig:
-    """The three-stage sampler and guidance (METHOD.md §4-5)."""
+    """The three-stage sampler and guidance (docs/METHOD.md §4-5)."""
 
     method: Literal["euler", "heun", "dopri5"] = "dopri5"  # the release's sampler
     num_steps: int = 24  # solver steps (intervals) of euler/heun; dopri5 adapts its own

@@ -1,6 +1,7 @@
 """Fashion-MNIST (Xiao, Rasul & Vollgraf 2017) from the gzipped IDX files of Debian's
 ``dataset-fashion-mnist`` package: 60,000 train and 10,000 test 28 x 28 grayscale images in 10
-classes, the embedded default dataset of ``sfd`` (see ENVIRONMENT.md).
+classes, the embedded default dataset of ``sfd`` (installed offline from Debian's
+``dataset-fashion-mnist`` package).
 
 IDX format (LeCun et al., http://yann.lecun.com/exdb/mnist/): two zero bytes, a type code
 (0x08 = unsigned byte), the number of dimensions, then each dimension as a big-endian uint32,

@@ -1,4 +1,4 @@
-"""Pre-computed composite latents on disk: the format training reads (METHOD.md §2.3-2.4).
+"""Pre-computed composite latents on disk: the format training reads (docs/METHOD.md §2.3-2.4).
 
 Format ``sfd-latents`` version 1, a shard set (see :mod:`sfd.data.shards`) whose shards hold,
 for N images each, with V = 2 views (view 0 the image, view 1 its horizontal flip):

@@ -115,7 +115,7 @@ def inception_score_order(n: int, seed: int | None = IS_SHUFFLE_SEED) -> np.ndar
     rank count and batch size. ADM averages IS over consecutive splits of 5,000 in file order, so
     the order matters: ``sfd sample`` writes image ``i`` with label ``i mod K``, which puts
     exactly 5,000 / K of every class in each split and inflates IS (a class-sorted file deflates
-    it). The release shuffles its PNGs (seed 42) before packing them (METHOD.md §5.1, §6); this
+    it). The release shuffles its PNGs (seed 42) before packing them (docs/METHOD.md §5.1, §6); this
     plays that role (it is not the release's exact order, which depends on its file names).
     ``seed=None`` keeps the file order. FID, sFID, precision and recall do not depend on order.
     """

@@ -1,4 +1,4 @@
-"""Guided velocity functions for the sampler (METHOD.md §5).
+"""Guided velocity functions for the sampler (docs/METHOD.md §5).
 
 - Classifier-free guidance (Ho & Salimans 2022): ``v = v_u + w (v_c - v_u)`` on ALL channels
   (DiT/LightningDiT guide only the first 3 channels: a known bug), with separate texture and

@@ -1,4 +1,4 @@
-"""THE time convention of sfd, written once (METHOD.md §1, §3).
+"""THE time convention of sfd, written once (docs/METHOD.md §1, §3).
 
 ``t = 0`` is pure noise and ``t = 1`` is clean data: ``x_t = t x1 + (1 - t) x0`` with
 ``x0 ~ N(0, I)`` and the velocity target ``u = x1 - x0``. SFD gives the texture and semantic

@@ -1,4 +1,4 @@
-"""The three-stage semantic-first schedule as data (METHOD.md §4), and the grid of any
+"""The three-stage semantic-first schedule as data (docs/METHOD.md §4), and the grid of any
 progress path (:mod:`sfd.flow.progress`, docs/SCHEDULE.md).
 
 One global time ``tau`` runs over a grid from 0 to ``1 + Δt``; at each grid point the parts

@@ -1,4 +1,4 @@
-"""Solvers for the staged probability-flow ODE (METHOD.md §4).
+"""Solvers for the staged probability-flow ODE (docs/METHOD.md §4).
 
 A velocity function has the signature ``velocity_fn(x, t_tex, t_sem) -> v`` with float32
 scalar times. Fixed-step solvers walk a :class:`~sfd.flow.schedule.StagedSchedule` and move each

@@ -1,4 +1,4 @@
-"""The composite latent c = [z, s] and its normalisation (METHOD.md §1, §2.4).
+"""The composite latent c = [z, s] and its normalisation (docs/METHOD.md §1, §2.4).
 
 Texture channels ``z`` (C_z) come first and semantic channels ``s`` (C_s) last, on one H x W
 grid, as in the SFD release. Per-channel mean and std are estimated separately for z and s over

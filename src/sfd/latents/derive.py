@@ -1,4 +1,4 @@
-"""Latent sets derived from an extracted one, for the ablation rows (METHOD.md §7).
+"""Latent sets derived from an extracted one, for the ablation rows (docs/METHOD.md §7).
 
 :func:`derive_latent_set` copies an ``sfd-latents`` set (:mod:`sfd.data.latent_shards`) shard by
 shard, keeping labels, texture posteriors and REPA targets, and replaces the semantic channels:

@@ -1,4 +1,4 @@
-"""Frozen vision encoders (the VFM ``f`` of METHOD.md §2.1) behind one small interface.
+"""Frozen vision encoders (the VFM ``f`` of docs/METHOD.md §2.1) behind one small interface.
 
 An encoder maps images in [-1, 1], (B, 3, H, W) (1-channel images are replicated to 3), to a
 spatial feature map (B, ``dim``, ``grid``, ``grid``) on the latent grid: one token per latent

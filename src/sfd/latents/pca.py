@@ -1,4 +1,5 @@
-"""A PCA semantic encoder: the ReDi baseline for the semantic latent (METHOD.md §2.2, ablation).
+"""A PCA semantic encoder: the ReDi baseline for the semantic latent (docs/METHOD.md §2.2,
+ablation).
 
 ReDi (Kouzelis et al. 2025, "Boosting generative image modeling via joint image-feature
 synthesis") builds its semantic channels by PCA of the frozen-encoder features; SFD's ablation

@@ -1,4 +1,4 @@
-"""Semantic VAE (METHOD.md §2.2; Pan et al. 2026, "SemVAE"): compresses frozen-encoder
+"""Semantic VAE (docs/METHOD.md §2.2; Pan et al. 2026, "SemVAE"): compresses frozen-encoder
 features ``f(x)`` (C_in channels per token) to the semantic latent ``s`` (C_s channels) on the
 same grid, token by token through a transformer.
 
@@ -17,7 +17,7 @@ Loss (:func:`semvae_loss`): ``MSE(f_hat, f) + (1 - cos(f_hat, f)) + 1e-7 KL``. B
 (``cos_axis="channel"``) the cosine is taken PER TOKEN over the feature dimension and averaged
 over tokens. The release computes it over the token axis instead, one cosine per (sample,
 channel) across positions (``F.cosine_similarity``'s default ``dim=1`` on its (B, L, C)
-tokens), by mistake (METHOD.md §2.2); ``cos_axis="token"`` reproduces it for parity. The KL
+tokens), by mistake (docs/METHOD.md §2.2); ``cos_axis="token"`` reproduces it for parity. The KL
 to N(0, I) is summed over the latent elements of a sample and averaged over the batch (the LDM
 convention the 1e-7 weight was set with). Log-variances are clamped to [-30, 20] as in LDM.
 """

@@ -1,4 +1,4 @@
-"""Texture autoencoders: the pixel KL-VAE of METHOD.md §2.3 behind one small interface.
+"""Texture autoencoders: the pixel KL-VAE of docs/METHOD.md §2.3 behind one small interface.
 
 ``encode(images in [-1, 1]) -> (mean, std)`` of the diagonal Gaussian posterior on the latent
 grid and ``decode(z) -> images in [-1, 1]``, with attributes ``channels`` and ``downsample``.

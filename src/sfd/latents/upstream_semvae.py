@@ -1,7 +1,7 @@
 """Import the official release's Semantic VAE into :class:`sfd.latents.semvae.SemanticVAE`.
 
 The release's SemVAE (``tokenizer/semvae/models/vae.py``, ``create_semantic_autoencoder(
-arch="transformer", is_vae=True, ...)``; Pan et al. 2026, METHOD.md §2.2) is the same network
+arch="transformer", is_vae=True, ...)``; Pan et al. 2026, docs/METHOD.md §2.2) is the same network
 as sfd's: a token-wise transformer with Linear in, pre-LN blocks (``nn.MultiheadAttention`` and
 a GELU MLP of 4x the width), a final LayerNorm and Linear out, no positional embedding. Only
 names and the layout differ (the LayerNorm eps, PyTorch's default 1e-5, is sfd's default too and

@@ -1,4 +1,4 @@
-"""Building blocks of the LightningDiT backbone (METHOD.md §2.5-2.6).
+"""Building blocks of the LightningDiT backbone (docs/METHOD.md §2.5-2.6).
 
 Sources: DiT (Peebles & Xie 2023) for adaLN-Zero, timestep and label embedders; LightningDiT
 (Yao et al. 2025) for RMSNorm, QK-norm, SwiGLU and 2D RoPE; EVA-02 (Fang et al. 2023) for the

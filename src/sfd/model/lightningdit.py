@@ -1,4 +1,4 @@
-"""LightningDiT with dual timestep conditioning and a REPA projector (METHOD.md §2.5-2.8).
+"""LightningDiT with dual timestep conditioning and a REPA projector (docs/METHOD.md §2.5-2.8).
 
 SFD (Pan et al. 2026) conditions one backbone on two times: ``t_sem`` for the semantic channels
 and ``t_tex`` for the texture channels. Two half-width sinusoidal embedders are concatenated as

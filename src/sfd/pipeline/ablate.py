@@ -1,6 +1,6 @@
 """``sfd ablate``: the paper's ablation grid as one resumable command, with seeds and curves.
 
-Pan et al. 2026 (Semantics Lead the Way, CVPR 2026), Table 3 and Fig. 5 (METHOD.md §7): on
+Pan et al. 2026 (Semantics Lead the Way, CVPR 2026), Table 3 and Fig. 5 (docs/METHOD.md §7): on
 ImageNet 256, LightningDiT-XL baseline 8.17 -> +REPA 7.08 -> +SemVAE latent, synchronous
 5.24 -> semantic-first (Δt = 0.3) 3.03 FID; a PCA semantic latent (ReDi, Kouzelis et al. 2025)
 4.06 with Δt = 0.3 (5.33 at Δt = 0); the Δt curve has its optimum at 0.3. This module runs

@@ -1,4 +1,4 @@
-"""Checkpoints that describe themselves (STYLE.md rule 14).
+"""Checkpoints that describe themselves (config, step and latent statistics in their metadata).
 
 A checkpoint is a directory ``RUN/checkpoints/step-0000100/`` holding
 

@@ -1,6 +1,6 @@
 """The SFD training objective: asynchronous flow matching + cosine velocity loss + REPA.
 
-METHOD.md §3 (Pan et al. 2026, Eq. for L_vel with β; LightningDiT's cosine loss; REPA, Yu et
+docs/METHOD.md §3 (Pan et al. 2026, Eq. for L_vel with β; LightningDiT's cosine loss; REPA, Yu et
 al. 2025). Per sample::
 
     L_vel  = mean over (C, H, W) of [(v_tex - u_tex)^2, β (v_sem - u_sem)^2]
@@ -77,7 +77,8 @@ def repa_loss(proj: torch.Tensor, target: torch.Tensor, mode: str) -> torch.Tens
 def clamp_mask(t_sem: torch.Tensor, layout: LatentLayout) -> torch.Tensor:
     """(B, C, 1, 1): 0 on the semantic channels of samples whose ``t_sem`` is clamped to 1, else 1.
 
-    METHOD.md §3.7: at ``t_sem = 1`` (tau >= 1) the model sees the clean ``s1`` but not the noise
+    docs/METHOD.md §3.7: at ``t_sem = 1`` (tau >= 1) the model sees the clean ``s1`` but not the
+    noise
     ``s0``, so the semantic target ``s1 - s0`` is unpredictable. The texture target is never
     masked: at ``t_tex = 0`` the model sees ``z0`` itself and ``z1 - z0`` stays learnable.
     """

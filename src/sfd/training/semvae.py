@@ -1,4 +1,4 @@
-"""Training the Semantic VAE (METHOD.md §2.2) on encoder-feature shards written by
+"""Training the Semantic VAE (docs/METHOD.md §2.2) on encoder-feature shards written by
 :func:`sfd.extract.extract_features`, streamed shard by shard through memory maps (shards in a
 random order and rows shuffled within a shard, from one seeded generator; never the whole set in
 memory).

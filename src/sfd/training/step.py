@@ -11,7 +11,7 @@ step that trains). With ``train.fused_adamw`` (the default) the step never waits
   ``_foreach_lerp_``.
 
 ``train.fused_adamw=false`` gives the for-loop AdamW of torch's default on CPU and a host-side
-skip, i.e. the update of sfd up to commit 5b5309d bit for bit.
+skip, i.e. the update of sfd before the fused step bit for bit.
 
 :attr:`TrainStep.gate` (``None`` by default) may veto an update from the step's statistics
 before AdamW runs; the trainer sets it for loss-spike detection (``train.spike_factor > 0``),

@@ -12,7 +12,7 @@ Release quirks handled here: ``num_sampling_steps`` counts grid points (sfd coun
 
 A release YAML's ``sample`` section becomes the imported checkpoint's sampling settings, with
 the release's stage-boundary rule (``sample.boundary="release"``), so ``sfd sample IMPORTED``
-reproduces the release's sampler (METHOD.md §5.1). The release reads the guidance scale from
+reproduces the release's sampler (docs/METHOD.md §5.1). The release reads the guidance scale from
 its ``CFG_SCALE`` environment variable and applies AutoGuidance only if it exceeds 1, while its
 YAMLs say ``cfg_scale: 1.0`` next to ``autoguidance: true``; here that scale is given at import
 (``cfg_scale``), and a YAML that names a guide without a scale is an error, not a no-op.
@@ -189,7 +189,7 @@ def sample_from_yaml(
     if s.get("autoguidance") and scale == 1.0:
         raise ValueError(
             f"{where} enables AutoGuidance (autoguidance: true) with cfg_scale 1.0, which the "
-            f"release replaces by its CFG_SCALE variable: give --cfg-scale (METHOD.md §5.1: "
+            f"release replaces by its CFG_SCALE variable: give --cfg-scale (docs/METHOD.md §5.1: "
             f"1.5; 1.6 for SFD-XL 80 epochs)"
         )
     tex_iv, sem_iv = interval_for_mode(

@@ -3,7 +3,7 @@
 Conventions from diffusers' ``DiTPipeline`` (diffusers/pipelines/dit/pipeline_dit.py, read, not
 copied): ``__call__(class_labels, num_inference_steps, guidance_scale, generator, output_type,
 return_dict)``, ``id2label`` and ``get_label_ids``, ``ImagePipelineOutput``. Where SFD differs
-the pipeline follows sfd (METHOD.md §4-5), through sfd's own code:
+the pipeline follows sfd (docs/METHOD.md §4-5), through sfd's own code:
 
 - the velocity function and guidance are ``guidance.guided_velocity`` (CFG on ALL channels, null
   class = ``num_classes``, not DiT's 1000 and first-3-channels; or AutoGuidance with

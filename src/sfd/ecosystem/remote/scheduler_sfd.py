@@ -1,7 +1,8 @@
 """``SFDScheduler``: the staged semantic-first schedule and its solvers in diffusers' format.
 
 diffusers' schedulers are stateful ``step()`` objects; sfd's schedule is data (a
-:class:`StagedSchedule` of (t_sem, t_tex) rows, METHOD.md §4) and its solvers are short functions
+:class:`StagedSchedule` of (t_sem, t_tex) rows, docs/METHOD.md §4) and its solvers are short
+functions
 (``solvers.solve``: Euler, Heun, dopri5). This class keeps that split: a ``SchedulerMixin`` +
 ``ConfigMixin`` that saves and loads ``scheduler_config.json`` like any diffusers scheduler and
 stores the run's sampler (the ``sample`` section of an sfd config and the run's Δt).

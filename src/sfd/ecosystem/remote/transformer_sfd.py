@@ -7,7 +7,7 @@ A thin wrapper, not a copy: the network is :class:`LightningDiT` (``lightningdit
 (``sample_size``, ``in_channels``, ``forward(...) -> Transformer2DModelOutput``) follow diffusers'
 ``DiTTransformer2DModel`` (diffusers/models/transformers/dit_transformer_2d.py), read, not copied.
 
-The latent statistics (per-channel mean and std of the composite latent, METHOD.md §2.4) travel
+The latent statistics (per-channel mean and std of the composite latent, docs/METHOD.md §2.4) travel
 in the config, as they travel in an sfd checkpoint's metadata: the model is trained on
 normalised latents and is meaningless without them.
 
