@@ -324,6 +324,8 @@ def test_an_unknown_dataset_lists_the_known_ones_and_options_are_checked(tmp_pat
     assert res.exit_code == 2 and "--background-strength" in res.output and "1.5" in res.output
     res = CliRunner().invoke(main, [command, "--dataset", "composites", *out])
     assert res.exit_code == 0 and '"dataset": "composites"' in res.output
+    if command == "demo":  # its decoder must keep the garments: the longer texture VAE
+        assert '"texture_steps": 1500' in res.output
     assert not (tmp_path / command).exists()  # a dry run writes nothing
 
 

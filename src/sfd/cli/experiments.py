@@ -160,12 +160,13 @@ def bench_cmd(
 def demo_cmd(out, quick, data_root, dataset, background, overrides, device, redo, dry_run) -> None:
     """SFD end to end on an embedded dataset (Fashion-MNIST by default): VAEs, SemVAE, latents,
     training, samples, metrics."""
-    from sfd.pipeline.demo import DemoSettings, run_demo
+    from sfd.pipeline.demo import DemoSettings, for_dataset, run_demo
 
     settings = DemoSettings.quick() if quick else DemoSettings()
     settings = dataclasses.replace(
         settings, overrides=tuple(overrides), dataset=dataset, background_strength=background
     )
+    settings = settings if quick else for_dataset(settings)
     if dry_run:
         return _print_settings(settings)
     metrics = run_demo(out, settings, data_root, resolve_device(device), redo)
