@@ -1,0 +1,49 @@
+"""Version a running composites grid's results in the repository and rebuild its report there.
+
+Copies ``results/``, ``protocol.json`` and the reference metrics of an `sfd ablate --dataset
+composites` grid directory into ``--to`` and writes its summary (``results.json``,
+``table.md``, ``ablation.png``, ``nfe.png``) from whatever evaluations exist, as ``sfd ablate``
+itself does when a run of it ends (docs/ABLATION.md, "A second testbed"):
+
+    python scripts/regime_snapshot.py --grid runs/ablate-composites-t1500 \\
+        --to experiments/regime/composites-t1500 --texture-steps 1500
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from sfd.pipeline.ablate import AblationSettings
+from sfd.pipeline.ablate_report import write_report
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--grid", type=Path, required=True)
+    ap.add_argument("--to", type=Path, required=True)
+    ap.add_argument("--texture-steps", type=int, default=None)
+    ap.add_argument("--rows", default=None, help="Comma-separated rows (default: those present).")
+    args = ap.parse_args()
+    args.to.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(args.grid / "results", args.to / "results", dirs_exist_ok=True)
+    for name in ["protocol.json", *[p.name for p in args.grid.glob("reference_*.json")]]:
+        shutil.copy2(args.grid / name, args.to / name)
+    rows = (
+        args.rows.split(",")
+        if args.rows
+        else sorted(p.name for p in (args.to / "results").iterdir())
+    )
+    settings = AblationSettings(
+        dataset="composites", texture_steps=args.texture_steps, rows=tuple(rows), main_seeds=8
+    )
+    ref = json.loads(next(args.to.glob("reference_*.json")).read_text())
+    summary = write_report(args.to, settings, ref, {"grid": str(args.grid)})
+    print((args.to / "table.md").read_text())
+    print(json.dumps(summary["nfe"], indent=1)[:2000])
+
+
+if __name__ == "__main__":
+    main()
