@@ -133,6 +133,10 @@ def test_samplers_control_rows_and_dataset_settings():
     assert "dataset" not in AblationSettings().protocol()  # existing grids keep their protocol
     proto = AblationSettings(dataset="composites", background_strength=0.8).protocol()
     assert proto["dataset"] == "composites" and proto["background_strength"] == 0.8
+    from sfd.pipeline.ablate_report import metric_label
+
+    assert metric_label("fd_fmnist", proto).startswith("FD_COMP")
+    assert metric_label("fd_fmnist", AblationSettings().protocol()).startswith("FD_FMNIST")
     assert "texture_steps" not in AblationSettings().protocol()
     assert AblationSettings(texture_steps=1500).protocol()["texture_steps"] == 1500
     with pytest.raises(ValueError, match="texture_steps must be >= 1"):

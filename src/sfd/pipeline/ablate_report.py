@@ -32,6 +32,14 @@ METRICS = {
 }
 
 
+def metric_label(metric: str, protocol: dict) -> str:
+    """A metric's column name; the in-domain distance is named after the grid's dataset (the
+    composites' classifier is stored under the same key as Fashion-MNIST's)."""
+    if metric == "fd_fmnist" and protocol.get("dataset") == "composites":
+        return "FD_COMP (composites classifier features)"
+    return METRICS[metric][0]
+
+
 def load_results(out: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((Path(out) / "results").rglob("*.json"))]
 
@@ -204,7 +212,7 @@ def markdown(summary: dict) -> str:
         f"{summary['protocol']['num_samples']} samples, {summary['protocol']['sampler']}, "
         f"CFG {summary['protocol']['cfg_scale']:g}; mean ± std over training seeds.",
         "",
-        "| row | " + " | ".join(METRICS[m][0] for m in metrics) + " |",
+        "| row | " + " | ".join(metric_label(m, summary["protocol"]) for m in metrics) + " |",
         "|---|" + "---|" * len(metrics),
     ]
     for row, entry in summary["final"].items():
@@ -241,7 +249,8 @@ def markdown(summary: dict) -> str:
                 lines.append(f"- {name}: t = {t['t']:.2f}, p = {t['p']:.3f} (n = {t['n']}{diff})")
     if summary["cfg_sweep"]:
         lines += ["", "Guidance sweep at the final checkpoint (main rows):", ""]
-        lines += ["| row | CFG | " + " | ".join(METRICS[m][0] for m in metrics) + " |"]
+        labels = [metric_label(m, summary["protocol"]) for m in metrics]
+        lines += ["| row | CFG | " + " | ".join(labels) + " |"]
         lines += ["|---|---|" + "---|" * len(metrics)]
         for row, ws in summary["cfg_sweep"].items():
             for w, ms in ws.items():
