@@ -99,3 +99,14 @@ def test_a_greyed_out_background_leaves_one_garment_box_in_one_colour(root):
 def test_options_out_of_range_are_one_line_naming_them(root, kw, match):
     with pytest.raises(ValueError, match=match):
         FashionComposites(root, **kw)
+
+
+def test_a_stage_knows_the_options_its_composites_were_made_with(root):
+    """A rerun with another background strength, size or seed is another dataset to the
+    pipeline's stage ledger (it is refused or redone, never silently kept)."""
+    from sfd.pipeline.ledger import dataset_settings
+
+    base = dataset_settings(FashionComposites(root))
+    assert base == dataset_settings(FashionComposites(root))
+    for kw in ({"background_strength": 0.8}, {"image_size": 64}, {"seed": 1}):
+        assert dataset_settings(FashionComposites(root, **kw)) != base, kw

@@ -80,6 +80,8 @@ def dataset_settings(dataset) -> dict:
         dataset = dataset.dataset
     indices = list(range(len(dataset))) if indices is None else indices
     info = {"images": len(indices), "kind": type(dataset).__name__}
+    if hasattr(dataset, "describe"):  # generated images (the composites): every option they use
+        info["options"] = dataset.describe()
     for name in ("size", "mode", "channels", "split", "classes"):
         if hasattr(dataset, name):
             value = getattr(dataset, name)
