@@ -28,14 +28,12 @@ def main() -> None:
     ap.add_argument("--rows", default=None, help="Comma-separated rows (default: those present).")
     args = ap.parse_args()
     args.to.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(args.grid / "results", args.to / "results", dirs_exist_ok=True)
+    present = sorted(p.name for p in (args.grid / "results").iterdir())
+    rows = args.rows.split(",") if args.rows else present
+    for row in rows:  # only the rows asked for: another row may be half evaluated
+        shutil.copytree(args.grid / "results" / row, args.to / "results" / row, dirs_exist_ok=True)
     for name in ["protocol.json", *[p.name for p in args.grid.glob("reference_*.json")]]:
         shutil.copy2(args.grid / name, args.to / name)
-    rows = (
-        args.rows.split(",")
-        if args.rows
-        else sorted(p.name for p in (args.to / "results").iterdir())
-    )
     settings = AblationSettings(
         dataset="composites", texture_steps=args.texture_steps, rows=tuple(rows), main_seeds=8
     )
