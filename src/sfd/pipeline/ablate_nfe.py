@@ -76,18 +76,12 @@ def nfe_summary(results: list[dict], settings, metric: str) -> dict:
     """sampler -> {"nfe": mean NFE per image, "rows": row -> mean/std/n, "paired": pair -> ...}
     at the final checkpoint and the curves' guidance, the grid's own sampler included."""
     own, final, w = grid_sampler(settings), settings.steps, settings.cfg_scale
+    results = [r if "sampler" in r else {**r, "sampler": own} for r in results]  # older records
     out: dict = {}
     for sampler in dict.fromkeys([*settings.nfe_samplers, own]):
         rows, nfes = {}, []
         for row in settings.nfe_rows:
             vals = by_seed(results, row, metric, final, cfg_scale=w, sampler=sampler)
-            if sampler == own:
-                vals |= {
-                    int(r["seed"]): float(r[metric])
-                    for r in results
-                    if r["row"] == row and r["step"] == final and r["cfg_scale"] == w
-                    and metric in r and "sampler" not in r
-                }  # fmt: skip
             if vals:
                 v = np.array(list(vals.values()))
                 rows[row] = {
@@ -99,7 +93,7 @@ def nfe_summary(results: list[dict], settings, metric: str) -> dict:
             nfes += [
                 r["nfe"]
                 for r in results
-                if r["row"] == row and r.get("sampler") == sampler and "nfe" in r
+                if r["row"] == row and r["sampler"] == sampler and "nfe" in r
             ]
         if not rows:
             continue
