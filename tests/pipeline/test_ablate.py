@@ -7,6 +7,7 @@ import json
 import math
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -130,6 +131,19 @@ def test_samplers_control_rows_and_dataset_settings():
         assert parse_row(name).semantic == "random"
     assert parse_row("random-sf").delta_t == 0.3 and parse_row("random-sync").delta_t == 0
     assert AblationSettings().seeds_of("random-sf") == AblationSettings().main_seeds
+    # learned rows are compared seed by seed with sfd / semvae-sync: main seeds, the guidance
+    # sweep and the sampling-steps axis at the final checkpoint
+    from sfd.pipeline.ablate import _evaluations
+
+    s = AblationSettings(steps=100, checkpoints=2, cfg_sweep=(2.0,), main_seeds=4, sweep_seeds=1)
+    for name in ("learned", "redi-learned"):
+        assert s.seeds_of(name) == 4
+        jobs = _evaluations(Path("/nonexistent"), s, name, 0)
+        assert (100, 2.0, None) in jobs and (100, 1.0, "euler-4") in jobs
+        assert (100, 1.0, "dopri5") in jobs and (100, 1.0, "heun-10") not in jobs
+    assert s.seeds_of("dt-0.5") == 1 and (100, 2.0, None) not in _evaluations(
+        Path("/nonexistent"), s, "dt-0.5", 0
+    )
     assert "dataset" not in AblationSettings().protocol()  # existing grids keep their protocol
     proto = AblationSettings(dataset="composites", background_strength=0.8).protocol()
     assert proto["dataset"] == "composites" and proto["background_strength"] == 0.8

@@ -47,9 +47,9 @@ from sfd.pipeline.ablate_eval import (
     sample_images,
 )
 from sfd.pipeline.ablate_grid import (
-    CONTROL_ROWS,
     GRID_MODEL,
     MAIN_ROWS,
+    PAIRED_ROWS,
     SWEEP,
     AblationSettings,
     Row,
@@ -228,7 +228,7 @@ def _evaluations(out: Path, s: AblationSettings, row: str, seed: int) -> list[tu
     """The (step, cfg scale, sampler) evaluations of one run that have no cached result yet:
     the curve and the guidance sweep with the grid's sampler (None), then the NFE axis."""
     wanted = [(k, s.cfg_scale, None) for k in s.checkpoint_steps()]
-    if row in MAIN_ROWS + CONTROL_ROWS:
+    if row in PAIRED_ROWS:
         wanted += [(s.steps, w, None) for w in s.cfg_sweep if w != s.cfg_scale]
     if row in s.nfe_rows:
         own = f"{s.method}-{s.num_steps}"  # the curve's final point already is this one

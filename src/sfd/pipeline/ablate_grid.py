@@ -54,7 +54,7 @@ _NAMED = {
 CONTROL_ROWS = ("random-sync", "random-sf")
 # the sampling-steps axis: samplers every seed of these rows is evaluated with at its final
 # checkpoint (no retraining); "heun-10" is the curves' own sampler
-NFE_ROWS = ("sfd", "semvae-sync", "random-sync", "random-sf")
+NFE_ROWS = ("sfd", "semvae-sync", "random-sync", "random-sf", "learned", "redi-learned")
 NFE_SAMPLERS = ("euler-4", "euler-8", "euler-16", "euler-32", "heun-10", "dopri5")
 
 
@@ -63,6 +63,9 @@ NFE_SAMPLERS = ("euler-4", "euler-8", "euler-16", "euler-32", "heun-10", "dopri5
 # on that latent set with the row's training seed (cached in OUT/schedules/, made before the
 # run trains: :func:`with_learned_schedule`). Not in the default grid: ask for them by name.
 LEARNED_ROWS = ("learned", "redi-learned")
+# rows compared seed by seed with ``sfd`` / ``semvae-sync``: they get the main seeds, the guidance
+# sweep, the curves plot and the sampling-steps axis
+PAIRED_ROWS = MAIN_ROWS + CONTROL_ROWS + LEARNED_ROWS
 _NAMED.update(
     {
         "learned": Row("learned", "semvae", 0.0, schedule="learned"),
@@ -233,8 +236,9 @@ class AblationSettings:
         return sorted({round(self.steps * (i + 1) / k) for i in range(k)})
 
     def seeds_of(self, row: str) -> int:
-        """Main, control and storage rows (paired with ``sfd`` seed by seed) get the main seeds."""
-        main = row in MAIN_ROWS + CONTROL_ROWS or row.startswith(STORE_PREFIX)
+        """Main, control, learned and storage rows (paired with ``sfd`` seed by seed) get the main
+        seeds."""
+        main = row in PAIRED_ROWS or row.startswith(STORE_PREFIX)
         return self.main_seeds if main else self.sweep_seeds
 
     def jobs(self) -> list[tuple[str, int]]:

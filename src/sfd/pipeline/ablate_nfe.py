@@ -22,8 +22,16 @@ import numpy as np
 
 from sfd.data.shards import atomic_write_bytes
 
-# (first, second): semantic-first against synchronous, on the SemVAE and the control latent
-PAIRS = (("sfd", "semvae-sync"), ("random-sf", "random-sync"))
+# (first, second): semantic-first against synchronous, on the SemVAE and the control latent;
+# a learned schedule against both of the SemVAE latent's fixed ones, and against the PCA
+# latent's offset
+PAIRS = (
+    ("sfd", "semvae-sync"),
+    ("random-sf", "random-sync"),
+    ("learned", "sfd"),
+    ("learned", "semvae-sync"),
+    ("redi-learned", "redi-sf"),
+)
 
 
 def paired(a: dict[int, float], b: dict[int, float]) -> dict:

@@ -268,10 +268,10 @@ def plot_curves(results: list[dict], settings, path: Path) -> None:
     cur = curves(results, settings.cfg_scale)
     metrics = [m for m in METRICS if any(m in c for c in cur.values())]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
-    from sfd.pipeline.ablate_grid import CONTROL_ROWS, MAIN_ROWS
+    from sfd.pipeline.ablate_grid import PAIRED_ROWS
 
     for ax, m in zip(axes[0], metrics, strict=True):
-        for row in [r for r in MAIN_ROWS + CONTROL_ROWS if r in cur]:
+        for row in [r for r in PAIRED_ROWS if r in cur]:
             seeds = cur[row].get(m, {})
             if not seeds:
                 continue
