@@ -348,3 +348,28 @@ def test_the_reference_ceiling_decodes_through_a_texture_vae_of_either_channel_c
     data = AblationData({}, tmp_path / "vae", tmp_path / "ref.npz", {}, None)
     ref = Evaluator(tmp_path, data, 4, "cpu").reference
     assert ref["num"] == 4 and math.isfinite(ref["ceiling"]["fd_effnet"])
+
+
+def test_learned_leads_read_the_probes_schedules(tmp_path):
+    from sfd.flow.progress import offset_path
+    from sfd.pipeline.ablate_nfe import leads_markdown, learned_leads
+    from sfd.training.schedule_file import save_schedule
+
+    # SFD's offset path is a member of the family; its lead at the middle is its Δt
+    for seed, dt in enumerate((0.1, 0.3, 0.2)):
+        save_schedule(tmp_path / "schedules" / f"semvae-seed{seed}.json", offset_path(dt).table())
+    save_schedule(tmp_path / "schedules" / "pca-seed4.json", offset_path(0.0).table())
+    (tmp_path / "schedules" / "notes.json").write_text("{}")  # not a probe's file: ignored
+    leads = learned_leads(tmp_path)
+    assert sorted(leads) == ["pca", "semvae"]
+    assert list(leads["semvae"]["seeds"]) == [0, 1, 2]
+    assert leads["semvae"]["seeds"][1] == pytest.approx(0.3, abs=1e-6)
+    assert leads["semvae"]["mean"] == pytest.approx(0.2, abs=1e-6)
+    assert leads["semvae"]["std"] == pytest.approx(0.1, abs=1e-6)
+    assert leads["pca"] == {
+        "seeds": {4: pytest.approx(0.0, abs=1e-9)},
+        "mean": pytest.approx(0.0, abs=1e-9),
+        "std": 0.0,
+    }
+    assert "semvae: +0.200 ± 0.100 (n=3)" in leads_markdown(leads)
+    assert learned_leads(tmp_path / "none") == {} and leads_markdown({}) == ""

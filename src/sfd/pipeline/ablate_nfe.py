@@ -15,6 +15,8 @@ count of seeds where the first row is lower (better, for a distance).
 
 from __future__ import annotations
 
+import json
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -180,3 +182,37 @@ def save_figure(fig, path: Path) -> None:
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def learned_leads(out: Path) -> dict:
+    """The lead at the middle of each learned schedule the grid's probes made
+    (``OUT/schedules/<latent>-seed<k>.json``): latent -> {"seeds": seed -> lead, mean, std}."""
+    found: dict = defaultdict(dict)
+    for path in sorted((Path(out) / "schedules").glob("*-seed*.json")):
+        m = re.fullmatch(r"(.+)-seed(\d+)\.json", path.name)
+        lead = json.loads(path.read_text()).get("lead_at_middle") if m else None
+        if lead is not None:
+            found[m.group(1)][int(m.group(2))] = float(lead)
+    return {
+        latent: {
+            "seeds": dict(sorted(seeds.items())),
+            "mean": float(np.mean(list(seeds.values()))),
+            "std": float(np.std(list(seeds.values()), ddof=1)) if len(seeds) > 1 else 0.0,
+        }
+        for latent, seeds in sorted(found.items())
+    }
+
+
+def leads_markdown(leads: dict) -> str:
+    """The learned schedules' Δt-equivalents, one line per latent."""
+    if not leads:
+        return ""
+    head = (
+        "Learned schedules: the lead u_sem - u_tex where the path crosses the middle "
+        "(SFD's offset gives its Δt; > 0: semantics first), per probe seed:"
+    )
+    lines = [head, ""]
+    for latent, e in leads.items():
+        per = ", ".join(f"{v:+.3f}" for v in e["seeds"].values())
+        lines.append(f"- {latent}: {e['mean']:+.3f} ± {e['std']:.3f} (n={len(e['seeds'])}): {per}")
+    return "\n".join(lines) + "\n"

@@ -21,7 +21,15 @@ from pathlib import Path
 import numpy as np
 
 from sfd.data.shards import atomic_write_bytes
-from sfd.pipeline.ablate_nfe import nfe_markdown, nfe_summary, plot_nfe, save_figure, split_results
+from sfd.pipeline.ablate_nfe import (
+    leads_markdown,
+    learned_leads,
+    nfe_markdown,
+    nfe_summary,
+    plot_nfe,
+    save_figure,
+    split_results,
+)
 from sfd.pipeline.ablate_store import store_tests
 
 # metric -> (label, lower is better)
@@ -346,12 +354,15 @@ def write_report(out: Path, settings, reference: dict | None, info: dict) -> dic
     summary = summarise(results, settings, reference)
     summary["nfe"] = nfe_summary(every, settings, summary["primary_metric"])
     summary["data"] = info
+    if leads := learned_leads(out):
+        summary["learned_leads"] = leads
     payload = {"summary": summary, "results": every}
     path = out / "results.json"
     text = json.dumps(payload, indent=1, sort_keys=True, default=_jsonable)
     if not path.exists() or path.read_text() != text or not (out / "table.md").exists():
         atomic_write_bytes(path, text.encode())
         table = markdown(summary) + "\n" + nfe_markdown(summary["nfe"], summary["primary_metric"])
+        table += "\n" + leads_markdown(summary.get("learned_leads", {}))
         atomic_write_bytes(out / "table.md", table.encode())
         if results:
             plot_curves(results, settings, out / "ablation.png")
