@@ -18,8 +18,8 @@ from helpers import tiny_config, write_synthetic_latents
 from sfd.errors import ConfigError
 from sfd.hardware import missing_compiler
 from sfd.model import LightningDiT
+from sfd.model.compile import compile_blocks
 from sfd.training.loop import train
-from sfd.training.parallel import compile_blocks
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
