@@ -40,7 +40,7 @@ def final_weights(run):
 
 def compilers(*names):
     """Inductor's C++ compiler list set to ``names`` (a context manager)."""
-    from torch._inductor import config as inductor
+    from torch._inductor import config as inductor  # here: inductor is slow to import
 
     return inductor.patch({"cpp.cxx": names})
 

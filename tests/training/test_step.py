@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from helpers import tiny_config, write_synthetic_latents
 from sfd.training.checkpoint import load_optimizer_tensors, optimizer_tensors
@@ -94,8 +94,6 @@ def test_resume_keeps_this_process_adamw_kernel(latents, tmp_path):
     tensors, groups = optimizer_tensors(loop.optimizer)
     fused = Trainer(tiny_config(total_steps=1), latents, tmp_path / "b")
     path = tmp_path / "opt.safetensors"
-    from safetensors.torch import save_file
-
     save_file(tensors, str(path), {"param_groups": groups})
     load_optimizer_tensors(fused.optimizer, path)
     assert all(g["fused"] for g in fused.optimizer.param_groups)
