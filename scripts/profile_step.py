@@ -80,10 +80,10 @@ def main() -> None:
     instrument(step_fn.model, step_fn)
     update = step_fn.update
 
-    def timed_update(sums):
+    def timed_update(sums, **kw):
         # The phases of TrainStep.update, split by the ops they run.
         with record_function("phase:update"):
-            return update(sums)
+            return update(sums, **kw)
 
     step_fn.update = timed_update
     with profile(activities=[ProfilerActivity.CPU]) as prof:

@@ -71,7 +71,7 @@ def test_compile_without_a_compiler_is_one_line(run, tmp_path):
 
 def test_a_compiled_job_is_not_resumed_eager(run, tmp_path, monkeypatch):
     """Compiled kernels may round differently, so the two never share an output directory."""
-    import sfd.training.parallel as parallel
+    import sfd.model.compile as parallel
 
     compiled = []
     monkeypatch.setattr(parallel, "compile_blocks", compiled.append)  # the choice, not the cost

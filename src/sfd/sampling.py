@@ -74,7 +74,7 @@ def compile_for_sampling(device: torch.device | str, *models: torch.nn.Module | 
     ``sample.compute_batch`` rows, so the blocks compile once. One ``ConfigError`` where this
     machine cannot build the kernels."""
     from sfd.hardware import require_compiler
-    from sfd.training.parallel import compile_blocks
+    from sfd.model.compile import compile_blocks
 
     require_compiler(device, "--compile", "sample without --compile")
     for model in models:

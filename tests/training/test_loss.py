@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from sfd.config import FlowConfig, preset
+from sfd.flow.path import interpolate, stretch
 from sfd.latents.composite import LatentLayout
 from sfd.model import LightningDiT
 from sfd.training.loss import flow_loss, repa_loss
@@ -133,8 +134,6 @@ def test_repa_target_is_pooled_onto_a_coarser_token_grid():
 
 @pytest.mark.parametrize("delta_t", [0.0, 0.3, 0.7])
 def test_the_offset_schedule_trains_on_todays_times_and_states_bit_for_bit(delta_t):
-    from sfd.flow.path import interpolate, stretch
-
     g = torch.Generator().manual_seed(3)
     x1, x0 = torch.randn(2, 64, 6, 4, 4, generator=g)
     base = torch.rand(64, generator=g)

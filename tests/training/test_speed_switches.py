@@ -2,7 +2,8 @@
 
 ``torch.compile`` on CPU needs a C++ compiler and takes tens of seconds, so those tests are
 ``slow`` (``pytest -m slow``); the CUDA ones are ``gpu`` (``pytest -m gpu`` on a GPU machine).
-Compiled training against eager training is in ``test_parallel.py``.
+Compiled training against eager training is in ``test_parallel.py``; compiled blocks against
+eager ones in ``tests/model/test_compile.py``.
 """
 
 from __future__ import annotations
@@ -15,11 +16,10 @@ import torch
 from safetensors.torch import load_file
 
 from helpers import tiny_config, write_synthetic_latents
+from sfd.bench import build_train_step
 from sfd.errors import ConfigError
 from sfd.hardware import missing_compiler
-from sfd.model import LightningDiT
 from sfd.training.loop import train
-from sfd.training.parallel import compile_blocks
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -40,7 +40,7 @@ def final_weights(run):
 
 def compilers(*names):
     """Inductor's C++ compiler list set to ``names`` (a context manager)."""
-    from torch._inductor import config as inductor
+    from torch._inductor import config as inductor  # here: inductor is slow to import
 
     return inductor.patch({"cpp.cxx": names})
 
@@ -61,30 +61,8 @@ def test_compile_without_a_compiler_is_one_config_error_before_training(latents,
     with compilers("sfd-no-such-compiler"), refused:
         train(cfg, latents, tmp_path / "run", device="cpu")
     assert not list(tmp_path.glob("run/checkpoints/*"))
-    from sfd.bench import build_train_step
-
     with compilers("sfd-no-such-compiler"), refused:  # sfd bench builds the same step
         build_train_step(cfg, 2)
-
-
-@pytest.mark.slow
-def test_compiled_blocks_keep_names_and_outputs():
-    cfg = tiny_config()
-    torch.manual_seed(0)
-    eager = LightningDiT.from_configs(cfg.model, cfg.latent).eval()
-    for p in eager.parameters():  # leave the zero init, so the output depends on every block
-        p.data.add_(0.02 * torch.randn_like(p))
-    compiled = LightningDiT.from_configs(cfg.model, cfg.latent).eval()
-    compiled.load_state_dict(eager.state_dict())
-    compile_blocks(compiled)
-    assert compiled.state_dict().keys() == eager.state_dict().keys()
-    lat = cfg.latent
-    x = torch.randn(3, lat.channels, lat.size, lat.size)
-    t_tex, t_sem, y = torch.rand(3), torch.rand(3), torch.tensor([0, 1, 2])
-    with torch.no_grad():
-        want = eager(x, t_tex=t_tex, t_sem=t_sem, y=y)
-        got = compiled(x, t_tex=t_tex, t_sem=t_sem, y=y)
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.gpu

@@ -13,6 +13,8 @@ So a resumed run continues exactly, and a global batch is the same on 1 or N pro
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,3 +121,37 @@ def global_batch(
     )
     repa = rows["repa"] if "repa" in rows and cfg.model.repa_dim > 0 else None
     return Batch(x1, y, x0[lo:hi], base[lo:hi], repa)
+
+
+class Prefetch:
+    """The batches of the coming steps, made by loader threads while a step trains.
+
+    Batches are pure functions of the step, so threads may run ahead in any order; ``make(step)``
+    gives a step's batches. A context manager: leaving it drops what was not taken.
+    """
+
+    def __init__(self, make: Callable[[int], list[Batch]], ahead: int) -> None:
+        self.make, self.ahead = make, max(1, ahead)
+        self.pool = ThreadPoolExecutor(max_workers=self.ahead, thread_name_prefix="sfd-loader")
+        self.pending: dict[int, Future] = {}
+
+    def take(self, step: int, end: int, first: int = 0) -> list[Batch] | None:
+        """The batches of ``step`` (``None`` before ``first``: a step that is skipped), and
+        the next ``ahead`` steps of ``[first, end)`` queued."""
+        future = self.pending.pop(step, None)
+        for s in range(max(step + 1, first), min(step + 1 + self.ahead, end)):
+            if s not in self.pending:
+                self.pending[s] = self.pool.submit(self.make, s)
+        if step < first:
+            return None
+        return future.result() if future is not None else self.make(step)
+
+    def clear(self) -> None:
+        """Forget the queued steps (the run went back: they come again, in order)."""
+        self.pending.clear()
+
+    def __enter__(self) -> Prefetch:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.pool.shutdown(cancel_futures=True)

@@ -5,10 +5,12 @@ A checkpoint is a directory ``RUN/checkpoints/step-0000100/`` holding
 - ``ema.safetensors``: EMA weights (what sampling uses); safetensors metadata carries
   ``format``, the resolved ``config`` (JSON), ``step`` and the latent ``stats`` (JSON);
 - ``model.safetensors``: the raw weights (same metadata), absent for imported release weights;
-- ``optimizer.safetensors``: AdamW moments; ``param_groups`` and steps in the metadata;
-- ``dcp/`` (FSDP runs, instead of the model and optimizer files): sharded model, EMA and
-  optimizer state written by ``torch.distributed.checkpoint`` (see
-  :mod:`sfd.training.parallel`); it loads on any world size.
+- ``optimizer.safetensors``: AdamW moments; ``param_groups``, steps and the training loop's
+  state (``trainer_state``) in the metadata;
+- ``dcp/`` and ``trainer_state.json`` (FSDP runs, instead of the model and optimizer files):
+  sharded model, EMA and optimizer state written by ``torch.distributed.checkpoint``, which
+  loads on any world size, and the loop's state. A training run writes and restores its
+  checkpoints, in either layout, through :mod:`sfd.training.run_checkpoint` alone.
 
 and ``checksums.json``: the size and sha256 of every other file, written last (before the
 directory is renamed into place) and checked before any of them is loaded (resume, sampling,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -18,7 +20,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from sfd.data.shards import atomic_write_json
+from sfd.data.shards import atomic_save_safetensors, atomic_write_json, refuse_other_settings
+from sfd.errors import load_safetensors, write_failed
+from sfd.training.checkpoint import load_optimizer_tensors, optimizer_tensors
+from sfd.training.run_dir import AUTOENCODER_RESUMABLE
 
 log = logging.getLogger(__name__)
 
@@ -28,24 +33,18 @@ class TrainState:
     generator, step, history), written atomically; a rerun with the same settings resumes
     from it bit for bit, and it is removed once the outputs are written."""
 
-    RESUMABLE = ("ckpt_every", "log_every", "num_workers", "device")
+    RESUMABLE = AUTOENCODER_RESUMABLE  # settings a rerun may change (sfd.training.run_dir)
 
     def __init__(self, out_dir: str | Path, config) -> None:
         self.dir = Path(out_dir) / ".train_state"
-        self.settings = {
-            k: v for k, v in json.loads(json.dumps(asdict(config))).items()
-            if k not in self.RESUMABLE
-        }  # fmt: skip
+        settings = json.loads(json.dumps(asdict(config)))
+        self.settings = {k: v for k, v in settings.items() if k not in self.RESUMABLE}
         self.generator_state: torch.Tensor | None = None
 
     def load(self, model: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[int, list]:
         """(first step, history) of the saved state, or (0, []); fills model and optimizer."""
-        from sfd.data.shards import refuse_other_settings
-        from sfd.errors import load_safetensors
-        from sfd.training.checkpoint import load_optimizer_tensors
-
         for tmp in self.dir.parent.glob(".train_state.tmp*"):  # a save cut by a kill
-            __import__("shutil").rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(tmp, ignore_errors=True)
         old = self.dir.with_name(".train_state.old")
         if not self.dir.exists() and (old / "state.json").exists():
             old.rename(self.dir)  # killed between the two renames of save()
@@ -62,29 +61,23 @@ class TrainState:
         return int(info["step"]), info["history"]
 
     def save(self, step, model, opt, history, generator: torch.Generator | None = None) -> None:
-        import os
-        import shutil
-
-        from sfd.data.shards import atomic_save_safetensors
-        from sfd.training.checkpoint import optimizer_tensors
-
+        """Write the state of ``step`` atomically (a temporary directory, then two renames)."""
         tmp = self.dir.with_name(f".train_state.tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             tmp.mkdir(parents=True)
             atomic_save_safetensors(tmp / "model.safetensors", model.state_dict())
             tensors, groups = optimizer_tensors(opt)
-            atomic_save_safetensors(tmp / "optimizer.safetensors", tensors,
-                                    {"param_groups": groups})  # fmt: skip
+            atomic_save_safetensors(
+                tmp / "optimizer.safetensors", tensors, {"param_groups": groups}
+            )
             state = generator.get_state().tolist() if generator is not None else []
-            atomic_write_json(tmp / "state.json", {"step": step, "settings": self.settings,
-                              "generator": state, "history": history})  # fmt: skip
+            info = {"step": step, "settings": self.settings, "generator": state}
+            atomic_write_json(tmp / "state.json", {**info, "history": history})
         except BaseException as err:
             shutil.rmtree(tmp, ignore_errors=True)
             if not isinstance(err, OSError):
                 raise
-            from sfd.errors import write_failed
-
             kept = "the last saved state is intact; nothing partial was left; a rerun resumes"
             raise write_failed(self.dir, err, kept) from err
         old = self.dir.with_name(".train_state.old")
@@ -95,8 +88,6 @@ class TrainState:
         shutil.rmtree(old, ignore_errors=True)
 
     def remove(self) -> None:
-        import shutil
-
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

@@ -99,10 +99,8 @@ def verify_data(data_dir: Path, run_dir: Path, verify: bool = True, progress: bo
         fix = FIX.get(kind, FIX["sfd-latents"])
         raise BadInputError(f"{report.problems[0]}{more}; nothing was trained on it: {fix}")
     if D.is_main():
-        log.info(
-            "data %s verified: %d shards, %.2f GB in %.1f s (%.2f GB/s)",
-            data_dir, report.files, report.bytes / 1e9, report.seconds, report.gb_per_s,
-        )  # fmt: skip
+        msg = "data %s verified: %d shards, %.2f GB in %.1f s (%.2f GB/s)"
+        log.info(msg, data_dir, report.files, report.bytes / 1e9, report.seconds, report.gb_per_s)
         record.update(verified=True, **_summary(report), world_size=D.world_size())
         atomic_write_json(run_dir / RECORD, {"checks": [*history, record]})
 

@@ -28,6 +28,8 @@ class Tracker(Protocol):
 
 class TensorBoardTracker:
     def __init__(self, run_dir: Path, resume_step: int) -> None:
+        # here, not at the top: tensorboard is optional and slow to import (runs with
+        # train.logger=none never load it)
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(str(Path(run_dir) / "tb"), purge_step=resume_step + 1)
@@ -43,7 +45,7 @@ class TensorBoardTracker:
 class WandbTracker:
     def __init__(self, run_dir: Path, config: Config) -> None:
         try:
-            import wandb
+            import wandb  # here, not at the top: an optional dependency (train.logger=wandb)
         except ImportError:
             raise ValueError(
                 f"train.logger=wandb needs wandb: {install_hint('wandb')}; "

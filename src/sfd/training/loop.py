@@ -1,54 +1,52 @@
 """SFD training on pre-computed latents: seeded, exactly resumable, single- or multi-process.
 
+One owner of a run's state: :class:`Trainer` holds the model, EMA, optimizer and data, and the
+loop's own state (the step, the loss-spike window, the counts of skipped updates, spikes and
+rollbacks). Its loop reads top to bottom: fetch the step's batches (:class:`Prefetch`), run the
+step (:class:`~sfd.training.step.TrainStep`, a function of the parameters it updates and the
+batches that returns a :class:`~sfd.training.step.StepResult`), count what it did, roll back
+on a loss spike, log, checkpoint.
+
 One step: the global batch of ``(seed, step)`` (see :mod:`sfd.training.batches`) is split over
 ranks and micro-batches; each micro-batch's loss is scaled so the summed gradient is the
 gradient of the global-batch mean; then AdamW (optionally clipped), EMA. A step whose loss or
-gradient is not finite is skipped on every rank (and counted). Checkpoints hold model, EMA and
-optimizer, so resuming from step k gives bit-identical parameters to an uninterrupted run.
-Data parallelism (DDP or FSDP2, ``train.parallel``) and sharded checkpoints live in
+gradient is not finite is skipped on every rank (and counted). Checkpoints hold model, EMA,
+optimizer and the loop's state, so resuming from step k gives bit-identical parameters to an
+uninterrupted run; :mod:`sfd.training.run_checkpoint` writes and reads them (full-state, or
+sharded under FSDP). Data parallelism (DDP or FSDP2, ``train.parallel``) lives in
 :mod:`sfd.training.parallel`; only rank 0 logs and writes the run's files.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from sfd import distributed as D
 from sfd.config import Config
 from sfd.data.latent_shards import LatentDataset
-from sfd.errors import DivergedError, WriteError, safetensors_metadata
+from sfd.errors import DivergedError
 from sfd.latents.repa_targets import repa_targets
 from sfd.locks import DirLock
 from sfd.model import LightningDiT
 from sfd.training import parallel as P
-from sfd.training.batches import Batch, EpochOrder, global_batch
-from sfd.training.checkpoint import (
-    list_checkpoints,
-    load_optimizer_tensors,
-    load_weights,
-    prune_checkpoints,
-    read_checkpoint,
-    save_checkpoint,
-    verify_checkpoint,
-)
+from sfd.training.batches import Batch, EpochOrder, Prefetch, global_batch
+from sfd.training.checkpoint import list_checkpoints, read_checkpoint
 from sfd.training.ema import make_ema
 from sfd.training.integrity import verify_data
 from sfd.training.loggers import make_tracker
 from sfd.training.logs import MetricLog
+from sfd.training.run_checkpoint import load_run_checkpoint, save_run_checkpoint
 from sfd.training.run_dir import check_data, micro_batch_size, prepare_run_dir
 from sfd.training.schedule_file import with_schedule_file
-from sfd.training.step import TrainStep, make_optimizer, stats_dict
+from sfd.training.step import StepResult, TrainStep, make_optimizer, stats_dict
 
 log = logging.getLogger("sfd.train")
 
@@ -62,7 +60,8 @@ class TrainResult:
 
 
 class Trainer:
-    """Holds the model, EMA, optimizer and data of one run; :meth:`run` trains."""
+    """Holds the model, EMA, optimizer and data of one run, and the loop's state; :meth:`run`
+    trains."""
 
     def __init__(
         self,
@@ -88,41 +87,59 @@ class Trainer:
         )
         trained = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(trained, cfg.train, self.device)
-        self.step_fn = TrainStep(cfg, self.model, self.ema, self.optimizer, self.device)
-        if cfg.model.repa_dim > 0 and cfg.flow.repa_weight > 0:
-            self.step_fn.repa_targets = repa_targets(self.dataset, self.device)
-        self.step, self._warned = 0, 0
+        uses_repa = cfg.model.repa_dim > 0 and cfg.flow.repa_weight > 0
+        targets = repa_targets(self.dataset, self.device) if uses_repa else None
+        self.step_fn = TrainStep(
+            cfg, self.model, self.ema, self.optimizer, self.device, repa_targets=targets
+        )
+        # The loop's state (a checkpoint stores it: see state()).
+        self.step = 0
         self.loss_window: deque[float] = deque(maxlen=cfg.train.spike_window)
-        self.spikes, self.rollbacks, self.skip_until, self.rollback_pending = 0, 0, 0, False
-        if cfg.train.spike_factor > 0:  # reads the loss on the host: a sync per step
-            self.step_fn.gate = self._spike_gate
+        self.spikes, self.rollbacks, self.skip_until = 0, 0, 0
+        # Non-finite updates skipped: counted before the last restore + since (on the device,
+        # so the fused step never waits for it); ``_warned``: how many were logged.
+        self._skipped_before, self._warned = 0, 0
+        self._skipped_since = torch.zeros((), device=self.device)
 
     def _repa_unused(self) -> bool:
         """Whether the model has a REPA projector that the loss never uses (no gradients)."""
         uses = self.cfg.flow.repa_weight > 0 and self.dataset.meta["repa_dim"] > 0
         return self.model.repa_projector is not None and not uses
 
+    @property
+    def skipped(self) -> int:
+        """Updates skipped for a non-finite loss or gradient (reading it syncs the device)."""
+        return self._skipped_before + int(self._skipped_since.item())
+
     def resume(self) -> None:
+        """Restore the newest checkpoint of the run directory, if any (weights, optimizer and
+        the loop's state)."""
         found = list_checkpoints(self.run_dir)
         if not found:
             return
         ckpt = read_checkpoint(found[-1])
-        verify_checkpoint(ckpt.path)  # every file, before anything is loaded
-        if P.is_sharded_checkpoint(ckpt.path):
-            P.load_sharded(ckpt.path, self.model, self.ema, self.optimizer)
-        elif self.parallel == "fsdp":
-            raise ValueError(
-                f"{ckpt.path} is a full-state (DDP) checkpoint; resume it with train.parallel=ddp"
-            )
-        else:
-            load_weights(self.model, ckpt.path / "model.safetensors", verify=False)
-            load_weights(self.ema, ckpt.path / "ema.safetensors", verify=False)
-            opt = ckpt.path / "optimizer.safetensors"
-            load_optimizer_tensors(self.optimizer, opt, verify=False)
-            meta = safetensors_metadata(opt, "optimizer state")
-            self.load_state(json.loads(meta.get("trainer_state", "{}")))
+        sharded = self.parallel == "fsdp"
+        state = load_run_checkpoint(
+            ckpt.path, self.model, self.ema, self.optimizer, sharded=sharded
+        )
+        self.load_state(state)
         self.step = ckpt.step
         log.info("resumed from %s (step %d)", ckpt.path, ckpt.step)
+
+    def save(self) -> None:
+        """Checkpoint this step (sharded for FSDP, full-state otherwise; every rank calls)."""
+        save_run_checkpoint(
+            self.run_dir,
+            step=self.step,
+            config=self.cfg,
+            stats=self.dataset.stats,
+            model=self.model,
+            ema=self.ema,
+            optimizer=self.optimizer,
+            trainer_state=self.state(),
+            sharded=self.parallel == "fsdp",
+            keep_last=self.cfg.train.keep_last,
+        )
 
     def micro_batches(self, step: int) -> list[Batch]:
         """This rank's micro-batches of the global batch of ``step`` (CPU; pinned for CUDA)."""
@@ -139,50 +156,6 @@ class Trainer:
             for a in range(self.cfg.train.grad_accum_steps)
         ]
         return [P.pin(b) for b in batches] if self.device.type == "cuda" else batches
-
-    @property
-    def skipped(self) -> int:
-        """Updates skipped for a non-finite loss or gradient (reading it syncs the device)."""
-        return self.step_fn.skipped
-
-    @skipped.setter
-    def skipped(self, count: int) -> None:
-        self.step_fn.skipped = count
-
-    def train_step(self, module: nn.Module, batches: list[Batch]) -> torch.Tensor:
-        """One update (see :class:`~sfd.training.step.TrainStep`); statistics on the device."""
-        self.step_fn.last_step = self.step
-        return self.step_fn(module, batches)
-
-    def _apply_update(self, sums: torch.Tensor) -> torch.Tensor:
-        """Clip, then AdamW + EMA unless any rank saw a non-finite loss or gradient."""
-        return self.step_fn.update(sums)
-
-    def save(self) -> None:
-        """Checkpoint: sharded (all ranks) for FSDP, safetensors from rank 0 otherwise."""
-        state = dict(
-            step=self.step,
-            config=self.cfg,
-            stats=self.dataset.stats,
-            ema=self.ema,
-            model=self.model,
-            optimizer=self.optimizer,
-        )
-        if self.parallel == "fsdp":
-            P.save_sharded(self.run_dir, **state)
-        else:
-            error = None
-            if D.is_main():
-                try:
-                    save_checkpoint(self.run_dir, **state, trainer_state=self.state())
-                except WriteError as err:
-                    error = err
-            error = D.broadcast_object(error)  # every rank stops alike on a failed write
-            if error is not None:
-                raise error
-        if D.is_main():
-            prune_checkpoints(self.run_dir, self.cfg.train.keep_last)
-        D.barrier()
 
     def run(self, max_steps: int | None = None, progress: bool = True) -> TrainResult:
         """Train until ``train.total_steps`` (or ``max_steps`` more steps), checkpointing."""
@@ -202,53 +175,63 @@ class Trainer:
             unit="step",
         )
         try:
-            self._steps(end, metrics, bar)
+            self._loop(end, metrics, bar)
         finally:
             bar.close()
             if metrics is not None:
                 metrics.close()
         return TrainResult(self.run_dir, self.step, self.skipped, self.history)
 
-    def _steps(self, end: int, metrics: MetricLog | None, bar) -> None:
+    def _loop(self, end: int, metrics: MetricLog | None, bar: tqdm) -> None:
+        """Steps until ``end``: fetch, step, count, maybe roll back, log, maybe checkpoint."""
         cfg = self.cfg.train
-        # Batches are pure functions of the step, so loader threads may run ahead in any order.
-        ahead = max(1, cfg.num_workers)
-        pool = ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="sfd-loader")
-        pending = {s: pool.submit(self.micro_batches, s) for s in range(self.step, end)[:ahead]}
-        t0, done = time.perf_counter(), 0
-        try:
+        with Prefetch(self.micro_batches, ahead=cfg.num_workers) as loader:
+            t0, done = time.perf_counter(), 0
             while self.step < end:
                 step = self.step
-                batches = pending.pop(step).result() if step in pending else None
-                for s in range(step + 1, min(step + 1 + ahead, end)):
-                    if s not in pending and s > self.skip_until:
-                        pending[s] = pool.submit(self.micro_batches, s)
-                if step < self.skip_until:  # after a rollback: the batches up to the spike
-                    stats = None
-                else:
-                    stats = self.train_step(self.module, batches or self.micro_batches(step))
-                    if self.rollback_pending:
+                # After a rollback the batches up to the spike are skipped (no step runs).
+                batches = loader.take(step, end, first=self.skip_until)
+                result = None
+                if batches is not None:
+                    limit = self._spike_limit()
+                    result = self.step_fn(self.module, batches, step=step, spike_limit=limit)
+                    self._count(step, result)
+                    if result.spike and cfg.spike_rollback:
                         self._rollback(step + 1)
-                        pending.clear()
+                        loader.clear()
                         continue
                 self.step += 1
                 done += 1
                 bar.update(1)
-                if stats is not None and (self.step % cfg.log_every == 0 or self.step == end):
-                    out = stats_dict(stats)  # the loop's host sync (each step only for spikes)
-                    self._warn_skipped()
-                    elapsed = time.perf_counter() - t0
-                    out["img_per_s"] = done * cfg.global_batch_size / max(elapsed, 1e-9)
-                    out["spikes"], out["rollbacks"] = self.spikes, self.rollbacks
-                    self.history.append({"step": self.step, **out})
-                    if metrics is not None:
-                        metrics.write(self.step, out)
-                    bar.set_postfix(loss=f"{out['loss']:.4f}", img_s=f"{out['img_per_s']:.1f}")
+                if result is not None and (self.step % cfg.log_every == 0 or self.step == end):
+                    self._log(result.stats, done, t0, metrics, bar)
                     t0, done = time.perf_counter(), 0
                 if self.step % cfg.ckpt_every == 0 or self.step == end:
                     self.save()
-        finally:
-            pool.shutdown(cancel_futures=True)
+
+    def _count(self, step: int, result: StepResult) -> None:
+        """What the step did: a loss spike, or a skipped non-finite update (counted on the
+        device), or an applied update's loss for the spike window (when it was read)."""
+        if result.spike:
+            self.spikes += 1
+            if D.is_main():
+                log.warning("step %d: loss spike %.4g; update skipped", step, result.loss)
+            return
+        self._skipped_since += ~result.applied
+        if result.loss is not None:
+            self.loss_window.append(result.loss)
+
+    def _log(self, stats: torch.Tensor, done: int, t0: float, metrics, bar) -> None:
+        """Log this step's statistics and the throughput of the ``done`` steps since ``t0``."""
+        out = stats_dict(stats)  # the loop's host sync (each step only for spikes)
+        self._warn_skipped()
+        elapsed = time.perf_counter() - t0
+        out["img_per_s"] = done * self.cfg.train.global_batch_size / max(elapsed, 1e-9)
+        out["spikes"], out["rollbacks"] = self.spikes, self.rollbacks
+        self.history.append({"step": self.step, **out})
+        if metrics is not None:
+            metrics.write(self.step, out)
+        bar.set_postfix(loss=f"{out['loss']:.4f}", img_s=f"{out['img_per_s']:.1f}")
 
     def _warn_skipped(self) -> None:
         """Log the non-finite steps skipped since the last log (read at log time, no sync)."""
@@ -259,35 +242,21 @@ class Trainer:
 
     # -- loss spikes (train.spike_factor > 0) -----------------------------------------------
 
-    def _spike_gate(self, stats: torch.Tensor) -> bool:
-        """:attr:`TrainStep.gate`: whether to skip the update for a loss spike (one host sync).
-        Finite losses of applied updates go into the window; a non-finite step is left to the
-        step's own skip."""
-        loss, *rest = stats.tolist()
-        finite = all(map(math.isfinite, (loss, *rest)))
-        if finite and self._is_spike(loss):
-            self.spikes += 1
-            self.rollback_pending = self.cfg.train.spike_rollback
-            if D.is_main():
-                log.warning("step %d: loss spike %.4g; update skipped", self.step, loss)
-            return True
-        if finite:
-            self.loss_window.append(loss)
-        return False
-
-    def _is_spike(self, loss: float) -> bool:
-        """Whether ``loss`` is above ``spike_factor`` x the median of the recent losses (the
-        window is the last ``spike_window`` losses of applied updates; full before it judges)."""
+    def _spike_limit(self) -> float | None:
+        """The loss above which this step's update is refused: ``spike_factor`` x the median of
+        the last ``spike_window`` losses of applied updates (``inf`` until the window is full);
+        ``None`` with detection off, so the step reads no loss on the host."""
         cfg = self.cfg.train
+        if cfg.spike_factor <= 0:
+            return None
         window = self.loss_window
-        if cfg.spike_factor <= 0 or len(window) < cfg.spike_window:
-            return False
+        if len(window) < cfg.spike_window:
+            return math.inf
         median = sorted(window)[len(window) // 2]
-        return loss > cfg.spike_factor * median
+        return cfg.spike_factor * median
 
     def _rollback(self, spike_step: int) -> None:
         """Back to the last checkpoint; the steps up to ``spike_step`` are then skipped."""
-        self.rollback_pending = False
         self.rollbacks += 1
         if self.rollbacks > self.cfg.train.max_rollbacks:
             raise DivergedError(
@@ -302,7 +271,8 @@ class Trainer:
         counts = self.rollbacks, self.spikes, self.skipped, self._warned
         self.resume()  # restores the checkpoint's loss window; the counts go on
         self.skip_until = spike_step
-        self.rollbacks, self.spikes, self.skipped, self._warned = counts
+        self.rollbacks, self.spikes, skipped, self._warned = counts
+        self._set_skipped(skipped)
         if D.is_main():
             log.warning(
                 "loss spike at step %d: rolled back to step %d, skipping its batches up to step %d",
@@ -311,14 +281,17 @@ class Trainer:
                 spike_step,
             )
 
+    # -- what a checkpoint stores besides the weights ---------------------------------------
+
     def state(self) -> dict:
-        """What a checkpoint stores besides weights, so a resumed run decides as this one."""
+        """The loop's state, so a resumed run decides as this one (a device sync: the count
+        of skipped updates)."""
         return {
             "loss_window": list(self.loss_window),
             "spikes": self.spikes,
             "rollbacks": self.rollbacks,
             "skip_until": self.skip_until,
-            "skipped": self.skipped,  # a device sync, at checkpoint time only
+            "skipped": self.skipped,
         }
 
     def load_state(self, state: dict) -> None:
@@ -326,7 +299,12 @@ class Trainer:
         self.spikes = int(state.get("spikes", 0))
         self.rollbacks = int(state.get("rollbacks", 0))
         self.skip_until = int(state.get("skip_until", 0))
-        self.skipped = self._warned = int(state.get("skipped", 0))  # already warned about
+        self._set_skipped(int(state.get("skipped", 0)))
+        self._warned = self._skipped_before  # already warned about
+
+    def _set_skipped(self, count: int) -> None:
+        self._skipped_before = count
+        self._skipped_since.zero_()
 
 
 def train(

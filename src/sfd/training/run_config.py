@@ -25,6 +25,8 @@ from typing import Any
 
 from sfd.config import Config, TrainConfig, apply_overrides, load_config_file, preset
 from sfd.errors import BadInputError, MismatchError, OverrideError
+from sfd.recipes import apply_recipe
+from sfd.training.checkpoint import list_checkpoints
 from sfd.training.schedule_file import with_schedule_file
 
 log = logging.getLogger(__name__)
@@ -114,8 +116,6 @@ def short_run_ema(cfg: Config, explicit: set[str] | str) -> Config:
 
 def _stored_base(run_dir: Path, preset_name: str | None, recipe: str | None) -> Config | None:
     """The config stored in ``run_dir`` if it holds checkpoints (a run to resume), else None."""
-    from sfd.training.checkpoint import list_checkpoints
-
     path = run_dir / "config.json"
     if not path.exists() or not list_checkpoints(run_dir):
         return None
@@ -139,8 +139,6 @@ def resolve_train_config(
     run_dir: str | Path | None = None,
 ) -> Config:
     """The config ``sfd train`` runs with (module docstring). Writes nothing."""
-    from sfd.recipes import apply_recipe
-
     explicit: set[str] | str
     stored = _stored_base(Path(run_dir), preset_name, recipe) if run_dir else None
     if config_file is not None:

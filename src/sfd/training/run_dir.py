@@ -15,22 +15,31 @@ from sfd.errors import BusyError, MismatchError
 from sfd.locks import DirLock
 from sfd.training.checkpoint import list_checkpoints
 
-# Settings that may change when a run is resumed; everything else must match the stored config.
-RESUMABLE_CHANGES = {
-    "spike_factor",
-    "spike_window",
-    "spike_rollback",
-    "max_rollbacks",
-    "total_steps",
-    "log_every",
-    "ckpt_every",
-    "keep_last",
-    "num_workers",
-    "compile",
-    "compile_scope",
-    "activation_checkpointing",
-    "fused_adamw",
-}
+# The one list of settings a resumed run may change (everything else must match what the run
+# was started with): how fast, how visibly and how often it saves; loss-spike handling, applied
+# from the resume on; and the run's length. Read by check_run_config (the DiT's train section),
+# the autoencoders' resume state (sfd.training.fit) and the ablation grid's speed switches.
+RESUMABLE_CHANGES = frozenset(
+    {
+        "log_every",
+        "ckpt_every",
+        "keep_last",
+        "num_workers",
+        "device",
+        "compile",
+        "compile_scope",
+        "activation_checkpointing",
+        "fused_adamw",
+        "spike_factor",
+        "spike_window",
+        "spike_rollback",
+        "max_rollbacks",
+        "total_steps",
+    }
+)
+# An autoencoder's learning rate decays over its last steps (``decay_fraction`` of
+# ``total_steps``), so its length is part of what it makes; the DiT's learning rate is constant.
+AUTOENCODER_RESUMABLE = RESUMABLE_CHANGES - {"total_steps"}
 
 
 def check_run_config(run_dir: Path, cfg: Config) -> None:

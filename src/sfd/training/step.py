@@ -4,7 +4,7 @@ Shared by :class:`sfd.training.loop.Trainer` and ``sfd bench`` (the benchmark ti
 step that trains). With ``train.fused_adamw`` (the default) the step never waits on the device:
 
 - the loss terms, the gradient norm and the non-finite flag stay device tensors, read only when
-  a step is logged (:meth:`TrainStep.skipped` and the loop's logging sync, nothing else does);
+  a step is logged (the loop's logging sync, nothing else does);
 - a non-finite step is skipped inside the fused AdamW kernel (its ``found_inf`` input: moments,
   weights and step count stay as they were) and by a zero EMA weight (``lerp`` by 0 is exact);
 - AdamW is the fused kernel (one pass over each parameter, CPU and CUDA) and the EMA one
@@ -13,15 +13,19 @@ step that trains). With ``train.fused_adamw`` (the default) the step never waits
 ``train.fused_adamw=false`` gives the for-loop AdamW of torch's default on CPU and a host-side
 skip, i.e. the update of sfd before the fused step bit for bit.
 
-:attr:`TrainStep.gate` (``None`` by default) may veto an update from the step's statistics
-before AdamW runs; the trainer sets it for loss-spike detection (``train.spike_factor > 0``),
-which reads the loss on the host: one sync per step, only when that detection is on.
+The step holds no state of the run: the parameters, EMA and optimizer it updates in place are
+the run's, and everything the loop decides from (the statistics, whether the update was applied,
+a loss spike) comes back in a :class:`StepResult`. A ``spike_limit`` (the loop's loss-spike
+threshold, ``train.spike_factor > 0``) makes the step read the loss on the host: one sync per
+step, only when that detection is on; a finite loss above it is refused (no AdamW, no EMA).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -53,11 +57,29 @@ def make_optimizer(
     )
 
 
-class TrainStep:
-    """``step(batches)``: one update of ``model`` (and ``ema``); returns the step's statistics.
+@dataclass(frozen=True)
+class StepResult:
+    """What one step did.
 
-    The statistics are a device tensor (5,) in the order of :data:`STAT_NAMES`, averaged over
-    ranks; :func:`stats_dict` turns them into floats (a host sync) when they are logged.
+    ``stats``: a device tensor (5,) in the order of :data:`STAT_NAMES`, averaged over ranks
+    (:func:`stats_dict` reads it). ``applied``: a 0-dim bool device tensor, whether AdamW and the
+    EMA moved (reading it waits for the device). ``spike``: the update was refused because the
+    loss was above the given ``spike_limit``. ``loss``: the loss as read on the host for that
+    check, when it and every statistic were finite (``None`` without a limit).
+    """
+
+    stats: torch.Tensor
+    applied: torch.Tensor
+    spike: bool = False
+    loss: float | None = None
+
+
+class TrainStep:
+    """``step(module, batches)``: one update of ``model`` (and ``ema``) -> :class:`StepResult`.
+
+    ``module`` is what the forward calls (``model`` itself, or its DDP wrapper); ``repa_targets``
+    turns stored REPA targets into targets on the device (:mod:`sfd.latents.repa_targets`;
+    ``None``: a batch holds the targets themselves).
     """
 
     def __init__(
@@ -67,37 +89,27 @@ class TrainStep:
         ema: nn.Module,
         optimizer: torch.optim.Optimizer,
         device: torch.device,
+        repa_targets: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         self.cfg, self.model, self.ema, self.optimizer = cfg, model, ema, optimizer
         self.device = torch.device(device)
         self.layout = LatentLayout(cfg.latent.tex_channels, cfg.latent.sem_channels)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.fused = any(g.get("fused") for g in optimizer.param_groups)
-        self._skipped = torch.zeros((), device=self.device)  # device-side count (fused path)
-        self._skipped_host = 0
-        self.last_step = -1  # the step number for warnings (the loop sets it)
-        # Called with the (device) statistics before the update; True skips it (no AdamW, no
-        # EMA). Reading the statistics there syncs the host, so it is None unless needed.
-        self.gate: Callable[[torch.Tensor], bool] | None = None
-        # Stored REPA targets -> targets, on the device (sfd.latents.repa_targets; None: the
-        # batch holds the targets themselves). Outside autocast: the targets are fp32.
-        self.repa_targets: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self.repa_targets = repa_targets  # outside autocast: the targets are fp32
         if cfg.train.compile and cfg.train.compile_scope == "loss":
             self.loss = torch.compile(self.loss)  # forward + loss as one region (and backward)
 
-    @property
-    def skipped(self) -> int:
-        """Updates skipped for a non-finite loss or gradient (reading it syncs the device)."""
-        return self._skipped_host + int(self._skipped.item())
-
-    @skipped.setter
-    def skipped(self, count: int) -> None:
-        """Set the count (a resumed run's, from its checkpoint)."""
-        self._skipped_host = int(count)
-        self._skipped.zero_()
-
-    def __call__(self, module: nn.Module, batches: list[Batch]) -> torch.Tensor:
-        """Forward/backward of every micro-batch (gradients synced on the last), then update."""
+    def __call__(
+        self,
+        module: nn.Module,
+        batches: list[Batch],
+        *,
+        step: int = -1,
+        spike_limit: float | None = None,
+    ) -> StepResult:
+        """Forward/backward of every micro-batch (gradients synced on the last), then update.
+        ``step`` only names the step in warnings."""
         accum = len(batches)
         sums = torch.zeros(4, device=self.device)
         for a, cpu_batch in enumerate(batches):
@@ -105,7 +117,7 @@ class TrainStep:
                 loss, terms = self.loss(module, cpu_batch.to(self.device))
                 (loss / accum).backward()
             sums += terms / accum
-        return self.update(sums)
+        return self.update(sums, step=step, spike_limit=spike_limit)
 
     def loss(self, module: nn.Module, b: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """The micro-batch loss and its (total, vel, cos, repa) means, detached in fp32."""
@@ -130,16 +142,23 @@ class TrainStep:
         parts = torch.stack([loss, terms.vel.mean(), terms.cos.mean(), repa])
         return loss, parts.detach().float()
 
-    def update(self, sums: torch.Tensor) -> torch.Tensor:
-        """Clip, then AdamW + EMA unless any rank saw a non-finite loss or gradient (or
-        :attr:`gate` vetoes the step)."""
+    def update(
+        self, sums: torch.Tensor, *, step: int = -1, spike_limit: float | None = None
+    ) -> StepResult:
+        """Clip, then AdamW + EMA unless any rank saw a non-finite loss or gradient, or the
+        loss is above ``spike_limit``; the gradients are cleared either way."""
         t = self.cfg.train
         params = [p for p in self.params if p.grad is not None]
         gnorm = P.clip_grad_norm(params, t.grad_clip)
         # Losses are per rank, the norm already global: after the mean all ranks agree.
         stats = D.all_reduce_mean(torch.cat([sums, gnorm.reshape(1).float().to(sums.device)]))
-        if self.gate is not None and self.gate(stats):  # stats are global: all ranks agree
-            pass  # vetoed (a loss spike): no AdamW, no EMA; the gate counts and logs it
+        loss = None
+        if spike_limit is not None:  # a host sync; stats are global: all ranks agree
+            values = stats.tolist()
+            loss = values[0] if all(map(math.isfinite, values)) else None
+        spike = loss is not None and loss > spike_limit
+        if spike:
+            applied = torch.zeros((), dtype=torch.bool, device=stats.device)  # no AdamW, no EMA
         elif self.fused and t.skip_nonfinite:
             bad = (~torch.isfinite(stats).all()).float()  # 0-dim, stays on the device
             self.optimizer.found_inf = bad
@@ -147,17 +166,19 @@ class TrainStep:
                 self.optimizer.step()
             finally:
                 del self.optimizer.found_inf
-            update_ema(self.ema, self.model, t.ema_decay, keep=1.0 - bad)
-            self._skipped += bad
-        elif not t.skip_nonfinite or bool(torch.isfinite(stats).all()):
-            self.optimizer.step()
-            update_ema(self.ema, self.model, t.ema_decay)
+            keep = 1.0 - bad
+            update_ema(self.ema, self.model, t.ema_decay, keep=keep)
+            applied = keep.bool()
         else:
-            self._skipped_host += 1
-            if D.is_main():
-                log.warning("step %d: non-finite loss or gradient; update skipped", self.last_step)
+            applied = torch.isfinite(stats).all()
+            if not t.skip_nonfinite or bool(applied):
+                self.optimizer.step()
+                update_ema(self.ema, self.model, t.ema_decay)
+                applied = torch.ones((), dtype=torch.bool, device=stats.device)
+            elif D.is_main():
+                log.warning("step %d: non-finite loss or gradient; update skipped", step)
         self.optimizer.zero_grad(set_to_none=True)
-        return stats
+        return StepResult(stats, applied, spike, loss)
 
 
 def stats_dict(stats: torch.Tensor) -> dict[str, float]:
