@@ -21,7 +21,9 @@ from safetensors.torch import load_file
 from sfd.api import load_checkpoint
 from sfd.cli import main
 from sfd.ecosystem import SFDScheduler, SFDTransformer2DModel, image_generators, load_export
-from sfd.generate import balanced_labels
+from sfd.ecosystem.export import ExportSources, build_pipeline
+from sfd.flow.solvers import SOLVERS
+from sfd.generate import LatentSampler, balanced_labels
 from sfd.training.checkpoint import save_checkpoint
 
 NUM, SEED = 5, 7
@@ -193,3 +195,16 @@ def test_autoguidance_without_a_guide_is_refused(exported, tiny_run, tmp_path):
     res = run("export-diffusers", tmp_path / "ag", tmp_path / "out", "--decoder",
               tiny_run / "vae", "--guide", tiny_run / "run")  # fmt: skip
     assert res.exit_code == 0, res.output
+
+
+@pytest.mark.parametrize("method", list(SOLVERS))
+def test_pipeline_and_sfd_generate_give_identical_latents_with_every_solver(tiny_run, method):
+    model, ckpt = load_checkpoint(tiny_run / "run")
+    pipe = build_pipeline(ExportSources(tiny_run / "run"))[0]
+    sample = dataclasses.replace(ckpt.config.sample, method=method, atol=1e-4, rtol=1e-3)
+    cfg = dataclasses.replace(ckpt.config, sample=sample)
+    pipe.scheduler.register_to_config(atol=1e-4, rtol=1e-3)
+    labels = torch.tensor([3, 1, 4])
+    want = LatentSampler(model, cfg, ckpt.stats).sample(range(3), labels, seed=SEED).final
+    got = pipe.latents(labels, generator=image_generators(SEED, 3), method=method).final
+    assert torch.equal(got, want)

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from safetensors.torch import load_file
 from ecosystem_helpers import tiny_run_fixture  # noqa: F401  (fixture tiny_run)
 
 from sfd.api import load_checkpoint
@@ -29,7 +30,7 @@ from sfd.ecosystem import image_generators, load_export
 from sfd.ecosystem.remote import PARTS, SOURCES, source_file
 from sfd.ecosystem.remote.scheduler_sfd import schedule_rows
 from sfd.flow.schedule import staged_schedule
-from sfd.generate import sampling_schedule
+from sfd.generate import LatentSampler, sampling_schedule
 
 LOADER = Path(__file__).with_name("remote_load.py")
 # what an exported module may import: the standard library, torch, diffusers and what they bring
@@ -144,8 +145,10 @@ def test_a_path_other_than_staged_samples_only_its_stored_step_counts(exported):
         pipe([0], method="dopri5", output_type="latent")
 
 
-def _load_without_sfd(export: Path, out: Path, cache: Path) -> subprocess.CompletedProcess:
-    spec = {"labels": [0, 1], "seed": 0, "kwargs": {}}
+def _load_without_sfd(
+    export: Path, out: Path, cache: Path, changes: dict | None = None
+) -> subprocess.CompletedProcess:
+    spec = {"labels": [0, 1], "seed": 0, "kwargs": {}, **(changes or {})}
     env = {**os.environ, "HF_MODULES_CACHE": str(cache), "PYTHONPATH": ""}
     return subprocess.run(
         [sys.executable, str(LOADER), str(export), str(out), json.dumps(spec)],
@@ -168,3 +171,15 @@ def test_module_files_edited_to_misfit_the_weights_fail_to_load(exported, tmp_pa
     assert line.startswith("LOAD-ERROR ValueError") and "dit.head" in line, line
     assert "do not fit SFDTransformer2DModel's code" in line
     assert not (tmp_path / "out").exists()  # nothing was generated
+
+
+def test_an_export_loaded_without_sfd_samples_as_sfd_generate_does(exported, tiny_run, tmp_path):
+    model, ckpt = load_checkpoint(tiny_run / "run")
+    sample = dataclasses.replace(ckpt.config.sample, method="dopri5")
+    sampler = LatentSampler(model, dataclasses.replace(ckpt.config, sample=sample), ckpt.stats)
+    want = ckpt.stats.denormalize(sampler.sample([0, 1], torch.tensor([0, 1]), seed=0).final)
+    spec = {"latent": True, "threads": torch.get_num_threads(), "kwargs": {"method": "dopri5"}}
+    res = _load_without_sfd(exported, tmp_path / "out", tmp_path / "modules", spec)
+    assert res.returncode == 0, res.stdout + res.stderr[-2000:]
+    got = load_file(str(tmp_path / "out/latents.safetensors"))["latents"]
+    assert torch.equal(got, want)
