@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from safetensors.torch import load_file
 from ecosystem_helpers import tiny_run_fixture  # noqa: F401  (fixture tiny_run)
+from safetensors.torch import load_file
 
 from sfd.api import load_checkpoint
 from sfd.cli import main

@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
+from sfd.flow import solvers
 from sfd.flow.schedule import staged_schedule
-from sfd.flow.solvers import SOLVERS, dopri5, euler, heun, solve, solver
+from sfd.flow.solvers import SOLVERS, dopri5, euler, heun, solve
 from sfd.latents.composite import LatentLayout
 
 LAYOUT = LatentLayout(4, 2)
@@ -93,7 +94,7 @@ def counting(field):
 @pytest.mark.parametrize("name", list(SOLVERS))
 def test_every_registered_solver_runs_through_solve_and_keeps_its_nfe_rule(name):
     spec = SOLVERS[name]
-    assert callable(spec.function) and solver(name) is spec
+    assert callable(spec.function) and solvers.solver(name) is spec
     x0 = torch.ones(1, 6, 1, 1, dtype=torch.float64)
     exact = x0 * math.exp(math.sin(3.0) / 3)
     for steps in (20, 40):
@@ -125,7 +126,7 @@ def test_only_dopri5_integrates_across_the_boundary_jumps():
 def test_an_unknown_solver_is_one_error_listing_the_known_ones():
     x0 = torch.ones(1, 6, 1, 1)
     for call in (
-        lambda: solver("rk4"),
+        lambda: solvers.solver("rk4"),
         lambda: solve(curved, x0, method="rk4", layout=LAYOUT, schedule=staged_schedule(2, 0.3)),
     ):
         with pytest.raises(ValueError, match="unknown solver 'rk4'") as err:
