@@ -20,8 +20,10 @@ from safetensors.torch import load_file
 
 from sfd.api import load_checkpoint
 from sfd.cli import main
+from sfd.config import SampleConfig
 from sfd.ecosystem import SFDScheduler, SFDTransformer2DModel, image_generators, load_export
 from sfd.ecosystem.export import ExportSources, build_pipeline
+from sfd.ecosystem.remote.scheduler_sfd import scheduler_settings
 from sfd.flow.solvers import SOLVERS
 from sfd.generate import LatentSampler, balanced_labels
 from sfd.training.checkpoint import save_checkpoint
@@ -208,3 +210,12 @@ def test_pipeline_and_sfd_generate_give_identical_latents_with_every_solver(tiny
     want = LatentSampler(model, cfg, ckpt.stats).sample(range(3), labels, seed=SEED).final
     got = pipe.latents(labels, generator=image_generators(SEED, 3), method=method).final
     assert torch.equal(got, want)
+
+
+def test_the_scheduler_stores_a_sample_section_and_gives_it_back():
+    sample = dataclasses.replace(
+        SampleConfig(), method="heun", num_steps=9, cfg_scale_sem=2.5, cfg_interval_tex=(0.1, 0.9)
+    )
+    settings = SFDScheduler(**scheduler_settings(sample)).sampler()
+    assert dataclasses.asdict(settings) == dataclasses.asdict(sample)
+    assert SFDScheduler().sampler() == SFDScheduler(**scheduler_settings(SampleConfig())).sampler()

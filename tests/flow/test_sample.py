@@ -1,6 +1,8 @@
 """The one generation function: the per-image noise rule, fixed-size model batches, the
 settings' solver from the registry, and guidance as the settings say."""
 
+from dataclasses import fields
+
 import pytest
 import torch
 from torch import nn
@@ -8,7 +10,13 @@ from torch import nn
 from sfd.config import SampleConfig
 from sfd.flow.numerics import padded_batches
 from sfd.flow.progress import offset_path
-from sfd.flow.sample import draw_noise, image_generators, image_noise, sample_latents
+from sfd.flow.sample import (
+    SampleSettings,
+    draw_noise,
+    image_generators,
+    image_noise,
+    sample_latents,
+)
 from sfd.flow.solvers import SOLVERS
 from sfd.latents.composite import LatentLayout
 
@@ -101,3 +109,14 @@ def test_an_unknown_solver_is_the_registrys_error():
     object.__setattr__(s, "method", "rk4")  # past SampleConfig's own check
     with pytest.raises(ValueError, match="unknown solver 'rk4'; known solvers: euler, heun"):
         sample_latents(Toy(), torch.tensor([0]), torch.zeros(1, 6, 2, 2), s, LAYOUT, None)
+
+
+def test_the_settings_have_the_sample_sections_fields_and_defaults_check_alike():
+    assert [f.name for f in fields(SampleSettings)] == [f.name for f in fields(SampleConfig)]
+    values = {f.name: getattr(SampleConfig(), f.name) for f in fields(SampleConfig)}
+    assert SampleSettings(**values) == SampleSettings(**{**values, "num_steps": 24.0})
+    for bad in ({"boundary": "late"}, {"guide": "none"}, {"num_steps": 0}):
+        with pytest.raises(ValueError, match=f"{next(iter(bad))} must be"):
+            SampleSettings(**{**values, **bad})
+    with pytest.raises(ValueError, match="unknown solver 'rk4'"):
+        SampleSettings(**{**values, "method": "rk4"})

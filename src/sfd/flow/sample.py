@@ -17,15 +17,15 @@ seeding). The pipeline takes diffusers' ``generator`` argument instead of seeds;
 Why in ``sfd.flow`` and not in ``sfd.generate``: a diffusers export carries this file
 verbatim beside the pipeline (docs/ECOSYSTEM.md), so an export samples with this very
 function without sfd installed. It therefore imports only torch and its siblings, and takes
-the settings by their field names (:class:`SampleSettings`: sfd's ``SampleConfig`` and the
-scheduler's ``Sampler`` both fit), not ``sfd.config``'s class. :mod:`sfd.generate` keeps what
+the settings by their field names (:class:`SampleSettings`, the scheduler's; sfd's
+``SampleConfig`` has the same fields), not ``sfd.config``'s class. :mod:`sfd.generate` keeps what
 needs the rest of the package: the run's config and path, chunks, decoding and files.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
@@ -34,12 +34,23 @@ from .guidance import Guidance, guided_velocity
 from .numerics import FixedBatch
 from .path import Layout
 from .progress import ProgressPath
-from .schedule import StagedSchedule, path_schedule
+from .schedule import BOUNDARY_RULES, StagedSchedule, path_schedule
 from .solvers import Solution, VelocityFn, solve, solver
 
+GUIDES = ("cfg", "autoguidance")
+_TYPES = {
+    "str": str,
+    "int": int,
+    "float": float,
+    "tuple[float, float]": lambda v: tuple(map(float, v)),
+}
 
-class SampleSettings(Protocol):
-    """One sampling call's settings, by the field names of sfd's ``sample`` config section."""
+
+@dataclass(frozen=True)
+class SampleSettings:
+    """One sampling call's settings, by the field names of sfd's ``sample`` config section
+    (``SampleConfig``, which every function here takes in its place). The diffusers scheduler
+    builds them from its config: JSON numbers and lists are taken as the field's type."""
 
     method: str
     num_steps: int
@@ -53,6 +64,19 @@ class SampleSettings(Protocol):
     cfg_interval_tex: tuple[float, float]
     cfg_interval_sem: tuple[float, float]
     guide: str
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            object.__setattr__(self, f.name, _TYPES[f.type](getattr(self, f.name)))
+        solver(self.method)  # an unknown name: the registry's error, listing the known ones
+        for name, ok, want in (
+            ("boundary", self.boundary in BOUNDARY_RULES, f"one of {BOUNDARY_RULES}"),
+            ("guide", self.guide in GUIDES, f"one of {GUIDES}"),
+            ("num_steps", self.num_steps >= 1, "an integer >= 1"),
+            ("compute_batch", self.compute_batch >= 1, "an integer >= 1"),
+        ):
+            if not ok:
+                raise ValueError(f"{name} must be {want}; got {getattr(self, name)!r}")
 
 
 def image_generators(seed: int, num: int, start: int = 0) -> list[torch.Generator]:

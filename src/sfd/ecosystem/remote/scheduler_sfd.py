@@ -28,63 +28,25 @@ import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from .guidance import Guidance  # noqa: F401  sample's sibling: diffusers copies direct imports
+# diffusers copies only the files this module imports itself: it names every sibling it needs
+from .guidance import Guidance  # noqa: F401  sample's sibling
 from .numerics import FixedBatch  # noqa: F401  sample's sibling
 from .path import Layout, check_delta_t
 from .progress import ProgressPath, offset_path
-from .sample import integrate
-from .schedule import BOUNDARY_RULES, StagedSchedule, staged_schedule
+from .sample import SampleSettings, integrate
+from .schedule import StagedSchedule, staged_schedule
 from .solvers import Solution, VelocityFn, solver
 
-GUIDES = ("cfg", "autoguidance")
 SCHEDULE_ROWS = ("tau", "t_tex", "t_sem", "dt_tex", "dt_sem")
-# a Sampler field -> its name in the scheduler's config, where diffusers names it otherwise
+# a SampleSettings field -> its name in the scheduler's config, where diffusers names it otherwise
 CONFIG_NAMES = {"num_steps": "num_inference_steps"}
-_TYPES = {
-    "str": str,
-    "int": int,
-    "float": float,
-    "tuple[float, float]": lambda v: tuple(map(float, v)),
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class Sampler:
-    """One sampling call's settings (the field names of sfd's ``sample`` config section; JSON
-    numbers and lists are taken as the field's type)."""
-
-    method: str
-    num_steps: int
-    boundary: str
-    compute_batch: int
-    atol: float
-    rtol: float
-    timestep_shift: float
-    cfg_scale_tex: float
-    cfg_scale_sem: float
-    cfg_interval_tex: tuple[float, float]
-    cfg_interval_sem: tuple[float, float]
-    guide: str
-
-    def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            object.__setattr__(self, f.name, _TYPES[f.type](getattr(self, f.name)))
-        solver(self.method)  # an unknown name: the registry's error, listing the known ones
-        for name, ok, want in (
-            ("boundary", self.boundary in BOUNDARY_RULES, f"one of {BOUNDARY_RULES}"),
-            ("guide", self.guide in GUIDES, f"one of {GUIDES}"),
-            ("num_steps", self.num_steps >= 1, "an integer >= 1"),
-            ("compute_batch", self.compute_batch >= 1, "an integer >= 1"),
-        ):
-            if not ok:
-                raise ValueError(f"{name} must be {want}; got {getattr(self, name)!r}")
 
 
 def scheduler_settings(sample) -> dict:
     """The scheduler's config entries of a ``sample`` section (sfd's ``SampleConfig``)."""
     return {
         CONFIG_NAMES.get(f.name, f.name): getattr(sample, f.name)
-        for f in dataclasses.fields(Sampler)
+        for f in dataclasses.fields(SampleSettings)
     }
 
 
@@ -126,11 +88,13 @@ class SFDScheduler(SchedulerMixin, ConfigMixin):
         self.schedule: StagedSchedule | None = None
         self.timesteps = torch.zeros(0)
 
-    def sampler(self, **changes) -> Sampler:
-        """This scheduler's settings, with ``changes`` (:class:`Sampler` field names)."""
+    def sampler(self, **changes) -> SampleSettings:
+        """This scheduler's settings, with ``changes`` (:class:`SampleSettings` field names)."""
         c = self.config
-        base = {f.name: c[CONFIG_NAMES.get(f.name, f.name)] for f in dataclasses.fields(Sampler)}
-        return Sampler(**{**base, **changes})
+        base = {
+            f.name: c[CONFIG_NAMES.get(f.name, f.name)] for f in dataclasses.fields(SampleSettings)
+        }
+        return SampleSettings(**{**base, **changes})
 
     def stored_schedule(self, num_steps: int) -> StagedSchedule | None:
         """The stored schedule of ``num_steps`` steps, or None."""
@@ -144,7 +108,7 @@ class SFDScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(f"the stored {num_steps}-step schedule has rows of the wrong length")
         return StagedSchedule(float(self.config.delta_t), boundary=self.config.boundary, **t)
 
-    def fixed_step_schedule(self, s: Sampler) -> StagedSchedule:
+    def fixed_step_schedule(self, s: SampleSettings) -> StagedSchedule:
         """The stored schedule of ``s.num_steps`` steps (at the stored settings), else the staged
         schedule built from Δt."""
         c = self.config
@@ -173,7 +137,7 @@ class SFDScheduler(SchedulerMixin, ConfigMixin):
         self.use(s, device)
 
     def use(
-        self, s: Sampler, device: torch.device | str | None = None
+        self, s: SampleSettings, device: torch.device | str | None = None
     ) -> tuple[ProgressPath | None, StagedSchedule | None]:
         """Make ``s`` this scheduler's current sampler (``schedule``, ``timesteps``) and return
         what its solver integrates: (the staged path, None) for an adaptive solver, (None, the
@@ -196,7 +160,7 @@ class SFDScheduler(SchedulerMixin, ConfigMixin):
         velocity_fn: VelocityFn,
         noise: torch.Tensor,
         layout: Layout,
-        sample: Sampler,
+        sample: SampleSettings,
         keep_trajectory: bool = False,
     ) -> Solution:
         """Integrate from ``noise`` with sfd's solver (the settings of ``sample``)."""
