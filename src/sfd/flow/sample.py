@@ -1,8 +1,8 @@
 """The one generation function: (model, labels, per-image noise, sample settings) -> latents.
 
-:func:`sample_latents` is every sample sfd draws: ``sfd sample``, the demo, the ablation and
-the composites through :mod:`sfd.generate`, and the diffusers pipeline (``SFDPipeline``, and
-``sfd app`` over it) directly. It wraps the model (and the AutoGuidance guide) to run on
+:func:`sample_latents` is every sample sfd draws: ``sfd sample``, the demo and the ablation
+through :mod:`sfd.generate`, the diffusers pipeline (``SFDPipeline``, and ``sfd app`` over it)
+directly. It wraps the model (and the AutoGuidance guide) to run on
 ``compute_batch`` rows at a time, builds the guided velocity function (docs/METHOD.md §5) and
 hands it to the registry's solver (:data:`.solvers.SOLVERS`) on the fixed-step schedule or
 along the progress path (docs/METHOD.md §4).
