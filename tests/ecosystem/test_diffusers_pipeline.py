@@ -69,9 +69,17 @@ def test_export_is_a_standard_diffusers_directory(exported, tiny_run):
 
 def test_pipeline_images_equal_sfd_sample_bytes(exported, tiny_run, tmp_path):
     res = run(
-        "sample", tiny_run / "run", "--num", NUM, "--seed", SEED, "--batch-size", 3,
-        "--out", tmp_path / "cli",
-    )  # fmt: skip
+        "sample",
+        tiny_run / "run",
+        "--num",
+        NUM,
+        "--seed",
+        SEED,
+        "--batch-size",
+        3,
+        "--out",
+        tmp_path / "cli",
+    )
     assert res.exit_code == 0, res.output
     pipe = load_export(exported)
     assert isinstance(pipe.transformer, SFDTransformer2DModel)
@@ -88,10 +96,20 @@ def test_pipeline_images_equal_sfd_sample_bytes(exported, tiny_run, tmp_path):
 
 def test_pipeline_latents_equal_sfd_sample_latents(exported, tiny_run, tmp_path):
     res = run(
-        "sample", tiny_run / "run", "--num", NUM, "--seed", SEED, "--latents-only",
-        "--set", "sample.method=euler", "--set", "sample.num_steps=4",
-        "--out", tmp_path / "cli",
-    )  # fmt: skip
+        "sample",
+        tiny_run / "run",
+        "--num",
+        NUM,
+        "--seed",
+        SEED,
+        "--latents-only",
+        "--set",
+        "sample.method=euler",
+        "--set",
+        "sample.num_steps=4",
+        "--out",
+        tmp_path / "cli",
+    )
     assert res.exit_code == 0, res.output
     want = load_file(str(tmp_path / "cli/latents.safetensors"))["latents"]
     pipe = load_export(exported)
@@ -194,8 +212,15 @@ def test_autoguidance_without_a_guide_is_refused(exported, tiny_run, tmp_path):
     save_checkpoint(tmp_path / "ag", step=1, config=cfg, stats=ckpt.stats, ema=model)
     res = run("export-diffusers", tmp_path / "ag", tmp_path / "out", "--decoder", tiny_run / "vae")
     assert res.exit_code == 5 and "--guide" in res.output, res.output
-    res = run("export-diffusers", tmp_path / "ag", tmp_path / "out", "--decoder",
-              tiny_run / "vae", "--guide", tiny_run / "run")  # fmt: skip
+    res = run(
+        "export-diffusers",
+        tmp_path / "ag",
+        tmp_path / "out",
+        "--decoder",
+        tiny_run / "vae",
+        "--guide",
+        tiny_run / "run",
+    )
     assert res.exit_code == 0, res.output
 
 

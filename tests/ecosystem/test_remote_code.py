@@ -24,6 +24,7 @@ from click.testing import CliRunner
 from ecosystem_helpers import tiny_run_fixture  # noqa: F401  (fixture tiny_run)
 from safetensors.torch import load_file
 
+import sfd.ecosystem.convert as convert
 from sfd.api import load_checkpoint
 from sfd.cli import main
 from sfd.ecosystem import image_generators, load_export
@@ -120,8 +121,6 @@ def test_the_stored_schedule_is_the_runs_and_the_scheduler_uses_it(exported, tin
 
 
 def test_a_run_on_another_path_exports_its_schedule_and_only_that(tiny_run, monkeypatch):
-    import sfd.ecosystem.convert as convert
-
     _, ckpt = load_checkpoint(tiny_run / "run")
     assert convert.scheduler_from_config(ckpt.config).config.path == "staged"
     steps, dt = ckpt.config.sample.num_steps, ckpt.config.flow.delta_t
@@ -152,8 +151,11 @@ def _load_without_sfd(
     env = {**os.environ, "HF_MODULES_CACHE": str(cache), "PYTHONPATH": ""}
     return subprocess.run(
         [sys.executable, str(LOADER), str(export), str(out), json.dumps(spec)],
-        capture_output=True, text=True, env=env, timeout=600,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
 
 
 def test_module_files_edited_to_misfit_the_weights_fail_to_load(exported, tmp_path):
