@@ -15,6 +15,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     (
         "sfd.errors", "sfd.config", "sfd.distributed", "sfd.locks", "sfd.hardware",
         "sfd.recipes", "sfd.data.shards", "sfd.latents.composite",
+        # the time convention, paths, schedule and solver registry the run config names
+        "sfd.flow.path", "sfd.flow.progress", "sfd.flow.schedule", "sfd.flow.solvers",
     ),
     ("sfd.data",),
     ("sfd.latents", "sfd.model", "sfd.flow"),

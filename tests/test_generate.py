@@ -10,7 +10,14 @@ from torch import nn
 
 from sfd.config import apply_overrides, preset
 from sfd.data.images import read_png
-from sfd.generate import GenerationJob, LatentSampler, balanced_labels, image_noise, to_uint8
+from sfd.generate import (
+    FixedBatch,
+    GenerationJob,
+    LatentSampler,
+    balanced_labels,
+    image_noise,
+    to_uint8,
+)
 from sfd.latents.composite import LatentStats
 from sfd.model import LightningDiT
 
@@ -113,8 +120,6 @@ def test_fixed_batch_wrapper_keeps_rows():
     x = torch.randn(5, 6, 8, 8)
     t = torch.rand(5)
     y = torch.arange(5)
-    from sfd.generate import FixedBatch
-
     with torch.no_grad():
         out = FixedBatch(s.model, 3)(x, t_tex=t, t_sem=t, y=y)
         ref = s.model(x, t_tex=t, t_sem=t, y=y)

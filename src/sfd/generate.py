@@ -1,8 +1,11 @@
-"""The one generation path: image indices -> seeds and labels -> noise -> staged ODE -> latents.
+"""The generation job around the one generation function: image indices -> seeds and labels ->
+:func:`sfd.flow.sample.sample_latents` -> latents -> decoded images on disk.
 
-Each image's initial noise comes from its own CPU generator seeded by ``seed + index``, in
-float32, so an image depends only on its index: not on batch size, order or process count
-(EDM2's per-image seeding; every other peer seeds per rank). Guidance follows docs/METHOD.md §5.
+:class:`LatentSampler` turns a run (model, config, latent statistics, optional AutoGuidance
+guide) and image indices into latents: image i's noise is seeded ``seed + i`` and its label
+defaults to ``i mod num_classes``; the solve itself, guidance included (docs/METHOD.md §5), is
+:func:`~sfd.flow.sample.sample_latents`, the function the diffusers pipeline calls too.
+:class:`GenerationJob` writes chunks of decoded images, resumably.
 """
 
 from __future__ import annotations
@@ -15,24 +18,30 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from sfd.config import Config, SampleConfig
+from sfd.config import Config
 from sfd.data.images import read_png, write_npz_streaming, write_png
-from sfd.flow.guidance import Guidance, guided_velocity
-from sfd.flow.numerics import FixedBatch, to_uint8
+from sfd.flow.numerics import FixedBatch, padded_batches, to_uint8
 from sfd.flow.run_path import path_of
-from sfd.flow.schedule import StagedSchedule, path_schedule
-from sfd.flow.solvers import Solution, solve
+from sfd.flow.sample import (
+    fixed_step_schedule,
+    image_noise,
+    sample_latents,
+    velocity_function,
+)
+from sfd.flow.schedule import StagedSchedule
+from sfd.flow.solvers import Solution
 from sfd.latents.composite import LatentLayout, LatentStats
 
-
-def image_noise(indices: Sequence[int], shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
-    """(N, *shape) float32 noise on the CPU; row i drawn from a generator seeded seed + index."""
-    return torch.stack(
-        [
-            torch.randn(shape, generator=torch.Generator().manual_seed(seed + int(i)))
-            for i in indices
-        ]
-    )
+__all__ = [
+    "FixedBatch",
+    "GenerationJob",
+    "LatentSampler",
+    "balanced_labels",
+    "image_noise",
+    "sampling_schedule",
+    "to_uint8",
+    "velocity_function",
+]
 
 
 def balanced_labels(indices: Sequence[int], num_classes: int) -> torch.Tensor:
@@ -40,29 +49,11 @@ def balanced_labels(indices: Sequence[int], num_classes: int) -> torch.Tensor:
     return torch.tensor([int(i) % num_classes for i in indices], dtype=torch.long)
 
 
-def guidance_of(sample: SampleConfig) -> Guidance:
-    return Guidance(
-        sample.cfg_scale_tex, sample.cfg_scale_sem, sample.cfg_interval_tex, sample.cfg_interval_sem
-    )
-
-
-def velocity_function(
-    model: nn.Module,
-    y: torch.Tensor,
-    sample: SampleConfig,
-    layout: LatentLayout,
-    guide_model: nn.Module | None = None,
-):
-    """The velocity function the solver calls, with the configured guidance."""
-    return guided_velocity(model, y, guidance_of(sample), layout, sample.guide, guide_model)
-
-
 def sampling_schedule(config: Config, num_steps: int | None = None) -> StagedSchedule:
     """The fixed-step schedule the run samples with (``num_steps`` default: the run's); a
     diffusers export stores it (``sfd.ecosystem``)."""
-    s = config.sample
-    path = path_of(config.flow)  # a learned one when the run has one, else SFD's offset
-    return path_schedule(num_steps or s.num_steps, path, s.timestep_shift, s.boundary)
+    # a learned path when the run has one, else SFD's offset
+    return fixed_step_schedule(config.sample, path_of(config.flow), num_steps)
 
 
 @dataclass
@@ -88,27 +79,19 @@ class LatentSampler:
         keep_trajectory: bool = False,
     ) -> Solution:
         """Normalised latents for image ``indices`` (labels default to balanced)."""
-        lat, s = self.config.latent, self.config.sample
+        lat = self.config.latent
         if labels is None:
             labels = balanced_labels(indices, self.config.model.num_classes)
         x = image_noise(indices, (lat.channels, lat.size, lat.size), seed).to(self.device)
-        y = labels.to(self.device)
-        k = s.compute_batch
-        guide = None if self.guide_model is None else FixedBatch(self.guide_model, k)
-        fn = velocity_function(FixedBatch(self.model, k), y, s, self.layout, guide)
-        schedule = None if s.method == "dopri5" else sampling_schedule(self.config)
-        return solve(
-            fn,
+        return sample_latents(
+            self.model,
+            labels.to(self.device),
             x,
-            method=s.method,
-            layout=self.layout,
-            schedule=schedule,
-            delta_t=self.config.flow.delta_t,
-            atol=s.atol,
-            rtol=s.rtol,
+            self.config.sample,
+            self.layout,
+            path_of(self.config.flow),
+            guide=self.guide_model,
             keep_trajectory=keep_trajectory,
-            boundary=s.boundary,
-            path=path_of(self.config.flow),
         )
 
     def texture_latents(self, final: torch.Tensor) -> torch.Tensor:
@@ -167,12 +150,7 @@ class GenerationJob:
         if self.decoder is None:
             raise ValueError("no pixel decoder: pass --decoder or set latent.texture_autoencoder")
         k = self.sampler.config.sample.compute_batch
-        decoded = [
-            self.decoder.decode(z[torch.arange(lo, lo + k).clamp(max=len(z) - 1)])[
-                : min(k, len(z) - lo)
-            ]
-            for lo in range(0, len(z), k)
-        ]
+        decoded = [self.decoder.decode(z[rows])[:real] for rows, real in padded_batches(len(z), k)]
         return to_uint8(torch.cat(decoded).cpu())
 
     def run(self, rank: int = 0, world: int = 1, progress: bool = True) -> int:

@@ -23,6 +23,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from sfd.config import Config, SampleConfig, apply_overrides, preset
+from sfd.flow.solvers import solver
 
 
 @dataclass(frozen=True)
@@ -171,22 +172,21 @@ def apply_sampler(cfg: Config, name: str) -> Config:
 
 
 def is_release_sampler(sample: SampleConfig) -> bool:
-    """Whether ``sample`` integrates as the release's published numbers do (docs/METHOD.md §5.1)."""
-    return (
-        sample.method == "dopri5"
-        and sample.boundary == "release"
-        and (sample.atol, sample.rtol, sample.timestep_shift) == (1e-6, 1e-3, 0.0)
-    )
+    """Whether ``sample`` integrates as the release's published numbers do (docs/METHOD.md §5.1):
+    the solver, boundary rule, tolerances and shift of the ``release`` sampler."""
+    release = apply_sampler(Config(), "release").sample
+    same = ("method", "boundary", "atol", "rtol", "timestep_shift")
+    return all(getattr(sample, k) == getattr(release, k) for k in same)
 
 
 def describe_sampler(sample: SampleConfig) -> str:
     """One line: solver, boundary rule and guidance of ``sample``."""
-    if sample.method == "dopri5":
-        solver = f"dopri5 (atol {sample.atol:g}, rtol {sample.rtol:g})"
+    if solver(sample.method).fixed_step:
+        solved = f"{sample.method}, {sample.num_steps} steps"
     else:
-        solver = f"{sample.method}, {sample.num_steps} steps"
+        solved = f"{sample.method} (atol {sample.atol:g}, rtol {sample.rtol:g})"
     if sample.timestep_shift:
-        solver += f", timestep shift {sample.timestep_shift:g}"
+        solved += f", timestep shift {sample.timestep_shift:g}"
     scales = f"{sample.cfg_scale_tex:g} (texture) / {sample.cfg_scale_sem:g} (semantic)"
     kind = "AutoGuidance" if sample.guide == "autoguidance" else "CFG"
     guidance = f"{kind} w {scales}"
@@ -194,4 +194,4 @@ def describe_sampler(sample: SampleConfig) -> str:
         guidance = "no guidance"
     elif (sample.cfg_interval_tex, sample.cfg_interval_sem) != ((0.0, 1.0), (0.0, 1.0)):
         guidance += f", intervals {sample.cfg_interval_tex} / {sample.cfg_interval_sem}"
-    return f"{solver}, {sample.boundary!r} boundary rule, {guidance}"
+    return f"{solved}, {sample.boundary!r} boundary rule, {guidance}"

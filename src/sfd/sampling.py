@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from sfd import distributed
@@ -23,6 +24,7 @@ from sfd.config import Config, apply_overrides
 from sfd.data.shards import atomic_save_safetensors, claim_settings
 from sfd.errors import OverrideError, UsageError
 from sfd.generate import GenerationJob, LatentSampler, balanced_labels
+from sfd.latents.texture import load_texture_autoencoder
 from sfd.recipes import apply_sampler, describe_sampler, is_release_sampler
 
 log = logging.getLogger(__name__)
@@ -91,8 +93,6 @@ def check_generation_settings(out: Path, settings: dict) -> None:
 
 def read_labels(path: str | Path, num: int, num_classes: int) -> torch.Tensor:
     """``num`` class labels in [0, num_classes) from a .npy or text file."""
-    import numpy as np
-
     path = str(path)
     arr = np.load(path) if path.endswith(".npy") else np.loadtxt(path, dtype=np.int64)
     labels = torch.as_tensor(np.asarray(arr, dtype=np.int64)).reshape(-1)
@@ -170,8 +170,6 @@ def generate_to_dir(
         target = write_latents(sampler, out, num, seed, batch_size, labels)
         return SampleResult(out, num, num, latents=target)
     decoder_path = decoder or resolve_decoder(cfg, ckpt.path.parent.parent)
-    from sfd.latents.texture import load_texture_autoencoder
-
     settings = {
         "run": str(Path(run).resolve()),
         "num": num,

@@ -48,9 +48,14 @@ def perturbed(model: torch.nn.Module, seed: int) -> torch.nn.Module:
 
 def sample_settings(cfg, **changes):
     sample = dataclasses.replace(
-        cfg.sample, method="heun", num_steps=3, compute_batch=4, cfg_scale_tex=2.0,
-        cfg_scale_sem=1.5, **changes,
-    )  # fmt: skip
+        cfg.sample,
+        method="heun",
+        num_steps=3,
+        compute_batch=4,
+        cfg_scale_tex=2.0,
+        cfg_scale_sem=1.5,
+        **changes,
+    )
     return dataclasses.replace(cfg, sample=sample)
 
 
@@ -108,8 +113,15 @@ def import_release(root):
     ):
         sd = load_file(str(FIXTURES / f"{weights}.safetensors"))
         torch.save({"model": {k: v + 0.05 for k, v in sd.items()}, "ema": sd}, root / f"{name}.pt")
-        res = cli("import-upstream", root / f"{name}.pt", "--upstream-config", config, *stats,
-                  "--out", root / name)  # fmt: skip
+        res = cli(
+            "import-upstream",
+            root / f"{name}.pt",
+            "--upstream-config",
+            config,
+            *stats,
+            "--out",
+            root / name,
+        )
         assert res.exit_code == 0, res.output
     tiny_vae(tex).save_pretrained(root / "vae")
     return root

@@ -85,8 +85,20 @@ def test_app_generates_what_sfd_sample_writes(browser, tiny_run, tmp_path):
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join(str(i % 4) for i in range(NUM)))
     scale = f"sample.cfg_scale_sem={s.cfg_scale_tex}"
-    args = ["sample", run, "--num", NUM, "--seed", SEED, "--labels", labels,
-            "--out", tmp_path / "cli", "--set", scale]  # fmt: skip
+    args = [
+        "sample",
+        run,
+        "--num",
+        NUM,
+        "--seed",
+        SEED,
+        "--labels",
+        labels,
+        "--out",
+        tmp_path / "cli",
+        "--set",
+        scale,
+    ]
     if decoder:
         args += ["--decoder", decoder]
     res = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)

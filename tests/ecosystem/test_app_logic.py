@@ -28,13 +28,29 @@ def test_app_images_equal_sfd_sample(tiny_run, tmp_path):
     labels.write_text("4\n9\n4\n")
     res = CliRunner().invoke(
         main,
-        [str(a) for a in (
-            "sample", tiny_run / "run", "--num", 3, "--seed", 5, "--labels", labels,
-            "--out", tmp_path / "cli", "--set", "sample.num_steps=2",
-            "--set", "sample.cfg_scale_tex=2.5", "--set", "sample.cfg_scale_sem=2.5",
-        )],
+        [
+            str(a)
+            for a in (
+                "sample",
+                tiny_run / "run",
+                "--num",
+                3,
+                "--seed",
+                5,
+                "--labels",
+                labels,
+                "--out",
+                tmp_path / "cli",
+                "--set",
+                "sample.num_steps=2",
+                "--set",
+                "sample.cfg_scale_tex=2.5",
+                "--set",
+                "sample.cfg_scale_sem=2.5",
+            )
+        ],
         catch_exceptions=False,
-    )  # fmt: skip
+    )
     assert res.exit_code == 0, res.output
     for i, image in enumerate(images):
         buf = io.BytesIO()

@@ -16,6 +16,7 @@ from sfd.cli import main
 from sfd.config import preset
 from sfd.ecosystem.model_card import front_matter
 from sfd.errors import install_hint
+from sfd.training.loggers import WandbTracker
 
 
 def test_the_card_describes_a_class_conditional_model():
@@ -34,8 +35,6 @@ def test_install_hints_work_from_a_wheel_and_from_a_clone(monkeypatch, tmp_path)
 
 
 def test_the_wandb_hint_is_the_same(monkeypatch, tmp_path):
-    from sfd.training.loggers import WandbTracker
-
     monkeypatch.setitem(sys.modules, "wandb", None)
     with pytest.raises(ValueError, match=re.escape(install_hint("wandb"))):
         WandbTracker(tmp_path, preset("tiny"))

@@ -20,8 +20,12 @@ from safetensors.torch import load_file
 
 from sfd.api import load_checkpoint
 from sfd.cli import main
+from sfd.config import SampleConfig
 from sfd.ecosystem import SFDScheduler, SFDTransformer2DModel, image_generators, load_export
-from sfd.generate import balanced_labels
+from sfd.ecosystem.export import ExportSources, build_pipeline
+from sfd.ecosystem.remote.scheduler_sfd import scheduler_settings
+from sfd.flow.solvers import SOLVERS
+from sfd.generate import LatentSampler, balanced_labels
 from sfd.training.checkpoint import save_checkpoint
 
 NUM, SEED = 5, 7
@@ -65,9 +69,17 @@ def test_export_is_a_standard_diffusers_directory(exported, tiny_run):
 
 def test_pipeline_images_equal_sfd_sample_bytes(exported, tiny_run, tmp_path):
     res = run(
-        "sample", tiny_run / "run", "--num", NUM, "--seed", SEED, "--batch-size", 3,
-        "--out", tmp_path / "cli",
-    )  # fmt: skip
+        "sample",
+        tiny_run / "run",
+        "--num",
+        NUM,
+        "--seed",
+        SEED,
+        "--batch-size",
+        3,
+        "--out",
+        tmp_path / "cli",
+    )
     assert res.exit_code == 0, res.output
     pipe = load_export(exported)
     assert isinstance(pipe.transformer, SFDTransformer2DModel)
@@ -84,10 +96,20 @@ def test_pipeline_images_equal_sfd_sample_bytes(exported, tiny_run, tmp_path):
 
 def test_pipeline_latents_equal_sfd_sample_latents(exported, tiny_run, tmp_path):
     res = run(
-        "sample", tiny_run / "run", "--num", NUM, "--seed", SEED, "--latents-only",
-        "--set", "sample.method=euler", "--set", "sample.num_steps=4",
-        "--out", tmp_path / "cli",
-    )  # fmt: skip
+        "sample",
+        tiny_run / "run",
+        "--num",
+        NUM,
+        "--seed",
+        SEED,
+        "--latents-only",
+        "--set",
+        "sample.method=euler",
+        "--set",
+        "sample.num_steps=4",
+        "--out",
+        tmp_path / "cli",
+    )
     assert res.exit_code == 0, res.output
     want = load_file(str(tmp_path / "cli/latents.safetensors"))["latents"]
     pipe = load_export(exported)
@@ -190,6 +212,35 @@ def test_autoguidance_without_a_guide_is_refused(exported, tiny_run, tmp_path):
     save_checkpoint(tmp_path / "ag", step=1, config=cfg, stats=ckpt.stats, ema=model)
     res = run("export-diffusers", tmp_path / "ag", tmp_path / "out", "--decoder", tiny_run / "vae")
     assert res.exit_code == 5 and "--guide" in res.output, res.output
-    res = run("export-diffusers", tmp_path / "ag", tmp_path / "out", "--decoder",
-              tiny_run / "vae", "--guide", tiny_run / "run")  # fmt: skip
+    res = run(
+        "export-diffusers",
+        tmp_path / "ag",
+        tmp_path / "out",
+        "--decoder",
+        tiny_run / "vae",
+        "--guide",
+        tiny_run / "run",
+    )
     assert res.exit_code == 0, res.output
+
+
+@pytest.mark.parametrize("method", list(SOLVERS))
+def test_pipeline_and_sfd_generate_give_identical_latents_with_every_solver(tiny_run, method):
+    model, ckpt = load_checkpoint(tiny_run / "run")
+    pipe = build_pipeline(ExportSources(tiny_run / "run"))[0]
+    sample = dataclasses.replace(ckpt.config.sample, method=method, atol=1e-4, rtol=1e-3)
+    cfg = dataclasses.replace(ckpt.config, sample=sample)
+    pipe.scheduler.register_to_config(atol=1e-4, rtol=1e-3)
+    labels = torch.tensor([3, 1, 4])
+    want = LatentSampler(model, cfg, ckpt.stats).sample(range(3), labels, seed=SEED).final
+    got = pipe.latents(labels, generator=image_generators(SEED, 3), method=method).final
+    assert torch.equal(got, want)
+
+
+def test_the_scheduler_stores_a_sample_section_and_gives_it_back():
+    sample = dataclasses.replace(
+        SampleConfig(), method="heun", num_steps=9, cfg_scale_sem=2.5, cfg_interval_tex=(0.1, 0.9)
+    )
+    settings = SFDScheduler(**scheduler_settings(sample)).sampler()
+    assert dataclasses.asdict(settings) == dataclasses.asdict(sample)
+    assert SFDScheduler().sampler() == SFDScheduler(**scheduler_settings(SampleConfig())).sampler()

@@ -36,8 +36,15 @@ def imported(tmp_path_factory):
 
 def test_imported_release_exports_and_matches_sfd_sample(imported, tmp_path):
     out = tmp_path / "release-diffusers"
-    res = run("export-diffusers", imported / "main", out, "--decoder", imported / "vae",
-              "--guide", imported / "guide")  # fmt: skip
+    res = run(
+        "export-diffusers",
+        imported / "main",
+        out,
+        "--decoder",
+        imported / "vae",
+        "--guide",
+        imported / "guide",
+    )
     assert res.exit_code == 0, res.output
     assert (out / "guide_transformer/config.json").is_file()
     index = json.loads((out / "model_index.json").read_text())
@@ -49,9 +56,19 @@ def test_imported_release_exports_and_matches_sfd_sample(imported, tmp_path):
     sets += ["sample.guide=autoguidance", f"sample.cfg_scale_tex={SCALE}"]
     sets += [f"sample.cfg_scale_sem={SCALE}"]
     res = run(
-        "sample", imported / "main", "--guide", imported / "guide", "--num", NUM, "--seed", SEED,
-        "--latents-only", "--out", tmp_path / "cli", *[a for s in sets for a in ("--set", s)],
-    )  # fmt: skip
+        "sample",
+        imported / "main",
+        "--guide",
+        imported / "guide",
+        "--num",
+        NUM,
+        "--seed",
+        SEED,
+        "--latents-only",
+        "--out",
+        tmp_path / "cli",
+        *[a for s in sets for a in ("--set", s)],
+    )
     assert res.exit_code == 0, res.output
     want = load_file(str(tmp_path / "cli/latents.safetensors"))
 
@@ -59,13 +76,21 @@ def test_imported_release_exports_and_matches_sfd_sample(imported, tmp_path):
     pipe.scheduler.register_to_config(compute_batch=SETTINGS["compute_batch"])
     kwargs = dict(num_inference_steps=SETTINGS["num_steps"], method="heun", guidance_scale=SCALE)
     got = pipe(
-        want["labels"].tolist(), generator=image_generators(SEED, NUM), guidance="autoguidance",
-        output_type="latent", **kwargs,
-    ).images  # fmt: skip
+        want["labels"].tolist(),
+        generator=image_generators(SEED, NUM),
+        guidance="autoguidance",
+        output_type="latent",
+        **kwargs,
+    ).images
     assert torch.equal(got, want["latents"])
     # the guide acted: CFG with the same scale ends elsewhere
-    cfg = pipe(want["labels"].tolist(), generator=image_generators(SEED, NUM),
-               guidance="cfg", output_type="latent", **kwargs).images  # fmt: skip
+    cfg = pipe(
+        want["labels"].tolist(),
+        generator=image_generators(SEED, NUM),
+        guidance="cfg",
+        output_type="latent",
+        **kwargs,
+    ).images
     assert (cfg - got).abs().max() > 1e-3
     images = pipe(want["labels"].tolist(), generator=image_generators(SEED, NUM), **kwargs)
     assert len(images.images) == NUM and images.images[0].size == (32, 32)

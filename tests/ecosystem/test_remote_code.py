@@ -22,14 +22,16 @@ import pytest
 import torch
 from click.testing import CliRunner
 from ecosystem_helpers import tiny_run_fixture  # noqa: F401  (fixture tiny_run)
+from safetensors.torch import load_file
 
+import sfd.ecosystem.convert as convert
 from sfd.api import load_checkpoint
 from sfd.cli import main
 from sfd.ecosystem import image_generators, load_export
 from sfd.ecosystem.remote import PARTS, SOURCES, source_file
 from sfd.ecosystem.remote.scheduler_sfd import schedule_rows
 from sfd.flow.schedule import staged_schedule
-from sfd.generate import sampling_schedule
+from sfd.generate import LatentSampler, sampling_schedule
 
 LOADER = Path(__file__).with_name("remote_load.py")
 # what an exported module may import: the standard library, torch, diffusers and what they bring
@@ -119,8 +121,6 @@ def test_the_stored_schedule_is_the_runs_and_the_scheduler_uses_it(exported, tin
 
 
 def test_a_run_on_another_path_exports_its_schedule_and_only_that(tiny_run, monkeypatch):
-    import sfd.ecosystem.convert as convert
-
     _, ckpt = load_checkpoint(tiny_run / "run")
     assert convert.scheduler_from_config(ckpt.config).config.path == "staged"
     steps, dt = ckpt.config.sample.num_steps, ckpt.config.flow.delta_t
@@ -144,13 +144,18 @@ def test_a_path_other_than_staged_samples_only_its_stored_step_counts(exported):
         pipe([0], method="dopri5", output_type="latent")
 
 
-def _load_without_sfd(export: Path, out: Path, cache: Path) -> subprocess.CompletedProcess:
-    spec = {"labels": [0, 1], "seed": 0, "kwargs": {}}
+def _load_without_sfd(
+    export: Path, out: Path, cache: Path, changes: dict | None = None
+) -> subprocess.CompletedProcess:
+    spec = {"labels": [0, 1], "seed": 0, "kwargs": {}, **(changes or {})}
     env = {**os.environ, "HF_MODULES_CACHE": str(cache), "PYTHONPATH": ""}
     return subprocess.run(
         [sys.executable, str(LOADER), str(export), str(out), json.dumps(spec)],
-        capture_output=True, text=True, env=env, timeout=600,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
 
 
 def test_module_files_edited_to_misfit_the_weights_fail_to_load(exported, tmp_path):
@@ -168,3 +173,15 @@ def test_module_files_edited_to_misfit_the_weights_fail_to_load(exported, tmp_pa
     assert line.startswith("LOAD-ERROR ValueError") and "dit.head" in line, line
     assert "do not fit SFDTransformer2DModel's code" in line
     assert not (tmp_path / "out").exists()  # nothing was generated
+
+
+def test_an_export_loaded_without_sfd_samples_as_sfd_generate_does(exported, tiny_run, tmp_path):
+    model, ckpt = load_checkpoint(tiny_run / "run")
+    sample = dataclasses.replace(ckpt.config.sample, method="dopri5")
+    sampler = LatentSampler(model, dataclasses.replace(ckpt.config, sample=sample), ckpt.stats)
+    want = ckpt.stats.denormalize(sampler.sample([0, 1], torch.tensor([0, 1]), seed=0).final)
+    spec = {"latent": True, "threads": torch.get_num_threads(), "kwargs": {"method": "dopri5"}}
+    res = _load_without_sfd(exported, tmp_path / "out", tmp_path / "modules", spec)
+    assert res.returncode == 0, res.stdout + res.stderr[-2000:]
+    got = load_file(str(tmp_path / "out/latents.safetensors"))["latents"]
+    assert torch.equal(got, want)

@@ -122,21 +122,37 @@ def test_imported_release_loads_without_sfd(venv, tmp_path):
     (tmp_path / "release").mkdir()
     rel = import_release(tmp_path / "release")
     out = tmp_path / "export"
-    res = cli("export-diffusers", rel / "main", out, "--decoder", rel / "vae",
-              "--guide", rel / "guide")  # fmt: skip
+    res = cli(
+        "export-diffusers", rel / "main", out, "--decoder", rel / "vae", "--guide", rel / "guide"
+    )
     assert res.exit_code == 0, res.output
     num, seed, scale = 3, 11, 1.5
     settings = {"method": "heun", "num_steps": 3, "compute_batch": 4, "guide": "autoguidance"}
     settings |= {"cfg_scale_tex": scale, "cfg_scale_sem": scale}
     sets = [a for k, v in settings.items() for a in ("--set", f"sample.{k}={v}")]
-    want = cli_pngs(tmp_path / "cli", rel / "main", "--guide", rel / "guide", "--decoder",
-                    rel / "vae", "--num", num, "--seed", seed, *sets)  # fmt: skip
+    want = cli_pngs(
+        tmp_path / "cli",
+        rel / "main",
+        "--guide",
+        rel / "guide",
+        "--decoder",
+        rel / "vae",
+        "--num",
+        num,
+        "--seed",
+        seed,
+        *sets,
+    )
     spec = {
         "labels": balanced_labels(range(num), 10).tolist(),
         "seed": seed,
         "scheduler": {"compute_batch": 4},
-        "kwargs": {"num_inference_steps": 3, "method": "heun", "guidance_scale": scale,
-                   "guidance": "autoguidance"},
-    }  # fmt: skip
+        "kwargs": {
+            "num_inference_steps": 3,
+            "method": "heun",
+            "guidance_scale": scale,
+            "guidance": "autoguidance",
+        },
+    }
     got = remote(venv, out, tmp_path / "remote", spec, tmp_path / "modules")
     assert len(got) == num and got == want

@@ -5,7 +5,7 @@ fine Euler along a learned path converges to dopri5, and a bad table is one line
 import pytest
 import torch
 
-from sfd.config import FlowConfig
+from sfd.config import Config, FlowConfig, ModelConfig
 from sfd.errors import ConfigError
 from sfd.flow.path import part_times, stretch
 from sfd.flow.progress import check_table, lead_at_middle, offset_path, table_path
@@ -156,8 +156,6 @@ def test_check_table_keeps_the_numbers():
 
 
 def test_a_learned_schedule_needs_both_progress_inputs():
-    from sfd.config import Config, ModelConfig
-
     table = tuple(random_table(1, knots=2).flatten().tolist())
     with pytest.raises(ConfigError, match="model.dual_timestep"):
         Config(model=ModelConfig(dual_timestep=False), flow=FlowConfig(schedule=table))

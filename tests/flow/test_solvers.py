@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
+from sfd.flow import solvers
 from sfd.flow.schedule import staged_schedule
-from sfd.flow.solvers import dopri5, euler, heun
+from sfd.flow.solvers import SOLVERS, dopri5, euler, heun, solve
 from sfd.latents.composite import LatentLayout
 
 LAYOUT = LatentLayout(4, 2)
@@ -77,3 +78,57 @@ def test_trajectory_starts_at_noise():
     sol = euler(lambda x, a, b: torch.ones_like(x), x0, staged_schedule(5, 0.3), LAYOUT, True)
     assert len(sol.trajectory) == 6 and torch.equal(sol.trajectory[0], x0)
     assert sol.nfe == 5
+
+
+def counting(field):
+    """``field`` and a list that grows by one per velocity evaluation."""
+    calls = []
+
+    def velocity(x, t_tex, t_sem):
+        calls.append(1)
+        return field(x, t_tex, t_sem)
+
+    return velocity, calls
+
+
+@pytest.mark.parametrize("name", list(SOLVERS))
+def test_every_registered_solver_runs_through_solve_and_keeps_its_nfe_rule(name):
+    spec = SOLVERS[name]
+    assert callable(spec.function) and solvers.solver(name) is spec
+    x0 = torch.ones(1, 6, 1, 1, dtype=torch.float64)
+    exact = x0 * math.exp(math.sin(3.0) / 3)
+    for steps in (20, 40):
+        velocity, calls = counting(curved)
+        sol = solve(velocity, x0, method=name, layout=LAYOUT, schedule=staged_schedule(steps, 0.3))
+        assert sol.nfe == len(calls)  # what a Solution reports is what the solver called
+        if spec.fixed_step:
+            assert spec.nfe(steps) == len(calls) == spec.evaluations_per_step * steps
+        else:
+            assert spec.nfe(steps) is None and len(calls) > 0  # adaptive: counted while solving
+        assert (sol.final - exact).abs().max() < 0.06  # it solves the ODE, not just runs
+
+
+def test_only_dopri5_integrates_across_the_boundary_jumps():
+    assert {n for n, s in SOLVERS.items() if s.boundary_jumps} == {"dopri5"}
+    assert {n for n, s in SOLVERS.items() if not s.fixed_step} == {"dopri5"}
+    # the boundary rule reaches a jump-aware solver itself; a fixed-step one reads it from the
+    # schedule's rows, so solve's ``boundary`` argument changes nothing for it
+    x0 = torch.ones(1, 6, 1, 1, dtype=torch.float64)
+    schedule = staged_schedule(10, 0.3)
+    for name, spec in SOLVERS.items():
+        exact, release = (
+            solve(curved, x0, method=name, layout=LAYOUT, schedule=schedule, boundary=rule).final
+            for rule in ("exact", "release")
+        )
+        assert torch.equal(exact, release) != spec.boundary_jumps, name
+
+
+def test_an_unknown_solver_is_one_error_listing_the_known_ones():
+    x0 = torch.ones(1, 6, 1, 1)
+    for call in (
+        lambda: solvers.solver("rk4"),
+        lambda: solve(curved, x0, method="rk4", layout=LAYOUT, schedule=staged_schedule(2, 0.3)),
+    ):
+        with pytest.raises(ValueError, match="unknown solver 'rk4'") as err:
+            call()
+        assert all(name in str(err.value) for name in SOLVERS)

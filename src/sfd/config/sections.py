@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from sfd.config.typed import from_dict
 from sfd.errors import ConfigError
+from sfd.flow.schedule import BOUNDARY_RULES
+from sfd.flow.solvers import SOLVERS
 
 
 @dataclass(frozen=True)
@@ -243,13 +245,18 @@ class TrainConfig:
         )
 
 
+# the solver registry's names and the schedule's boundary rules (docs/ARCHITECTURE.md)
+SolverName = Literal[tuple(SOLVERS)]
+BoundaryRule = Literal[BOUNDARY_RULES]
+
+
 @dataclass(frozen=True)
 class SampleConfig:
     """The three-stage sampler and guidance (docs/METHOD.md §4-5)."""
 
-    method: Literal["euler", "heun", "dopri5"] = "dopri5"  # the release's sampler
-    num_steps: int = 24  # solver steps (intervals) of euler/heun; dopri5 adapts its own
-    boundary: Literal["exact", "release"] = "exact"  # stage-boundary rule (flow/schedule.py)
+    method: SolverName = "dopri5"  # the release's sampler
+    num_steps: int = 24  # solver steps (intervals) of a fixed-step solver; dopri5 adapts its own
+    boundary: BoundaryRule = "exact"  # stage-boundary rule (flow/schedule.py)
     compute_batch: int = 16  # images solved together; an image depends on (index, this)
     atol: float = 1e-6
     rtol: float = 1e-3
@@ -261,20 +268,15 @@ class SampleConfig:
     guide: Literal["cfg", "autoguidance"] = "cfg"
 
     def __post_init__(self) -> None:
-        _check(
-            self.method in ("euler", "heun", "dopri5"),
-            "sample.method",
-            "'euler', 'heun' or 'dopri5'",
-            self.method,
-        )
+        _check(self.method in SOLVERS, "sample.method", _one_of(SOLVERS), self.method)
         _check(self.num_steps >= 1, "sample.num_steps", "an integer >= 1", self.num_steps)
         _check(
             self.compute_batch >= 1, "sample.compute_batch", "an integer >= 1", self.compute_batch
         )
         _check(
-            self.boundary in ("exact", "release"),
+            self.boundary in BOUNDARY_RULES,
             "sample.boundary",
-            "'exact' or 'release'",
+            _one_of(BOUNDARY_RULES),
             self.boundary,
         )
         _check(
@@ -353,6 +355,10 @@ def progress_table_problem(values) -> str | None:
                 f"a progress curve must be monotone"
             )
     return None
+
+
+def _one_of(names) -> str:
+    return "one of " + ", ".join(repr(n) for n in names)
 
 
 def _check(ok: bool, name: str, expected: str, got: Any) -> None:

@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from sfd.ecosystem.convert import load_export
+from sfd.ecosystem.export import ExportSources, build_pipeline
 from sfd.ecosystem.remote.pipeline_sfd import SFDPipeline, image_generators
 from sfd.figures import stage_strip
 from sfd.generate import to_uint8
@@ -88,7 +90,7 @@ def stage_picture(pipe: SFDPipeline, req: Request, path: Path) -> Path:
 
 def build_app(pipe: SFDPipeline, default_steps: int | None = None, seed: int = 0):
     """The gradio Blocks app (import gradio: the ``[app]`` extra)."""
-    import gradio as gr
+    import gradio as gr  # optional: the ``[app]`` extra; sfd runs without it
 
     names = [pipe.config.id2label[k] for k in sorted(pipe.config.id2label)]
     s = pipe.scheduler.config
@@ -117,10 +119,8 @@ def build_app(pipe: SFDPipeline, default_steps: int | None = None, seed: int = 0
                 classes = gr.CheckboxGroup(names, value=names[:4], label="classes")
                 num = gr.Slider(1, 32, value=8, step=1, label="images")
                 seed = gr.Number(seed, precision=0, label="seed (image i uses seed + i)")
-                steps = gr.Slider(
-                    1, 100, value=default_steps or int(s.num_inference_steps), step=1,
-                    label=f"steps ({s.method})",
-                )  # fmt: skip
+                first = default_steps or int(s.num_inference_steps)
+                steps = gr.Slider(1, 100, value=first, step=1, label=f"steps ({s.method})")
                 scale = gr.Slider(1.0, 10.0, value=float(s.cfg_scale_tex), step=0.1, label="scale")
                 choices = ["cfg", "autoguidance"] if autoguidance else ["cfg"]
                 guidance = gr.Radio(choices, value=choices[0], label="guidance")
@@ -134,9 +134,6 @@ def build_app(pipe: SFDPipeline, default_steps: int | None = None, seed: int = 0
 
 def load_pipeline(run: Path, decoder=None, guide=None, class_names=None, device: str = "cpu"):
     """The pipeline of a diffusers export (has ``model_index.json``) or of an sfd run."""
-    from sfd.ecosystem.convert import load_export
-    from sfd.ecosystem.export import ExportSources, build_pipeline
-
     run = Path(run)
     if (run / "model_index.json").exists():
         return load_export(run, device)

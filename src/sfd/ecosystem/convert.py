@@ -16,7 +16,12 @@ from diffusers import AutoencoderKL
 
 from sfd.config import Config
 from sfd.ecosystem.remote.pipeline_sfd import SFDPipeline
-from sfd.ecosystem.remote.scheduler_sfd import SCHEDULE_ROWS, SFDScheduler, schedule_rows
+from sfd.ecosystem.remote.scheduler_sfd import (
+    SCHEDULE_ROWS,
+    SFDScheduler,
+    schedule_rows,
+    scheduler_settings,
+)
 from sfd.ecosystem.remote.transformer_sfd import SFDTransformer2DModel
 from sfd.errors import MissingInputError
 from sfd.flow.schedule import staged_schedule
@@ -50,20 +55,9 @@ def scheduler_from_config(config: Config) -> SFDScheduler:
     same = all(torch.equal(getattr(run, k), getattr(staged, k)) for k in SCHEDULE_ROWS)
     return SFDScheduler(
         delta_t=config.flow.delta_t,
-        method=s.method,
-        num_inference_steps=s.num_steps,
-        boundary=s.boundary,
-        timestep_shift=s.timestep_shift,
-        atol=s.atol,
-        rtol=s.rtol,
-        compute_batch=s.compute_batch,
-        cfg_scale_tex=s.cfg_scale_tex,
-        cfg_scale_sem=s.cfg_scale_sem,
-        cfg_interval_tex=tuple(s.cfg_interval_tex),
-        cfg_interval_sem=tuple(s.cfg_interval_sem),
-        guide=s.guide,
         path="staged" if same else "stored",
         schedules={str(s.num_steps): schedule_rows(run)},
+        **scheduler_settings(s),
     )
 
 

@@ -23,6 +23,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from sfd.api import load_checkpoint
+from sfd.ecosystem.convert import scheduler_from_config, transformer_from_sfd
+from sfd.ecosystem.model_card import model_card
+from sfd.ecosystem.remote import PARTS, source_file
+from sfd.ecosystem.remote.pipeline_sfd import SFDPipeline
 from sfd.errors import (
     BadInputError,
     MismatchError,
@@ -31,6 +36,7 @@ from sfd.errors import (
     as_os_error,
     write_failed,
 )
+from sfd.latents.texture import load_texture_autoencoder
 from sfd.training.run_dir import CLASS_NAMES
 
 
@@ -96,11 +102,6 @@ def read_metrics(path: Path | None) -> dict:
 
 def build_pipeline(sources: ExportSources, device: str = "cpu"):
     """An :class:`SFDPipeline` from an sfd run (EMA weights), its decoder and optional guide."""
-    from sfd.api import load_checkpoint
-    from sfd.ecosystem.convert import scheduler_from_config, transformer_from_sfd
-    from sfd.ecosystem.remote.pipeline_sfd import SFDPipeline
-    from sfd.latents.texture import load_texture_autoencoder
-
     model, ckpt = load_checkpoint(sources.run, device)
     if ckpt.config.sample.guide == "autoguidance" and sources.guide is None:
         raise MismatchError(
@@ -133,8 +134,6 @@ def build_pipeline(sources: ExportSources, device: str = "cpu"):
 
 def export_diffusers(sources: ExportSources, out: str | Path) -> Path:
     """Write the diffusers directory ``out`` (refused if it exists); returns it."""
-    from sfd.ecosystem.model_card import model_card
-
     out = Path(out)
     if out.exists():
         raise SfdError(f"{out} exists; choose a new export directory (nothing is overwritten)")
@@ -159,8 +158,6 @@ def export_diffusers(sources: ExportSources, out: str | Path) -> Path:
 def write_remote_code(out: Path) -> dict:
     """Write each component's module files (the package's source, verbatim) and name them in
     ``model_index.json`` as ``["module_file", "ClassName"]``; returns the new index."""
-    from sfd.ecosystem.remote import PARTS, source_file
-
     index = json.loads((out / "model_index.json").read_text())
     for folder, (module, cls, siblings) in PARTS.items():
         users = [folder] if folder != "transformer" else ["transformer", "guide_transformer"]

@@ -20,9 +20,13 @@ import yaml
 from sfd.training.checkpoint import Checkpoint
 
 TAGS = [
-    "sfd", "semantic-first-diffusion", "diffusers", "class-conditional", "image-generation",
+    "sfd",
+    "semantic-first-diffusion",
+    "diffusers",
+    "class-conditional",
+    "image-generation",
     "flow-matching",
-]  # fmt: skip
+]
 CITATION = """@inproceedings{pan2026sfd,
   title     = {Semantics Lead the Way: Harmonizing Semantic and Texture Modeling with
                Asynchronous Latent Diffusion},

@@ -1,1 +1,2 @@
-"""Asynchronous flow matching: time convention, staged schedule, solvers, guidance."""
+"""Asynchronous flow matching: time convention, staged schedule, the solver registry, guidance,
+and the one generation function (:mod:`sfd.flow.sample`)."""

@@ -1,5 +1,7 @@
 """Bit-stable numerics shared by ``sfd sample`` and the diffusers pipeline.
 
+- :func:`padded_batches` splits rows into groups of a fixed size, the last padded by repetition
+  (the model in :class:`FixedBatch`, the decoder in ``sfd sample`` and in the pipeline);
 - :class:`FixedBatch` runs a model on a fixed number of rows at a time, so an image's velocity does
   not depend on how many images are sampled together;
 - :func:`to_uint8` turns decoded images into bytes, rounded to nearest as the PNGs are written.
@@ -10,8 +12,19 @@ verbatim; docs/ECOSYSTEM.md).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import nn
+
+
+def padded_batches(
+    num: int, size: int, device: torch.device | str | None = None
+) -> Iterator[tuple[torch.Tensor, int]]:
+    """Rows ``[0, num)`` in groups of exactly ``size``, the last padded by repeating row
+    ``num - 1``: (the group's row indices, how many of them are real)."""
+    for lo in range(0, num, size):
+        yield torch.arange(lo, lo + size, device=device).clamp(max=num - 1), min(size, num - lo)
 
 
 class FixedBatch(nn.Module):
@@ -34,10 +47,9 @@ class FixedBatch(nn.Module):
         t_tex = torch.as_tensor(t_tex, device=x.device, dtype=torch.float32).reshape(-1).expand(b)
         t_sem = torch.as_tensor(t_sem, device=x.device, dtype=torch.float32).reshape(-1).expand(b)
         outs = []
-        for lo in range(0, b, self.size):
-            idx = torch.arange(lo, lo + self.size, device=x.device).clamp(max=b - 1)
+        for idx, real in padded_batches(b, self.size, x.device):
             out = self.module(x[idx], t_tex=t_tex[idx], t_sem=t_sem[idx], y=y[idx])
-            outs.append(out[: min(self.size, b - lo)])
+            outs.append(out[:real])
         return torch.cat(outs)
 
 

@@ -7,6 +7,14 @@ part by its own step (``dt_tex``, ``dt_sem``); the adaptive solver integrates th
 5(4), Chen et al. 2018), as the SFD release does. Along a learned progress path
 (:mod:`sfd.flow.progress`) the drift is ``[du_tex/ds v_tex, du_sem/ds v_sem]`` and the solver is
 told every kink of the path (:func:`dopri5_path`).
+
+:data:`SOLVERS` is the one registry of solvers: name -> function, its NFE rule and whether it
+integrates the continuous drift across the stage boundaries' jumps. Every list of solver names
+in sfd is read from it (``sample.method``, a release YAML's ``sampling_method``, the diffusers
+scheduler, the ablation's sampler names). The run config validates ``sample.method`` against
+it, so this file, like the time convention, progress paths and schedule it imports, sits in the
+foundation layer (docs/ARCHITECTURE.md); it imports only torch and its siblings, relatively,
+because a diffusers export carries it verbatim (docs/ECOSYSTEM.md).
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .path import Layout, check_delta_t, part_times
-from .progress import ProgressPath
+from .progress import ProgressPath, offset_path
 from .schedule import StagedSchedule, drift_masks
 
 VelocityFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -163,6 +171,65 @@ def dopri5_path(
     return Solution(out[-1], [], nfe)
 
 
+def dopri5_along(
+    velocity_fn: VelocityFn,
+    x: torch.Tensor,
+    path: ProgressPath,
+    layout: Layout,
+    atol: float = 1e-6,
+    rtol: float = 1e-3,
+    boundary: str = "exact",
+) -> Solution:
+    """dopri5 along ``path``: SFD's offset path by its Δt (:func:`dopri5`, either boundary
+    rule), a learned one by its kinks (:func:`dopri5_path`, the exact rule only)."""
+    if path.delta_t is not None:
+        return dopri5(velocity_fn, x, path.delta_t, layout, atol, rtol, boundary)
+    if boundary != "exact":
+        raise ValueError("a learned schedule samples with boundary='exact'")
+    return dopri5_path(velocity_fn, x, path, layout, atol, rtol)
+
+
+@dataclass(frozen=True)
+class Solver:
+    """An entry of :data:`SOLVERS`.
+
+    ``function`` is called one of two ways. A fixed-step solver walks a schedule:
+    ``function(velocity_fn, x, schedule, layout, keep_trajectory)``; it makes
+    ``evaluations_per_step`` velocity evaluations a step, and the schedule's rows carry the
+    boundary rule. An adaptive solver (``evaluations_per_step`` None: it counts its own, in
+    :attr:`Solution.nfe`) integrates the continuous drift along a progress path:
+    ``function(velocity_fn, x, path, layout, atol, rtol, boundary)``. ``boundary_jumps``: the
+    drift it integrates jumps where a part starts or stops, and under the exact boundary rule
+    the solver is told where (torchdiffeq's ``jump_t``).
+    """
+
+    function: Callable[..., Solution]
+    evaluations_per_step: int | None
+    boundary_jumps: bool
+
+    @property
+    def fixed_step(self) -> bool:
+        return self.evaluations_per_step is not None
+
+    def nfe(self, num_steps: int) -> int | None:
+        """Velocity evaluations of a ``num_steps``-step solve; None for an adaptive solver."""
+        return None if self.evaluations_per_step is None else self.evaluations_per_step * num_steps
+
+
+SOLVERS: dict[str, Solver] = {
+    "euler": Solver(euler, evaluations_per_step=1, boundary_jumps=False),
+    "heun": Solver(heun, evaluations_per_step=2, boundary_jumps=False),
+    "dopri5": Solver(dopri5_along, evaluations_per_step=None, boundary_jumps=True),
+}
+
+
+def solver(name: str) -> Solver:
+    """The registry's entry ``name``; one error listing the known names otherwise."""
+    if name not in SOLVERS:
+        raise ValueError(f"unknown solver {name!r}; known solvers: {', '.join(SOLVERS)}")
+    return SOLVERS[name]
+
+
 def solve(
     velocity_fn: VelocityFn,
     x: torch.Tensor,
@@ -177,25 +244,22 @@ def solve(
     boundary: str = "exact",
     path: ProgressPath | None = None,
 ) -> Solution:
-    """Dispatch to ``euler``, ``heun`` (need ``schedule``) or ``dopri5`` (needs ``delta_t`` or a
-    learned ``path``; ``boundary`` picks its stage-boundary handling)."""
-    if method in ("euler", "heun"):
+    """Run the registry's solver ``method``: a fixed-step one on ``schedule``; an adaptive one
+    along ``path`` (default: the schedule's path, else SFD's offset path of ``delta_t``, which
+    wins over the path's own Δt; ``boundary`` picks its stage-boundary handling)."""
+    spec = solver(method)
+    if spec.fixed_step:
         if schedule is None:
             raise ValueError(f"method {method!r} needs a schedule")
-        fn = euler if method == "euler" else heun
-        return fn(velocity_fn, x, schedule, layout, keep_trajectory)
-    if method == "dopri5":
-        if path is None and schedule is not None:
-            path = schedule.path
-        if path is not None and path.delta_t is None:
-            if boundary != "exact":
-                raise ValueError("a learned schedule samples with boundary='exact'")
-            return dopri5_path(velocity_fn, x, path, layout, atol, rtol)
+        return spec.function(velocity_fn, x, schedule, layout, keep_trajectory)
+    if path is None and schedule is not None:
+        path = schedule.path
+    if path is None or path.delta_t is not None:
         if delta_t is None:
             delta_t = schedule.delta_t if schedule is not None else None
         if delta_t is None and path is not None:
             delta_t = path.delta_t
         if delta_t is None:
-            raise ValueError("method 'dopri5' needs delta_t")
-        return dopri5(velocity_fn, x, delta_t, layout, atol, rtol, boundary)
-    raise ValueError(f"unknown solver {method!r}; expected 'euler', 'heun' or 'dopri5'")
+            raise ValueError(f"method {method!r} needs delta_t or a progress path")
+        path = offset_path(delta_t)
+    return spec.function(velocity_fn, x, path, layout, atol, rtol, boundary)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sfd.config import Config, apply_overrides, preset
+from sfd.flow.solvers import SOLVERS
 from sfd.pipeline.demo import DEMO_MODEL
 from sfd.training.run_dir import RESUMABLE_CHANGES
 
@@ -277,15 +278,20 @@ def is_speed_switch(override: str) -> bool:
 
 
 def parse_sampler(name: str) -> tuple[str, int]:
-    """``"euler-8"`` / ``"heun-10"`` -> (method, steps); ``"dopri5"`` -> ("dopri5", 0)."""
-    if name == "dopri5":
-        return "dopri5", 0
-    m = re.fullmatch(r"(euler|heun)-([1-9][0-9]*)", name)
-    if m is None:
-        raise ValueError(
-            f"unknown sampler {name!r}; expected euler-N, heun-N (N >= 1 steps) or dopri5"
-        )
-    return m.group(1), int(m.group(2))
+    """``"euler-8"`` / ``"heun-10"`` -> (method, steps); ``"dopri5"`` -> ("dopri5", 0): a
+    fixed-step solver of the registry with its steps, or an adaptive one by name."""
+    method, _, steps = name.partition("-")
+    spec = SOLVERS.get(method)
+    if spec is not None and not spec.fixed_step and not steps:
+        return method, 0
+    if spec is not None and spec.fixed_step and re.fullmatch(r"[1-9][0-9]*", steps):
+        return method, int(steps)
+    fixed = [f"{n}-N" for n, s in SOLVERS.items() if s.fixed_step]
+    adaptive = [n for n, s in SOLVERS.items() if not s.fixed_step]
+    raise ValueError(
+        f"unknown sampler {name!r}; expected {', '.join(fixed)} (N >= 1 steps) or "
+        f"{', '.join(adaptive)}"
+    )
 
 
 def parse_shard(text: str) -> tuple[int, int]:

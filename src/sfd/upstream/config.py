@@ -34,6 +34,7 @@ from sfd.errors import (
     SfdError,
     one_line,
 )
+from sfd.flow.solvers import SOLVERS
 
 log = logging.getLogger("sfd.upstream")
 
@@ -183,8 +184,11 @@ def sample_from_yaml(
     """
     s, m = data.get("sample") or {}, data.get("model") or {}
     method = s.get("sampling_method", "dopri5")
-    if method not in ("euler", "heun", "dopri5"):
-        raise ValueError(f"release sampling_method {method!r} is not supported")
+    if method not in SOLVERS:
+        raise ValueError(
+            f"release sampling_method {method!r} is not supported; sfd's solvers: "
+            f"{', '.join(SOLVERS)}"
+        )
     scale = float(s.get("cfg_scale", 1.0) if cfg_scale is None else cfg_scale)
     if s.get("autoguidance") and scale == 1.0:
         raise ValueError(

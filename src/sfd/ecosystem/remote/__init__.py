@@ -19,7 +19,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from sfd.flow import guidance, numerics, path, progress, schedule, solvers
+from sfd.flow import guidance, numerics, path, progress, sample, schedule, solvers
 from sfd.latents import composite
 from sfd.model import layers, lightningdit
 
@@ -32,6 +32,7 @@ SOURCES = {
     "progress": progress,
     "schedule": schedule,
     "solvers": solvers,
+    "sample": sample,
     "guidance": guidance,
     "numerics": numerics,
 }
@@ -47,8 +48,25 @@ PARTS = {
         "SFDTransformer2DModel",
         ("lightningdit", "layers", "composite"),
     ),
-    "scheduler": ("scheduler_sfd", "SFDScheduler", ("path", "progress", "schedule", "solvers")),
-    "": ("pipeline_sfd", "SFDPipeline", ("composite", "path", "guidance", "numerics")),
+    "scheduler": (
+        "scheduler_sfd",
+        "SFDScheduler",
+        ("path", "progress", "schedule", "solvers", "sample", "guidance", "numerics"),
+    ),
+    "": (
+        "pipeline_sfd",
+        "SFDPipeline",
+        (
+            "composite",
+            "path",
+            "progress",
+            "schedule",
+            "solvers",
+            "sample",
+            "guidance",
+            "numerics",
+        ),
+    ),
 }
 
 

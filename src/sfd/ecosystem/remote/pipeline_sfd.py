@@ -5,12 +5,14 @@ copied): ``__call__(class_labels, num_inference_steps, guidance_scale, generator
 return_dict)``, ``id2label`` and ``get_label_ids``, ``ImagePipelineOutput``. Where SFD differs
 the pipeline follows sfd (docs/METHOD.md §4-5), through sfd's own code:
 
-- the velocity function and guidance are ``guidance.guided_velocity`` (CFG on ALL channels, null
-  class = ``num_classes``, not DiT's 1000 and first-3-channels; or AutoGuidance with
-  ``guide_transformer``), the scheduler solves on the staged schedule, and the model runs on
-  ``compute_batch`` rows at a time (``numerics.FixedBatch``), as in ``sfd sample``;
-- noise is drawn per image on the CPU in float32 (one generator per image: pass
-  ``image_generators(seed, n)`` and image i equals ``sfd sample --seed seed``'s image i);
+- the latents come from sfd's one generation function, ``sample.sample_latents``, the one
+  ``sfd sample`` runs: guidance by ``guidance.guided_velocity`` (CFG on ALL channels, null class
+  = ``num_classes``, not DiT's 1000 and first-3-channels; or AutoGuidance with
+  ``guide_transformer``), the model on ``compute_batch`` rows at a time, the registry's solver on
+  the scheduler's staged schedule (or along its path);
+- noise is drawn per image on the CPU in float32 (``sample.draw_noise``; one generator per
+  image: pass ``image_generators(seed, n)`` and image i equals ``sfd sample --seed seed``'s
+  image i);
 - the latents are de-normalised with the transformer's latent statistics and the texture part
   is decoded by the VAE; ``vae.config.scaling_factor`` is not used (the statistics own that).
 
@@ -30,15 +32,17 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from PIL import Image
 
+# diffusers copies only the files this module imports itself: it names every sibling it needs
 from .composite import LatentStats
-from .guidance import Guidance, guided_velocity
-from .numerics import FixedBatch, to_uint8
+from .guidance import Guidance  # noqa: F401  sample's sibling
+from .numerics import padded_batches, to_uint8
 from .path import Layout
+from .progress import ProgressPath  # noqa: F401  sample's sibling
+from .sample import draw_noise, image_generators, sample_latents
+from .schedule import StagedSchedule  # noqa: F401  sample's sibling
+from .solvers import Solution
 
-
-def image_generators(seed: int, num: int, start: int = 0) -> list[torch.Generator]:
-    """One CPU generator per image, seeded ``seed + index`` (``sfd sample``'s rule)."""
-    return [torch.Generator().manual_seed(seed + i) for i in range(start, start + num)]
+__all__ = ["SFDPipeline", "image_generators", "to_pil"]
 
 
 class SFDPipeline(DiffusionPipeline):
@@ -88,11 +92,7 @@ class SFDPipeline(DiffusionPipeline):
         gens = generator if isinstance(generator, list) else [generator] * n
         if len(gens) != n:
             raise ValueError(f"got {len(gens)} generators for {n} class labels")
-        draws = [
-            torch.randn(shape, generator=g, device=g.device if g is not None else "cpu")
-            for g in gens
-        ]
-        return torch.stack([d.float().cpu() for d in draws])  # (N, C, H, W) fp32
+        return draw_noise(gens, shape)  # (N, C, H, W) fp32
 
     @torch.no_grad()
     def latents(
@@ -104,9 +104,9 @@ class SFDPipeline(DiffusionPipeline):
         method: str | None = None,
         guidance: str | None = None,
         keep_trajectory: bool = False,
-    ):
-        """Solve the staged ODE: the scheduler's solution (normalised composite latents, and
-        the trajectory if kept)."""
+    ) -> Solution:
+        """Normalised composite latents (and the trajectory if kept): sfd's one generation
+        function with the scheduler's settings, changed by the arguments given."""
         t = self.transformer
         device = self._execution_device
         y = torch.as_tensor(class_labels, dtype=torch.long).reshape(-1)
@@ -127,19 +127,12 @@ class SFDPipeline(DiffusionPipeline):
                 "guidance='autoguidance' needs a guide_transformer "
                 "(sfd export-diffusers RUN OUT --guide GUIDE_RUN); or pass guidance='cfg'"
             )
-        guide = self.guide_transformer if sample.guide == "autoguidance" else None
-        if guide is not None:
-            guide = FixedBatch(guide.dit, sample.compute_batch)
+        guide = self.guide_transformer.dit if sample.guide == "autoguidance" else None
         x = self._noise(len(y), generator).to(device)
-        rule = Guidance(
-            sample.cfg_scale_tex,
-            sample.cfg_scale_sem,
-            sample.cfg_interval_tex,
-            sample.cfg_interval_sem,
+        path, schedule = self.scheduler.use(sample, device)
+        return sample_latents(
+            t.dit, y.to(device), x, sample, self.layout, path, schedule, guide, keep_trajectory
         )
-        model = FixedBatch(t.dit, sample.compute_batch)
-        fn = guided_velocity(model, y.to(device), rule, self.layout, sample.guide, guide)
-        return self.scheduler.solve(fn, x, self.layout, sample, keep_trajectory)
 
     @property
     def layout(self) -> Layout:
@@ -157,10 +150,10 @@ class SFDPipeline(DiffusionPipeline):
         t = self.transformer
         z = t.layout.tex(t.latent_stats.denormalize(latents))
         k = compute_batch or int(self.scheduler.config.compute_batch)
-        parts = []
-        for lo in range(0, len(z), k):
-            idx = torch.arange(lo, lo + k).clamp(max=len(z) - 1)
-            parts.append(self.vae.decode(z[idx.to(z.device)]).sample[: min(k, len(z) - lo)])
+        parts = [
+            self.vae.decode(z[idx]).sample[:real]
+            for idx, real in padded_batches(len(z), k, z.device)
+        ]
         return torch.cat(parts)
 
     @torch.no_grad()

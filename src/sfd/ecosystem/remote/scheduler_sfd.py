@@ -2,16 +2,19 @@
 
 diffusers' schedulers are stateful ``step()`` objects; sfd's schedule is data (a
 :class:`StagedSchedule` of (t_sem, t_tex) rows, docs/METHOD.md §4) and its solvers are short
-functions
-(``solvers.solve``: Euler, Heun, dopri5). This class keeps that split: a ``SchedulerMixin`` +
-``ConfigMixin`` that saves and loads ``scheduler_config.json`` like any diffusers scheduler and
-stores the run's sampler (the ``sample`` section of an sfd config and the run's Δt).
+functions in one registry (``solvers.SOLVERS``: Euler, Heun, dopri5). This class keeps that
+split: a ``SchedulerMixin`` + ``ConfigMixin`` that saves and loads ``scheduler_config.json`` like
+any diffusers scheduler and stores the run's sampler (the ``sample`` section of an sfd config,
+its step count under diffusers' name ``num_inference_steps``, and the run's Δt). The pipeline
+asks it for a call's settings (:meth:`SFDScheduler.sampler`) and what the solver integrates
+(:meth:`SFDScheduler.use`), and samples with sfd's one generation function
+(``sample.sample_latents``).
 
 The schedule travels as data too: ``schedules`` holds the run's fixed-step schedules by step
 count (every row of ``tau``, ``t_tex``, ``t_sem``, ``dt_tex``, ``dt_sem``; float32 values, exact
 in JSON), and :meth:`set_timesteps` uses a stored schedule where there is one. Other step counts
 are built from Δt for the staged path (``path="staged"``); a run on another path stores each
-step count it offers. dopri5 integrates the staged path's continuous drift.
+step count it offers. An adaptive solver (dopri5) integrates the staged path's continuous drift.
 
 This file is written verbatim into an export's ``scheduler/`` folder beside the files it imports
 (``sfd.ecosystem.remote``): it imports nothing of sfd by name. Nothing in here holds solver state.
@@ -25,43 +28,26 @@ import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
+# diffusers copies only the files this module imports itself: it names every sibling it needs
+from .guidance import Guidance  # noqa: F401  sample's sibling
+from .numerics import FixedBatch  # noqa: F401  sample's sibling
 from .path import Layout, check_delta_t
-from .progress import ProgressPath  # noqa: F401  schedule's sibling: diffusers copies direct imports
-from .schedule import BOUNDARY_RULES, StagedSchedule, staged_schedule
-from .solvers import Solution, VelocityFn, solve
+from .progress import ProgressPath, offset_path
+from .sample import SampleSettings, integrate
+from .schedule import StagedSchedule, staged_schedule
+from .solvers import Solution, VelocityFn, solver
 
-METHODS = ("euler", "heun", "dopri5")
-GUIDES = ("cfg", "autoguidance")
 SCHEDULE_ROWS = ("tau", "t_tex", "t_sem", "dt_tex", "dt_sem")
+# a SampleSettings field -> its name in the scheduler's config, where diffusers names it otherwise
+CONFIG_NAMES = {"num_steps": "num_inference_steps"}
 
 
-@dataclasses.dataclass(frozen=True)
-class Sampler:
-    """One sampling call's settings (the field names of sfd's ``sample`` config section)."""
-
-    method: str
-    num_steps: int
-    boundary: str
-    compute_batch: int
-    atol: float
-    rtol: float
-    timestep_shift: float
-    cfg_scale_tex: float
-    cfg_scale_sem: float
-    cfg_interval_tex: tuple[float, float]
-    cfg_interval_sem: tuple[float, float]
-    guide: str
-
-    def __post_init__(self) -> None:
-        for name, ok, want in (
-            ("method", self.method in METHODS, f"one of {METHODS}"),
-            ("boundary", self.boundary in BOUNDARY_RULES, f"one of {BOUNDARY_RULES}"),
-            ("guide", self.guide in GUIDES, f"one of {GUIDES}"),
-            ("num_steps", self.num_steps >= 1, "an integer >= 1"),
-            ("compute_batch", self.compute_batch >= 1, "an integer >= 1"),
-        ):
-            if not ok:
-                raise ValueError(f"{name} must be {want}; got {getattr(self, name)!r}")
+def scheduler_settings(sample) -> dict:
+    """The scheduler's config entries of a ``sample`` section (sfd's ``SampleConfig``)."""
+    return {
+        CONFIG_NAMES.get(f.name, f.name): getattr(sample, f.name)
+        for f in dataclasses.fields(SampleSettings)
+    }
 
 
 def schedule_rows(schedule: StagedSchedule) -> dict[str, list[float]]:
@@ -80,7 +66,7 @@ class SFDScheduler(SchedulerMixin, ConfigMixin):
     def __init__(
         self,
         delta_t: float = 0.3,
-        method: str = "heun",
+        method: str = "dopri5",
         num_inference_steps: int = 24,
         boundary: str = "exact",
         timestep_shift: float = 0.0,
@@ -102,24 +88,13 @@ class SFDScheduler(SchedulerMixin, ConfigMixin):
         self.schedule: StagedSchedule | None = None
         self.timesteps = torch.zeros(0)
 
-    def sampler(self, **changes) -> Sampler:
-        """This scheduler's settings, with ``changes`` (:class:`Sampler` field names)."""
+    def sampler(self, **changes) -> SampleSettings:
+        """This scheduler's settings, with ``changes`` (:class:`SampleSettings` field names)."""
         c = self.config
-        base = dict(
-            method=c.method,
-            num_steps=int(c.num_inference_steps),
-            boundary=c.boundary,
-            compute_batch=int(c.compute_batch),
-            atol=float(c.atol),
-            rtol=float(c.rtol),
-            timestep_shift=float(c.timestep_shift),
-            cfg_scale_tex=float(c.cfg_scale_tex),
-            cfg_scale_sem=float(c.cfg_scale_sem),
-            cfg_interval_tex=tuple(float(v) for v in c.cfg_interval_tex),
-            cfg_interval_sem=tuple(float(v) for v in c.cfg_interval_sem),
-            guide=c.guide,
-        )
-        return Sampler(**{**base, **changes})
+        base = {
+            f.name: c[CONFIG_NAMES.get(f.name, f.name)] for f in dataclasses.fields(SampleSettings)
+        }
+        return SampleSettings(**{**base, **changes})
 
     def stored_schedule(self, num_steps: int) -> StagedSchedule | None:
         """The stored schedule of ``num_steps`` steps, or None."""
@@ -133,7 +108,7 @@ class SFDScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(f"the stored {num_steps}-step schedule has rows of the wrong length")
         return StagedSchedule(float(self.config.delta_t), boundary=self.config.boundary, **t)
 
-    def fixed_step_schedule(self, s: Sampler) -> StagedSchedule:
+    def fixed_step_schedule(self, s: SampleSettings) -> StagedSchedule:
         """The stored schedule of ``s.num_steps`` steps (at the stored settings), else the staged
         schedule built from Δt."""
         c = self.config
@@ -159,39 +134,35 @@ class SFDScheduler(SchedulerMixin, ConfigMixin):
             **({"num_steps": num_inference_steps} if num_inference_steps else {}),
             **({"method": method} if method else {}),
         )
-        self._use(s, device)
+        self.use(s, device)
 
-    def _use(self, s: Sampler, device: torch.device | str | None) -> None:
-        if s.method == "dopri5":
-            if self.config.path != "staged":
-                raise ValueError(
-                    f"dopri5 integrates the staged path; this scheduler's is {self.config.path!r}"
-                )
-            self.schedule = None
-            self.timesteps = torch.tensor([0.0, 1.0 + self.config.delta_t], device=device)
-            return
-        self.schedule = self.fixed_step_schedule(s)
-        self.timesteps = self.schedule.tau.to(device)
+    def use(
+        self, s: SampleSettings, device: torch.device | str | None = None
+    ) -> tuple[ProgressPath | None, StagedSchedule | None]:
+        """Make ``s`` this scheduler's current sampler (``schedule``, ``timesteps``) and return
+        what its solver integrates: (the staged path, None) for an adaptive solver, (None, the
+        fixed-step schedule) for a fixed-step one."""
+        if solver(s.method).fixed_step:
+            self.schedule = self.fixed_step_schedule(s)
+            self.timesteps = self.schedule.tau.to(device)
+            return None, self.schedule
+        if self.config.path != "staged":
+            raise ValueError(
+                f"{s.method} integrates the staged path; this scheduler's is {self.config.path!r}"
+            )
+        path = offset_path(self.config.delta_t)
+        self.schedule = None
+        self.timesteps = torch.tensor([0.0, path.span], device=device)
+        return path, None
 
     def solve(
         self,
         velocity_fn: VelocityFn,
         noise: torch.Tensor,
         layout: Layout,
-        sample: Sampler,
+        sample: SampleSettings,
         keep_trajectory: bool = False,
     ) -> Solution:
         """Integrate from ``noise`` with sfd's solver (the settings of ``sample``)."""
-        self._use(sample, noise.device)
-        return solve(
-            velocity_fn,
-            noise,
-            method=sample.method,
-            layout=layout,
-            schedule=self.schedule,
-            delta_t=float(self.config.delta_t),
-            atol=sample.atol,
-            rtol=sample.rtol,
-            keep_trajectory=keep_trajectory,
-            boundary=sample.boundary,
-        )
+        path, schedule = self.use(sample, noise.device)
+        return integrate(velocity_fn, noise, sample, layout, path, schedule, keep_trajectory)
