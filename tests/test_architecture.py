@@ -22,7 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     (
         "sfd.api", "sfd.sampling", "sfd.extract", "sfd.upstream", "sfd.bench", "sfd.ecosystem",
     ),
-    ("sfd.pipeline",),
+    ("sfd.experiments",),
     # entry points; the benchmark's workers report which `sfd` package they imported
     ("sfd.cli", "sfd.__main__", "sfd", "sfd.bench_compare", "sfd.bench_worker"),
 )  # fmt: skip

@@ -1,5 +1,5 @@
 """``sfd bench``, ``sfd demo``, ``sfd pipeline``, ``sfd ablate``: experiments built from the
-library (thin shells over :mod:`sfd.bench` and :mod:`sfd.pipeline`: demo, custom, ablate)."""
+library (thin shells over :mod:`sfd.bench` and :mod:`sfd.experiments`: demo, custom, ablate)."""
 
 from __future__ import annotations
 
@@ -19,12 +19,12 @@ from sfd.cli.options import (
     set_option,
 )
 from sfd.config import PRESETS
-from sfd.pipeline.custom import BUDGET_ALIASES, BUDGETS, NAMED_DATASETS
-from sfd.pipeline.demo import EMBEDDED_DATASETS
+from sfd.experiments.custom import BUDGET_ALIASES, BUDGETS, NAMED_DATASETS
+from sfd.experiments.demo import EMBEDDED_DATASETS
 
 
 def dataset_option(fn):
-    """``--dataset`` and ``--background-strength``: the embedded dataset (sfd.pipeline.demo)."""
+    """``--dataset`` and ``--background-strength``: the embedded dataset (sfd.experiments.demo)."""
     fn = click.option(
         "--background-strength",
         "background",
@@ -160,7 +160,7 @@ def bench_cmd(
 def demo_cmd(out, quick, data_root, dataset, background, overrides, device, redo, dry_run) -> None:
     """SFD end to end on an embedded dataset (Fashion-MNIST by default): VAEs, SemVAE, latents,
     training, samples, metrics."""
-    from sfd.pipeline.demo import DemoSettings, for_dataset, run_demo
+    from sfd.experiments.demo import DemoSettings, for_dataset, run_demo
 
     settings = DemoSettings.quick() if quick else DemoSettings()
     settings = dataclasses.replace(
@@ -215,9 +215,9 @@ def pipeline_cmd(
     redo, dry_run,
 ) -> None:  # fmt: skip
     """SFD end to end on your images: texture VAE, features, SemVAE, latents, SFD, samples."""
-    from sfd.pipeline.custom import budget as budget_sizes
-    from sfd.pipeline.custom import run_pipeline, with_stage_overrides
-    from sfd.pipeline.metrics import describe
+    from sfd.experiments.custom import budget as budget_sizes
+    from sfd.experiments.custom import run_pipeline, with_stage_overrides
+    from sfd.experiments.metrics import describe
 
     fmnist, named = data_root == "fashion-mnist", data_root in NAMED_DATASETS
     if not named and not Path(data_root).is_dir():
@@ -308,7 +308,7 @@ def ablate_cmd(
     overrides, device, dry_run,
 ) -> None:  # fmt: skip
     """The paper's ablation grid (rows x seeds x checkpoints), cached and resumable."""
-    from sfd.pipeline.ablate import AblationSettings, parse_shard, run_ablation
+    from sfd.experiments.ablate import AblationSettings, parse_shard, run_ablation
 
     given = {
         "rows": None if rows is None else tuple(r.strip() for r in rows.split(",") if r.strip()),

@@ -12,7 +12,7 @@ Stages, each cached in the run directory so a rerun resumes where it stopped:
                     on samples vs real images, the in-domain FD_FMNIST, PSNR, SemVAE cosine.
 
 The demo is ``sfd pipeline`` on Fashion-MNIST with these sizes: :func:`demo_plan` is its
-:class:`sfd.pipeline.run.RunPlan` and :func:`sfd.pipeline.run.run_plan` runs it, the same code
+:class:`sfd.experiments.run.RunPlan` and :func:`sfd.experiments.run.run_plan` runs it, the same code
 that runs ``sfd pipeline`` on a folder of images.
 """
 
@@ -34,9 +34,9 @@ from sfd.config import (
     preset,
 )
 from sfd.data.fashion_mnist import FashionMNIST
+from sfd.experiments.stages import StagedBase, StageSizes, prepare_stages
 from sfd.hardware import missing_compiler
 from sfd.latents.semvae import SemVAEConfig
-from sfd.pipeline.stages import StagedBase, StageSizes, prepare_stages
 
 log = logging.getLogger("sfd.demo")
 
@@ -212,8 +212,8 @@ def embedded_sets(s: DemoSettings, data_root: str | Path | None = None) -> tuple
 
 
 def demo_plan(settings: DemoSettings, data_root: str | Path | None = None, device: str = "cpu"):
-    """The demo as a :class:`sfd.pipeline.run.RunPlan`: the embedded dataset with its sizes."""
-    from sfd.pipeline.run import RunPlan
+    """The demo as a :class:`sfd.experiments.run.RunPlan`: the embedded dataset with its sizes."""
+    from sfd.experiments.run import RunPlan
 
     s = settings
     compile = demo_compiles(s, device)
@@ -255,6 +255,6 @@ def run_demo(
 ) -> dict:
     """Run (or resume) every stage; returns the metrics written to ``metrics.json``. A stage
     made with other settings is refused, or with ``redo`` recomputed with every stage after it."""
-    from sfd.pipeline.run import run_plan
+    from sfd.experiments.run import run_plan
 
     return run_plan(out, demo_plan(settings, data_root, device), device, redo)

@@ -25,9 +25,9 @@ import torch
 
 from sfd.bench import build_train_step, time_fn
 from sfd.data.images import first_image_shape
+from sfd.experiments.metrics import POOL_SIZE
 from sfd.latents.encoders import EfficientNetLite0Encoder
 from sfd.latents.semvae import SemanticVAE, semvae_loss
-from sfd.pipeline.metrics import POOL_SIZE
 from sfd.training.texture_vae import build_texture_vae, texture_vae_loss
 
 log = logging.getLogger("sfd.demo")
@@ -113,8 +113,8 @@ def _sfd(plan, grid: int, dim: int, device) -> tuple[float, float, object]:
 
 
 def estimate_stages(plan, stages: tuple[str, ...], device: str = "cpu") -> dict[str, float]:
-    """Seconds each of ``stages`` (names of :data:`sfd.pipeline.ledger.STAGE_FILES`) should
-    take on this machine for ``plan`` (:class:`sfd.pipeline.run.RunPlan`)."""
+    """Seconds each of ``stages`` (names of :data:`sfd.experiments.ledger.STAGE_FILES`) should
+    take on this machine for ``plan`` (:class:`sfd.experiments.run.RunPlan`)."""
     sizes, train_set, test_set = plan.sizes, plan.train_set, plan.test_set
     shape = first_image_shape(train_set)
     grid = shape[-1] // 2 ** (len(sizes.texture.block_out_channels) - 1)

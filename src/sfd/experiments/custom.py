@@ -1,6 +1,6 @@
 """``sfd pipeline``: SFD end to end on your own images (an ImageFolder, or Fashion-MNIST).
 
-The code path of ``sfd demo`` (:func:`sfd.pipeline.run.run_plan`): texture VAE -> encoder
+The code path of ``sfd demo`` (:func:`sfd.experiments.run.run_plan`): texture VAE -> encoder
 features -> SemVAE -> composite latents -> SFD -> samples -> metrics, each stage's result and
 wall time in ``OUT/stages.json``, so a rerun resumes where it stopped and never redoes or
 overwrites a finished stage. Nothing is matched by hand: the latent grid is the image size over
@@ -13,7 +13,7 @@ hundred steps per stage, the ``demo`` model; for a small folder on a CPU) and ``
 (thousands, the ``S`` model; for one GPU). Their old names ``cpu-10min`` and ``gpu-1h`` are
 accepted (``BUDGET_ALIASES``): the time depends on the machine and the images, so the pipeline
 measures a few steps of each stage and prints an estimate before it starts
-(:mod:`sfd.pipeline.estimate`), and records each stage's wall time in ``stages.json``.
+(:mod:`sfd.experiments.estimate`), and records each stage's wall time in ``stages.json``.
 
 The held-out images are stratified by class (:func:`stratified_split`): every class of two
 images or more gives its share, and they are ordered so that any prefix holds the classes in
@@ -35,7 +35,7 @@ from torch.utils.data import Subset
 from sfd.config import Config, apply_overrides, parse_value, preset
 from sfd.data.images import IMAGE_EXTENSIONS
 from sfd.errors import BadInputError
-from sfd.pipeline.stages import StageSizes
+from sfd.experiments.stages import StageSizes
 from sfd.training.run_config import fit_to_data, override_keys, short_run_ema
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ def with_stage_overrides(settings: PipelineSettings, items: list[str]) -> Pipeli
 
 
 def stage_sizes(p: PipelineSettings, num_classes: int, device: str, images: int | None = None):
-    """The :class:`sfd.pipeline.stages.StageSizes` of ``p`` (the texture VAE's batch at most
+    """The :class:`sfd.experiments.stages.StageSizes` of ``p`` (the texture VAE's batch at most
     the ``images`` trained on)."""
     from sfd.config import SemVAETrainConfig, TextureVAETrainConfig
     from sfd.latents.semvae import SemVAEConfig
@@ -262,8 +262,8 @@ def pipeline_plan(
     on_error: str = "raise",
     device: str = "cpu",
 ):
-    """``settings`` on the images of ``data_root`` as a :class:`sfd.pipeline.run.RunPlan`."""
-    from sfd.pipeline.run import RunPlan
+    """``settings`` on the images of ``data_root`` as a :class:`sfd.experiments.run.RunPlan`."""
+    from sfd.experiments.run import RunPlan
 
     p = settings
     train, test, names = open_images(str(data_root), p, on_error)
@@ -295,7 +295,7 @@ def run_pipeline(
 ) -> dict:
     """Run (or resume) every stage; returns what ``OUT/metrics.json`` holds. A stage made with
     other settings is refused, or with ``redo`` recomputed with every stage after it."""
-    from sfd.pipeline.run import run_plan
+    from sfd.experiments.run import run_plan
 
     plan = pipeline_plan(data_root, settings, overrides, on_error, device)
     return run_plan(out, plan, device, redo)

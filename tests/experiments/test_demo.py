@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from sfd.data.fashion_mnist import DEFAULT_ROOT
-from sfd.pipeline.demo import DemoSettings, run_demo
+from sfd.experiments.demo import DemoSettings, run_demo
 
 STAGES = {
     "texture_vae",
@@ -97,7 +97,7 @@ def test_the_demo_compiles_on_cpu_with_a_compiler_only(caplog):
     and a machine without a C++ compiler train eager (the latter says so)."""
     from torch._inductor import config as inductor
 
-    from sfd.pipeline.demo import demo_compiles, sfd_config
+    from sfd.experiments.demo import demo_compiles, sfd_config
 
     with inductor.patch({"cpp.cxx": (sys.executable,)}):  # answers --version: "found"
         assert demo_compiles(DemoSettings(), "cpu")

@@ -22,7 +22,7 @@ Every (row, training seed) is one training run; its checkpoints are evaluated wi
 sampler settings and the same per-image sampling seeds, so each row is a convergence curve with
 a seed band. Every evaluation is cached as one JSON file: a rerun or a crash resumes, nothing
 is recomputed or overwritten; ``shard=(i, n)`` gives a process every n-th job. The summary
-(:mod:`sfd.pipeline.ablate_report`) is rebuilt from whatever results exist.
+(:mod:`sfd.experiments.ablate_report`) is rebuilt from whatever results exist.
 """
 
 from __future__ import annotations
@@ -39,14 +39,13 @@ import torch
 
 from sfd.config import Config
 from sfd.data.shards import atomic_write_json
-from sfd.locks import DirLock as _JobLock
-from sfd.pipeline.ablate_eval import (
+from sfd.experiments.ablate_eval import (
     AblationData,
     Evaluator,
     prepare_data,
     sample_images,
 )
-from sfd.pipeline.ablate_grid import (
+from sfd.experiments.ablate_grid import (
     GRID_MODEL,
     MAIN_ROWS,
     PAIRED_ROWS,
@@ -62,6 +61,7 @@ from sfd.pipeline.ablate_grid import (
     sweep_rows,
     with_learned_schedule,
 )
+from sfd.locks import DirLock as _JobLock
 
 __all__ = [
     "GRID_MODEL", "MAIN_ROWS", "SWEEP", "AblationData", "AblationSettings", "Evaluator", "Row",
@@ -97,7 +97,7 @@ def run_ablation(
     progress: bool = False,
 ) -> dict:
     """Run (or resume) this shard's part of the grid, then rebuild the summary."""
-    from sfd.pipeline.ablate_report import write_report
+    from sfd.experiments.ablate_report import write_report
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

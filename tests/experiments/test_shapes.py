@@ -77,7 +77,7 @@ def symlinks(root):
 
 
 FAST = [unbalanced, one_two_three, symlinks]
-# the rest run to the end with `pytest -m slow tests/pipeline/test_shapes.py` (~1 min); their
+# the rest run to the end with `pytest -m slow tests/experiments/test_shapes.py` (~1 min); their
 # image discovery is checked fast below, and one class by its own test
 SLOW = [one_class, two_classes, tiny_images, huge_images, nested_upper_case]
 SHAPES = [*FAST, *(pytest.param(s, marks=pytest.mark.slow) for s in SLOW)]
@@ -149,7 +149,7 @@ def test_what_cannot_work_is_refused_before_any_work(tmp_path, shape, says):
 @pytest.mark.parametrize("shape", SLOW, ids=[s.__name__ for s in SLOW])
 def test_every_image_of_every_shape_is_found_and_read(tmp_path, shape):
     """Fast: each shape's files are found (nested, upper-case, linked) and read at the size."""
-    from sfd.pipeline.custom import PipelineSettings, open_images
+    from sfd.experiments.custom import PipelineSettings, open_images
 
     folder = shape(tmp_path / "photos")
     files = [f for f in folder.rglob("*") if f.is_file()]

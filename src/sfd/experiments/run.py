@@ -2,11 +2,11 @@
 measured sizes) and ``sfd pipeline`` (your images, a budget) each build a :class:`RunPlan`, and
 :func:`run_plan` runs it. They differ in the plan, never in the code that runs it.
 
-Stages, each cached in ``OUT/stages.json`` (:mod:`sfd.pipeline.stages`) so a rerun resumes where
+Stages, each cached in ``OUT/stages.json`` (:mod:`sfd.experiments.stages`) so a rerun resumes where
 it stopped: 1-4 the data stages (texture VAE, encoder features, SemVAE, latents), 5 ``sfd``
 (training into ``OUT/run``), 6 ``samples`` (PNGs and ``samples.npz`` in ``OUT/samples``, the
 pictures ``samples.png``, ``stages.png``, ``curves.png``), 7 ``metrics``
-(:mod:`sfd.pipeline.metrics`); then ``OUT/metrics.json`` gathers what every stage measured.
+(:mod:`sfd.experiments.metrics`); then ``OUT/metrics.json`` gathers what every stage measured.
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ from torch.utils.data import Dataset, Subset
 
 from sfd.config import Config
 from sfd.data.shards import atomic_write_json
+from sfd.experiments.estimate import describe_estimate, estimate_stages
+from sfd.experiments.ledger import STAGE_FILES, Stages, dataset_settings
+from sfd.experiments.metrics import evaluate_run
+from sfd.experiments.stages import StagedBase, StageSizes, prepare_stages, sample_stage, train_stage
 from sfd.figures import loss_curves, stage_strip
 from sfd.generate import LatentSampler, to_uint8
 from sfd.hardware import cpu_model_name
-from sfd.pipeline.estimate import describe_estimate, estimate_stages
-from sfd.pipeline.ledger import STAGE_FILES, Stages, dataset_settings
-from sfd.pipeline.metrics import evaluate_run
-from sfd.pipeline.stages import StagedBase, StageSizes, prepare_stages, sample_stage, train_stage
 from sfd.training.logs import read_log
 
 log = logging.getLogger("sfd.demo")

@@ -1,4 +1,4 @@
-"""The ablation grid's rows (semantic latent, Δt, REPA; see :mod:`sfd.pipeline.ablate`), its
+"""The ablation grid's rows (semantic latent, Δt, REPA; see :mod:`sfd.experiments.ablate`), its
 settings (sizes, seeds, checkpoints, guidance) and the SFD config of each row."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sfd.config import Config, apply_overrides, preset
-from sfd.pipeline.demo import DEMO_MODEL
+from sfd.experiments.demo import DEMO_MODEL
 from sfd.training.run_dir import RESUMABLE_CHANGES
 
 # --------------------------------------------------------------------------------------------
@@ -47,7 +47,7 @@ _NAMED = {
     "redi": Row("redi", "pca", 0.0),
     "redi-sf": Row("redi-sf", "pca", 0.3),
     # the negative control: the SemVAE latent of a randomly initialised encoder
-    # (sfd.pipeline.control); texture latents and REPA targets as in every other row
+    # (sfd.experiments.control); texture latents and REPA targets as in every other row
     "random-sync": Row("random-sync", "random", 0.0),
     "random-sf": Row("random-sf", "random", 0.3),
 }
@@ -92,7 +92,7 @@ def with_learned_schedule(cfg: Config, row: Row, out, latents, seed: int, quick:
 # ---------------------------------------------------------------------------------------------
 
 
-GRID_MODEL = DEMO_MODEL  # the demo's backbone (sfd.pipeline.demo)
+GRID_MODEL = DEMO_MODEL  # the demo's backbone (sfd.experiments.demo)
 
 
 def sweep_rows() -> tuple[str, ...]:
@@ -167,14 +167,14 @@ class AblationSettings:
     cfg_scale: float = 1.0  # the curves: the paper's ablation is without guidance
     cfg_sweep: tuple[float, ...] = (2.0, 4.0)  # final checkpoint of the main rows
     # `--set` on the SFD config (the `demo` preset fitted to the data) of every row: the demo's
-    # backbone (sfd.pipeline.demo.DEMO_MODEL, 1.3M parameters, ~6x cheaper per step than the
+    # backbone (sfd.experiments.demo.DEMO_MODEL, 1.3M parameters, ~6x cheaper per step than the
     # preset's), so the default grid fits in ~3 hours on 2 CPU cores.
     overrides: tuple[str, ...] = GRID_MODEL
     quick: bool = False
     # semantic channels of the embedded default's SemVAE (None: the demo's 4); a different count
     # trains its own SemVAE and latents in OUT/base, so it needs its own grid directory
     sem_channels: int | None = None
-    # the embedded dataset (sfd.pipeline.demo.EMBEDDED_DATASETS) and its option
+    # the embedded dataset (sfd.experiments.demo.EMBEDDED_DATASETS) and its option
     dataset: str = "fashion-mnist"
     background_strength: float = 0.6
     # texture-VAE steps of the embedded base (None: the demo's 250); like sem_channels, another

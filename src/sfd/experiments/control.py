@@ -15,10 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from sfd.data.images import first_image_shape
+from sfd.experiments.stages import StagedBase, Stages, StageSizes, semantic_stages
 from sfd.latents.derive import derive_latent_set
 from sfd.latents.encoders import EfficientNetLite0Encoder
 from sfd.latents.texture import load_texture_autoencoder
-from sfd.pipeline.stages import StagedBase, Stages, StageSizes, semantic_stages
 
 CONTROL_SEED = 0  # the random encoder's weights
 

@@ -7,9 +7,9 @@ import pytest
 
 from image_folders import image_folder
 from sfd.config import apply_overrides, preset
-from sfd.pipeline import estimate
-from sfd.pipeline.custom import PipelineSettings, pipeline_plan
-from sfd.pipeline.ledger import STAGE_FILES
+from sfd.experiments import estimate
+from sfd.experiments.custom import PipelineSettings, pipeline_plan
+from sfd.experiments.ledger import STAGE_FILES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

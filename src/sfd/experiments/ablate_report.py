@@ -1,4 +1,4 @@
-"""The summary of an ablation grid (:mod:`sfd.pipeline.ablate`): table, curves, Δt plot,
+"""The summary of an ablation grid (:mod:`sfd.experiments.ablate`): table, curves, Δt plot,
 speed-ups, tests.
 
 Built only from the cached per-evaluation JSON files under ``results/``, so it can be rebuilt at
@@ -21,8 +21,14 @@ from pathlib import Path
 import numpy as np
 
 from sfd.data.shards import atomic_write_bytes
-from sfd.pipeline.ablate_nfe import nfe_markdown, nfe_summary, plot_nfe, save_figure, split_results
-from sfd.pipeline.ablate_store import store_tests
+from sfd.experiments.ablate_nfe import (
+    nfe_markdown,
+    nfe_summary,
+    plot_nfe,
+    save_figure,
+    split_results,
+)
+from sfd.experiments.ablate_store import store_tests
 
 # metric -> (label, lower is better)
 METRICS = {
@@ -268,7 +274,7 @@ def plot_curves(results: list[dict], settings, path: Path) -> None:
     cur = curves(results, settings.cfg_scale)
     metrics = [m for m in METRICS if any(m in c for c in cur.values())]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
-    from sfd.pipeline.ablate_grid import PAIRED_ROWS
+    from sfd.experiments.ablate_grid import PAIRED_ROWS
 
     for ax, m in zip(axes[0], metrics, strict=True):
         for row in [r for r in PAIRED_ROWS if r in cur]:
@@ -302,7 +308,7 @@ def plot_delta_t(results: list[dict], settings, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sfd.pipeline.ablate_grid import row_delta_t
+    from sfd.experiments.ablate_grid import row_delta_t
 
     final = [
         r for r in results if r["step"] == settings.steps and r["cfg_scale"] == settings.cfg_scale

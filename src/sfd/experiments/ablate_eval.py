@@ -1,6 +1,6 @@
 """The ablation grid's data (the embedded default's latents and features, or given ones), its
 evaluator (Fréchet distance and accuracy of the packaged Fashion-MNIST classifier, on samples
-of a checkpoint) and its sampler (see :mod:`sfd.pipeline.ablate`)."""
+of a checkpoint) and its sampler (see :mod:`sfd.experiments.ablate`)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import torch
 from sfd.data.shards import atomic_write_json
 from sfd.eval.fashion_classifier import class_accuracy
 from sfd.eval.stats import FeatureStats
-from sfd.pipeline.ablate_grid import AblationSettings, parse_row, sample_config
-from sfd.pipeline.ablate_store import store_sets
-from sfd.pipeline.metrics import pooled_features, reconstruct
+from sfd.experiments.ablate_grid import AblationSettings, parse_row, sample_config
+from sfd.experiments.ablate_store import store_sets
+from sfd.experiments.metrics import pooled_features, reconstruct
 
 # --------------------------------------------------------------------------------------------
 # Data: the latent sets each row trains on
@@ -63,8 +63,8 @@ def prepare_data(
             out / "classifier", settings.quick, device, settings.dataset
         )
         if "random" in need:
-            from sfd.pipeline.control import random_encoder_latents
-            from sfd.pipeline.demo import demo_stage_sizes
+            from sfd.experiments.control import random_encoder_latents
+            from sfd.experiments.demo import demo_stage_sizes
 
             control, info["control_semvae"] = random_encoder_latents(
                 out, base, demo_stage_sizes(ds, device), device
@@ -85,7 +85,7 @@ def prepare_data(
 def _embedded_base(out: Path, settings: AblationSettings, demo_settings, device: str):
     """The embedded dataset's data stages in ``out/base`` (built or resumed) with the grid's
     dataset, semantic channels and texture-VAE length; returns them and the demo settings."""
-    from sfd.pipeline.demo import DemoSettings, prepare_base
+    from sfd.experiments.demo import DemoSettings, prepare_base
 
     ds = demo_settings or (DemoSettings.quick() if settings.quick else DemoSettings())
     ds = dataclasses.replace(

@@ -2,14 +2,14 @@
 train on a probe's schedule made once per latent set and seed; they are not on the Δt curve."""
 
 from helpers import tiny_config, write_synthetic_latents
-from sfd.flow.run_path import path_of
-from sfd.pipeline.ablate_grid import (
+from sfd.experiments.ablate_grid import (
     AblationSettings,
     parse_row,
     row_config,
     row_delta_t,
     with_learned_schedule,
 )
+from sfd.flow.run_path import path_of
 from sfd.training.schedule_file import with_schedule_file
 
 

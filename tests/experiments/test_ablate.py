@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from sfd.data.fashion_mnist import DEFAULT_ROOT
-from sfd.pipeline.ablate import (
+from sfd.experiments.ablate import (
     GRID_MODEL,
     MAIN_ROWS,
     AblationSettings,
@@ -26,7 +26,7 @@ from sfd.pipeline.ablate import (
     row_config,
     sweep_rows,
 )
-from sfd.pipeline.ablate_report import steps_to_reach, welch_t_test
+from sfd.experiments.ablate_report import steps_to_reach, welch_t_test
 
 have_data = (DEFAULT_ROOT / "train-images-idx3-ubyte.gz").exists()
 needs_data = pytest.mark.skipif(
@@ -50,7 +50,7 @@ def test_rows_parse_and_reject_bad_names():
 
 
 def test_sem_channels_is_part_of_the_protocol_only_when_given():
-    from sfd.pipeline.ablate import AblationSettings
+    from sfd.experiments.ablate import AblationSettings
 
     assert "sem_channels" not in AblationSettings().protocol()
     assert AblationSettings(sem_channels=8).protocol()["sem_channels"] == 8
@@ -118,7 +118,7 @@ def test_steps_to_reach_interpolates_linear_curves_exactly():
 
 
 def test_samplers_control_rows_and_dataset_settings():
-    from sfd.pipeline.ablate_grid import CONTROL_ROWS, parse_sampler
+    from sfd.experiments.ablate_grid import CONTROL_ROWS, parse_sampler
 
     assert parse_sampler("euler-8") == ("euler", 8) and parse_sampler("heun-10") == ("heun", 10)
     assert parse_sampler("dopri5") == ("dopri5", 0)
@@ -133,7 +133,7 @@ def test_samplers_control_rows_and_dataset_settings():
     assert AblationSettings().seeds_of("random-sf") == AblationSettings().main_seeds
     # learned rows are compared seed by seed with sfd / semvae-sync: main seeds, the guidance
     # sweep and the sampling-steps axis at the final checkpoint
-    from sfd.pipeline.ablate import _evaluations
+    from sfd.experiments.ablate import _evaluations
 
     s = AblationSettings(steps=100, checkpoints=2, cfg_sweep=(2.0,), main_seeds=4, sweep_seeds=1)
     for name in ("learned", "redi-learned"):
@@ -147,7 +147,7 @@ def test_samplers_control_rows_and_dataset_settings():
     assert "dataset" not in AblationSettings().protocol()  # existing grids keep their protocol
     proto = AblationSettings(dataset="composites", background_strength=0.8).protocol()
     assert proto["dataset"] == "composites" and proto["background_strength"] == 0.8
-    from sfd.pipeline.ablate_report import metric_label
+    from sfd.experiments.ablate_report import metric_label
 
     assert metric_label("fd_fmnist", proto).startswith("FD_COMP")
     assert metric_label("fd_fmnist", AblationSettings().protocol()).startswith("FD_FMNIST")
@@ -160,7 +160,7 @@ def test_samplers_control_rows_and_dataset_settings():
 def test_paired_comparison_matches_its_closed_form():
     from scipy import stats
 
-    from sfd.pipeline.ablate_nfe import paired
+    from sfd.experiments.ablate_nfe import paired
 
     a = {0: 10.0, 1: 12.0, 2: 9.0, 3: 11.0, 9: 1.0}
     b = {0: 11.0, 1: 12.5, 2: 10.5, 3: 10.0}
@@ -184,7 +184,7 @@ def test_welch_t_test_matches_its_closed_form():
 
 @pytest.fixture(scope="module")
 def quick_base(tmp_path_factory):
-    from sfd.pipeline.demo import DemoSettings, prepare_base
+    from sfd.experiments.demo import DemoSettings, prepare_base
 
     out = tmp_path_factory.mktemp("ablate-base") / "base"
     prepare_base(out, DemoSettings.quick())
@@ -310,7 +310,7 @@ def test_a_job_lock_keeps_out_live_processes_and_takes_over_dead_ones(tmp_path):
     import subprocess
     import sys
 
-    from sfd.pipeline.ablate import _JobLock
+    from sfd.experiments.ablate import _JobLock
 
     lock = _JobLock(tmp_path / "run")
     assert lock.acquire() and lock.path.exists()
@@ -333,7 +333,7 @@ def test_the_reference_ceiling_decodes_through_a_texture_vae_of_either_channel_c
     """The grid's floor and ceiling on RGB data (the composites) and on gray data stored as
     RGB images (Fashion-MNIST): the reconstructions go through the decoder's own channels."""
     from sfd.config import TextureVAETrainConfig
-    from sfd.pipeline.ablate_eval import AblationData, Evaluator
+    from sfd.experiments.ablate_eval import AblationData, Evaluator
     from sfd.training.texture_vae import train_texture_vae
 
     g = torch.Generator().manual_seed(0)

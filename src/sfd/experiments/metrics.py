@@ -163,7 +163,7 @@ def _reference(test_y, ref, names, held_out: int) -> dict:
 
 def evaluate_run(base, plan, device: str) -> dict:
     """The metrics of ``base.out``'s samples (``samples/samples.npz``) against ``base``'s
-    held-out images, with ``plan``'s sizes (:class:`sfd.pipeline.run.RunPlan`), each with the
+    held-out images, with ``plan``'s sizes (:class:`sfd.experiments.run.RunPlan`), each with the
     number of images it rests on (``images``) and, for few images, its bootstrap standard
     error (``spread``)."""
     out, test_set = base.out, base.test_set

@@ -2,7 +2,7 @@
 ``sfd ablate``'s embedded default).
 
 A stage runs once per settings: its result, settings and wall time are kept in
-``OUT/stages.json`` (:class:`sfd.pipeline.ledger.Stages`), so a rerun resumes where it stopped,
+``OUT/stages.json`` (:class:`sfd.experiments.ledger.Stages`), so a rerun resumes where it stopped,
 never redoes a finished stage, and refuses one made with other settings. The data stages
 (:func:`prepare_stages`): 1. ``texture_vae`` a small KL autoencoder; 2. ``features`` frozen
 EfficientNet-Lite0 maps of training images (both flips); 3. ``semvae`` the Semantic VAE;
@@ -24,12 +24,12 @@ from torch.utils.data import Subset
 from sfd.api import load_checkpoint
 from sfd.config import Config, SampleConfig, SemVAETrainConfig, TextureVAETrainConfig
 from sfd.data.images import first_image_shape, read_png
+from sfd.experiments.ledger import Stages, dataset_settings
 from sfd.figures import sample_grid
 from sfd.generate import GenerationJob, LatentSampler
 from sfd.latents.encoders import EfficientNetLite0Encoder
 from sfd.latents.semvae import SemVAEConfig, load_semvae
 from sfd.latents.texture import load_texture_autoencoder
-from sfd.pipeline.ledger import Stages, dataset_settings
 from sfd.training.fit import TrainState
 from sfd.training.semvae import train_semvae
 from sfd.training.texture_vae import train_texture_vae
@@ -93,7 +93,7 @@ def prepare_stages(
     images; each stage's shapes come from the one before (the latent grid from the image size
     and the texture VAE's downsampling, the encoder grid from it, the SemVAE's from the
     features). A stage made with other settings is refused, or with ``redo`` recomputed with
-    every stage after it (:class:`sfd.pipeline.ledger.Stages`)."""
+    every stage after it (:class:`sfd.experiments.ledger.Stages`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stages = Stages(out, redo)

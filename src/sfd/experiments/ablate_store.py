@@ -1,4 +1,4 @@
-"""The ablation grid's storage rows (``store-SPEC``, :mod:`sfd.pipeline.ablate_grid`): the
+"""The ablation grid's storage rows (``store-SPEC``, :mod:`sfd.experiments.ablate_grid`): the
 latent sets they train on and their tests against ``sfd``.
 
 ``store-SPEC`` is the ``sfd`` row (SemVAE latent, Δt 0.3, REPA) trained on the SemVAE latent
@@ -72,7 +72,7 @@ def paired_t_test(a: dict, b: dict) -> dict:
 
 def store_tests(cur: dict, final: int, metrics) -> dict:
     """``store-SPEC vs sfd``, paired by seed, on every metric at the final checkpoint
-    (``cur``: :func:`sfd.pipeline.ablate_report.curves`)."""
+    (``cur``: :func:`sfd.experiments.ablate_report.curves`)."""
 
     def at_final(row: str, m: str) -> dict:
         seeds = cur.get(row, {}).get(m, {})
