@@ -205,7 +205,7 @@ def _bench_config(ctx: Ctx, name: str, compile_on: bool):
 def _bench(ctx: Ctx, partial: dict, name: str, compile_on: bool, batch_size: int = 64) -> dict:
     import torch
 
-    from sfd.bench import run_bench
+    from sfd.bench.throughput import run_bench
 
     need_cuda(ctx)
     cfg, overrides = _bench_config(ctx, name, compile_on)
@@ -236,7 +236,7 @@ def step_max_batch(ctx: Ctx, partial: dict, budget_s: float) -> dict:
 
     import torch
 
-    from sfd.bench import run_bench
+    from sfd.bench.throughput import run_bench
 
     need_cuda(ctx)
     cfg, overrides = _bench_config(ctx, "XL", False)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from sfd.bench import build_train_step, synthetic_batch, time_interleaved
+from sfd.bench.throughput import build_train_step, synthetic_batch, time_interleaved
 from sfd.config import Config
 from sfd.data.latent_shards import LatentDataset
 from sfd.experiments.ablate_grid import GRID_MODEL, base_config

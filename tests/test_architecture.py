@@ -24,7 +24,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ),
     ("sfd.experiments",),
     # entry points; the benchmark's workers report which `sfd` package they imported
-    ("sfd.cli", "sfd.__main__", "sfd", "sfd.bench_compare", "sfd.bench_worker"),
+    ("sfd.cli", "sfd.__main__", "sfd", "sfd.bench.compare", "sfd.bench.worker"),
 )  # fmt: skip
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 60

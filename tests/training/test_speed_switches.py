@@ -61,7 +61,7 @@ def test_compile_without_a_compiler_is_one_config_error_before_training(latents,
     with compilers("sfd-no-such-compiler"), refused:
         train(cfg, latents, tmp_path / "run", device="cpu")
     assert not list(tmp_path.glob("run/checkpoints/*"))
-    from sfd.bench import build_train_step
+    from sfd.bench.throughput import build_train_step
 
     with compilers("sfd-no-such-compiler"), refused:  # sfd bench builds the same step
         build_train_step(cfg, 2)

@@ -110,7 +110,7 @@ def bench_cmd(
     process, alternated call by call; the medians, their ratio and its spread.
     """
     if ref is not None:
-        from sfd.bench_compare import compare
+        from sfd.bench.compare import compare
 
         resolve_config(preset_name, None, overrides)  # unknown keys fail here, not in a worker
         result = compare(
@@ -128,7 +128,7 @@ def bench_cmd(
         )
         click.echo(json.dumps(dataclasses.asdict(result), indent=2) if as_json else result.table())
         return
-    from sfd.bench import run_bench
+    from sfd.bench.throughput import run_bench
 
     if threads:
         torch.set_num_threads(threads)

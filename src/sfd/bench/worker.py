@@ -1,16 +1,18 @@
-"""A timing worker for ``sfd bench --compare`` (run by :mod:`sfd.bench_compare`, not imported).
+"""A timing worker for ``sfd bench --compare`` (run by :mod:`sfd.bench.compare`, not imported).
 
 Started as ``python -P -c <this source> SPEC`` with ``PYTHONPATH`` naming ONE source tree, so
 ``import sfd`` is that tree's package (the current one or the reference). It builds the timed
 function with that tree's own code, prints one JSON line ``{"ready": ...}``, then for each line
 ``run`` on stdin runs the function once and prints ``{"sec": ..., "peak_bytes": ...}``.
 
-The training step is the tree's ``sfd.bench.build_train_step`` where it exists (the step of
-``sfd train``). Older trees (with no ``build_train_step``) get the step their ``Trainer`` ran,
-rebuilt here from that tree's own functions: ``flow_loss`` and ``total``, backward,
-``clip_grad_norm``, the host-side non-finite check, AdamW (fused only on CUDA), ``update_ema``.
+The training step is the tree's ``build_train_step`` where it exists (the step of ``sfd train``;
+in ``sfd.bench.throughput``, or ``sfd.bench`` when that was one module). Older trees (with no
+``build_train_step``) get the step their ``Trainer`` ran, rebuilt here from that tree's own
+functions: ``flow_loss`` and ``total``, backward, ``clip_grad_norm``, the host-side non-finite
+check, AdamW (fused only on CUDA), ``update_ema``.
 """
 
+import importlib
 import json
 import resource
 import sys
@@ -80,19 +82,27 @@ def legacy_train_step(cfg, batch_size, device):
     return model, step
 
 
+def train_step_builder():
+    """The tree's ``build_train_step`` (``sfd.bench.throughput`` now, ``sfd.bench`` in trees
+    where the benchmark was one module), or ``None`` in trees older than it."""
+    for name in ("sfd.bench.throughput", "sfd.bench"):
+        try:
+            return importlib.import_module(name).build_train_step
+        except (ImportError, AttributeError):
+            continue
+    return None
+
+
 def build(spec):
     from sfd.config import apply_overrides, preset
 
     device = torch.device(spec["device"])
     cfg = apply_overrides(preset(spec["preset"]), spec["overrides"])
     b = spec["batch_size"]
-    try:
-        from sfd.bench import build_train_step
-    except ImportError:
-        build_train_step = None
+    build_train_step = train_step_builder()
     if build_train_step is not None:
         step, run = build_train_step(cfg, b, device)
-        model, how = step.model, "sfd.bench.build_train_step"
+        model, how = step.model, f"{build_train_step.__module__}.build_train_step"
     else:
         model, run = legacy_train_step(cfg, b, device)
         how = "the older Trainer step (rebuilt from the tree's functions)"

@@ -2,7 +2,7 @@
 
 Design (so that a ratio means what it says):
 
-- each side runs in its OWN worker process (:mod:`sfd.bench_worker`) whose ``PYTHONPATH`` names
+- each side runs in its OWN worker process (:mod:`sfd.bench.worker`) whose ``PYTHONPATH`` names
   only that side's source tree, so each imports its own ``sfd`` (no shared module state) and
   builds the step with its own code, on the same synthetic batch (seed 0) and config;
 - the two workers never run at the same time: the parent asks one to run the function once,
@@ -38,7 +38,7 @@ from pathlib import Path
 
 import sfd
 
-WORKER = Path(__file__).with_name("bench_worker.py")
+WORKER = Path(__file__).with_name("worker.py")
 
 
 @dataclass
