@@ -14,7 +14,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS: tuple[tuple[str, ...], ...] = (
     (
         "sfd.errors", "sfd.config", "sfd.distributed", "sfd.locks", "sfd.hardware",
-        "sfd.recipes", "sfd.data.shards", "sfd.latents.composite",
+        "sfd.recipes", "sfd.data.tensor_files", "sfd.data.shards", "sfd.latents.composite",
     ),
     ("sfd.data",),
     ("sfd.latents", "sfd.model", "sfd.flow"),

@@ -73,7 +73,7 @@ def test_spike_rolls_back_to_last_checkpoint(data, tmp_path, monkeypatch):
     # steps 5 and 6 (the checkpoint at 4 .. the spike) were skipped: no log lines for them
     assert steps == [1, 2, 3, 4, 5, 7, 8] or 6 not in steps
     state = json.loads(
-        __import__("sfd.errors").errors.safetensors_metadata(
+        __import__("sfd.data.tensor_files").data.tensor_files.safetensors_metadata(
             loop.list_checkpoints(run)[-1] / "optimizer.safetensors"
         )["trainer_state"]
     )

@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from sfd.config import Config
-from sfd.data.shards import atomic_write_json
+from sfd.data.tensor_files import atomic_write_json
 from sfd.experiments.ablate_eval import (
     AblationData,
     Evaluator,

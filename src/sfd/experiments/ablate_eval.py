@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sfd.data.shards import atomic_write_json
+from sfd.data.tensor_files import atomic_write_json
 from sfd.eval.fashion_classifier import class_accuracy
 from sfd.eval.stats import FeatureStats
 from sfd.experiments.ablate_grid import AblationSettings, parse_row, sample_config

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sfd.data.shards import atomic_write_bytes
+from sfd.data.tensor_files import atomic_write_bytes
 
 # (first, second): semantic-first against synchronous, on the SemVAE and the control latent;
 # a learned schedule against both of the SemVAE latent's fixed ones, and against the PCA

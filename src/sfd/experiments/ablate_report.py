@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sfd.data.shards import atomic_write_bytes
+from sfd.data.tensor_files import atomic_write_bytes
 from sfd.experiments.ablate_nfe import (
     nfe_markdown,
     nfe_summary,

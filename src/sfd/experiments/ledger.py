@@ -23,7 +23,7 @@ from pathlib import Path
 
 from torch.utils.data import Subset
 
-from sfd.data.shards import atomic_write_json
+from sfd.data.tensor_files import atomic_write_json
 from sfd.errors import MismatchError
 
 log = logging.getLogger("sfd.demo")

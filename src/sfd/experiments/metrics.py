@@ -33,6 +33,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from sfd.data.images import collate_images
+from sfd.eval.linear_probe import train_probe
 from sfd.eval.metrics import frechet_distance
 from sfd.eval.spread import fd_spread, mean_spread
 from sfd.eval.stats import FeatureStats
@@ -75,28 +76,6 @@ def reconstruct(vae, images: torch.Tensor, device: str, batch: int = 250) -> tor
             for i in range(0, len(images), batch)
         ]
     )
-
-
-def train_probe(features: torch.Tensor, labels: torch.Tensor, classes: int, steps: int = 300):
-    """Multinomial logistic regression (L2 1e-4) on standardised features, full-batch L-BFGS."""
-    mean, std = features.mean(0), features.std(0) + 1e-6
-    x = (features - mean) / std
-    torch.manual_seed(0)
-    layer = torch.nn.Linear(x.shape[1], classes)
-    opt = torch.optim.LBFGS(
-        layer.parameters(), lr=1.0, max_iter=steps, line_search_fn="strong_wolfe"
-    )
-
-    def closure():
-        opt.zero_grad()
-        ce = torch.nn.functional.cross_entropy(layer(x), labels)
-        loss = ce + 1e-4 * layer.weight.square().sum()
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        opt.step(closure)
-    return lambda f: layer((f - mean) / std).argmax(1)
 
 
 def _in_domain(test_x, test_y, samples, sample_y, recon, n: int, device: str, dataset: str) -> dict:

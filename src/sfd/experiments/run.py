@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from sfd.config import Config
-from sfd.data.shards import atomic_write_json
+from sfd.data.tensor_files import atomic_write_json
 from sfd.experiments.estimate import describe_estimate, estimate_stages
 from sfd.experiments.ledger import STAGE_FILES, Stages, dataset_settings
 from sfd.experiments.metrics import evaluate_run

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from sfd.data.shards import atomic_write_json
+from sfd.data.tensor_files import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,8 @@ class TrainState:
 
     def load(self, model: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[int, list]:
         """(first step, history) of the saved state, or (0, []); fills model and optimizer."""
-        from sfd.data.shards import refuse_other_settings
-        from sfd.errors import load_safetensors
+        from sfd.data.tensor_files import load_safetensors
+        from sfd.locks import refuse_other_settings
         from sfd.training.checkpoint import load_optimizer_tensors
 
         for tmp in self.dir.parent.glob(".train_state.tmp*"):  # a save cut by a kill
@@ -65,7 +65,7 @@ class TrainState:
         import os
         import shutil
 
-        from sfd.data.shards import atomic_save_safetensors
+        from sfd.data.tensor_files import atomic_save_safetensors
         from sfd.training.checkpoint import optimizer_tensors
 
         tmp = self.dir.with_name(f".train_state.tmp{os.getpid()}")

@@ -27,7 +27,8 @@ from tqdm import tqdm
 from sfd import distributed as D
 from sfd.config import Config
 from sfd.data.latent_shards import LatentDataset
-from sfd.errors import DivergedError, WriteError, safetensors_metadata
+from sfd.data.tensor_files import safetensors_metadata
+from sfd.errors import DivergedError, WriteError
 from sfd.latents.repa_targets import repa_targets
 from sfd.locks import DirLock
 from sfd.model import LightningDiT

@@ -49,7 +49,7 @@ from torch.distributed.tensor import DTensor
 
 from sfd import distributed as D
 from sfd.config import Config
-from sfd.data.shards import atomic_save_safetensors
+from sfd.data.tensor_files import atomic_save_safetensors
 from sfd.hardware import require_compiler
 from sfd.latents.composite import LatentStats
 from sfd.model import LightningDiT

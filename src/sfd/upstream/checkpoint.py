@@ -12,13 +12,8 @@ from pathlib import Path
 import torch
 
 from sfd.config import SampleConfig
-from sfd.errors import (
-    BadInputError,
-    MismatchError,
-    load_safetensors,
-    load_tensor_file,
-    load_torch_file,
-)
+from sfd.data.tensor_files import load_safetensors, load_tensor_file, load_torch_file
+from sfd.errors import BadInputError, MismatchError
 from sfd.latents.composite import LatentStats
 from sfd.recipes import describe_sampler
 from sfd.upstream.config import read_inference_config, read_upstream_config
