@@ -110,6 +110,17 @@ def test_same_layer_units_import_each_other_one_way_only():
     assert not both, both
 
 
+def test_no_two_modules_share_a_file_name():
+    """A file name says where a thing lives: ``checkpoint.py`` is one module, not two
+    (``__init__.py`` and ``__main__.py`` excepted)."""
+    by_name: dict[str, list[str]] = {}
+    for module, path in MODULES.items():
+        if path.name not in ("__init__.py", "__main__.py"):
+            by_name.setdefault(path.name, []).append(module)
+    shared = {name: mods for name, mods in by_name.items() if len(mods) > 1}
+    assert not shared, shared
+
+
 def test_only_the_cli_imports_click():
     users = [
         m

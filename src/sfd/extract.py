@@ -153,7 +153,7 @@ _UNCHECKED_ENCODER_KEYS = ("grid", "path", "input_size")
 def check_semvae_input(semvae: SemanticVAE, encoder: FeatureEncoder, grid: int, why: str) -> None:
     """Refuse to feed ``semvae`` features it was not trained on: another channel count, another
     grid (``why`` says where the latent grid comes from) or another encoder or encoder setting
-    (as recorded by :func:`sfd.training.semvae.train_semvae`)."""
+    (as recorded by :func:`sfd.training.semvae_fit.train_semvae`)."""
     recorded = getattr(semvae, "trained_on", None)  # a PCA encoder records none
     if semvae.config.in_dim != encoder.dim:
         trained = f" (it was trained on {recorded})" if recorded else ""

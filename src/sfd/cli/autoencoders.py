@@ -21,7 +21,7 @@ from sfd.cli.options import (
 from sfd.config import SemVAETrainConfig, TextureVAETrainConfig
 from sfd.latents.semvae import SemVAEConfig
 from sfd.latents.upstream_semvae import import_upstream_semvae
-from sfd.training.semvae import train_semvae
+from sfd.training.semvae_fit import train_semvae
 from sfd.training.texture_vae import holdout_split, train_texture_vae
 
 

@@ -217,7 +217,7 @@ def pipeline_cmd(
     """SFD end to end on your images: texture VAE, features, SemVAE, latents, SFD, samples."""
     from sfd.experiments.custom import budget as budget_sizes
     from sfd.experiments.custom import run_pipeline, with_stage_overrides
-    from sfd.experiments.metrics import describe
+    from sfd.experiments.run_metrics import describe
 
     fmnist, named = data_root == "fashion-mnist", data_root in NAMED_DATASETS
     if not named and not Path(data_root).is_dir():

@@ -2,7 +2,7 @@
 
 - :mod:`~sfd.experiments.stages`: the stage machinery and the data stages every experiment shares
   (texture VAE -> encoder features -> SemVAE -> composite latents -> SFD -> samples);
-- :mod:`~sfd.experiments.run` and :mod:`~sfd.experiments.metrics`: one run of the pipeline (data
+- :mod:`~sfd.experiments.run` and :mod:`~sfd.experiments.run_metrics`: one run of the pipeline (data
   stages, SFD, samples and pictures, metrics) from a plan;
 - :mod:`~sfd.experiments.custom`: ``sfd pipeline``, the plan for your images (budgets);
 - :mod:`~sfd.experiments.demo`: ``sfd demo``, the plan of the embedded default on Fashion-MNIST;

@@ -17,7 +17,7 @@ from sfd.eval.fashion_classifier import class_accuracy
 from sfd.eval.stats import FeatureStats
 from sfd.experiments.ablate_grid import AblationSettings, parse_row, sample_config
 from sfd.experiments.ablate_store import store_sets
-from sfd.experiments.metrics import pooled_features, reconstruct
+from sfd.experiments.run_metrics import pooled_features, reconstruct
 
 # --------------------------------------------------------------------------------------------
 # Data: the latent sets each row trains on

@@ -25,7 +25,7 @@ import torch
 
 from sfd.bench import build_train_step, time_fn
 from sfd.data.images import first_image_shape
-from sfd.experiments.metrics import POOL_SIZE
+from sfd.experiments.run_metrics import POOL_SIZE
 from sfd.latents.encoders import EfficientNetLite0Encoder
 from sfd.latents.semvae import SemanticVAE, semvae_loss
 from sfd.training.texture_vae import build_texture_vae, texture_vae_loss

@@ -6,7 +6,7 @@ Stages, each cached in ``OUT/stages.json`` (:mod:`sfd.experiments.stages`) so a 
 it stopped: 1-4 the data stages (texture VAE, encoder features, SemVAE, latents), 5 ``sfd``
 (training into ``OUT/run``), 6 ``samples`` (PNGs and ``samples.npz`` in ``OUT/samples``, the
 pictures ``samples.png``, ``stages.png``, ``curves.png``), 7 ``metrics``
-(:mod:`sfd.experiments.metrics`); then ``OUT/metrics.json`` gathers what every stage measured.
+(:mod:`sfd.experiments.run_metrics`); then ``OUT/metrics.json`` gathers what every stage measured.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from sfd.config import Config
 from sfd.data.tensor_files import atomic_write_json
 from sfd.experiments.estimate import describe_estimate, estimate_stages
 from sfd.experiments.ledger import STAGE_FILES, Stages, dataset_settings
-from sfd.experiments.metrics import evaluate_run
+from sfd.experiments.run_metrics import evaluate_run
 from sfd.experiments.stages import StagedBase, StageSizes, prepare_stages, sample_stage, train_stage
 from sfd.figures import loss_curves, stage_strip
 from sfd.generate import LatentSampler, to_uint8

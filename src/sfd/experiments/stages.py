@@ -31,7 +31,7 @@ from sfd.latents.encoders import EfficientNetLite0Encoder
 from sfd.latents.semvae import SemVAEConfig, load_semvae
 from sfd.latents.texture import load_texture_autoencoder
 from sfd.training.fit import TrainState
-from sfd.training.semvae import train_semvae
+from sfd.training.semvae_fit import train_semvae
 from sfd.training.texture_vae import train_texture_vae
 
 log = logging.getLogger("sfd.demo")

@@ -1,7 +1,7 @@
 """The autoencoder trainers' shared parts: the fit loop (lr, step, log, resume state) and
 :class:`TrainState`, the mid-run state a rerun resumes from bit for bit.
 
-:func:`fit` is the loop both :func:`sfd.training.semvae.train_semvae` and
+:func:`fit` is the loop both :func:`sfd.training.semvae_fit.train_semvae` and
 :func:`sfd.training.texture_vae.train_texture_vae` run; each passes its own ``step_fn`` (data,
 noise and loss terms of one step, drawing its randomness in its own fixed order).
 """

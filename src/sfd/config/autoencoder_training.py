@@ -1,4 +1,4 @@
-"""Training configs of the latent space's two autoencoders (:mod:`sfd.training.semvae`,
+"""Training configs of the latent space's two autoencoders (:mod:`sfd.training.semvae_fit`,
 :mod:`sfd.training.texture_vae`); their model configs live beside their models."""
 
 from __future__ import annotations
