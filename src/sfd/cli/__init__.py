@@ -1,9 +1,11 @@
 """The ``sfd`` command line: thin click commands over library functions, one module per verb
 group (:mod:`~sfd.cli.train`, :mod:`~sfd.cli.sample`, :mod:`~sfd.cli.data`,
 :mod:`~sfd.cli.autoencoders`, :mod:`~sfd.cli.eval`, :mod:`~sfd.cli.experiments`,
-:mod:`~sfd.cli.ecosystem`), the options
-they share (:mod:`~sfd.cli.options`) and one error policy (:mod:`~sfd.cli.policy`). No module
-outside this package imports click.
+:mod:`~sfd.cli.ecosystem`), the options they share (:mod:`~sfd.cli.options`) and one error
+policy (:mod:`~sfd.cli.policy`). No module outside this package imports click.
+
+Naming: the function of ``sfd some-verb`` is ``some_verb_command`` (``train_command``,
+``ref_stats_command``); each module lists its commands in ``COMMANDS``.
 """
 
 from __future__ import annotations

@@ -90,7 +90,7 @@ _redo_option = click.option(
     help="With --compare: fresh pairs of worker processes, each timing --iters rounds.",
 )
 @click.option("--threads", type=int, default=0, help="Torch threads (0: torch's default).")
-def bench_cmd(
+def bench_command(
     preset_name,
     overrides,
     batch_size,
@@ -157,7 +157,9 @@ def bench_cmd(
 @device_option()
 @_redo_option
 @dry_run_option("the demo's stage sizes")
-def demo_cmd(out, quick, data_root, dataset, background, overrides, device, redo, dry_run) -> None:
+def demo_command(
+    out, quick, data_root, dataset, background, overrides, device, redo, dry_run
+) -> None:
     """SFD end to end on an embedded dataset (Fashion-MNIST by default): VAEs, SemVAE, latents,
     training, samples, metrics."""
     from sfd.experiments.demo import DemoSettings, for_dataset, run_demo
@@ -210,7 +212,7 @@ def demo_cmd(out, quick, data_root, dataset, background, overrides, device, redo
 @device_option()
 @_redo_option
 @dry_run_option("the stage sizes")
-def pipeline_cmd(
+def pipeline_command(
     data_root, out, budget, stage_overrides, image_size, channels, on_error, overrides, device,
     redo, dry_run,
 ) -> None:  # fmt: skip
@@ -301,7 +303,7 @@ def pipeline_cmd(
 @set_option
 @device_option()
 @dry_run_option("the grid's settings")
-def ablate_cmd(
+def ablate_command(
     out, rows, seeds, sweep_seeds, steps, checkpoints, num_samples, cfg_scale, cfg_sweep, quick,
     shard, data, features, decoder, ref, sem_channels, texture_steps, nfe_samplers, dataset,
     background,
@@ -358,4 +360,4 @@ def _print_settings(settings) -> None:
     click.echo(json.dumps(dataclasses.asdict(settings), indent=2, default=str))
 
 
-COMMANDS = (bench_cmd, demo_cmd, pipeline_cmd, ablate_cmd)
+COMMANDS = (bench_command, demo_command, pipeline_command, ablate_command)

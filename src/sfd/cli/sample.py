@@ -57,7 +57,7 @@ from sfd.recipes import SAMPLERS
 @set_option
 @device_option()
 @dry_run_option("the checkpoint's config with the sampler and --set applied")
-def sample(
+def sample_command(
     run, num, out, seed, batch_size, guide, decoder, labels_file, latents_only, sampler_name,
     compile_, overrides, device, dry_run,
 ) -> None:  # fmt: skip
@@ -82,4 +82,4 @@ def sample(
         click.echo(f"wrote {result.written} new images; all {num} in {out}/images and {result.npz}")
 
 
-COMMANDS = (sample,)
+COMMANDS = (sample_command,)

@@ -57,7 +57,7 @@ from sfd.recipes import RECIPES, SAMPLERS
 @click.option("--max-steps", type=int, default=None, help="Stop after this many more steps.")
 @no_verify_option
 @dry_run_option("the resolved config (checked against --data)")
-def train(
+def train_command(
     preset_name, config_file, recipe, overrides, data, out, device, max_steps, no_verify, dry_run
 ) -> None:
     """Train SFD on pre-computed latents (a rerun resumes RUN from its stored config)."""
@@ -125,7 +125,7 @@ def train(
     help="The release's CFG_SCALE: replaces the YAML's cfg_scale (the AutoGuidance scale "
     "when the YAML sets autoguidance: true).",
 )
-def import_upstream_cmd(
+def import_upstream_command(
     ckpt, upstream_config, out, latent_stats, weights, inference_config, cfg_scale
 ) -> None:
     """Turn an official SFD release checkpoint into an sfd checkpoint directory."""
@@ -138,7 +138,7 @@ def import_upstream_cmd(
 
 
 @click.command("presets")
-def presets_cmd() -> None:
+def presets_command() -> None:
     """List presets with their sizes (built on the meta device), recipes and samplers."""
     from sfd.model import LightningDiT, count_parameters
 
@@ -194,7 +194,7 @@ def presets_cmd() -> None:
     show_default=True,
     help="free: either part may lead; semantics-first: texture never ahead.",
 )
-def learn_schedule_cmd(data, out, steps, batch, lam, knots, seed, init_delta_t, order) -> None:
+def learn_schedule_command(data, out, steps, batch, lam, knots, seed, init_delta_t, order) -> None:
     """Learn when to denoise each part: a short probe on LATENTS writes a schedule file for
     `sfd train --set flow.schedule_file=FILE` (docs/SCHEDULE.md)."""
     from sfd.training.probe import ProbeSettings, learn_schedule
@@ -215,4 +215,4 @@ def learn_schedule_cmd(data, out, steps, batch, lam, knots, seed, init_delta_t, 
     )
 
 
-COMMANDS = (train, import_upstream_cmd, presets_cmd, learn_schedule_cmd)
+COMMANDS = (train_command, import_upstream_command, presets_command, learn_schedule_command)
