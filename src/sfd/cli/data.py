@@ -12,7 +12,9 @@ import click
 
 from sfd import distributed
 from sfd.cli.options import (
+    COUNT,
     DATASET_OPTION_KEYS,
+    NON_NEGATIVE,
     dataset_of,
     dataset_options,
     device_option,
@@ -33,15 +35,15 @@ def _common_options(fn: Callable) -> Callable:
     """Dataset, encoder and sharding options shared by both extraction commands."""
     options = (
         click.option("--out", "out_dir", required=True, type=click.Path()),
-        click.option("--shard-size", type=int, default=1024, show_default=True),
-        click.option("--batch-size", type=int, default=64, show_default=True),
-        click.option("--num-workers", type=int, default=0, show_default=True),
+        click.option("--shard-size", type=COUNT, default=1024, show_default=True),
+        click.option("--batch-size", type=COUNT, default=64, show_default=True),
+        click.option("--num-workers", type=NON_NEGATIVE, default=0, show_default=True),
         device_option(),
         click.option("--encoder", type=click.Choice(ENCODERS), default="efficientnet-lite0"),
         click.option("--encoder-path", default=None, help="Weights (DINOv2: a local directory)"),
         click.option(
             "--encoder-stride",
-            type=int,
+            type=NON_NEGATIVE,
             default=None,
             help="EfficientNet stage stride: 8, 16 or 32 [16]; efficientnet-lite0 only",
         ),
@@ -92,7 +94,7 @@ def _dry_run(kw: dict, **more) -> None:
 
 @click.command("extract-features")
 @_common_options
-@click.option("--grid", type=int, default=None, help="Latent grid (default: the encoder's)")
+@click.option("--grid", type=COUNT, default=None, help="Latent grid (default: the encoder's)")
 def extract_features_command(grid, dry_run, **kw):
     """Write encoder-feature shards (both views) to train the SemVAE on."""
     _check_encoder_options(kw)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from sfd.cli.options import device_option, resolve_device
+from sfd.cli.options import NON_NEGATIVE, device_option, resolve_device
 from sfd.errors import install_hint
 
 _path = click.Path(exists=True, path_type=Path)
@@ -60,7 +60,7 @@ def export_diffusers_command(run, out, decoder, guide, class_names, metrics) -> 
 )
 @click.option("--class-names", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=7860, show_default=True)
+@click.option("--port", type=NON_NEGATIVE, default=7860, show_default=True)
 @device_option()
 def app_command(run, decoder, guide, class_names, host, port, device) -> None:
     """A local web app over RUN (an sfd run or a diffusers export): classes, seed, steps,

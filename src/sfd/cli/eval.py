@@ -13,6 +13,7 @@ import click
 
 from sfd import distributed
 from sfd.cli.options import (
+    SEED,
     device_option,
     dry_run_option,
     on_error_option,
@@ -278,7 +279,7 @@ def ref_stats_command(
     "~/.cache/sfd/fashion-mnist-classifier, where `sfd eval` looks).",
 )
 @click.option("--steps", default=DEFAULT_STEPS, show_default=True, type=click.IntRange(min=1))
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option(
     "--data-root",
     type=click.Path(exists=True, file_okay=False, path_type=Path),

@@ -11,6 +11,10 @@ import click
 import torch
 
 from sfd.cli.options import (
+    COUNT,
+    FINITE,
+    NON_NEGATIVE,
+    FiniteRange,
     device_option,
     dry_run_option,
     on_error_option,
@@ -28,7 +32,7 @@ def dataset_option(fn):
     fn = click.option(
         "--background-strength",
         "background",
-        type=click.FloatRange(0.0, 1.0),
+        type=FiniteRange(0.0, 1.0),
         default=0.6,
         show_default=True,
         help="composites: 1 keeps the photographs, 0 greys them out.",
@@ -57,10 +61,10 @@ _redo_option = click.option(
     "--preset", "preset_name", type=click.Choice(PRESETS), default="tiny", show_default=True
 )
 @set_option
-@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--batch-size", type=COUNT, default=16, show_default=True)
 @device_option()
-@click.option("--iters", type=int, default=5, show_default=True, help="Timed iterations.")
-@click.option("--warmup", type=int, default=2, show_default=True)
+@click.option("--iters", type=COUNT, default=5, show_default=True, help="Timed iterations.")
+@click.option("--warmup", type=NON_NEGATIVE, default=2, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option(
     "--compare",
@@ -89,7 +93,7 @@ _redo_option = click.option(
     show_default=True,
     help="With --compare: fresh pairs of worker processes, each timing --iters rounds.",
 )
-@click.option("--threads", type=int, default=0, help="Torch threads (0: torch's default).")
+@click.option("--threads", type=NON_NEGATIVE, default=0, help="Torch threads (0: torch's default).")
 def bench_command(
     preset_name,
     overrides,
@@ -205,7 +209,7 @@ def demo_command(
     metavar="KEY=VALUE",
     help="Override one stage size of the budget, e.g. --stage sfd_steps=1000 (repeatable).",
 )
-@click.option("--image-size", type=int, default=None, help="Pixels [64; named datasets 32].")
+@click.option("--image-size", type=COUNT, default=None, help="Pixels [64; named datasets 32].")
 @click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="[3; fmnist 1].")
 @on_error_option()
 @set_option
@@ -252,12 +256,12 @@ def pipeline_command(
     help="Comma-separated rows (default: baseline,repa,semvae-sync,sfd,redi,redi-sf and the "
     "Δt sweep dt-0.1,dt-0.2,dt-0.5,dt-0.7,dt-1); dt-X is the SemVAE latent at Δt = X.",
 )
-@click.option("--seeds", type=int, default=None, help="Training seeds of the main rows [3].")
-@click.option("--sweep-seeds", type=int, default=None, help="Seeds of the other rows [1].")
-@click.option("--steps", type=int, default=None, help="Training steps of every run [1000].")
-@click.option("--checkpoints", type=int, default=None, help="Evaluated checkpoints per run [5].")
-@click.option("--num-samples", type=int, default=None, help="Samples per evaluation [1000].")
-@click.option("--cfg", "cfg_scale", type=float, default=None, help="Guidance of the curves [1].")
+@click.option("--seeds", type=COUNT, default=None, help="Training seeds of the main rows [3].")
+@click.option("--sweep-seeds", type=COUNT, default=None, help="Seeds of the other rows [1].")
+@click.option("--steps", type=COUNT, default=None, help="Training steps of every run [1000].")
+@click.option("--checkpoints", type=COUNT, default=None, help="Evaluated checkpoints per run [5].")
+@click.option("--num-samples", type=COUNT, default=None, help="Samples per evaluation [1000].")
+@click.option("--cfg", "cfg_scale", type=FINITE, default=None, help="Guidance of the curves [1].")
 @click.option(
     "--cfg-sweep", default=None, help="Comma-separated guidance scales at the final checkpoint."
 )
@@ -281,7 +285,7 @@ def pipeline_command(
 )
 @click.option(
     "--sem-channels",
-    type=int,
+    type=NON_NEGATIVE,
     default=None,
     help="Semantic channels of the embedded default's SemVAE [4]; trains its own SemVAE and "
     "latents in OUT/base (use a new --out).",

@@ -5,18 +5,18 @@ from __future__ import annotations
 import click
 
 from sfd import distributed
-from sfd.cli.options import device_option, dry_run_option, resolve_device, set_option
+from sfd.cli.options import COUNT, SEED, device_option, dry_run_option, resolve_device, set_option
 from sfd.recipes import SAMPLERS
 
 
 @click.command("sample")
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
-@click.option("--num", type=int, default=16, show_default=True, help="Number of images.")
+@click.option("--num", type=COUNT, default=16, show_default=True, help="Number of images.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Image i uses seed + i.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Image i uses seed + i.")
 @click.option(
     "--batch-size",
-    type=int,
+    type=COUNT,
     default=16,
     show_default=True,
     help="Images solved together (the job's chunk).",

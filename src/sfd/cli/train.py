@@ -10,6 +10,10 @@ import torch
 
 from sfd import distributed
 from sfd.cli.options import (
+    COUNT,
+    FINITE,
+    NON_NEGATIVE,
+    SEED,
     device_option,
     dry_run_option,
     no_verify_option,
@@ -54,7 +58,9 @@ from sfd.recipes import RECIPES, SAMPLERS
     help="Run directory; a plain rerun resumes it with its stored config.",
 )
 @device_option()
-@click.option("--max-steps", type=int, default=None, help="Stop after this many more steps.")
+@click.option(
+    "--max-steps", type=NON_NEGATIVE, default=None, help="Stop after this many more steps."
+)
 @no_verify_option
 @dry_run_option("the resolved config (checked against --data)")
 def train_command(
@@ -120,7 +126,7 @@ def train_command(
 )
 @click.option(
     "--cfg-scale",
-    type=float,
+    type=FINITE,
     default=None,
     help="The release's CFG_SCALE: replaces the YAML's cfg_scale (the AutoGuidance scale "
     "when the YAML sets autoguidance: true).",
@@ -175,14 +181,16 @@ def presets_command() -> None:
     type=click.Path(dir_okay=False),
     help="The schedule file to write (JSON); its picture goes beside it as .png.",
 )
-@click.option("--steps", type=int, default=200, show_default=True, help="Probe steps.")
-@click.option("--batch", type=int, default=64, show_default=True, help="Probe batch size.")
-@click.option("--lam", type=float, default=0.1, show_default=True, help="Kinetic-energy weight λ.")
-@click.option("--knots", type=int, default=8, show_default=True, help="Segments per curve.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--steps", type=COUNT, default=200, show_default=True, help="Probe steps.")
+@click.option("--batch", type=NON_NEGATIVE, default=64, show_default=True, help="Probe batch size.")
+@click.option("--lam", type=FINITE, default=0.1, show_default=True, help="Kinetic-energy weight λ.")
+@click.option(
+    "--knots", type=NON_NEGATIVE, default=8, show_default=True, help="Segments per curve."
+)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option(
     "--init-delta-t",
-    type=float,
+    type=FINITE,
     default=0.0,
     show_default=True,
     help="Start from SFD's offset Δt (0: synchronous).",
