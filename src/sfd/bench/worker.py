@@ -36,6 +36,7 @@ def synthetic(cfg, batch_size, device):
 
 def legacy_train_step(cfg, batch_size, device):
     """The training step of an older tree's ``Trainer``, from the tree's own functions."""
+    # lazy: the modules of the older trees this step is rebuilt for (not all exist in newer ones)
     from sfd.latents.composite import LatentLayout
     from sfd.model import LightningDiT
     from sfd.training import parallel as P
@@ -94,6 +95,7 @@ def train_step_builder():
 
 
 def build(spec):
+    # lazy: the tree's own sfd, imported by main once the thread count is set
     from sfd.config import apply_overrides, preset
 
     device = torch.device(spec["device"])
@@ -122,6 +124,7 @@ def main():
     spec = json.loads(sys.argv[1])
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
+    # lazy: the sfd of the tree PYTHONPATH names, imported with the thread count set
     import sfd
 
     run, how, device = build(spec)

@@ -43,6 +43,7 @@ def export_diffusers_command(run, out, decoder, guide, class_names, metrics) -> 
     scheduler/, the module files, README.md); load it without sfd with
     DiffusionPipeline.from_pretrained(OUT, trust_remote_code=True), or with
     sfd.ecosystem.load_export(OUT)."""
+    # lazy: diffusers takes ~10 s to import
     from sfd.ecosystem.export import ExportSources, export_diffusers
 
     sources = ExportSources(run, decoder, guide, class_names, metrics)
@@ -66,9 +67,11 @@ def app_command(run, decoder, guide, class_names, host, port, device) -> None:
     """A local web app over RUN (an sfd run or a diffusers export): classes, seed, steps,
     guidance scale -> sample grid and stage strip. Needs the [app] extra (gradio)."""
     try:
+        # lazy: an optional dependency (the [app] extra)
         import gradio  # noqa: F401
     except ImportError:
         raise click.ClickException(f"sfd app needs gradio: {install_hint('app')}") from None
+    # lazy: gradio, an optional dependency (the [app] extra)
     from sfd.ecosystem.app import build_app, load_pipeline
 
     pipe = load_pipeline(run, decoder, guide, class_names, resolve_device(device))

@@ -1,14 +1,14 @@
-"""``sfd bench``, ``sfd demo``, ``sfd pipeline``, ``sfd ablate``: experiments built from the
-library (thin shells over :mod:`sfd.bench` and :mod:`sfd.experiments`: demo, custom, ablate)."""
+"""``sfd demo``, ``sfd pipeline``, ``sfd ablate``: experiments built from the library (thin
+shells over :mod:`sfd.experiments`: demo, custom, ablate)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import click
-import torch
 
 from sfd.cli.options import (
     COUNT,
@@ -18,13 +18,20 @@ from sfd.cli.options import (
     device_option,
     dry_run_option,
     on_error_option,
-    resolve_config,
     resolve_device,
     set_option,
 )
-from sfd.config import PRESETS
-from sfd.experiments.custom import BUDGET_ALIASES, BUDGETS, NAMED_DATASETS
-from sfd.experiments.demo import EMBEDDED_DATASETS
+from sfd.experiments.ablate import AblationSettings, parse_shard, run_ablation
+from sfd.experiments.custom import (
+    BUDGET_ALIASES,
+    BUDGETS,
+    NAMED_DATASETS,
+    run_pipeline,
+    with_stage_overrides,
+)
+from sfd.experiments.custom import budget as budget_sizes
+from sfd.experiments.demo import EMBEDDED_DATASETS, DemoSettings, for_dataset, run_demo
+from sfd.experiments.run_metrics import describe
 
 
 def dataset_option(fn):
@@ -56,91 +63,6 @@ _redo_option = click.option(
 )
 
 
-@click.command("bench")
-@click.option(
-    "--preset", "preset_name", type=click.Choice(PRESETS), default="tiny", show_default=True
-)
-@set_option
-@click.option("--batch-size", type=COUNT, default=16, show_default=True)
-@device_option()
-@click.option("--iters", type=COUNT, default=5, show_default=True, help="Timed iterations.")
-@click.option("--warmup", type=NON_NEGATIVE, default=2, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option(
-    "--compare",
-    "ref",
-    default=None,
-    help="Time this tree against REF (a git revision or a source tree), interleaved, and "
-    "print the ratio (> 1: this tree faster).",
-)
-@click.option(
-    "--ref-set",
-    "ref_overrides",
-    multiple=True,
-    help="With --compare: the reference's overrides instead of --set's (repeatable).",
-)
-@click.option(
-    "--mode",
-    type=click.Choice(["train", "forward"]),
-    default="train",
-    show_default=True,
-    help="With --compare: time the training step or an inference forward.",
-)
-@click.option(
-    "--repeats",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="With --compare: fresh pairs of worker processes, each timing --iters rounds.",
-)
-@click.option("--threads", type=NON_NEGATIVE, default=0, help="Torch threads (0: torch's default).")
-def bench_command(
-    preset_name,
-    overrides,
-    batch_size,
-    device,
-    iters,
-    warmup,
-    as_json,
-    ref,
-    ref_overrides,
-    mode,
-    repeats,
-    threads,
-) -> None:
-    """Time the training step and the sampler; print img/s, FLOPs and MFU.
-
-    With --compare REF: the training step (or forward) of this tree and of REF, each in its own
-    process, alternated call by call; the medians, their ratio and its spread.
-    """
-    if ref is not None:
-        from sfd.bench.compare import compare
-
-        resolve_config(preset_name, None, overrides)  # unknown keys fail here, not in a worker
-        result = compare(
-            ref,
-            preset_name,
-            batch_size,
-            overrides=tuple(overrides),
-            ref_overrides=tuple(ref_overrides) if ref_overrides else None,
-            mode=mode,
-            device=str(resolve_device(device)),
-            threads=threads,
-            warmup=warmup,
-            iters=iters,
-            repeats=repeats,
-        )
-        click.echo(json.dumps(dataclasses.asdict(result), indent=2) if as_json else result.table())
-        return
-    from sfd.bench.throughput import run_bench
-
-    if threads:
-        torch.set_num_threads(threads)
-    cfg = resolve_config(preset_name, None, overrides)
-    result = run_bench(cfg, batch_size, resolve_device(device), warmup=warmup, iters=iters)
-    click.echo(json.dumps(dataclasses.asdict(result), indent=2) if as_json else result.table())
-
-
 @click.command("demo")
 @click.option(
     "--out",
@@ -166,8 +88,6 @@ def demo_command(
 ) -> None:
     """SFD end to end on an embedded dataset (Fashion-MNIST by default): VAEs, SemVAE, latents,
     training, samples, metrics."""
-    from sfd.experiments.demo import DemoSettings, for_dataset, run_demo
-
     settings = DemoSettings.quick() if quick else DemoSettings()
     settings = dataclasses.replace(
         settings, overrides=tuple(overrides), dataset=dataset, background_strength=background
@@ -217,14 +137,19 @@ def demo_command(
 @_redo_option
 @dry_run_option("the stage sizes")
 def pipeline_command(
-    data_root, out, budget, stage_overrides, image_size, channels, on_error, overrides, device,
-    redo, dry_run,
-) -> None:  # fmt: skip
+    data_root,
+    out,
+    budget,
+    stage_overrides,
+    image_size,
+    channels,
+    on_error,
+    overrides,
+    device,
+    redo,
+    dry_run,
+) -> None:
     """SFD end to end on your images: texture VAE, features, SemVAE, latents, SFD, samples."""
-    from sfd.experiments.custom import budget as budget_sizes
-    from sfd.experiments.custom import run_pipeline, with_stage_overrides
-    from sfd.experiments.run_metrics import describe
-
     fmnist, named = data_root == "fashion-mnist", data_root in NAMED_DATASETS
     if not named and not Path(data_root).is_dir():
         raise click.BadParameter(
@@ -308,38 +233,47 @@ def pipeline_command(
 @device_option()
 @dry_run_option("the grid's settings")
 def ablate_command(
-    out, rows, seeds, sweep_seeds, steps, checkpoints, num_samples, cfg_scale, cfg_sweep, quick,
-    shard, data, features, decoder, ref, sem_channels, texture_steps, nfe_samplers, dataset,
+    out,
+    rows,
+    seeds,
+    sweep_seeds,
+    steps,
+    checkpoints,
+    num_samples,
+    cfg_scale,
+    cfg_sweep,
+    quick,
+    shard,
+    data,
+    features,
+    decoder,
+    ref,
+    sem_channels,
+    texture_steps,
+    nfe_samplers,
+    dataset,
     background,
-    overrides, device, dry_run,
-) -> None:  # fmt: skip
+    overrides,
+    device,
+    dry_run,
+) -> None:
     """The paper's ablation grid (rows x seeds x checkpoints), cached and resumable."""
-    from sfd.experiments.ablate import AblationSettings, parse_shard, run_ablation
-
     given = {
-        "rows": None if rows is None else tuple(r.strip() for r in rows.split(",") if r.strip()),
+        "rows": _comma(rows),
         "main_seeds": seeds,
         "sweep_seeds": sweep_seeds,
         "steps": steps,
         "checkpoints": checkpoints,
         "num_samples": num_samples,
         "cfg_scale": cfg_scale,
-        "cfg_sweep": None
-        if cfg_sweep is None
-        else tuple(float(w) for w in cfg_sweep.split(",") if w.strip()),
+        "cfg_sweep": _comma(cfg_sweep, float),
         "sem_channels": sem_channels,
         "texture_steps": texture_steps,
-        "nfe_samplers": None
-        if nfe_samplers is None
-        else tuple(x.strip() for x in nfe_samplers.split(",") if x.strip()),
+        "nfe_samplers": _comma(nfe_samplers),
         "dataset": dataset,
         "background_strength": background,
     }
-    given = {k: v for k, v in given.items() if v is not None}
-    make = AblationSettings.quick_settings if quick else AblationSettings
-    # --set comes after the grid's own model settings, so it can change them or add to them
-    settings = make(**given)
-    settings = make(**given, overrides=settings.overrides + tuple(overrides))
+    settings = _ablation_settings(given, quick, overrides)
     if dry_run:
         return _print_settings(settings)
     summary = run_ablation(
@@ -360,8 +294,24 @@ def ablate_command(
     )
 
 
+def _comma(text: str | None, kind: Callable = str) -> tuple | None:
+    """The values of a comma-separated option (``None``: not given)."""
+    if text is None:
+        return None
+    return tuple(kind(x.strip()) for x in text.split(",") if x.strip())
+
+
+def _ablation_settings(given: dict, quick: bool, overrides: tuple[str, ...]):
+    """The grid's settings from the options given (``None``: the grid's default)."""
+    given = {k: v for k, v in given.items() if v is not None}
+    make = AblationSettings.quick_settings if quick else AblationSettings
+    # --set comes after the grid's own model settings, so it can change them or add to them
+    settings = make(**given)
+    return make(**given, overrides=settings.overrides + tuple(overrides))
+
+
 def _print_settings(settings) -> None:
     click.echo(json.dumps(dataclasses.asdict(settings), indent=2, default=str))
 
 
-COMMANDS = (bench_command, demo_command, pipeline_command, ablate_command)
+COMMANDS = (demo_command, pipeline_command, ablate_command)

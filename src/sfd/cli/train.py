@@ -22,7 +22,12 @@ from sfd.cli.options import (
 )
 from sfd.config import PRESETS, preset
 from sfd.errors import OverrideError, SfdError
+from sfd.model import LightningDiT, count_parameters
 from sfd.recipes import RECIPES, SAMPLERS
+from sfd.training.probe import ProbeSettings, learn_schedule
+from sfd.training.run_config import resolve_train_config
+from sfd.training.run_dir import validate_run
+from sfd.upstream import import_upstream
 
 
 @click.command("train")
@@ -67,9 +72,6 @@ def train_command(
     preset_name, config_file, recipe, overrides, data, out, device, max_steps, no_verify, dry_run
 ) -> None:
     """Train SFD on pre-computed latents (a rerun resumes RUN from its stored config)."""
-    from sfd.training.run_config import resolve_train_config
-    from sfd.training.run_dir import validate_run
-
     if data and not (Path(data) / "meta.json").exists():
         raise click.BadParameter(
             f"{data} is not a latent shard directory (no meta.json)", param_hint="--data"
@@ -89,6 +91,7 @@ def train_command(
         return
     if not data or not out:
         raise click.UsageError("--data and --out are required (or use --dry-run)")
+    # lazy: the training loop imports torch.distributed.checkpoint (~1.5 s): not for --help
     from sfd.training.loop import train as run_training
 
     with distributed.process_group(resolve_device(device)) as dev:
@@ -135,8 +138,6 @@ def import_upstream_command(
     ckpt, upstream_config, out, latent_stats, weights, inference_config, cfg_scale
 ) -> None:
     """Turn an official SFD release checkpoint into an sfd checkpoint directory."""
-    from sfd.upstream import import_upstream
-
     path = import_upstream(
         ckpt, upstream_config, out, latent_stats or None, weights, inference_config, cfg_scale
     )
@@ -146,8 +147,6 @@ def import_upstream_command(
 @click.command("presets")
 def presets_command() -> None:
     """List presets with their sizes (built on the meta device), recipes and samplers."""
-    from sfd.model import LightningDiT, count_parameters
-
     for name in PRESETS:
         cfg = preset(name)
         with torch.device("meta"):
@@ -205,8 +204,6 @@ def presets_command() -> None:
 def learn_schedule_command(data, out, steps, batch, lam, knots, seed, init_delta_t, order) -> None:
     """Learn when to denoise each part: a short probe on LATENTS writes a schedule file for
     `sfd train --set flow.schedule_file=FILE` (docs/SCHEDULE.md)."""
-    from sfd.training.probe import ProbeSettings, learn_schedule
-
     settings = ProbeSettings(
         steps=steps,
         batch=batch,

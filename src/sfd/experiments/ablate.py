@@ -61,13 +61,31 @@ from sfd.experiments.ablate_grid import (
     sweep_rows,
     with_learned_schedule,
 )
+from sfd.experiments.ablate_report import write_report
+from sfd.latents.texture import load_texture_autoencoder
 from sfd.locks import DirLock as _JobLock
+from sfd.training.checkpoint import checkpoint_dir
 
 __all__ = [
-    "GRID_MODEL", "MAIN_ROWS", "SWEEP", "AblationData", "AblationSettings", "Evaluator", "Row",
-    "base_config", "parse_row", "parse_shard", "prepare_data", "result_path", "row_config",
-    "row_delta_t", "run_ablation", "sample_config", "sample_images", "sweep_rows",
-]  # fmt: skip
+    "GRID_MODEL",
+    "MAIN_ROWS",
+    "SWEEP",
+    "AblationData",
+    "AblationSettings",
+    "Evaluator",
+    "Row",
+    "base_config",
+    "parse_row",
+    "parse_shard",
+    "prepare_data",
+    "result_path",
+    "row_config",
+    "row_delta_t",
+    "run_ablation",
+    "sample_config",
+    "sample_images",
+    "sweep_rows",
+]
 
 log = logging.getLogger("sfd.ablate")
 
@@ -97,8 +115,6 @@ def run_ablation(
     progress: bool = False,
 ) -> dict:
     """Run (or resume) this shard's part of the grid, then rebuild the summary."""
-    from sfd.experiments.ablate_report import write_report
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _check_settings(out, settings)
@@ -158,8 +174,6 @@ class _Grid:
             return
         self._train(row, seed, run_dir)
         if self.evaluator is None:
-            from sfd.latents.texture import load_texture_autoencoder
-
             self.evaluator = Evaluator(self.out, self.data, self.settings.num_samples, self.device)
             self.decoder = load_texture_autoencoder(self.data.decoder).to(self.device).eval()
         for step, scale, sampler in todo:
@@ -167,7 +181,7 @@ class _Grid:
         lock.release()
 
     def _train(self, row: Row, seed: int, run_dir: Path) -> None:
-        from sfd.training.checkpoint import checkpoint_dir
+        # lazy: the training loop imports torch.distributed.checkpoint (~1.5 s): not for --help
         from sfd.training.loop import train
 
         s = self.settings
@@ -190,8 +204,6 @@ class _Grid:
     def _evaluate(
         self, row: Row, seed: int, run_dir: Path, step: int, scale: float, sampler: str | None
     ) -> None:
-        from sfd.training.checkpoint import checkpoint_dir
-
         t0 = time.perf_counter()
         images, labels, nfe = sample_images(
             checkpoint_dir(run_dir, step), self.decoder, self.settings, scale, self.device, sampler

@@ -11,13 +11,30 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Subset
 
+from sfd.data.latent_shards import LatentDataset
 from sfd.data.tensor_files import atomic_write_json
-from sfd.eval.fashion_classifier import class_accuracy
+from sfd.eval.fashion_classifier import (
+    META_FILE,
+    class_accuracy,
+    classifier_outputs,
+    load_fashion_classifier,
+    packaged_classifier,
+    train_fashion_classifier,
+)
+from sfd.eval.metrics import frechet_distance
 from sfd.eval.stats import FeatureStats
 from sfd.experiments.ablate_grid import AblationSettings, parse_row, sample_config
 from sfd.experiments.ablate_store import store_sets
+from sfd.experiments.control import random_encoder_latents
+from sfd.experiments.demo import DemoSettings, demo_stage_sizes, prepare_base
 from sfd.experiments.run_metrics import pooled_features, reconstruct
+from sfd.generate import to_uint8
+from sfd.latents.derive import derive_latent_set
+from sfd.latents.encoders import EfficientNetLite0Encoder
+from sfd.latents.pca import fit_pca, load_pca, save_pca
+from sfd.latents.texture import load_texture_autoencoder
 
 # --------------------------------------------------------------------------------------------
 # Data: the latent sets each row trains on
@@ -48,8 +65,6 @@ def prepare_data(
 ) -> AblationData:
     """The SemVAE latent set (the demo's, built and cached, or ``latents``) and the derived
     sets the requested rows need; errors before any training if an input is missing."""
-    from sfd.data.latent_shards import LatentDataset
-
     rows = [parse_row(r) for r in settings.rows]
     need = {r.semantic for r in rows}
     info: dict = {}
@@ -63,9 +78,6 @@ def prepare_data(
             out / "classifier", settings.quick, device, settings.dataset
         )
         if "random" in need:
-            from sfd.experiments.control import random_encoder_latents
-            from sfd.experiments.demo import demo_stage_sizes
-
             control, info["control_semvae"] = random_encoder_latents(
                 out, base, demo_stage_sizes(ds, device), device
             )
@@ -85,8 +97,6 @@ def prepare_data(
 def _embedded_base(out: Path, settings: AblationSettings, demo_settings, device: str):
     """The embedded dataset's data stages in ``out/base`` (built or resumed) with the grid's
     dataset, semantic channels and texture-VAE length; returns them and the demo settings."""
-    from sfd.experiments.demo import DemoSettings, prepare_base
-
     ds = demo_settings or (DemoSettings.quick() if settings.quick else DemoSettings())
     ds = dataclasses.replace(
         ds, dataset=settings.dataset, background_strength=settings.background_strength
@@ -143,14 +153,9 @@ def _latent_sets(out: Path, latents, features, meta: dict, need: set, info: dict
     """The latent set of each semantic kind the rows need (derived sets cached in ``out``)."""
     sets = {"semvae": Path(latents)}
     if "none" in need:
-        from sfd.latents.derive import derive_latent_set
-
         derive_latent_set(latents, out / "latents" / "none", "none")
         sets["none"] = out / "latents" / "none"
     if "pca" in need:
-        from sfd.latents.derive import derive_latent_set
-        from sfd.latents.pca import fit_pca, load_pca, save_pca
-
         pca_dir = out / "pca"
         if not (pca_dir / "pca.json").exists():
             save_pca(fit_pca(features, int(meta["sem_channels"])), pca_dir)
@@ -164,8 +169,6 @@ def _latent_sets(out: Path, latents, features, meta: dict, need: set, info: dict
 def _fashion_classifier(path: Path, quick: bool, device: str, dataset: str) -> Path:
     """The in-domain classifier of the metrics: the packaged one (the same metric everywhere);
     trained once into ``path`` only where the package lacks it."""
-    from sfd.eval.fashion_classifier import META_FILE, packaged_classifier, train_fashion_classifier
-
     if (packaged_classifier(dataset) / META_FILE).exists():
         return packaged_classifier(dataset)
     if quick:  # toy budget: the test suite checks the plumbing, not the metric's quality
@@ -177,10 +180,6 @@ def _fashion_classifier(path: Path, quick: bool, device: str, dataset: str) -> P
 
 def _demo_reference(out: Path, test_set, num: int) -> Path:
     """2 x ``num`` real test images (uint8 NHWC + labels) for the floor and the distances."""
-    from torch.utils.data import DataLoader, Subset
-
-    from sfd.generate import to_uint8
-
     path = out / f"real_test_{num}.npz"
     if path.exists():
         return path
@@ -212,14 +211,10 @@ class Evaluator:
     """
 
     def __init__(self, out: Path, data: AblationData, num: int, device: str) -> None:
-        from sfd.latents.encoders import EfficientNetLite0Encoder
-
         self.device, self.num = device, num
         self.effnet = EfficientNetLite0Encoder(grid=8).to(device).eval()
         self.classifier = None
         if data.classifier is not None:
-            from sfd.eval.fashion_classifier import load_fashion_classifier
-
             self.classifier = load_fashion_classifier(data.classifier, device=device)
             self.classifier_info = json.loads((data.classifier / "classifier.json").read_text())
         ref = np.load(data.reference)
@@ -238,15 +233,11 @@ class Evaluator:
         xf = x.float() / 127.5 - 1
         out = {"effnet": pooled_features(self.effnet, xf, self.device, batch=250)}
         if self.classifier is not None:
-            from sfd.eval.fashion_classifier import classifier_outputs
-
             logits, feats = classifier_outputs(self.classifier, x, device=self.device)
             out["fmnist"], out["logits"] = feats.double(), logits
         return out
 
     def metrics(self, feats: dict, labels: torch.Tensor | None) -> dict[str, float]:
-        from sfd.eval.metrics import frechet_distance
-
         result = {
             "fd_effnet": frechet_distance(
                 FeatureStats.of(feats["effnet"]), self.real_stats["effnet"], method="eigh"
@@ -264,7 +255,6 @@ class Evaluator:
         path = out / f"reference_{self.num}.json"
         if path.exists():
             return json.loads(path.read_text())
-        from sfd.latents.texture import load_texture_autoencoder
 
         n = self.num
         other = self.features(images[n : 2 * n])
@@ -275,8 +265,6 @@ class Evaluator:
         x = x.float() / 127.5 - 1
         if x.shape[1] == 3 and vae.image_channels == 1:  # gray data stored as RGB PNGs
             x = x[:, :1]
-        from sfd.generate import to_uint8
-
         recon = reconstruct(vae, x, self.device)
         recon_u8 = to_uint8(recon).numpy()
         ceiling = self.metrics(self.features(recon_u8), self.real_labels)

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sfd.config import Config, apply_overrides, preset
+from sfd.data.latent_storage import Storage
 from sfd.experiments.demo import DEMO_MODEL
+from sfd.training.probe import ProbeSettings, learn_schedule
 from sfd.training.run_dir import RESUMABLE_CHANGES
 
 # --------------------------------------------------------------------------------------------
@@ -79,7 +81,6 @@ def with_learned_schedule(cfg: Config, row: Row, out, latents, seed: int, quick:
     with ``seed`` first if ``OUT/schedules/`` lacks it; other rows unchanged."""
     if row.schedule != "learned":
         return cfg
-    from sfd.training.probe import ProbeSettings, learn_schedule
 
     target = Path(out) / "schedules" / f"{row.semantic}-seed{seed}.json"
     if not target.exists():
@@ -107,8 +108,6 @@ STORE_PREFIX = "store-"
 
 
 def _store_row(name: str) -> Row:
-    from sfd.data.latent_storage import Storage
-
     try:
         spec = Storage.parse(name.removeprefix(STORE_PREFIX)).spec
     except ValueError as err:

@@ -15,6 +15,7 @@ count of seeds where the first row is lower (better, for a distance).
 
 from __future__ import annotations
 
+import io
 from collections import defaultdict
 from pathlib import Path
 
@@ -36,6 +37,7 @@ PAIRS = (
 
 def paired(a: dict[int, float], b: dict[int, float]) -> dict:
     """Seed-paired comparison of two rows' values (seed -> value); first minus second."""
+    # lazy: scipy.stats takes ~1.5 s to import; only the report's significance tests use it
     from scipy import stats
 
     seeds = sorted(set(a) & set(b))
@@ -110,8 +112,11 @@ def nfe_summary(results: list[dict], settings, metric: str) -> dict:
             for a, b in PAIRS
             if a in rows and b in rows
         }
-        out[sampler] = {"nfe": float(np.mean(nfes)) if nfes else None, "rows": rows,
-                        "paired": pairs}  # fmt: skip
+        out[sampler] = {
+            "nfe": float(np.mean(nfes)) if nfes else None,
+            "rows": rows,
+            "paired": pairs,
+        }
     return out
 
 
@@ -144,6 +149,7 @@ def nfe_markdown(summary: dict, metric: str) -> str:
 
 def plot_nfe(summary: dict, metric: str, path: Path) -> None:
     """Each NFE row's metric against the velocity evaluations per image, with seed bands."""
+    # lazy: pyplot only after the Agg backend is chosen (no display needed)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -172,8 +178,7 @@ def plot_nfe(summary: dict, metric: str, path: Path) -> None:
 
 def save_figure(fig, path: Path) -> None:
     """A matplotlib figure to ``path`` as PNG, written atomically; the figure is closed."""
-    import io
-
+    # lazy: as in the plots: pyplot after the backend is chosen
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()

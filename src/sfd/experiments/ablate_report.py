@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from sfd.data.tensor_files import atomic_write_bytes
+from sfd.experiments.ablate_grid import PAIRED_ROWS, row_delta_t
 from sfd.experiments.ablate_nfe import (
     nfe_markdown,
     nfe_summary,
@@ -74,6 +75,7 @@ def steps_to_reach(
 
 def welch_t_test(a: list[float], b: list[float]) -> dict:
     """Welch's t-test of two samples (two-sided): t, degrees of freedom, p."""
+    # lazy: scipy.stats takes ~1.5 s to import; only the report's significance tests use it
     from scipy import stats
 
     if len(a) < 2 or len(b) < 2:
@@ -119,8 +121,10 @@ def _welch_tests(table: dict, sweep: dict, metric: str) -> dict:
             tests[f"{first} vs {second}"] = welch_t_test(a, b)
     for w in sorted({w for ws in sweep.values() for w in ws}, key=float):
         for first, second in (
-            ("sfd", "semvae-sync"), ("redi-sf", "redi"), ("random-sf", "random-sync")
-        ):  # fmt: skip
+            ("sfd", "semvae-sync"),
+            ("redi-sf", "redi"),
+            ("random-sf", "random-sync"),
+        ):
             a = sweep.get(first, {}).get(w, {}).get(metric, [])
             b = sweep.get(second, {}).get(w, {}).get(metric, [])
             if a and b:
@@ -266,6 +270,7 @@ def markdown(summary: dict) -> str:
 
 
 def plot_curves(results: list[dict], settings, path: Path) -> None:
+    # lazy: pyplot only after the Agg backend is chosen (no display needed)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -274,7 +279,6 @@ def plot_curves(results: list[dict], settings, path: Path) -> None:
     cur = curves(results, settings.cfg_scale)
     metrics = [m for m in METRICS if any(m in c for c in cur.values())]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
-    from sfd.experiments.ablate_grid import PAIRED_ROWS
 
     for ax, m in zip(axes[0], metrics, strict=True):
         for row in [r for r in PAIRED_ROWS if r in cur]:
@@ -303,12 +307,11 @@ def plot_curves(results: list[dict], settings, path: Path) -> None:
 
 
 def plot_delta_t(results: list[dict], settings, path: Path) -> None:
+    # lazy: pyplot only after the Agg backend is chosen (no display needed)
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from sfd.experiments.ablate_grid import row_delta_t
 
     final = [
         r for r in results if r["step"] == settings.steps and r["cfg_scale"] == settings.cfg_scale

@@ -13,14 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
+from sfd.data.latent_storage import Storage
+from sfd.latents.pca import fit_pca, load_pca, save_pca
+from sfd.latents.repa_targets import reencode_latent_set
+
 
 def store_sets(out: Path, latents: Path, features, meta: dict, rows) -> dict:
     """The latent set of each ``store-SPEC`` row, re-encoded from ``latents`` into
     ``out/latents/store-SPEC`` (cached); PCA codes use a PCA of ``features``, ``semvae``
     targets the SemVAE that made ``latents``."""
-    from sfd.data.latent_storage import Storage
-    from sfd.latents.repa_targets import reencode_latent_set
-
     sets = {}
     for spec in sorted({r.store for r in rows if r.store is not None}):
         storage, key = Storage.parse(spec), f"store-{spec}"
@@ -38,8 +39,6 @@ def store_sets(out: Path, latents: Path, features, meta: dict, rows) -> dict:
 
 
 def _repa_pca(out: Path, features, k: int, row: str):
-    from sfd.latents.pca import fit_pca, load_pca, save_pca
-
     if features is None:
         raise ValueError(f"row {row} needs encoder features to fit its PCA on: pass --features")
     pca_dir = out / f"repa_pca{k}"
@@ -59,6 +58,7 @@ def _semvae_dir(latents: Path, meta: dict, row: str) -> Path:
 def paired_t_test(a: dict, b: dict) -> dict:
     """Paired t-test (two-sided) of ``a`` vs ``b`` over their common keys (training seeds):
     t, p, n and the mean difference a - b."""
+    # lazy: scipy.stats takes ~1.5 s to import; only the report's significance tests use it
     from scipy import stats
 
     seeds = sorted(a.keys() & b.keys())

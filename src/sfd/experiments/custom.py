@@ -32,10 +32,20 @@ from pathlib import Path
 
 from torch.utils.data import Subset
 
-from sfd.config import Config, apply_overrides, parse_value, preset
-from sfd.data.images import IMAGE_EXTENSIONS
+from sfd.config import (
+    Config,
+    SemVAETrainConfig,
+    TextureVAETrainConfig,
+    apply_overrides,
+    parse_value,
+    preset,
+)
+from sfd.data.composites import FashionComposites
+from sfd.data.fashion_mnist import DEFAULT_ROOT, FashionMNIST
+from sfd.data.images import IMAGE_EXTENSIONS, ImageFolder
 from sfd.errors import BadInputError
 from sfd.experiments.stages import StageSizes
+from sfd.latents.semvae import SemVAEConfig
 from sfd.training.run_config import fit_to_data, override_keys, short_run_ema
 
 log = logging.getLogger(__name__)
@@ -103,8 +113,10 @@ def budget(name: str) -> PipelineSettings:
         new = BUDGET_ALIASES[name]
         log.warning(
             "--budget %s is the old name of %s (the same sizes; its time depends on the machine "
-            "and the images: see the estimate below)", name, new,
-        )  # fmt: skip
+            "and the images: see the estimate below)",
+            name,
+            new,
+        )
         name = new
     if name not in BUDGETS:
         raise ValueError(f"unknown budget {name!r}; choose from {', '.join(BUDGETS)}")
@@ -129,9 +141,6 @@ def with_stage_overrides(settings: PipelineSettings, items: list[str]) -> Pipeli
 def stage_sizes(p: PipelineSettings, num_classes: int, device: str, images: int | None = None):
     """The :class:`sfd.experiments.stages.StageSizes` of ``p`` (the texture VAE's batch at most
     the ``images`` trained on)."""
-    from sfd.config import SemVAETrainConfig, TextureVAETrainConfig
-    from sfd.latents.semvae import SemVAEConfig
-
     return StageSizes(
         texture=TextureVAETrainConfig(
             total_steps=p.texture_steps,
@@ -201,9 +210,6 @@ def open_images(
 ) -> tuple[Subset, Subset, list[str]]:
     """(train, held-out test, class names): ``fashion-mnist`` by name (its test split), else
     an ImageFolder of which each class holds out its share (:func:`stratified_split`)."""
-    from sfd.data.fashion_mnist import DEFAULT_ROOT, FashionMNIST
-    from sfd.data.images import ImageFolder
-
     if data_root == "fashion-mnist":
         train = FashionMNIST(DEFAULT_ROOT, "train", p.image_size, p.channels)
         test = FashionMNIST(DEFAULT_ROOT, "test", p.image_size, p.channels)
@@ -211,8 +217,6 @@ def open_images(
         test = Subset(test, range(min(len(test), max(2, round(p.test_fraction * n_used)))))
         names = list(FashionMNIST.classes)
     elif data_root == "composites":  # the garments on photographs (sfd.data.composites)
-        from sfd.data.composites import FashionComposites
-
         if p.channels != 3:
             raise ValueError(f"the composites are RGB: channels must be 3; got {p.channels}")
         kw = {"image_size": p.image_size, "seed": p.seed}
@@ -263,6 +267,7 @@ def pipeline_plan(
     device: str = "cpu",
 ):
     """``settings`` on the images of ``data_root`` as a :class:`sfd.experiments.run.RunPlan`."""
+    # lazy: a run times its stages with the benchmark (torch.distributed.checkpoint, ~1.5 s)
     from sfd.experiments.run import RunPlan
 
     p = settings
@@ -295,6 +300,7 @@ def run_pipeline(
 ) -> dict:
     """Run (or resume) every stage; returns what ``OUT/metrics.json`` holds. A stage made with
     other settings is refused, or with ``redo`` recomputed with every stage after it."""
+    # lazy: a run times its stages with the benchmark (torch.distributed.checkpoint, ~1.5 s)
     from sfd.experiments.run import run_plan
 
     plan = pipeline_plan(data_root, settings, overrides, on_error, device)

@@ -33,6 +33,7 @@ from sfd.config import (
     apply_overrides,
     preset,
 )
+from sfd.data.composites import FashionComposites
 from sfd.data.fashion_mnist import FashionMNIST
 from sfd.experiments.stages import StagedBase, StageSizes, prepare_stages
 from sfd.hardware import missing_compiler
@@ -201,8 +202,6 @@ def embedded_sets(s: DemoSettings, data_root: str | Path | None = None) -> tuple
     compare with is the distribution SFD learns (the probes use the test photographs)."""
     kw = {"root": data_root} if data_root else {}
     if s.dataset == "composites":
-        from sfd.data.composites import FashionComposites
-
         opts = {"background_strength": s.background_strength, "seed": s.seed, **kw}
         train = FashionComposites(split="train", **opts)
         test = FashionComposites(split="test", backgrounds="train", **opts)
@@ -213,6 +212,7 @@ def embedded_sets(s: DemoSettings, data_root: str | Path | None = None) -> tuple
 
 def demo_plan(settings: DemoSettings, data_root: str | Path | None = None, device: str = "cpu"):
     """The demo as a :class:`sfd.experiments.run.RunPlan`: the embedded dataset with its sizes."""
+    # lazy: a run times its stages with the benchmark (torch.distributed.checkpoint, ~1.5 s)
     from sfd.experiments.run import RunPlan
 
     s = settings
@@ -255,6 +255,7 @@ def run_demo(
 ) -> dict:
     """Run (or resume) every stage; returns the metrics written to ``metrics.json``. A stage
     made with other settings is refused, or with ``redo`` recomputed with every stage after it."""
+    # lazy: a run times its stages with the benchmark (torch.distributed.checkpoint, ~1.5 s)
     from sfd.experiments.run import run_plan
 
     return run_plan(out, demo_plan(settings, data_root, device), device, redo)

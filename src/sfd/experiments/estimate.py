@@ -23,7 +23,7 @@ from types import SimpleNamespace
 
 import torch
 
-from sfd.bench import build_train_step, time_fn
+from sfd.bench.throughput import build_train_step, time_fn
 from sfd.data.images import first_image_shape
 from sfd.experiments.run_metrics import POOL_SIZE
 from sfd.latents.encoders import EfficientNetLite0Encoder

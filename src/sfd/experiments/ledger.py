@@ -132,8 +132,10 @@ class Stages:
         if entry is not None and "settings" not in entry:
             log.warning(
                 "stage %s in %s was made by an sfd that did not record settings; kept as made "
-                "with the current ones", name, self.out,
-            )  # fmt: skip
+                "with the current ones",
+                name,
+                self.out,
+            )
             entry["settings"] = settings
             atomic_write_json(self.path, self.done)
         elif entry is not None and entry["settings"] != settings:
@@ -172,9 +174,13 @@ class Stages:
         files = [f for f in files if (self.out / f).exists()]
         log.warning(
             "--redo: stage %s was made with other settings (%s); replacing stages %s "
-            "(removing %s in %s)", name, shown, ", ".join(later), ", ".join(files) or "no files",
+            "(removing %s in %s)",
+            name,
+            shown,
+            ", ".join(later),
+            ", ".join(files) or "no files",
             self.out,
-        )  # fmt: skip
+        )
         for f in files:
             path = self.out / f
             if path.is_dir() and not path.is_symlink():

@@ -31,6 +31,7 @@ from sfd.experiments.ledger import STAGE_FILES, Stages, dataset_settings
 from sfd.experiments.run_metrics import evaluate_run
 from sfd.experiments.stages import StagedBase, StageSizes, prepare_stages, sample_stage, train_stage
 from sfd.figures import loss_curves, stage_strip
+from sfd.flow.schedule import staged_schedule
 from sfd.generate import LatentSampler, to_uint8
 from sfd.hardware import cpu_model_name
 from sfd.training.logs import read_log
@@ -85,7 +86,7 @@ def run_plan(out: str | Path, plan: RunPlan, device: str = "cpu", redo: bool = F
             "in_domain": plan.in_domain,
             "match_classes": plan.match_classes,
             "held_out": dataset_settings(plan.test_set),
-        },  # fmt: skip
+        },
         inputs=("samples", "texture_vae"),
     )
     return _write_metrics(base, metrics, cfg, plan)
@@ -134,8 +135,6 @@ STAGE_PICKS = (0, 3, 6, 9, 12, 15, 18, 21, 23, 26)
 
 @torch.no_grad()
 def _stage_picture(sampler: LatentSampler, decoder, path: Path, label: int, seed: int) -> None:
-    from sfd.flow.schedule import staged_schedule
-
     cfg = sampler.config
     euler = dataclasses.replace(cfg.sample, method="euler", num_steps=STAGE_STEPS)
     one = dataclasses.replace(sampler, config=dataclasses.replace(cfg, sample=euler))

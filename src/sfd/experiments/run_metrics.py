@@ -33,6 +33,12 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from sfd.data.images import collate_images
+from sfd.eval.fashion_classifier import (
+    class_accuracy,
+    classifier_outputs,
+    ensure_fashion_classifier,
+    fd_fmnist,
+)
 from sfd.eval.linear_probe import train_probe
 from sfd.eval.metrics import frechet_distance
 from sfd.eval.spread import fd_spread, mean_spread
@@ -81,13 +87,6 @@ def reconstruct(vae, images: torch.Tensor, device: str, batch: int = 250) -> tor
 def _in_domain(test_x, test_y, samples, sample_y, recon, n: int, device: str, dataset: str) -> dict:
     """FD_FMNIST and accuracy with the packaged Fashion-MNIST classifier (docs/EVALUATION.md):
     samples, the real-vs-real floor and the texture VAE's reconstructions (the ceiling)."""
-    from sfd.eval.fashion_classifier import (
-        class_accuracy,
-        classifier_outputs,
-        ensure_fashion_classifier,
-        fd_fmnist,
-    )
-
     net = ensure_fashion_classifier(device=device, dataset=dataset)
 
     def outputs(images: torch.Tensor):

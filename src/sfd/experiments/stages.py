@@ -25,6 +25,7 @@ from sfd.api import load_checkpoint
 from sfd.config import Config, SampleConfig, SemVAETrainConfig, TextureVAETrainConfig
 from sfd.data.images import first_image_shape, read_png
 from sfd.experiments.ledger import Stages, dataset_settings
+from sfd.extract import extract, extract_features
 from sfd.figures import sample_grid
 from sfd.generate import GenerationJob, LatentSampler
 from sfd.latents.encoders import EfficientNetLite0Encoder
@@ -153,8 +154,6 @@ def semantic_stages(
 
 
 def _features(dataset, encoder, out_dir: Path, sizes: StageSizes, device: str) -> dict:
-    from sfd.extract import extract_features
-
     meta = extract_features(
         dataset,
         encoder,
@@ -168,8 +167,6 @@ def _features(dataset, encoder, out_dir: Path, sizes: StageSizes, device: str) -
 
 
 def _latents(dataset, encoder, texture_ae, out: Path, sizes: StageSizes, device: str) -> dict:
-    from sfd.extract import extract
-
     meta = extract(
         dataset,
         encoder,
@@ -186,6 +183,7 @@ def _latents(dataset, encoder, texture_ae, out: Path, sizes: StageSizes, device:
 
 def train_stage(base: StagedBase, cfg: Config, device: str) -> dict:
     """Stage 5: train SFD on the latents into ``run/`` (resumable)."""
+    # lazy: the training loop imports torch.distributed.checkpoint (~1.5 s): not for --help
     from sfd.training.loop import train
 
     out = base.out
@@ -199,9 +197,16 @@ def train_stage(base: StagedBase, cfg: Config, device: str) -> dict:
 
 # Config keys that change how a run trains, not what it makes (a rerun may differ in them).
 HOW_KEYS = (
-    "train.compile", "train.compile_scope", "train.log_every", "train.logger", "train.ckpt_every",
-    "train.keep_last", "train.num_workers", "train.fused_adamw", "latent.texture_autoencoder",
-)  # fmt: skip
+    "train.compile",
+    "train.compile_scope",
+    "train.log_every",
+    "train.logger",
+    "train.ckpt_every",
+    "train.keep_last",
+    "train.num_workers",
+    "train.fused_adamw",
+    "latent.texture_autoencoder",
+)
 
 
 def sfd_settings(cfg: Config) -> dict:
