@@ -16,9 +16,9 @@ import json
 import time
 from pathlib import Path
 
-from sfd.data.shards import atomic_write_json
+from sfd.data.tensor_files import atomic_write_json
+from sfd.experiments.ablate import AblationSettings, Evaluator, prepare_data, sample_images
 from sfd.latents.texture import load_texture_autoencoder
-from sfd.pipeline.ablate import AblationSettings, Evaluator, prepare_data, sample_images
 from sfd.training.checkpoint import checkpoint_dir
 
 

@@ -54,7 +54,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from matmul_ceiling import step_matmuls  # noqa: E402  (this folder's script)
 
-from sfd.bench import build_train_step, synthetic_batch, time_interleaved
+from sfd.bench.throughput import build_train_step, synthetic_batch, time_interleaved
 from sfd.config import apply_overrides, preset
 from sfd.config.sections import Config
 from sfd.flow.guidance import Guidance, cfg_velocity

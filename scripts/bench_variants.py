@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from sfd.bench import build_train_step, time_interleaved
+from sfd.bench.throughput import build_train_step, time_interleaved
 from sfd.config import apply_overrides, preset
 
 COMPILE = {

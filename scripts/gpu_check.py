@@ -205,7 +205,7 @@ def _bench_config(ctx: Ctx, name: str, compile_on: bool):
 def _bench(ctx: Ctx, partial: dict, name: str, compile_on: bool, batch_size: int = 64) -> dict:
     import torch
 
-    from sfd.bench import run_bench
+    from sfd.bench.throughput import run_bench
 
     need_cuda(ctx)
     cfg, overrides = _bench_config(ctx, name, compile_on)
@@ -236,7 +236,7 @@ def step_max_batch(ctx: Ctx, partial: dict, budget_s: float) -> dict:
 
     import torch
 
-    from sfd.bench import run_bench
+    from sfd.bench.throughput import run_bench
 
     need_cuda(ctx)
     cfg, overrides = _bench_config(ctx, "XL", False)
@@ -380,7 +380,7 @@ def find_fmnist() -> Path | None:
 
 
 def demo_settings(ctx: Ctx):
-    from sfd.pipeline.demo import DemoSettings
+    from sfd.experiments.demo import DemoSettings
 
     if ctx.dry_run:
         return DemoSettings(
@@ -405,7 +405,7 @@ def step_demo_data(ctx: Ctx, partial: dict) -> dict:
     cores, while the GPU steps run; ``demo`` then finds them cached."""
     import torch
 
-    from sfd.pipeline.demo import prepare_base
+    from sfd.experiments.demo import prepare_base
 
     need_cuda(ctx)  # the full-size data stages run on a CPU, but only for the GPU-scale demo
     root = _fmnist_root()
@@ -423,7 +423,7 @@ def step_demo_data(ctx: Ctx, partial: dict) -> dict:
 
 def step_demo(ctx: Ctx, partial: dict) -> dict:
     """The embedded default with 10x the SFD steps (6000) on this device; its metrics."""
-    from sfd.pipeline.demo import run_demo
+    from sfd.experiments.demo import run_demo
 
     need_cuda(ctx)
     root = _fmnist_root()

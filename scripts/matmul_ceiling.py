@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from sfd.bench import forward_flops_per_image, peak_matmul, time_interleaved
+from sfd.bench.throughput import forward_flops_per_image, peak_matmul, time_interleaved
 from sfd.config import apply_overrides, preset
 from sfd.hardware import cpu_model_name
 from sfd.model import LightningDiT

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import torch
 
-from sfd.bench import build_train_step, synthetic_batch, time_interleaved
+from sfd.bench.throughput import build_train_step, synthetic_batch, time_interleaved
 from sfd.config import Config
 from sfd.data.latent_shards import LatentDataset
+from sfd.experiments.ablate_grid import GRID_MODEL, base_config
 from sfd.flow.guidance import plain_velocity
 from sfd.flow.progress import lead_at_middle, table_path
 from sfd.flow.run_path import path_of
@@ -32,7 +33,6 @@ from sfd.flow.schedule import path_schedule
 from sfd.flow.solvers import heun
 from sfd.latents.composite import LatentLayout
 from sfd.model import LightningDiT
-from sfd.pipeline.ablate_grid import GRID_MODEL, base_config
 from sfd.training.probe import ProbeSettings, ScheduleParams, probe_config, probe_loss, run_probe
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from sfd.data.latent_shards import LatentDataset
-from sfd.pipeline.metrics import train_probe
+from sfd.eval.linear_probe import train_probe
 
 
 def arrays(directory: Path, n: int) -> dict[str, torch.Tensor]:

@@ -5,7 +5,7 @@ For an `sfd ablate` grid directory (its base autoencoders, PCA and, if present, 
 control), on the grid's embedded dataset:
 
 - **linear probe**: multinomial logistic regression (L-BFGS, L2 1e-4, standardised features;
-  ``sfd.pipeline.metrics.train_probe``) fitted on ``--train`` training images and scored on
+  ``sfd.eval.linear_probe.train_probe``) fitted on ``--train`` training images and scored on
   ``--test`` test images. For the composites the test images are held-out garments on the *test*
   photographs, which no representation has seen: the probe must read the garment, not the
   background. Representations: the pixels, the texture latent (posterior mean), the pretrained
@@ -30,12 +30,12 @@ from pathlib import Path
 import torch
 from torch.utils.data import Subset
 
+from sfd.eval.linear_probe import train_probe
+from sfd.experiments.demo import DemoSettings, embedded_sets
 from sfd.latents.encoders import EfficientNetLite0Encoder
 from sfd.latents.pca import load_pca
 from sfd.latents.semvae import load_semvae
 from sfd.latents.texture import load_texture_autoencoder
-from sfd.pipeline.demo import DemoSettings, embedded_sets
-from sfd.pipeline.metrics import train_probe
 
 
 def images(dataset: str, n_train: int, n_test: int, background: float):

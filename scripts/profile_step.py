@@ -20,7 +20,7 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from sfd.bench import build_train_step
+from sfd.bench.throughput import build_train_step
 from sfd.config import apply_overrides, preset
 
 PHASES = ("data", "forward", "loss", "backward", "grad_norm", "optimizer", "ema")

@@ -28,8 +28,8 @@ import argparse
 import json
 from pathlib import Path
 
-from sfd.pipeline.ablate_nfe import paired
-from sfd.pipeline.ablate_report import load_results
+from sfd.experiments.ablate_nfe import paired
+from sfd.experiments.ablate_report import load_results
 
 METRIC = "fd_fmnist"  # the in-domain classifier's Fréchet distance (both testbeds)
 

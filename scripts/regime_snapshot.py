@@ -16,8 +16,8 @@ import json
 import shutil
 from pathlib import Path
 
-from sfd.pipeline.ablate import AblationSettings
-from sfd.pipeline.ablate_report import write_report
+from sfd.experiments.ablate import AblationSettings
+from sfd.experiments.ablate_report import write_report
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ views, what the loader and the device give against the ``f32`` set:
 
 The PCA is fitted on an ``sfd-features`` set (the SemVAE's training features); the ``semvae``
 option decodes with the SemVAE. Run on the embedded default's data stages
-(``prepare_base`` of :mod:`sfd.pipeline.demo`, or ``sfd demo``'s run directory)::
+(``prepare_base`` of :mod:`sfd.experiments.demo`, or ``sfd demo``'s run directory)::
 
     python scripts/storage_fidelity.py RUN/latents RUN/features RUN/semvae --out fidelity.json
 """

@@ -14,7 +14,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS: tuple[tuple[str, ...], ...] = (
     (
         "sfd.errors", "sfd.config", "sfd.distributed", "sfd.locks", "sfd.hardware",
-        "sfd.recipes", "sfd.data.shards", "sfd.latents.composite",
+        "sfd.recipes", "sfd.data.tensor_files", "sfd.data.shards", "sfd.latents.composite",
         # the time convention, paths, schedule and solver registry the run config names
         "sfd.flow.path", "sfd.flow.progress", "sfd.flow.schedule", "sfd.flow.solvers",
     ),
@@ -24,9 +24,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     (
         "sfd.api", "sfd.sampling", "sfd.extract", "sfd.upstream", "sfd.bench", "sfd.ecosystem",
     ),
-    ("sfd.pipeline",),
+    ("sfd.experiments",),
     # entry points; the benchmark's workers report which `sfd` package they imported
-    ("sfd.cli", "sfd.__main__", "sfd", "sfd.bench_compare", "sfd.bench_worker"),
+    ("sfd.cli", "sfd.__main__", "sfd", "sfd.bench.compare", "sfd.bench.worker"),
 )  # fmt: skip
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 60
@@ -110,6 +110,17 @@ def test_same_layer_units_import_each_other_one_way_only():
     }
     both = sorted(f"{a} <-> {b}" for a, b in edges if (b, a) in edges and a < b)
     assert not both, both
+
+
+def test_no_two_modules_share_a_file_name():
+    """A file name says where a thing lives: ``checkpoint.py`` is one module, not two
+    (``__init__.py`` and ``__main__.py`` excepted)."""
+    by_name: dict[str, list[str]] = {}
+    for module, path in MODULES.items():
+        if path.name not in ("__init__.py", "__main__.py"):
+            by_name.setdefault(path.name, []).append(module)
+    shared = {name: mods for name, mods in by_name.items() if len(mods) > 1}
+    assert not shared, shared
 
 
 def test_only_the_cli_imports_click():

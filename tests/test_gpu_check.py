@@ -162,15 +162,15 @@ def test_the_batch_search_stops_at_out_of_memory_and_keeps_what_fitted(
 ):
     import torch
 
-    import sfd.bench
+    import sfd.bench.throughput
 
     def fake_bench(cfg, batch, device, **kw):
         if batch > 8:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 TiB")
-        figures = {f.name: 1.0 for f in dataclasses.fields(sfd.bench.BenchResult)}
-        return sfd.bench.BenchResult(**figures | {"batch_size": batch})
+        figures = {f.name: 1.0 for f in dataclasses.fields(sfd.bench.throughput.BenchResult)}
+        return sfd.bench.throughput.BenchResult(**figures | {"batch_size": batch})
 
-    monkeypatch.setattr(sfd.bench, "run_bench", fake_bench)
+    monkeypatch.setattr(sfd.bench.throughput, "run_bench", fake_bench)
     ctx = gpu_check.Ctx(True, tmp_path / "g.json", tmp_path, tmp_path)
     result = gpu_check.step_max_batch(ctx, {}, budget_s=60)
     assert result["largest_batch"] == 8 and result["largest"]["batch_size"] == 8

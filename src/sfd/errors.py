@@ -30,8 +30,8 @@ from __future__ import annotations
 import errno
 import os
 import pickle
+import re
 from pathlib import Path
-from typing import Any
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -129,7 +129,8 @@ def one_line(text: str) -> str:
     return "; ".join(parts)
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
+    """The first line of ``err``'s message (its type's name if it has none)."""
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
 
@@ -144,146 +145,29 @@ def classify(err: BaseException) -> tuple[int, str]:
         if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES) or (
             isinstance(err, PermissionError)
         ):
-            return EXIT_WRITE, f"{where}{err.strerror or _first_line(err)}"
+            return EXIT_WRITE, f"{where}{err.strerror or first_line(err)}"
         if isinstance(err, NotADirectoryError | IsADirectoryError):
-            return EXIT_BAD_INPUT, f"{where}{err.strerror or _first_line(err)}"
-        return EXIT_WRITE if name else EXIT_ERROR, f"{where}{err.strerror or _first_line(err)}"
+            return EXIT_BAD_INPUT, f"{where}{err.strerror or first_line(err)}"
+        return EXIT_WRITE if name else EXIT_ERROR, f"{where}{err.strerror or first_line(err)}"
     if isinstance(err, FileNotFoundError):
         msg = str(err) if not err.filename else f"{err.filename} does not exist"
         return EXIT_BAD_INPUT, one_line(msg)
     if isinstance(err, FileExistsError):
         return EXIT_ERROR, one_line(str(err))
     if isinstance(err, pickle.UnpicklingError):
-        return EXIT_UNSAFE, f"refused a pickle that would run code: {_first_line(err)}"
+        return EXIT_UNSAFE, f"refused a pickle that would run code: {first_line(err)}"
     if type(err).__name__ == "SafetensorError":
         if "serializing" in str(err) and as_os_error(err) is not None:
             return EXIT_WRITE, f"writing a safetensors file failed: {as_os_error(err).strerror}"
-        return EXIT_BAD_INPUT, f"not a readable safetensors file: {_first_line(err)}"
+        return EXIT_BAD_INPUT, f"not a readable safetensors file: {first_line(err)}"
     if isinstance(err, ValueError):
         return EXIT_ERROR, one_line(str(err))
     if isinstance(err, MemoryError):
         return EXIT_ERROR, "out of memory (try a smaller --batch-size)"
     return EXIT_INTERNAL, (
-        f"internal error {type(err).__name__}: {_first_line(err)} "
+        f"internal error {type(err).__name__}: {first_line(err)} "
         f"(a bug in sfd; rerun with --debug or SFD_DEBUG=1 for the traceback and report it)"
     )
-
-
-# --------------------------------------------------------------------------------------------
-# Loaders that name the file in every failure: the only places sfd reads tensors from disk.
-
-
-def load_torch_file(path: str | Path, what: str = "tensor file") -> Any:
-    """``torch.load(weights_only=True)`` of ``path``; refuses code, names the file on failure."""
-    import torch
-
-    path = Path(path)
-    if not path.exists():
-        raise MissingInputError(f"{what} {path} does not exist")
-    if path.is_dir():
-        raise BadInputError(f"{what} {path} is a directory; expected a file")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        code = _code_globals(path)
-        if code or "GLOBAL" in str(err):
-            named = ", ".join(code[:3]) if code else _unsafe_reason(err)
-            raise UnsafeFileError(
-                f"{what} {path} holds Python objects whose loading could run code "
-                f"({named}); refused: sfd loads only tensors (weights_only=True). "
-                f"Re-save it as tensors (safetensors) from a trusted environment"
-            ) from None
-        raise BadInputError(
-            f"{what} {path} is not a readable torch file (truncated or another format): "
-            f"{_unsafe_reason(err)}"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError) as err:
-        raise BadInputError(
-            f"{what} {path} is not a readable torch file (truncated or another format): "
-            f"{_first_line(err)}"
-        ) from None
-
-
-_SAFE_GLOBALS = ("torch.", "collections.OrderedDict", "builtins.set", "numpy.")
-
-
-def _code_globals(path: Path) -> list[str]:
-    """The callables a pickle file would import (``GLOBAL`` / ``STACK_GLOBAL``), other than
-    torch's own rebuild functions: what loading it with plain ``pickle`` would run."""
-    import pickletools
-    import zipfile
-
-    try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as z:
-                names = [n for n in z.namelist() if n.endswith("data.pkl")]
-                data = z.read(names[0]) if names else b""
-        else:
-            with open(path, "rb") as f:
-                data = f.read(1 << 26)
-    except (OSError, zipfile.BadZipFile):
-        return []
-    found: list[str] = []
-    strings: list[str] = []
-    try:
-        for op, arg, _ in pickletools.genops(data):
-            if op.name in ("GLOBAL", "INST"):
-                found.append(str(arg).replace(" ", "."))
-            elif "UNICODE" in op.name or op.name.endswith("STRING"):
-                strings.append(str(arg))
-            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
-                found.append(f"{strings[-2]}.{strings[-1]}")
-    except Exception:  # a malformed pickle: what was read so far counts
-        pass
-    return [g for g in dict.fromkeys(found) if not g.startswith(_SAFE_GLOBALS)]
-
-
-def _unsafe_reason(err: BaseException) -> str:
-    for line in str(err).splitlines():
-        line = line.strip()
-        if "GLOBAL" in line or "Unsupported" in line:
-            return line.rstrip(".")
-    return _first_line(err).rstrip(".")
-
-
-def load_safetensors(path: str | Path, what: str = "weights file") -> dict:
-    """``safetensors.torch.load_file`` of ``path`` with the file named on failure."""
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.exists():
-        raise MissingInputError(f"{what} {path} does not exist")
-    try:
-        return load_file(str(path))
-    except Exception as err:  # SafetensorError, OSError, ...: all mean an unreadable file
-        raise BadInputError(
-            f"{what} {path} is not a readable safetensors file (truncated or corrupt): "
-            f"{_first_line(err)}"
-        ) from None
-
-
-def safetensors_metadata(path: str | Path, what: str = "weights file") -> dict[str, str]:
-    """The metadata of a safetensors file (empty if none), the file named on failure."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.exists():
-        raise MissingInputError(f"{what} {path} does not exist")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return dict(f.metadata() or {})
-    except Exception as err:
-        raise BadInputError(
-            f"{what} {path} is not a readable safetensors file (truncated or corrupt): "
-            f"{_first_line(err)}"
-        ) from None
-
-
-def load_tensor_file(path: str | Path, what: str = "weights file") -> Any:
-    """A ``.safetensors`` file, else a torch file read with ``weights_only=True``."""
-    if Path(path).suffix == ".safetensors":
-        return load_safetensors(path, what)
-    return load_torch_file(path, what)
 
 
 # errno values that mean "this write could not be done" (as opposed to a bad input file)
@@ -296,8 +180,6 @@ def as_os_error(err: BaseException) -> OSError | None:
     """``err`` as the OSError it reports: itself, or a library's wrapper of one (safetensors
     reports a failed write as ``SafetensorError: Error while serializing: I/O error: No space
     left on device (os error 28)``); ``None`` if it is not about the operating system."""
-    import re
-
     if isinstance(err, OSError):
         return err
     text = str(err)
@@ -310,7 +192,7 @@ def as_os_error(err: BaseException) -> OSError | None:
 
 def write_failed(target: str | Path, err: OSError, kept: str = "") -> WriteError:
     """A :class:`WriteError` saying what failed to be written, why, and what is intact."""
-    reason = getattr(err, "reason", None) or err.strerror or _first_line(err)
+    reason = getattr(err, "reason", None) or err.strerror or first_line(err)
     tail = f"; {kept}" if kept else ""
     out = WriteError(f"writing {target} failed: {reason}{tail}")
     out.reason = reason

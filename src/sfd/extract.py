@@ -38,13 +38,14 @@ from sfd.data.feature_shards import finalize_feature_set
 from sfd.data.images import collate_images, first_image_shape, hflip
 from sfd.data.latent_shards import finalize_latent_set, write_latent_shard
 from sfd.data.latent_storage import FIRST_LAYOUT, Storage
-from sfd.data.shards import claim_settings, finished_shard, write_shard
+from sfd.data.shards import finished_shard, write_shard
 from sfd.errors import MismatchError
 from sfd.latents.encoders import FeatureEncoder, resize_map
 from sfd.latents.pca import PCAEncoder
 from sfd.latents.repa_targets import check_semvae_storage, stored_pca, write_target_model
 from sfd.latents.semvae import SemanticVAE
 from sfd.latents.texture import TextureAutoencoder
+from sfd.locks import claim_settings
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ _UNCHECKED_ENCODER_KEYS = ("grid", "path", "input_size")
 def check_semvae_input(semvae: SemanticVAE, encoder: FeatureEncoder, grid: int, why: str) -> None:
     """Refuse to feed ``semvae`` features it was not trained on: another channel count, another
     grid (``why`` says where the latent grid comes from) or another encoder or encoder setting
-    (as recorded by :func:`sfd.training.semvae.train_semvae`)."""
+    (as recorded by :func:`sfd.training.semvae_fit.train_semvae`)."""
     recorded = getattr(semvae, "trained_on", None)  # a PCA encoder records none
     if semvae.config.in_dim != encoder.dim:
         trained = f" (it was trained on {recorded})" if recorded else ""

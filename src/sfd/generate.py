@@ -1,10 +1,10 @@
 """The generation job around the one generation function: image indices -> seeds and labels ->
-:func:`sfd.flow.sample.sample_latents` -> latents -> decoded images on disk.
+:func:`sfd.flow.latent_sampling.sample_latents` -> latents -> decoded images on disk.
 
 :class:`LatentSampler` turns a run (model, config, latent statistics, optional AutoGuidance
 guide) and image indices into latents: image i's noise is seeded ``seed + i`` and its label
 defaults to ``i mod num_classes``; the solve itself, guidance included (docs/METHOD.md §5), is
-:func:`~sfd.flow.sample.sample_latents`, the function the diffusers pipeline calls too.
+:func:`~sfd.flow.latent_sampling.sample_latents`, the function the diffusers pipeline calls too.
 :class:`GenerationJob` writes chunks of decoded images, resumably.
 """
 
@@ -20,14 +20,14 @@ from tqdm import tqdm
 
 from sfd.config import Config
 from sfd.data.images import read_png, write_npz_streaming, write_png
-from sfd.flow.numerics import FixedBatch, padded_batches, to_uint8
-from sfd.flow.run_path import path_of
-from sfd.flow.sample import (
+from sfd.flow.latent_sampling import (
     fixed_step_schedule,
     image_noise,
     sample_latents,
     velocity_function,
 )
+from sfd.flow.numerics import FixedBatch, padded_batches, to_uint8
+from sfd.flow.run_path import path_of
 from sfd.flow.schedule import StagedSchedule
 from sfd.flow.solvers import Solution
 from sfd.latents.composite import LatentLayout, LatentStats

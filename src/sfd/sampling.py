@@ -21,10 +21,11 @@ import torch
 from sfd import distributed
 from sfd.api import load_checkpoint, resolve_decoder
 from sfd.config import Config, apply_overrides
-from sfd.data.shards import atomic_save_safetensors, claim_settings
+from sfd.data.tensor_files import atomic_save_safetensors
 from sfd.errors import OverrideError, UsageError
 from sfd.generate import GenerationJob, LatentSampler, balanced_labels
 from sfd.latents.texture import load_texture_autoencoder
+from sfd.locks import claim_settings
 from sfd.recipes import apply_sampler, describe_sampler, is_release_sampler
 
 log = logging.getLogger(__name__)

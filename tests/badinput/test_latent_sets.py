@@ -6,7 +6,7 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from conftest import TRAIN, refused
-from sfd.data.shards import sha256_file
+from sfd.data.tensor_files import sha256_file
 from sfd.errors import EXIT_BAD_INPUT, EXIT_MISMATCH
 
 

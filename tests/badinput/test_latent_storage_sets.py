@@ -8,7 +8,7 @@ import torch
 
 from conftest import TRAIN, refused
 from sfd.data.latent_storage import PCA_FILE, SEMVAE_DIR, Storage
-from sfd.data.shards import atomic_save_safetensors
+from sfd.data.tensor_files import atomic_save_safetensors
 from sfd.errors import EXIT_BAD_INPUT
 from sfd.latents.pca import PCAEncoder
 from sfd.latents.repa_targets import reencode_latent_set

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import TRAIN, accepted, refused
-from sfd.data import shards
+from sfd.data import tensor_files
 from sfd.data.latent_shards import write_latent_shard
 from sfd.data.shards import finished_shard
 from sfd.errors import EXIT_BUSY, EXIT_WRITE, WriteError
@@ -17,7 +17,7 @@ from sfd.training.checkpoint import list_checkpoints
 
 
 def _failing_save(code):
-    real = shards.save_file
+    real = tensor_files.save_file
 
     def save(tensors, path, metadata=None):
         real(tensors, path, metadata=metadata)  # a whole file, then cut: the disk fills midway
@@ -33,7 +33,7 @@ def test_checkpoint_write_fault_keeps_the_previous_one(latents, tmp_path, monkey
     run = tmp_path / "run"
     args = [*TRAIN, "--set", "train.ckpt_every=2", "--data", latents, "--out", run]
     accepted([*args, "--set", "train.total_steps=2"])
-    monkeypatch.setattr(shards, "save_file", _failing_save(code))
+    monkeypatch.setattr(tensor_files, "save_file", _failing_save(code))
     line = refused([*args, "--set", "train.total_steps=4"], EXIT_WRITE, "step-0000004",
                    __import__("os").strerror(code), "step-0000002 is intact")  # fmt: skip
     assert "Traceback" not in line
@@ -58,7 +58,7 @@ def test_shard_write_fault(tmp_path, monkeypatch):
 
     write_latent_shard(tmp_path, 0, tensors(3))
     before = (tmp_path / "shard-00000.safetensors").read_bytes()
-    monkeypatch.setattr(shards, "save_file", _failing_save(errno.ENOSPC))
+    monkeypatch.setattr(tensor_files, "save_file", _failing_save(errno.ENOSPC))
     with pytest.raises(WriteError, match="shard-00001.safetensors failed: No space left"):
         write_latent_shard(tmp_path, 1, tensors(3))
     with pytest.raises(WriteError, match="shard-00000.safetensors failed: No space left"):
@@ -74,9 +74,9 @@ def test_fsync_fault(tmp_path, monkeypatch):
     def fsync(fd):
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(shards.os, "fsync", fsync)
+    monkeypatch.setattr(tensor_files.os, "fsync", fsync)
     with pytest.raises(WriteError, match="x.json failed: Input/output error"):
-        shards.atomic_write_json(tmp_path / "x.json", {"a": 1})
+        tensor_files.atomic_write_json(tmp_path / "x.json", {"a": 1})
     assert list(tmp_path.iterdir()) == []
 
 

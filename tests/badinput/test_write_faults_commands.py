@@ -18,7 +18,7 @@ from safetensors import SafetensorError
 from conftest import TRAIN, accepted, refused
 from helpers import write_feature_set
 from sfd.config import TextureVAETrainConfig
-from sfd.data import images, shards
+from sfd.data import images, tensor_files
 from sfd.errors import EXIT_WRITE
 from sfd.training.checkpoint import list_checkpoints
 from sfd.training.texture_vae import build_texture_vae
@@ -55,8 +55,8 @@ def leftovers(root: Path) -> list[str]:
 def test_checkpoint_write_faults_are_named(latents, tmp_path, monkeypatch, code):
     run = tmp_path / "run"
     args = [*TRAIN, "--set", "train.ckpt_every=1", "--data", latents, "--out", run]
-    monkeypatch.setattr(shards, "save_file", failing(shards.save_file, code, after=3,
-                                                     safetensors=code == errno.ENOSPC))  # fmt: skip
+    fail = failing(tensor_files.save_file, code, after=3, safetensors=code == errno.ENOSPC)
+    monkeypatch.setattr(tensor_files, "save_file", fail)
     refused([*args, "--set", "train.total_steps=2"], EXIT_WRITE, "step-0000002 failed",
             os.strerror(code), "step-0000001 is intact", "a rerun resumes")  # fmt: skip
     assert [p.name for p in list_checkpoints(run)] == ["step-0000001"] and not leftovers(run)
@@ -122,8 +122,8 @@ def test_extract_shard_write_fault_then_a_rerun_resumes(folder, tmp_path, monkey
             "--device", "cpu"]  # fmt: skip
     accepted([*args, "--out", tmp_path / "straight"])
     out = tmp_path / "out"
-    fail = failing(shards.save_file, errno.ENOSPC, after=1, safetensors=True)
-    monkeypatch.setattr(shards, "save_file", fail)
+    fail = failing(tensor_files.save_file, errno.ENOSPC, after=1, safetensors=True)
+    monkeypatch.setattr(tensor_files, "save_file", fail)
     refused([*args, "--out", out], EXIT_WRITE, "shard-00001.safetensors failed: No space left")
     assert (out / "shard-00000.json").exists() and not (out / "shard-00001.json").exists()
     assert not leftovers(out) and not (out / "meta.json").exists()
@@ -142,7 +142,9 @@ def test_semvae_state_write_fault_then_a_rerun_resumes(tmp_path, monkeypatch):
             "--warmup-steps", 1]  # fmt: skip
     accepted([*args, "--out", tmp_path / "straight"])
     out = tmp_path / "out"
-    monkeypatch.setattr(shards, "save_file", failing(shards.save_file, errno.EROFS, after=2))
+    monkeypatch.setattr(
+        tensor_files, "save_file", failing(tensor_files.save_file, errno.EROFS, after=2)
+    )
     refused([*args, "--out", out], EXIT_WRITE, ".train_state failed: Read-only file system",
             "the last saved state is intact")  # fmt: skip
     assert not leftovers(out) and (out / ".train_state" / "state.json").exists()

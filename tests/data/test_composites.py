@@ -104,7 +104,7 @@ def test_options_out_of_range_are_one_line_naming_them(root, kw, match):
 def test_a_stage_knows_the_options_its_composites_were_made_with(root):
     """A rerun with another background strength, size or seed is another dataset to the
     pipeline's stage ledger (it is refused or redone, never silently kept)."""
-    from sfd.pipeline.ledger import dataset_settings
+    from sfd.experiments.ledger import dataset_settings
 
     base = dataset_settings(FashionComposites(root))
     assert base == dataset_settings(FashionComposites(root))

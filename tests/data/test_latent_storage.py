@@ -18,7 +18,8 @@ from sfd.data.latent_storage import (
     Storage,
     bytes_per_image,
 )
-from sfd.data.shards import atomic_save_safetensors, write_shard
+from sfd.data.shards import write_shard
+from sfd.data.tensor_files import atomic_save_safetensors
 from sfd.errors import BadInputError
 from sfd.training.batches import EpochOrder, global_batch
 

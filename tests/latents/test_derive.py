@@ -12,7 +12,7 @@ import torch
 from helpers import tiny_config, write_synthetic_latents
 from sfd.api import load_model
 from sfd.data.latent_shards import LatentDataset, finalize_latent_set, write_latent_shard
-from sfd.data.shards import MappedShard
+from sfd.data.tensor_files import MappedShard
 from sfd.flow.guidance import Guidance, cfg_velocity
 from sfd.generate import LatentSampler
 from sfd.latents.composite import LatentLayout

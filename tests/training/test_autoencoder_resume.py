@@ -12,7 +12,7 @@ from sfd.data.images import ImageFolder
 from sfd.errors import MismatchError
 from sfd.latents.semvae import SemVAEConfig
 from sfd.training.fit import TrainState
-from sfd.training.semvae import train_semvae
+from sfd.training.semvae_fit import train_semvae
 from sfd.training.texture_vae import train_texture_vae
 
 

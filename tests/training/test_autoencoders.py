@@ -19,7 +19,7 @@ from sfd.errors import EXIT_BAD_INPUT
 from sfd.latents.semvae import SemVAEConfig, load_semvae
 from sfd.latents.texture import load_texture_autoencoder
 from sfd.training.lr_schedule import lr_at
-from sfd.training.semvae import semvae_lr, train_semvae
+from sfd.training.semvae_fit import semvae_lr, train_semvae
 from sfd.training.texture_vae import train_texture_vae
 
 pytestmark = pytest.mark.usefixtures("one_thread")

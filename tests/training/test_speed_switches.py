@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from helpers import tiny_config, write_synthetic_latents
-from sfd.bench import build_train_step
+from sfd.bench.throughput import build_train_step
 from sfd.errors import ConfigError
 from sfd.hardware import missing_compiler
 from sfd.training.loop import train

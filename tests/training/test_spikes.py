@@ -10,7 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from helpers import tiny_config, write_synthetic_latents
-from sfd.errors import DivergedError, safetensors_metadata
+from sfd.data.tensor_files import safetensors_metadata
+from sfd.errors import DivergedError
 from sfd.training import loop
 from sfd.training.checkpoint import list_checkpoints, optimizer_tensors, read_checkpoint
 from sfd.training.logs import read_log

@@ -1,9 +1,12 @@
 """The ``sfd`` command line: thin click commands over library functions, one module per verb
 group (:mod:`~sfd.cli.train`, :mod:`~sfd.cli.sample`, :mod:`~sfd.cli.data`,
-:mod:`~sfd.cli.autoencoders`, :mod:`~sfd.cli.eval`, :mod:`~sfd.cli.experiments`,
-:mod:`~sfd.cli.ecosystem`), the options
-they share (:mod:`~sfd.cli.options`) and one error policy (:mod:`~sfd.cli.policy`). No module
-outside this package imports click.
+:mod:`~sfd.cli.autoencoders`, :mod:`~sfd.cli.eval`, :mod:`~sfd.cli.bench`,
+:mod:`~sfd.cli.experiments`, :mod:`~sfd.cli.ecosystem`), the options they share with the range
+each numeric option declares (:mod:`~sfd.cli.options`) and one error policy
+(:mod:`~sfd.cli.policy`). No module outside this package imports click.
+
+Naming: the function of ``sfd some-verb`` is ``some_verb_command`` (``train_command``,
+``ref_stats_command``); each module lists its commands in ``COMMANDS``.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import logging
 
 import click
 
-from sfd.cli import autoencoders, data, ecosystem, experiments, sample, train
+from sfd.cli import autoencoders, bench, data, ecosystem, experiments, sample, train
 from sfd.cli import eval as eval_cli
 from sfd.cli.policy import PolicyGroup, apply_policy
 
@@ -43,7 +46,7 @@ def main(verbose: bool, debug: bool) -> None:
     _setup_logging(verbose)
 
 
-for _group in (train, sample, data, autoencoders, eval_cli, experiments, ecosystem):
+for _group in (train, sample, data, autoencoders, eval_cli, bench, experiments, ecosystem):
     for _command in _group.COMMANDS:
         main.add_command(_command)
 apply_policy(main)

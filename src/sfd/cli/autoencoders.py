@@ -11,6 +11,11 @@ from dataclasses import asdict, fields
 import click
 
 from sfd.cli.options import (
+    COUNT,
+    FINITE,
+    NON_NEGATIVE,
+    POSITIVE,
+    SEED,
     dataset_of,
     dataset_options,
     device_option,
@@ -21,7 +26,7 @@ from sfd.cli.options import (
 from sfd.config import SemVAETrainConfig, TextureVAETrainConfig
 from sfd.latents.semvae import SemVAEConfig
 from sfd.latents.upstream_semvae import import_upstream_semvae
-from sfd.training.semvae import train_semvae
+from sfd.training.semvae_fit import train_semvae
 from sfd.training.texture_vae import holdout_split, train_texture_vae
 
 
@@ -32,6 +37,17 @@ def _parse_ints(ctx, param, value) -> tuple[int, ...]:
         return tuple(int(x) for x in str(value).split(","))
     except ValueError:
         raise click.BadParameter(f"expected comma-separated integers; got {value!r}") from None
+
+
+# the range of each option made from a config field: by the field's type (counts and sizes
+# >= 1, floats finite), else named here
+_TYPES = {int: COUNT, float: FINITE}
+_FIELD_TYPES = {
+    "seed": SEED,
+    "warmup_steps": NON_NEGATIVE,
+    "num_workers": NON_NEGATIVE,
+    "lr": POSITIVE,
+}
 
 
 def config_options(cls: type, skip: tuple[str, ...] = ()) -> Callable:
@@ -48,9 +64,8 @@ def config_options(cls: type, skip: tuple[str, ...] = ()) -> Callable:
                     name, default=default, callback=_parse_ints, show_default=True
                 )
             else:
-                option = click.option(
-                    name, type=type(f.default), default=f.default, show_default=True
-                )
+                kind = _FIELD_TYPES.get(f.name) or _TYPES.get(type(f.default))
+                option = click.option(name, type=kind, default=f.default, show_default=True)
             fn = option(fn)
         return fn
 
@@ -101,7 +116,7 @@ def train_semvae_command(feature_dir, val_dir, out_dir, dry_run, no_verify, **kw
 )
 @click.option(
     "--holdout-fraction",
-    type=float,
+    type=FINITE,
     default=0.05,
     show_default=True,
     help="An image folder without --eval-root: this fraction of it is held out for the PSNR.",

@@ -12,7 +12,9 @@ import click
 
 from sfd import distributed
 from sfd.cli.options import (
+    COUNT,
     DATASET_OPTION_KEYS,
+    NON_NEGATIVE,
     dataset_of,
     dataset_options,
     device_option,
@@ -21,10 +23,13 @@ from sfd.cli.options import (
 )
 from sfd.config import preset
 from sfd.data.latent_storage import PAPER_SHAPES, Shapes, Storage, bytes_per_image
+from sfd.errors import BadInputError
 from sfd.extract import extract, extract_features
 from sfd.latents.encoders import ENCODERS, load_encoder
+from sfd.latents.pca import CONFIG_FILE, fit_pca, load_pca
 from sfd.latents.semvae import load_semvae
 from sfd.latents.texture import load_texture_autoencoder
+from sfd.training.integrity import describe, verify_path
 
 _SHARD_KEYS = ("out_dir", "shard_size", "batch_size", "num_workers", "device")
 
@@ -33,15 +38,15 @@ def _common_options(fn: Callable) -> Callable:
     """Dataset, encoder and sharding options shared by both extraction commands."""
     options = (
         click.option("--out", "out_dir", required=True, type=click.Path()),
-        click.option("--shard-size", type=int, default=1024, show_default=True),
-        click.option("--batch-size", type=int, default=64, show_default=True),
-        click.option("--num-workers", type=int, default=0, show_default=True),
+        click.option("--shard-size", type=COUNT, default=1024, show_default=True),
+        click.option("--batch-size", type=COUNT, default=64, show_default=True),
+        click.option("--num-workers", type=NON_NEGATIVE, default=0, show_default=True),
         device_option(),
         click.option("--encoder", type=click.Choice(ENCODERS), default="efficientnet-lite0"),
         click.option("--encoder-path", default=None, help="Weights (DINOv2: a local directory)"),
         click.option(
             "--encoder-stride",
-            type=int,
+            type=NON_NEGATIVE,
             default=None,
             help="EfficientNet stage stride: 8, 16 or 32 [16]; efficientnet-lite0 only",
         ),
@@ -92,7 +97,7 @@ def _dry_run(kw: dict, **more) -> None:
 
 @click.command("extract-features")
 @_common_options
-@click.option("--grid", type=int, default=None, help="Latent grid (default: the encoder's)")
+@click.option("--grid", type=COUNT, default=None, help="Latent grid (default: the encoder's)")
 def extract_features_command(grid, dry_run, **kw):
     """Write encoder-feature shards (both views) to train the SemVAE on."""
     _check_encoder_options(kw)
@@ -179,9 +184,19 @@ def embedded_shapes() -> Shapes:
 
 # the options --dry-run sizes beside the chosen one
 SIZED_SPECS = (
-    "f32", "f16", "f16lv", "f32-flip", "f16-flip", "f16-pca64", "f16-pca32", "f16-pca16",
-    "f16-pca64-flip", "f16-pca32-flip", "f16-pca16-flip", "f16-semvae",
-)  # fmt: skip
+    "f32",
+    "f16",
+    "f16lv",
+    "f32-flip",
+    "f16-flip",
+    "f16-pca64",
+    "f16-pca32",
+    "f16-pca16",
+    "f16-pca64-flip",
+    "f16-pca32-flip",
+    "f16-pca16-flip",
+    "f16-semvae",
+)
 
 
 def storage_sizes(chosen: Storage) -> dict:
@@ -201,8 +216,6 @@ def storage_sizes(chosen: Storage) -> dict:
 
 def repa_pca_of(path: str, k: int):
     """A saved PCA of ``k`` components at ``path``, or one fitted on the feature set there."""
-    from sfd.latents.pca import CONFIG_FILE, fit_pca, load_pca
-
     if (Path(path) / CONFIG_FILE).exists():
         pca = load_pca(path)
         if pca.channels != k:
@@ -219,9 +232,6 @@ def repa_pca_of(path: str, k: int):
 def verify_command(path):
     """Check a latent set, a feature set, a checkpoint or a run against its recorded sha256
     digests; prints what is intact and what is damaged (exit 3 if anything is)."""
-    from sfd.errors import BadInputError
-    from sfd.training.integrity import describe, verify_path
-
     results = verify_path(path)
     for what, report in results:
         for line in describe(what, report):

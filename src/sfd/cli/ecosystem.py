@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from sfd.cli.options import device_option, resolve_device
+from sfd.cli.options import NON_NEGATIVE, device_option, resolve_device
 from sfd.errors import install_hint
 
 _path = click.Path(exists=True, path_type=Path)
@@ -43,6 +43,7 @@ def export_diffusers_command(run, out, decoder, guide, class_names, metrics) -> 
     scheduler/, the module files, README.md); load it without sfd with
     DiffusionPipeline.from_pretrained(OUT, trust_remote_code=True), or with
     sfd.ecosystem.load_export(OUT)."""
+    # lazy: diffusers takes ~10 s to import
     from sfd.ecosystem.export import ExportSources, export_diffusers
 
     sources = ExportSources(run, decoder, guide, class_names, metrics)
@@ -60,15 +61,17 @@ def export_diffusers_command(run, out, decoder, guide, class_names, metrics) -> 
 )
 @click.option("--class-names", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=7860, show_default=True)
+@click.option("--port", type=NON_NEGATIVE, default=7860, show_default=True)
 @device_option()
 def app_command(run, decoder, guide, class_names, host, port, device) -> None:
     """A local web app over RUN (an sfd run or a diffusers export): classes, seed, steps,
     guidance scale -> sample grid and stage strip. Needs the [app] extra (gradio)."""
     try:
+        # lazy: an optional dependency (the [app] extra)
         import gradio  # noqa: F401
     except ImportError:
         raise click.ClickException(f"sfd app needs gradio: {install_hint('app')}") from None
+    # lazy: gradio, an optional dependency (the [app] extra)
     from sfd.ecosystem.app import build_app, load_pipeline
 
     pipe = load_pipeline(run, decoder, guide, class_names, resolve_device(device))

@@ -13,6 +13,7 @@ import click
 
 from sfd import distributed
 from sfd.cli.options import (
+    SEED,
     device_option,
     dry_run_option,
     on_error_option,
@@ -114,9 +115,21 @@ def _checked(fn, value, hint: str):
 @on_error_option()
 @dry_run_option("the resolved options")
 def eval_command(
-    samples, ref, inception_weights, feature_space, feature_weights, feature_size, batch_size,
-    device, metrics, out, progress, image_size, on_error, dry_run,
-):  # fmt: skip
+    samples,
+    ref,
+    inception_weights,
+    feature_space,
+    feature_weights,
+    feature_size,
+    batch_size,
+    device,
+    metrics,
+    out,
+    progress,
+    image_size,
+    on_error,
+    dry_run,
+):
     """Score SAMPLES (.npz with uint8 arr_0, or an image folder) with the ADM evaluator metrics,
     or by a Fréchet distance in offline features (--feature-space). A --ref folder of images of
     any sizes is read at the samples' size (--image-size)."""
@@ -130,9 +143,27 @@ def eval_command(
             click.echo(f"reading {ref} at {size} x {size} px ({how})", err=True)
         ref = _folder(ref, on_error, size)
     if feature_space != "inception":
-        _offline_fd(samples, ref, feature_space, feature_weights, feature_size, batch_size,
-                    device, out, progress)  # fmt: skip
+        _offline_fd(
+            samples,
+            ref,
+            feature_space,
+            feature_weights,
+            feature_size,
+            batch_size,
+            device,
+            out,
+            progress,
+        )
         return
+    _inception_metrics(
+        samples, ref, inception_weights, metrics, batch_size, device, on_error, out, progress
+    )
+
+
+def _inception_metrics(
+    samples, ref, inception_weights, metrics, batch_size, device, on_error, out, progress
+) -> None:
+    """The ADM evaluator's metrics of SAMPLES against REF (``sfd eval``'s default)."""
     if inception_weights is None:
         raise click.UsageError("--inception-weights is required for the Inception metrics")
     names = tuple(m.strip() for m in metrics.split(",") if m.strip())
@@ -146,9 +177,14 @@ def eval_command(
         source = _checked(lambda p: open_images(p, on_error), samples, "SAMPLES")
         net = _checked(lambda p: load_inception(p, dev), inception_weights, "--inception-weights")
         results = evaluate(
-            source, reference, feature_net=net, batch_size=batch_size, device=dev,
-            metrics=names, progress=progress,
-        )  # fmt: skip
+            source,
+            reference,
+            feature_net=net,
+            batch_size=batch_size,
+            device=dev,
+            metrics=names,
+            progress=progress,
+        )
         if distributed.is_main():
             click.echo(format_results(results))
             if out is not None:
@@ -263,9 +299,14 @@ def ref_stats_command(
         source = _checked(lambda p: open_images(p, on_error), images, "IMAGES")
         net = _checked(lambda p: load_inception(p, dev), inception_weights, "--inception-weights")
         ref = compute_reference_stats(
-            source, out, feature_net=net, batch_size=batch_size, device=dev,
-            keep_features=features, progress=progress,
-        )  # fmt: skip
+            source,
+            out,
+            feature_net=net,
+            batch_size=batch_size,
+            device=dev,
+            keep_features=features,
+            progress=progress,
+        )
         if distributed.is_main():
             click.echo(f"wrote {out} ({ref.num_images} images)")
 
@@ -278,7 +319,7 @@ def ref_stats_command(
     "~/.cache/sfd/fashion-mnist-classifier, where `sfd eval` looks).",
 )
 @click.option("--steps", default=DEFAULT_STEPS, show_default=True, type=click.IntRange(min=1))
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option(
     "--data-root",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -301,9 +342,13 @@ def train_classifier_command(out, steps, seed, data_root, dataset, device, dry_r
         return print_params(out=out, dataset=dataset)
     try:
         meta = train_fashion_classifier(
-            out, steps=steps, seed=seed, root=data_root, device=resolve_device(device),
+            out,
+            steps=steps,
+            seed=seed,
+            root=data_root,
+            device=resolve_device(device),
             dataset=dataset,
-        )  # fmt: skip
+        )
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from e
     click.echo(

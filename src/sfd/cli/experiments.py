@@ -1,34 +1,45 @@
-"""``sfd bench``, ``sfd demo``, ``sfd pipeline``, ``sfd ablate``: experiments built from the
-library (thin shells over :mod:`sfd.bench` and :mod:`sfd.pipeline`: demo, custom, ablate)."""
+"""``sfd demo``, ``sfd pipeline``, ``sfd ablate``: experiments built from the library (thin
+shells over :mod:`sfd.experiments`: demo, custom, ablate)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import click
-import torch
 
 from sfd.cli.options import (
+    COUNT,
+    FINITE,
+    NON_NEGATIVE,
+    FiniteRange,
     device_option,
     dry_run_option,
     on_error_option,
-    resolve_config,
     resolve_device,
     set_option,
 )
-from sfd.config import PRESETS
-from sfd.pipeline.custom import BUDGET_ALIASES, BUDGETS, NAMED_DATASETS
-from sfd.pipeline.demo import EMBEDDED_DATASETS
+from sfd.experiments.ablate import AblationSettings, parse_shard, run_ablation
+from sfd.experiments.custom import (
+    BUDGET_ALIASES,
+    BUDGETS,
+    NAMED_DATASETS,
+    run_pipeline,
+    with_stage_overrides,
+)
+from sfd.experiments.custom import budget as budget_sizes
+from sfd.experiments.demo import EMBEDDED_DATASETS, DemoSettings, for_dataset, run_demo
+from sfd.experiments.run_metrics import describe
 
 
 def dataset_option(fn):
-    """``--dataset`` and ``--background-strength``: the embedded dataset (sfd.pipeline.demo)."""
+    """``--dataset`` and ``--background-strength``: the embedded dataset (sfd.experiments.demo)."""
     fn = click.option(
         "--background-strength",
         "background",
-        type=click.FloatRange(0.0, 1.0),
+        type=FiniteRange(0.0, 1.0),
         default=0.6,
         show_default=True,
         help="composites: 1 keeps the photographs, 0 greys them out.",
@@ -52,91 +63,6 @@ _redo_option = click.option(
 )
 
 
-@click.command("bench")
-@click.option(
-    "--preset", "preset_name", type=click.Choice(PRESETS), default="tiny", show_default=True
-)
-@set_option
-@click.option("--batch-size", type=int, default=16, show_default=True)
-@device_option()
-@click.option("--iters", type=int, default=5, show_default=True, help="Timed iterations.")
-@click.option("--warmup", type=int, default=2, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option(
-    "--compare",
-    "ref",
-    default=None,
-    help="Time this tree against REF (a git revision or a source tree), interleaved, and "
-    "print the ratio (> 1: this tree faster).",
-)
-@click.option(
-    "--ref-set",
-    "ref_overrides",
-    multiple=True,
-    help="With --compare: the reference's overrides instead of --set's (repeatable).",
-)
-@click.option(
-    "--mode",
-    type=click.Choice(["train", "forward"]),
-    default="train",
-    show_default=True,
-    help="With --compare: time the training step or an inference forward.",
-)
-@click.option(
-    "--repeats",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="With --compare: fresh pairs of worker processes, each timing --iters rounds.",
-)
-@click.option("--threads", type=int, default=0, help="Torch threads (0: torch's default).")
-def bench_cmd(
-    preset_name,
-    overrides,
-    batch_size,
-    device,
-    iters,
-    warmup,
-    as_json,
-    ref,
-    ref_overrides,
-    mode,
-    repeats,
-    threads,
-) -> None:
-    """Time the training step and the sampler; print img/s, FLOPs and MFU.
-
-    With --compare REF: the training step (or forward) of this tree and of REF, each in its own
-    process, alternated call by call; the medians, their ratio and its spread.
-    """
-    if ref is not None:
-        from sfd.bench_compare import compare
-
-        resolve_config(preset_name, None, overrides)  # unknown keys fail here, not in a worker
-        result = compare(
-            ref,
-            preset_name,
-            batch_size,
-            overrides=tuple(overrides),
-            ref_overrides=tuple(ref_overrides) if ref_overrides else None,
-            mode=mode,
-            device=str(resolve_device(device)),
-            threads=threads,
-            warmup=warmup,
-            iters=iters,
-            repeats=repeats,
-        )
-        click.echo(json.dumps(dataclasses.asdict(result), indent=2) if as_json else result.table())
-        return
-    from sfd.bench import run_bench
-
-    if threads:
-        torch.set_num_threads(threads)
-    cfg = resolve_config(preset_name, None, overrides)
-    result = run_bench(cfg, batch_size, resolve_device(device), warmup=warmup, iters=iters)
-    click.echo(json.dumps(dataclasses.asdict(result), indent=2) if as_json else result.table())
-
-
 @click.command("demo")
 @click.option(
     "--out",
@@ -157,11 +83,11 @@ def bench_cmd(
 @device_option()
 @_redo_option
 @dry_run_option("the demo's stage sizes")
-def demo_cmd(out, quick, data_root, dataset, background, overrides, device, redo, dry_run) -> None:
+def demo_command(
+    out, quick, data_root, dataset, background, overrides, device, redo, dry_run
+) -> None:
     """SFD end to end on an embedded dataset (Fashion-MNIST by default): VAEs, SemVAE, latents,
     training, samples, metrics."""
-    from sfd.pipeline.demo import DemoSettings, for_dataset, run_demo
-
     settings = DemoSettings.quick() if quick else DemoSettings()
     settings = dataclasses.replace(
         settings, overrides=tuple(overrides), dataset=dataset, background_strength=background
@@ -203,22 +129,27 @@ def demo_cmd(out, quick, data_root, dataset, background, overrides, device, redo
     metavar="KEY=VALUE",
     help="Override one stage size of the budget, e.g. --stage sfd_steps=1000 (repeatable).",
 )
-@click.option("--image-size", type=int, default=None, help="Pixels [64; named datasets 32].")
+@click.option("--image-size", type=COUNT, default=None, help="Pixels [64; named datasets 32].")
 @click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="[3; fmnist 1].")
 @on_error_option()
 @set_option
 @device_option()
 @_redo_option
 @dry_run_option("the stage sizes")
-def pipeline_cmd(
-    data_root, out, budget, stage_overrides, image_size, channels, on_error, overrides, device,
-    redo, dry_run,
-) -> None:  # fmt: skip
+def pipeline_command(
+    data_root,
+    out,
+    budget,
+    stage_overrides,
+    image_size,
+    channels,
+    on_error,
+    overrides,
+    device,
+    redo,
+    dry_run,
+) -> None:
     """SFD end to end on your images: texture VAE, features, SemVAE, latents, SFD, samples."""
-    from sfd.pipeline.custom import budget as budget_sizes
-    from sfd.pipeline.custom import run_pipeline, with_stage_overrides
-    from sfd.pipeline.metrics import describe
-
     fmnist, named = data_root == "fashion-mnist", data_root in NAMED_DATASETS
     if not named and not Path(data_root).is_dir():
         raise click.BadParameter(
@@ -250,12 +181,12 @@ def pipeline_cmd(
     help="Comma-separated rows (default: baseline,repa,semvae-sync,sfd,redi,redi-sf and the "
     "Δt sweep dt-0.1,dt-0.2,dt-0.5,dt-0.7,dt-1); dt-X is the SemVAE latent at Δt = X.",
 )
-@click.option("--seeds", type=int, default=None, help="Training seeds of the main rows [3].")
-@click.option("--sweep-seeds", type=int, default=None, help="Seeds of the other rows [1].")
-@click.option("--steps", type=int, default=None, help="Training steps of every run [1000].")
-@click.option("--checkpoints", type=int, default=None, help="Evaluated checkpoints per run [5].")
-@click.option("--num-samples", type=int, default=None, help="Samples per evaluation [1000].")
-@click.option("--cfg", "cfg_scale", type=float, default=None, help="Guidance of the curves [1].")
+@click.option("--seeds", type=COUNT, default=None, help="Training seeds of the main rows [3].")
+@click.option("--sweep-seeds", type=COUNT, default=None, help="Seeds of the other rows [1].")
+@click.option("--steps", type=COUNT, default=None, help="Training steps of every run [1000].")
+@click.option("--checkpoints", type=COUNT, default=None, help="Evaluated checkpoints per run [5].")
+@click.option("--num-samples", type=COUNT, default=None, help="Samples per evaluation [1000].")
+@click.option("--cfg", "cfg_scale", type=FINITE, default=None, help="Guidance of the curves [1].")
 @click.option(
     "--cfg-sweep", default=None, help="Comma-separated guidance scales at the final checkpoint."
 )
@@ -279,7 +210,7 @@ def pipeline_cmd(
 )
 @click.option(
     "--sem-channels",
-    type=int,
+    type=NON_NEGATIVE,
     default=None,
     help="Semantic channels of the embedded default's SemVAE [4]; trains its own SemVAE and "
     "latents in OUT/base (use a new --out).",
@@ -301,39 +232,48 @@ def pipeline_cmd(
 @set_option
 @device_option()
 @dry_run_option("the grid's settings")
-def ablate_cmd(
-    out, rows, seeds, sweep_seeds, steps, checkpoints, num_samples, cfg_scale, cfg_sweep, quick,
-    shard, data, features, decoder, ref, sem_channels, texture_steps, nfe_samplers, dataset,
+def ablate_command(
+    out,
+    rows,
+    seeds,
+    sweep_seeds,
+    steps,
+    checkpoints,
+    num_samples,
+    cfg_scale,
+    cfg_sweep,
+    quick,
+    shard,
+    data,
+    features,
+    decoder,
+    ref,
+    sem_channels,
+    texture_steps,
+    nfe_samplers,
+    dataset,
     background,
-    overrides, device, dry_run,
-) -> None:  # fmt: skip
+    overrides,
+    device,
+    dry_run,
+) -> None:
     """The paper's ablation grid (rows x seeds x checkpoints), cached and resumable."""
-    from sfd.pipeline.ablate import AblationSettings, parse_shard, run_ablation
-
     given = {
-        "rows": None if rows is None else tuple(r.strip() for r in rows.split(",") if r.strip()),
+        "rows": _comma(rows),
         "main_seeds": seeds,
         "sweep_seeds": sweep_seeds,
         "steps": steps,
         "checkpoints": checkpoints,
         "num_samples": num_samples,
         "cfg_scale": cfg_scale,
-        "cfg_sweep": None
-        if cfg_sweep is None
-        else tuple(float(w) for w in cfg_sweep.split(",") if w.strip()),
+        "cfg_sweep": _comma(cfg_sweep, float),
         "sem_channels": sem_channels,
         "texture_steps": texture_steps,
-        "nfe_samplers": None
-        if nfe_samplers is None
-        else tuple(x.strip() for x in nfe_samplers.split(",") if x.strip()),
+        "nfe_samplers": _comma(nfe_samplers),
         "dataset": dataset,
         "background_strength": background,
     }
-    given = {k: v for k, v in given.items() if v is not None}
-    make = AblationSettings.quick_settings if quick else AblationSettings
-    # --set comes after the grid's own model settings, so it can change them or add to them
-    settings = make(**given)
-    settings = make(**given, overrides=settings.overrides + tuple(overrides))
+    settings = _ablation_settings(given, quick, overrides)
     if dry_run:
         return _print_settings(settings)
     summary = run_ablation(
@@ -354,8 +294,24 @@ def ablate_cmd(
     )
 
 
+def _comma(text: str | None, kind: Callable = str) -> tuple | None:
+    """The values of a comma-separated option (``None``: not given)."""
+    if text is None:
+        return None
+    return tuple(kind(x.strip()) for x in text.split(",") if x.strip())
+
+
+def _ablation_settings(given: dict, quick: bool, overrides: tuple[str, ...]):
+    """The grid's settings from the options given (``None``: the grid's default)."""
+    given = {k: v for k, v in given.items() if v is not None}
+    make = AblationSettings.quick_settings if quick else AblationSettings
+    # --set comes after the grid's own model settings, so it can change them or add to them
+    settings = make(**given)
+    return make(**given, overrides=settings.overrides + tuple(overrides))
+
+
 def _print_settings(settings) -> None:
     click.echo(json.dumps(dataclasses.asdict(settings), indent=2, default=str))
 
 
-COMMANDS = (bench_cmd, demo_cmd, pipeline_cmd, ablate_cmd)
+COMMANDS = (demo_command, pipeline_command, ablate_command)

@@ -5,11 +5,19 @@
 alone defaults to ``cpu``, stated in its help: the packaged classifier is reproduced on a CPU.
 ``--set`` is a typed config override; ``--dry-run`` prints what a long command would do and
 exits.
+
+Every numeric option declares its range on itself, so an absurd value is refused before any work
+starts, in one line naming the option and what was expected: :data:`COUNT` for what counts or
+sizes something (>= 1: ``--num 0`` makes no sense), :data:`NON_NEGATIVE` for other integers,
+:data:`SEED` for seeds (any integer), :data:`FINITE` and :data:`POSITIVE` for floats (``nan`` and
+``inf`` refused), :class:`FiniteRange` for a bounded float, ``click.IntRange`` where a bound is
+not one of these.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 
 import click
@@ -20,6 +28,54 @@ from sfd.data.datasets import DATASETS, open_dataset
 from sfd.data.images import ON_ERROR, ON_ERROR_HELP
 from sfd.errors import ConfigError
 from sfd.recipes import apply_recipe
+
+
+class AtLeast(click.types.IntParamType):
+    """An integer >= ``low``; the message names the option (click adds it) and the bound."""
+
+    def __init__(self, low: int) -> None:
+        self.low = low
+
+    def convert(self, value, param, ctx) -> int:
+        number = super().convert(value, param, ctx)
+        if number < self.low:
+            self.fail(
+                f"{number} makes no sense here; expected an integer >= {self.low}", param, ctx
+            )
+        return number
+
+
+class Finite(click.types.FloatParamType):
+    """A finite float (``nan`` and ``inf`` refused); > 0 as well when ``positive``."""
+
+    def __init__(self, positive: bool = False) -> None:
+        self.positive = positive
+
+    def convert(self, value, param, ctx) -> float:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{number} is not a finite number", param, ctx)
+        if self.positive and number <= 0:
+            self.fail(f"{number} makes no sense here; expected a number > 0", param, ctx)
+        return number
+
+
+class FiniteRange(click.FloatRange):
+    """``click.FloatRange`` that also refuses ``nan`` (which no comparison excludes)."""
+
+    def convert(self, value, param, ctx) -> float:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{number} is not a finite number", param, ctx)
+        return number
+
+
+COUNT = AtLeast(1)  # counts and sizes: --num, --batch-size, --steps, ...
+NON_NEGATIVE = AtLeast(0)  # --num-workers, --warmup, --threads (0: the default), ...
+SEED = click.types.IntParamType()  # any integer, negative ones included
+FINITE = Finite()
+POSITIVE = Finite(positive=True)  # --lr
+
 
 # the options of dataset_options, named after open_dataset's arguments
 DATASET_OPTION_KEYS = ("dataset", "data_root", "split", "image_size", "channels", "on_error")
@@ -82,7 +138,7 @@ def dataset_options(fn: Callable) -> Callable:
         click.option("--dataset", type=click.Choice(DATASETS), default="fashion-mnist"),
         click.option("--data-root", default=None, help="IDX directory or root/<class>/ folder"),
         click.option("--split", type=click.Choice(["train", "test"]), default="train"),
-        click.option("--image-size", type=int, default=32, show_default=True),
+        click.option("--image-size", type=COUNT, default=32, show_default=True),
         click.option("--channels", type=click.Choice(["1", "3"]), default="1", show_default=True),
         on_error_option(),
     )

@@ -2,35 +2,21 @@
 
 Library code raises typed errors; here, and only here, they become one line on stderr with the
 policy's exit code: :class:`PolicyGroup` for the ``sfd`` group, :func:`apply_policy` for every
-command (also when a command is invoked on its own), :func:`param_errors` to name the option a
-library ``ValueError`` is about, and the value policy (absurd numbers refused before any work
-starts). ``--debug`` / ``SFD_DEBUG=1`` keep the traceback.
+command (also when a command is invoked on its own), and :func:`param_errors` to name the option a
+library ``ValueError`` is about. Absurd numbers are refused by the options themselves, before any
+work starts (their ranges: :mod:`sfd.cli.options`). ``--debug`` / ``SFD_DEBUG=1`` keep the
+traceback.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import click
 
 from sfd.errors import EXIT_USAGE, ConfigError, SfdError, classify, debug_enabled, one_line
-
-# Integer options that count things: 0 or less makes no sense (``--num 0``, ``--batch-size 0``).
-POSITIVE_INTS = frozenset(
-    {
-        "num", "batch_size", "shard_size", "image_size", "iters", "seeds", "sweep_seeds",
-        "steps", "checkpoints", "num_samples", "total_steps", "grid", "log_every",
-        "latent_channels", "layers_per_block", "norm_num_groups", "hidden_dim", "depth",
-        "num_heads", "width", "feature_size", "ckpt_every",
-    }
-)  # fmt: skip
-# Integer options that may be negative (everything else must be >= 0).
-SIGNED_INTS = frozenset({"seed"})
-# Float options that must be > 0.
-POSITIVE_FLOATS = frozenset({"lr"})
 
 
 class OneLineError(click.ClickException):
@@ -118,66 +104,11 @@ class PolicyGroup(click.Group):
             raise to_click_error(err) from None
 
 
-def _check_int(name: str, positive: bool):
-    low = 1 if positive else 0
-
-    def check(ctx, param, value):
-        values = value if isinstance(value, tuple) else (value,)
-        for v in values:
-            if isinstance(v, int) and not isinstance(v, bool) and v < low:
-                raise click.BadParameter(
-                    f"{v} makes no sense here; expected an integer >= {low}", ctx, param
-                )
-        return value
-
-    return check
-
-
-def _check_float(name: str, positive: bool):
-    def check(ctx, param, value):
-        values = value if isinstance(value, tuple) else (value,)
-        for v in values:
-            if isinstance(v, float) and not math.isfinite(v):
-                raise click.BadParameter(f"{v} is not a finite number", ctx, param)
-            if isinstance(v, float) and positive and v <= 0:
-                raise click.BadParameter(
-                    f"{v} makes no sense here; expected a number > 0", ctx, param
-                )
-        return value
-
-    return check
-
-
-def _chain(first, second):
-    if first is None:
-        return second
-
-    def both(ctx, param, value):
-        return first(ctx, param, second(ctx, param, value))
-
-    return both
-
-
 def apply_policy(group: click.Group) -> None:
-    """Every command of ``group`` follows the error policy (:func:`one_line_errors`) and the
-    value policy: counts and sizes must be >= 1, other integers >= 0 (seeds excepted), floats
-    finite, refused by option name before the command runs."""
+    """Every command of ``group`` (and of its subgroups) follows the error policy
+    (:func:`one_line_errors`), also when invoked on its own."""
     for command in group.commands.values():
         if isinstance(command, click.Group):
             apply_policy(command)
-            continue
-        if command.callback is not None:
+        elif command.callback is not None:
             command.callback = one_line_errors(command.callback)
-        for param in command.params:
-            if not isinstance(param, click.Option) or getattr(param, "_sfd_policy", False):
-                continue
-            name = param.name or ""
-            kind = param.type
-            if isinstance(kind, click.types.IntParamType) and name not in SIGNED_INTS:
-                check = _check_int(name, name in POSITIVE_INTS)
-            elif isinstance(kind, click.types.FloatParamType):
-                check = _check_float(name, name in POSITIVE_FLOATS)
-            else:
-                continue
-            param.callback = _chain(param.callback, check)
-            param._sfd_policy = True

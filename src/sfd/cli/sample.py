@@ -5,18 +5,20 @@ from __future__ import annotations
 import click
 
 from sfd import distributed
-from sfd.cli.options import device_option, dry_run_option, resolve_device, set_option
+from sfd.cli.options import COUNT, SEED, device_option, dry_run_option, resolve_device, set_option
 from sfd.recipes import SAMPLERS
+from sfd.sampling import generate_to_dir, sampling_config
+from sfd.training.checkpoint import read_checkpoint
 
 
 @click.command("sample")
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
-@click.option("--num", type=int, default=16, show_default=True, help="Number of images.")
+@click.option("--num", type=COUNT, default=16, show_default=True, help="Number of images.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Image i uses seed + i.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Image i uses seed + i.")
 @click.option(
     "--batch-size",
-    type=int,
+    type=COUNT,
     default=16,
     show_default=True,
     help="Images solved together (the job's chunk).",
@@ -57,29 +59,47 @@ from sfd.recipes import SAMPLERS
 @set_option
 @device_option()
 @dry_run_option("the checkpoint's config with the sampler and --set applied")
-def sample(
-    run, num, out, seed, batch_size, guide, decoder, labels_file, latents_only, sampler_name,
-    compile_, overrides, device, dry_run,
-) -> None:  # fmt: skip
+def sample_command(
+    run,
+    num,
+    out,
+    seed,
+    batch_size,
+    guide,
+    decoder,
+    labels_file,
+    latents_only,
+    sampler_name,
+    compile_,
+    overrides,
+    device,
+    dry_run,
+) -> None:
     """Sample images (PNGs + ADM-style samples.npz) from RUN; resumable, torchrun-aware."""
-    from sfd.sampling import generate_to_dir, sampling_config
-
     if dry_run:
-        from sfd.training.checkpoint import read_checkpoint
-
         cfg = sampling_config(read_checkpoint(run).config, sampler_name, tuple(overrides))
         click.echo(cfg.to_json())
         return
     with distributed.process_group(resolve_device(device)) as dev:
         result = generate_to_dir(
-            run, out, num, seed, batch_size, guide=guide, decoder=decoder,
-            labels_file=labels_file, sampler_name=sampler_name, overrides=tuple(overrides),
-            latents_only=latents_only, compile=compile_, device=dev,
-        )  # fmt: skip
+            run,
+            out,
+            num,
+            seed,
+            batch_size,
+            guide=guide,
+            decoder=decoder,
+            labels_file=labels_file,
+            sampler_name=sampler_name,
+            overrides=tuple(overrides),
+            latents_only=latents_only,
+            compile=compile_,
+            device=dev,
+        )
     if result.latents is not None:
         click.echo(f"wrote {num} latents to {result.latents}")
     elif result.npz is not None:
         click.echo(f"wrote {result.written} new images; all {num} in {out}/images and {result.npz}")
 
 
-COMMANDS = (sample,)
+COMMANDS = (sample_command,)

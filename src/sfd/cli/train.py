@@ -10,6 +10,10 @@ import torch
 
 from sfd import distributed
 from sfd.cli.options import (
+    COUNT,
+    FINITE,
+    NON_NEGATIVE,
+    SEED,
     device_option,
     dry_run_option,
     no_verify_option,
@@ -18,7 +22,12 @@ from sfd.cli.options import (
 )
 from sfd.config import PRESETS, preset
 from sfd.errors import OverrideError, SfdError
+from sfd.model import LightningDiT, count_parameters
 from sfd.recipes import RECIPES, SAMPLERS
+from sfd.training.probe import ProbeSettings, learn_schedule
+from sfd.training.run_config import resolve_train_config
+from sfd.training.run_dir import validate_run
+from sfd.upstream import import_upstream
 
 
 @click.command("train")
@@ -54,16 +63,15 @@ from sfd.recipes import RECIPES, SAMPLERS
     help="Run directory; a plain rerun resumes it with its stored config.",
 )
 @device_option()
-@click.option("--max-steps", type=int, default=None, help="Stop after this many more steps.")
+@click.option(
+    "--max-steps", type=NON_NEGATIVE, default=None, help="Stop after this many more steps."
+)
 @no_verify_option
 @dry_run_option("the resolved config (checked against --data)")
-def train(
+def train_command(
     preset_name, config_file, recipe, overrides, data, out, device, max_steps, no_verify, dry_run
 ) -> None:
     """Train SFD on pre-computed latents (a rerun resumes RUN from its stored config)."""
-    from sfd.training.run_config import resolve_train_config
-    from sfd.training.run_dir import validate_run
-
     if data and not (Path(data) / "meta.json").exists():
         raise click.BadParameter(
             f"{data} is not a latent shard directory (no meta.json)", param_hint="--data"
@@ -83,6 +91,7 @@ def train(
         return
     if not data or not out:
         raise click.UsageError("--data and --out are required (or use --dry-run)")
+    # lazy: the training loop imports torch.distributed.checkpoint (~1.5 s): not for --help
     from sfd.training.loop import train as run_training
 
     with distributed.process_group(resolve_device(device)) as dev:
@@ -120,17 +129,15 @@ def train(
 )
 @click.option(
     "--cfg-scale",
-    type=float,
+    type=FINITE,
     default=None,
     help="The release's CFG_SCALE: replaces the YAML's cfg_scale (the AutoGuidance scale "
     "when the YAML sets autoguidance: true).",
 )
-def import_upstream_cmd(
+def import_upstream_command(
     ckpt, upstream_config, out, latent_stats, weights, inference_config, cfg_scale
 ) -> None:
     """Turn an official SFD release checkpoint into an sfd checkpoint directory."""
-    from sfd.upstream import import_upstream
-
     path = import_upstream(
         ckpt, upstream_config, out, latent_stats or None, weights, inference_config, cfg_scale
     )
@@ -138,10 +145,8 @@ def import_upstream_cmd(
 
 
 @click.command("presets")
-def presets_cmd() -> None:
+def presets_command() -> None:
     """List presets with their sizes (built on the meta device), recipes and samplers."""
-    from sfd.model import LightningDiT, count_parameters
-
     for name in PRESETS:
         cfg = preset(name)
         with torch.device("meta"):
@@ -175,14 +180,16 @@ def presets_cmd() -> None:
     type=click.Path(dir_okay=False),
     help="The schedule file to write (JSON); its picture goes beside it as .png.",
 )
-@click.option("--steps", type=int, default=200, show_default=True, help="Probe steps.")
-@click.option("--batch", type=int, default=64, show_default=True, help="Probe batch size.")
-@click.option("--lam", type=float, default=0.1, show_default=True, help="Kinetic-energy weight λ.")
-@click.option("--knots", type=int, default=8, show_default=True, help="Segments per curve.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--steps", type=COUNT, default=200, show_default=True, help="Probe steps.")
+@click.option("--batch", type=NON_NEGATIVE, default=64, show_default=True, help="Probe batch size.")
+@click.option("--lam", type=FINITE, default=0.1, show_default=True, help="Kinetic-energy weight λ.")
+@click.option(
+    "--knots", type=NON_NEGATIVE, default=8, show_default=True, help="Segments per curve."
+)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option(
     "--init-delta-t",
-    type=float,
+    type=FINITE,
     default=0.0,
     show_default=True,
     help="Start from SFD's offset Δt (0: synchronous).",
@@ -194,11 +201,9 @@ def presets_cmd() -> None:
     show_default=True,
     help="free: either part may lead; semantics-first: texture never ahead.",
 )
-def learn_schedule_cmd(data, out, steps, batch, lam, knots, seed, init_delta_t, order) -> None:
+def learn_schedule_command(data, out, steps, batch, lam, knots, seed, init_delta_t, order) -> None:
     """Learn when to denoise each part: a short probe on LATENTS writes a schedule file for
     `sfd train --set flow.schedule_file=FILE` (docs/SCHEDULE.md)."""
-    from sfd.training.probe import ProbeSettings, learn_schedule
-
     settings = ProbeSettings(
         steps=steps,
         batch=batch,
@@ -215,4 +220,4 @@ def learn_schedule_cmd(data, out, steps, batch, lam, knots, seed, init_delta_t, 
     )
 
 
-COMMANDS = (train, import_upstream_cmd, presets_cmd, learn_schedule_cmd)
+COMMANDS = (train_command, import_upstream_command, presets_command, learn_schedule_command)

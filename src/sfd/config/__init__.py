@@ -4,12 +4,12 @@
 - :mod:`~sfd.config.presets`: named presets, a table (docs/METHOD.md §2.5);
 - :mod:`~sfd.config.overrides`: ``--set`` overrides and config files, typed by
   :mod:`~sfd.config.typed`;
-- :mod:`~sfd.config.autoencoders`: the autoencoder trainers' configs.
+- :mod:`~sfd.config.autoencoder_training`: the autoencoder trainers' configs.
 
 The bottom layer: imports nothing of sfd but :mod:`sfd.errors`.
 """
 
-from sfd.config.autoencoders import COS_AXES, SemVAETrainConfig, TextureVAETrainConfig
+from sfd.config.autoencoder_training import COS_AXES, SemVAETrainConfig, TextureVAETrainConfig
 from sfd.config.overrides import apply_overrides, load_config_file
 from sfd.config.presets import PRESETS, preset
 from sfd.config.sections import (

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sfd.data.shards import MappedShard, atomic_write_json, finished_shard
+from sfd.data.shards import finished_shard
+from sfd.data.tensor_files import MappedShard, atomic_write_json
 
 FEATURE_FORMAT = "sfd-features"
 FEATURE_VERSION = 1

@@ -47,14 +47,8 @@ from sfd.data.latent_storage import (
     semvae_repa_dim,
     stored_std,
 )
-from sfd.data.shards import (
-    MappedShard,
-    atomic_write_json,
-    finished_shard,
-    rows,
-    sha256_file,
-    write_shard,
-)
+from sfd.data.shards import finished_shard, write_shard
+from sfd.data.tensor_files import MappedShard, atomic_write_json, rows, sha256_file
 from sfd.errors import BadInputError, MissingInputError
 from sfd.latents.composite import LatentStats
 

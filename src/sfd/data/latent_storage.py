@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sfd.data.shards import MappedShard, sha256_file
+from sfd.data.tensor_files import MappedShard, sha256_file
 from sfd.errors import BadInputError
 
 POSTERIORS = {"float32": "f32", "float16": "f16", "float16-logvar": "f16lv"}

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from sfd.data.fashion_mnist import DEFAULT_ROOT, FashionMNIST
-from sfd.data.shards import atomic_save_safetensors, atomic_write_json
+from sfd.data.tensor_files import atomic_save_safetensors, atomic_write_json
 from sfd.eval.metrics import frechet_distance
 from sfd.eval.sources import open_images
 from sfd.eval.stats import FeatureStats

@@ -306,7 +306,7 @@ def load_inception(path: str | Path, device: str | torch.device = "cpu") -> FIDI
         raise ValueError(
             f"Inception weights file {path} does not exist (expected {WEIGHTS_FILENAME})"
         )
-    from sfd.errors import load_torch_file
+    from sfd.data.tensor_files import load_torch_file
 
     state = load_torch_file(path, "Inception weights file")
     if not isinstance(state, dict):

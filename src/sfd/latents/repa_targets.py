@@ -26,14 +26,11 @@ from torch import nn
 
 from sfd.data.latent_shards import LatentDataset, finalize_latent_set, write_latent_shard
 from sfd.data.latent_storage import PCA_FILE, SEMVAE_DIR, Storage
-from sfd.data.shards import (
-    MappedShard,
-    atomic_save_safetensors,
-    claim_settings,
-    finished_shard,
-)
+from sfd.data.shards import finished_shard
+from sfd.data.tensor_files import MappedShard, atomic_save_safetensors
 from sfd.latents.pca import PCAEncoder
 from sfd.latents.semvae import SemanticVAE, load_semvae, save_semvae
+from sfd.locks import claim_settings
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from sfd.config import COS_AXES
-from sfd.data.shards import atomic_save_safetensors, atomic_write_json
+from sfd.data.tensor_files import atomic_save_safetensors, atomic_write_json
 
 FORMAT = "sfd-semvae"
 WEIGHTS_FILE = "semvae.safetensors"

@@ -267,7 +267,8 @@ def infer_ldm_layout(state: dict[str, torch.Tensor]) -> LDMLayout:
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """A ``.ckpt``/``.pt``/``.pth`` (optionally under ``"state_dict"``) or ``.safetensors``
     file, without training-only entries (:data:`IGNORED_PREFIXES`)."""
-    from sfd.errors import BadInputError, load_tensor_file
+    from sfd.data.tensor_files import load_tensor_file
+    from sfd.errors import BadInputError
 
     path = Path(path)
     state = load_tensor_file(path, "texture autoencoder checkpoint")

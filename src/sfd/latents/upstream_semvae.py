@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from sfd.errors import load_tensor_file
+from sfd.data.tensor_files import load_tensor_file
 from sfd.latents.semvae import RELEASE_LAYER_NORM_EPS, SemanticVAE, SemVAEConfig, save_semvae
 
 REQUIRED_KWARGS = (

@@ -33,23 +33,15 @@ import torch
 from torch import nn
 
 from sfd.config import Config
-from sfd.data.shards import (
-    IntegrityReport,
-    Recorded,
+from sfd.data.shards import IntegrityReport, Recorded, check_files
+from sfd.data.tensor_files import (
     atomic_save_safetensors,
     atomic_write_json,
-    check_files,
+    load_safetensors,
+    safetensors_metadata,
     sha256_file,
 )
-from sfd.errors import (
-    BadInputError,
-    MismatchError,
-    MissingInputError,
-    load_safetensors,
-    one_line,
-    safetensors_metadata,
-    write_failed,
-)
+from sfd.errors import BadInputError, MismatchError, MissingInputError, one_line, write_failed
 from sfd.latents.composite import LatentStats
 
 FORMAT = "sfd-checkpoint/1"

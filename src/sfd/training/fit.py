@@ -1,7 +1,7 @@
 """The autoencoder trainers' shared parts: the fit loop (lr, step, log, resume state) and
 :class:`TrainState`, the mid-run state a rerun resumes from bit for bit.
 
-:func:`fit` is the loop both :func:`sfd.training.semvae.train_semvae` and
+:func:`fit` is the loop both :func:`sfd.training.semvae_fit.train_semvae` and
 :func:`sfd.training.texture_vae.train_texture_vae` run; each passes its own ``step_fn`` (data,
 noise and loss terms of one step, drawing its randomness in its own fixed order).
 """
@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from sfd.data.shards import atomic_save_safetensors, atomic_write_json, refuse_other_settings
-from sfd.errors import load_safetensors, write_failed
+from sfd.data.tensor_files import atomic_save_safetensors, atomic_write_json, load_safetensors
+from sfd.errors import write_failed
+from sfd.locks import refuse_other_settings
 from sfd.training.checkpoint import load_optimizer_tensors, optimizer_tensors
 from sfd.training.run_dir import AUTOENCODER_RESUMABLE
 

@@ -23,13 +23,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from sfd import distributed as D
-from sfd.data.shards import (
-    IntegrityReport,
-    Recorded,
-    atomic_write_json,
-    check_files,
-    recorded_shards,
-)
+from sfd.data.shards import IntegrityReport, Recorded, check_files, recorded_shards
+from sfd.data.tensor_files import atomic_write_json
 from sfd.errors import BadInputError, MissingInputError
 from sfd.training.checkpoint import (
     CHECKSUMS,

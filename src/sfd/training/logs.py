@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from sfd.data.shards import atomic_write_bytes
+from sfd.data.tensor_files import atomic_write_bytes
 from sfd.errors import write_failed
 
 log = logging.getLogger("sfd.train")

@@ -1,4 +1,4 @@
-"""Learning-rate schedules of the autoencoder trainers (:mod:`sfd.training.semvae`,
+"""Learning-rate schedules of the autoencoder trainers (:mod:`sfd.training.semvae_fit`,
 :mod:`sfd.training.texture_vae`): linear warm-up, constant, cosine decay (the SemVAE's is shaped
 as the release's ``tokenizer/semvae/train.py``, ``setup_scheduler``; see that module)."""
 

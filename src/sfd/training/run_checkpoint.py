@@ -39,8 +39,8 @@ from torch.distributed.checkpoint.state_dict import (
 
 from sfd import distributed as D
 from sfd.config import Config
-from sfd.data.shards import atomic_save_safetensors, atomic_write_json
-from sfd.errors import WriteError, safetensors_metadata
+from sfd.data.tensor_files import atomic_save_safetensors, atomic_write_json, safetensors_metadata
+from sfd.errors import WriteError
 from sfd.latents.composite import LatentStats
 from sfd.training.checkpoint import (
     checkpoint_dir,

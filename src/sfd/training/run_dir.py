@@ -10,7 +10,7 @@ from pathlib import Path
 from sfd import distributed as D
 from sfd.config import Config
 from sfd.data.latent_shards import LatentDataset
-from sfd.data.shards import atomic_write_bytes
+from sfd.data.tensor_files import atomic_write_bytes
 from sfd.errors import BusyError, MismatchError
 from sfd.locks import DirLock
 from sfd.training.checkpoint import list_checkpoints

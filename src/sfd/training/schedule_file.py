@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from sfd.config import Config
-from sfd.data.shards import atomic_write_json
+from sfd.data.tensor_files import atomic_write_json
 from sfd.errors import BadInputError, MismatchError, MissingInputError
 from sfd.flow.progress import check_table, lead_at_middle, table_path
 

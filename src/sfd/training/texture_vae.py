@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Subset
 
 from sfd.config import TextureVAETrainConfig
 from sfd.data.images import collate_images, first_image_shape
-from sfd.data.shards import atomic_files, atomic_write_json
+from sfd.data.tensor_files import atomic_files, atomic_write_json
 from sfd.latents.texture import KLAutoencoder
 from sfd.training.fit import TrainState, fit
 from sfd.training.lr_schedule import lr_at, warn_short_warmup

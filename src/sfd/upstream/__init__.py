@@ -1,12 +1,8 @@
 """Import checkpoints of the official SFD release (a LightningDiT fork, MIT): its configs
 (:mod:`sfd.upstream.config`) and its weights and latent statistics
-(:mod:`sfd.upstream.checkpoint`). The release's SemVAE: :mod:`sfd.latents.upstream_semvae`."""
+(:mod:`sfd.upstream.release_checkpoint`). The release's SemVAE:
+:mod:`sfd.latents.upstream_semvae`."""
 
-from sfd.upstream.checkpoint import (
-    import_upstream,
-    read_latent_stats,
-    read_upstream_state_dict,
-)
 from sfd.upstream.config import (
     config_from_kwargs,
     config_from_yaml,
@@ -15,6 +11,11 @@ from sfd.upstream.config import (
     read_inference_config,
     read_upstream_config,
     sample_from_yaml,
+)
+from sfd.upstream.release_checkpoint import (
+    import_upstream,
+    read_latent_stats,
+    read_upstream_state_dict,
 )
 
 __all__ = [

@@ -19,7 +19,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from sfd.flow import guidance, numerics, path, progress, sample, schedule, solvers
+from sfd.flow import guidance, latent_sampling, numerics, path, progress, schedule, solvers
 from sfd.latents import composite
 from sfd.model import layers, lightningdit
 
@@ -32,7 +32,7 @@ SOURCES = {
     "progress": progress,
     "schedule": schedule,
     "solvers": solvers,
-    "sample": sample,
+    "latent_sampling": latent_sampling,
     "guidance": guidance,
     "numerics": numerics,
 }
@@ -51,7 +51,15 @@ PARTS = {
     "scheduler": (
         "scheduler_sfd",
         "SFDScheduler",
-        ("path", "progress", "schedule", "solvers", "sample", "guidance", "numerics"),
+        (
+            "path",
+            "progress",
+            "schedule",
+            "solvers",
+            "latent_sampling",
+            "guidance",
+            "numerics",
+        ),
     ),
     "": (
         "pipeline_sfd",
@@ -62,7 +70,7 @@ PARTS = {
             "progress",
             "schedule",
             "solvers",
-            "sample",
+            "latent_sampling",
             "guidance",
             "numerics",
         ),

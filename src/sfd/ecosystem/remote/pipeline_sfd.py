@@ -34,12 +34,12 @@ from PIL import Image
 
 # diffusers copies only the files this module imports itself: it names every sibling it needs
 from .composite import LatentStats
-from .guidance import Guidance  # noqa: F401  sample's sibling
+from .guidance import Guidance  # noqa: F401  latent_sampling's sibling
+from .latent_sampling import draw_noise, image_generators, sample_latents
 from .numerics import padded_batches, to_uint8
 from .path import Layout
-from .progress import ProgressPath  # noqa: F401  sample's sibling
-from .sample import draw_noise, image_generators, sample_latents
-from .schedule import StagedSchedule  # noqa: F401  sample's sibling
+from .progress import ProgressPath  # noqa: F401  latent_sampling's sibling
+from .schedule import StagedSchedule  # noqa: F401  latent_sampling's sibling
 from .solvers import Solution
 
 __all__ = ["SFDPipeline", "image_generators", "to_pil"]

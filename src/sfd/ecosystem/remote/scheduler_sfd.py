@@ -29,11 +29,11 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 # diffusers copies only the files this module imports itself: it names every sibling it needs
-from .guidance import Guidance  # noqa: F401  sample's sibling
-from .numerics import FixedBatch  # noqa: F401  sample's sibling
+from .guidance import Guidance  # noqa: F401  latent_sampling's sibling
+from .latent_sampling import SampleSettings, integrate
+from .numerics import FixedBatch  # noqa: F401  latent_sampling's sibling
 from .path import Layout, check_delta_t
 from .progress import ProgressPath, offset_path
-from .sample import SampleSettings, integrate
 from .schedule import StagedSchedule, staged_schedule
 from .solvers import Solution, VelocityFn, solver
 

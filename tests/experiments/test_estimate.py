@@ -1,0 +1,51 @@
+"""The pipeline's time estimate: each stage's timed step (or image) times the steps (or
+images) the stage will do, for the stages asked, in the run's order."""
+
+from __future__ import annotations
+
+import pytest
+
+from image_folders import image_folder
+from sfd.config import apply_overrides, preset
+from sfd.experiments import estimate
+from sfd.experiments.custom import PipelineSettings, pipeline_plan
+from sfd.experiments.ledger import STAGE_FILES
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_each_stage_is_its_timed_step_times_its_steps(tmp_path, monkeypatch):
+    folder = image_folder(tmp_path / "photos", {"a": 8, "b": 8})
+    settings = PipelineSettings(
+        image_size=16, texture_steps=40, texture_batch=4, semvae_steps=30, semvae_width=16,
+        semvae_depth=1, sfd_preset="tiny", sfd_steps=50, sfd_batch=4, num_samples=6,
+        test_fraction=0.25,
+    )  # fmt: skip
+    plan = pipeline_plan(folder, settings, ("sample.num_steps=5", "sample.cfg_scale_tex=1",
+                                            "sample.cfg_scale_sem=1"))  # fmt: skip
+    monkeypatch.setattr(estimate, "_read_seconds", lambda dataset: 0.01)
+    monkeypatch.setattr(estimate, "_texture_step", lambda plan, shape, device: 0.5)
+    monkeypatch.setattr(estimate, "_semvae_step", lambda plan, dim, grid, device: 0.2)
+    monkeypatch.setattr(estimate, "_per_image", lambda fn, shape, device: 0.001)
+    monkeypatch.setattr(estimate, "_sfd", lambda plan, grid, dim, device: (0.3, 0.05, _cfg(plan)))
+    est = estimate.estimate_stages(plan, tuple(STAGE_FILES))
+    assert list(est) == list(STAGE_FILES)
+    n_test = len(plan.test_set)
+    assert est["texture_vae"] == pytest.approx(40 * (0.5 + 4 * 0.01) + n_test * 0.01, abs=0.06)
+    assert est["semvae"] == pytest.approx(30 * 0.2, abs=0.06)
+    assert est["sfd"] == pytest.approx(50 * 0.3, abs=0.06)
+    # 6 samples in one chunk, the stage picture's solve, 5 steps, unguided: 2 x 5 forwards
+    fixed = estimate.FIXED_SECONDS["samples"]
+    assert est["samples"] == pytest.approx(2 * 5 * 0.05 + fixed, abs=0.06)
+    assert set(estimate.estimate_stages(plan, ("sfd", "metrics"))) == {"sfd", "metrics"}
+
+
+def _cfg(plan):
+    overrides = ["train.total_steps=50", "sample.num_steps=5", "sample.cfg_scale_tex=1"]
+    return apply_overrides(preset("tiny"), [*overrides, "sample.cfg_scale_sem=1"])
+
+
+def test_the_estimate_reads_as_durations():
+    text = estimate.describe_estimate({"texture_vae": 30.0, "sfd": 600.0, "samples": 20000.0})
+    assert "texture_vae   30 s" in text and "sfd           10.0 min" in text
+    assert "samples       5.6 h" in text and "total" in text
