@@ -9,13 +9,13 @@ import torch
 from click.testing import CliRunner
 
 import sfd
-from helpers import tiny_config, write_synthetic_latents
 from sfd.cli import main
 from sfd.config import TextureVAETrainConfig
 from sfd.errors import MismatchError
 from sfd.sampling import generate_to_dir
 from sfd.training.loop import train
 from sfd.training.texture_vae import build_texture_vae
+from tests.helpers import tiny_config, write_synthetic_latents
 
 FAST = ("sample.method=euler", "sample.num_steps=2")
 

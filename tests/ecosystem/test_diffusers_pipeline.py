@@ -15,7 +15,6 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
-from ecosystem_helpers import tiny_run_fixture, tiny_vae  # noqa: F401
 from safetensors.torch import load_file
 
 from sfd.api import load_checkpoint
@@ -23,6 +22,7 @@ from sfd.cli import main
 from sfd.ecosystem import SFDScheduler, SFDTransformer2DModel, image_generators, load_export
 from sfd.generate import balanced_labels
 from sfd.training.checkpoint import save_checkpoint
+from tests.ecosystem.ecosystem_helpers import tiny_run_fixture, tiny_vae  # noqa: F401
 
 NUM, SEED = 5, 7
 

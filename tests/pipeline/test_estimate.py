@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from image_folders import image_folder
 from sfd.config import apply_overrides, preset
 from sfd.pipeline import estimate
 from sfd.pipeline.custom import PipelineSettings, pipeline_plan
 from sfd.pipeline.ledger import STAGE_FILES
+from tests.image_folders import image_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

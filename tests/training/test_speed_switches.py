@@ -14,12 +14,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import tiny_config, write_synthetic_latents
 from sfd.errors import ConfigError
 from sfd.hardware import missing_compiler
 from sfd.model import LightningDiT
 from sfd.training.loop import train
 from sfd.training.parallel import compile_blocks
+from tests.helpers import tiny_config, write_synthetic_latents
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

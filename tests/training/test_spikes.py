@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from helpers import tiny_config, write_synthetic_latents
 from sfd.errors import DivergedError
 from sfd.training import loop
 from sfd.training.logs import read_log
 from sfd.training.step import TrainStep
+from tests.helpers import tiny_config, write_synthetic_latents
 
 
 @pytest.fixture(scope="module")
