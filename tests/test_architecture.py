@@ -23,6 +23,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "sfd.api", "sfd.sampling", "sfd.extract", "sfd.upstream", "sfd.bench", "sfd.ecosystem",
     ),
     ("sfd.pipeline",),
+    ("sfd.tools",),  # what scripts/ runs: the GPU check, the crash campaign, the benchmarks
     # entry points; the benchmark's workers report which `sfd` package they imported
     ("sfd.cli", "sfd.__main__", "sfd", "sfd.bench_compare", "sfd.bench_worker"),
 )  # fmt: skip
@@ -198,3 +199,29 @@ def test_the_citation_rules_catch_what_they_are_for():
     assert COMMIT.search("up to commit 5b5309d") and not COMMIT.search("step 4000000")
     assert not COMMIT.search("the deadbeef word")  # letters only: a word, not a hash
     assert not COMMIT.search("1234567")  # digits only: a number
+
+
+SCRIPTS = REPO / "scripts"
+TESTS = REPO / "tests"
+
+
+def test_scripts_are_short_tools_and_no_test_imports_them():
+    """scripts/ holds one-job entry points under 400 lines; code a test needs lives in the
+    package (``sfd.tools``), so no test loads a file of scripts/ as a module."""
+    long = [
+        f"{p.name}: {n} lines"
+        for p in sorted(SCRIPTS.iterdir())
+        if p.is_file() and (n := len(p.read_text().splitlines())) >= MAX_FILE_LINES
+    ]
+    assert not long, long
+    loaded = re.compile(
+        r"spec_from_file_location|sys\.path\.(insert|append)|^\s*(from|import) scripts\b"
+    )
+    users = [
+        f"{p.relative_to(REPO)}:{k}"
+        for p in sorted(TESTS.rglob("*.py"))
+        if "fixtures" not in p.parts
+        for k, line in enumerate(p.read_text().splitlines(), 1)
+        if loaded.search(line) and p != Path(__file__).resolve()
+    ]
+    assert not users, users
