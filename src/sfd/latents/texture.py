@@ -30,6 +30,8 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from sfd.errors import BadInputError, load_tensor_file
+
 log = logging.getLogger(__name__)
 
 IGNORED_PREFIXES = ("loss.", "linear_proj.")
@@ -267,8 +269,6 @@ def infer_ldm_layout(state: dict[str, torch.Tensor]) -> LDMLayout:
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """A ``.ckpt``/``.pt``/``.pth`` (optionally under ``"state_dict"``) or ``.safetensors``
     file, without training-only entries (:data:`IGNORED_PREFIXES`)."""
-    from sfd.errors import BadInputError, load_tensor_file
-
     path = Path(path)
     state = load_tensor_file(path, "texture autoencoder checkpoint")
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
