@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 from sfd.tools.crash_commands import (
-    _sfd,
     ablate_args,
     demo_args,
     extract_args,
@@ -38,15 +37,16 @@ from sfd.tools.crash_commands import (
     sample_args,
     semvae_args,
     setup,
+    sfd_command,
     texture_args,
     train_args,
 )
 from sfd.tools.crash_compare import (
-    _leftovers,
     compare_files,
     compare_sample,
     compare_train,
     compare_tree,
+    leftovers,
 )
 from sfd.tools.crash_dist import campaign_dist
 
@@ -76,7 +76,7 @@ def _kill_until(cmd, env, got: Path, compare, kills: int, duration: float, rng) 
     in_chain = 0
 
     def check() -> list[str]:
-        return compare() + [f"left behind: {p}" for p in _leftovers(got)]
+        return compare() + [f"left behind: {p}" for p in leftovers(got)]
 
     for _attempt in range(6 * kills):
         if landed >= kills:
@@ -133,8 +133,8 @@ def campaign(root: Path, commands: list[str], kills: int, seed: int) -> dict:
         ref, got = root / f"{name}-ref", root / f"{name}-killed"
         for old in (ref, got):
             shutil.rmtree(old, ignore_errors=True)
-        _, duration = _run(_sfd(args(ref), env), env)
-        cmd = _sfd(args(got), env)
+        _, duration = _run(sfd_command(args(ref), env), env)
+        cmd = sfd_command(args(got), env)
         res = _kill_until(cmd, env, got, lambda: compare(ref, got), kills, duration, rng)  # noqa: B023
         results[name] = {**res, "reference_s": round(duration, 1)}
     return results

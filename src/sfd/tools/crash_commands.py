@@ -20,7 +20,7 @@ from sfd.tools.synthetic import write_feature_set, write_synthetic_latents
 from sfd.training.texture_vae import build_texture_vae
 
 
-def _sfd(args: list, env: dict) -> list[str]:
+def sfd_command(args: list, env: dict) -> list[str]:
     return [sys.executable, "-m", "sfd", *[str(a) for a in args]]
 
 
@@ -49,7 +49,7 @@ def setup(root: Path) -> dict:
     trained = root / "trained"
     if not (trained / "config.json").exists():
         subprocess.run(
-            _sfd(train_args(data, trained, steps=2), {}), check=True, capture_output=True
+            sfd_command(train_args(data, trained, steps=2), {}), check=True, capture_output=True
         )
     return {
         "data": data,

@@ -90,7 +90,7 @@ def compare_tree(ref: Path, got: Path) -> list[str]:
     return problems
 
 
-def _leftovers(root: Path) -> list[str]:
+def leftovers(root: Path) -> list[str]:
     return [str(p) for p in root.rglob("*") if ".tmp" in p.name or p.name == ".lock"]
 
 

@@ -38,7 +38,7 @@ import numpy as np
 from PIL import Image
 
 from sfd.tools.crash_commands import extract_args, sample_args, setup, train_args
-from sfd.tools.crash_compare import _leftovers, compare_sample, compare_train, compare_tree
+from sfd.tools.crash_compare import compare_sample, compare_train, compare_tree, leftovers
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
@@ -178,7 +178,7 @@ def dist_chains(args, got: Path, compare, kills: int, window: tuple, rng, root: 
             res = invoke(torchrun(args(got), 1), env, None, rng, root / f"{n}-end.log")
         if in_chain:
             chains += 1
-            problems += compare() + [f"left behind: {p}" for p in _leftovers(got)]
+            problems += compare() + [f"left behind: {p}" for p in leftovers(got)]
         if res["code"] != 0:
             problems.append(f"run {n} failed: see {root / f'{n}-end.log'}")
     return {

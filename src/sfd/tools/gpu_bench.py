@@ -29,7 +29,7 @@ def _bench_config(ctx: Ctx, name: str, compile_on: bool):
     return apply_overrides(preset("tiny" if ctx.dry_run else name), overrides), overrides
 
 
-def _bench(ctx: Ctx, partial: dict, name: str, compile_on: bool, batch_size: int = 64) -> dict:
+def bench(ctx: Ctx, partial: dict, name: str, compile_on: bool, batch_size: int = 64) -> dict:
 
     need_cuda(ctx)
     cfg, overrides = _bench_config(ctx, name, compile_on)

@@ -24,10 +24,10 @@ from sfd.tools.gpu_record import (
     Ctx,
     Skip,
     StepTimeout,
-    _error_text,
-    _meta_item,
     demo_progress,
+    error_text,
     mark_unfinished,
+    meta_item,
     put_step,
     summarize,
     update,
@@ -41,7 +41,7 @@ def steps() -> dict[str, Step]:
     """The steps by name; importing them imports torch and the library."""
     from sfd.tools import gpu_bench, gpu_demo, gpu_setup  # lazy: record-only calls skip torch
 
-    b = gpu_bench._bench
+    b = gpu_bench.bench
     return {
         "env": lambda c, p, s: gpu_setup.step_env(c, p),
         "install": lambda c, p, s: gpu_setup.step_install(c, p),
@@ -74,7 +74,7 @@ def run_step(ctx: Ctx, name: str, seconds: float, step: Step) -> dict:
     except StepTimeout as e:
         entry = {"status": "timeout", "error": str(e), "partial": partial}
     except BaseException as e:  # noqa: BLE001 - recorded; the next step must still run
-        entry = {"status": "error", "error": _error_text(e), "partial": partial}
+        entry = {"status": "error", "error": error_text(e), "partial": partial}
     finally:
         signal.alarm(0)
     entry |= {"seconds": round(time.perf_counter() - t0, 2), "timeout_s": seconds}
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
         data = update(a.json, lambda data: data.__setitem__("targets", summarize(data["steps"])))
         print(json.dumps(data["targets"], indent=2))
     else:
-        update(a.json, lambda data: data.setdefault("meta", {}).update(map(_meta_item, a.items)))
+        update(a.json, lambda data: data.setdefault("meta", {}).update(map(meta_item, a.items)))
 
 
 if __name__ == "__main__":

@@ -142,12 +142,12 @@ def summarize(steps: dict) -> dict:
     return out
 
 
-def _error_text(e: BaseException) -> str:
+def error_text(e: BaseException) -> str:
     text = "".join(traceback.format_exception(e))
     return text if len(text) < 6000 else text[:1500] + "\n...\n" + text[-4000:]
 
 
-def _meta_item(item: str) -> tuple[str, object]:
+def meta_item(item: str) -> tuple[str, object]:
     key, _, value = item.partition("=")
     try:
         return key, json.loads(value)
