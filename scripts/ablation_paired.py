@@ -1,16 +1,14 @@
-"""Seed-paired comparison of two rows of an `sfd ablate` grid at its final checkpoint.
-
-Two rows trained with the same seed share their batches, noise draws and time draws, so their
-difference per seed is the cleaner measurement; this prints it next to the Welch test the
-grid's own report gives (docs/ABLATION.md, "The paper's orderings, here", item 3):
+"""Seed-paired comparison of two rows of an `sfd ablate` grid at its final checkpoint, per
+guidance scale (docs/ABLATION.md, "The paper's orderings, here", item 3):
 
     python scripts/ablation_paired.py [--grid runs/ablate] [--rows sfd,semvae-sync]
-        [--metric fd_fmnist] [--json experiments/ablation/paired.json]
+        [--metric fd_fmnist] [--sampler heun-10] [--json experiments/ablation/paired.json]
 
-For every guidance scale evaluated at the final step: each row's mean ± std, the per-seed
-differences (first minus second), how many seeds favour the first row (lower is better), the
-paired t-test (scipy ``ttest_rel``), the Wilcoxon signed-rank test (exact for small n) and
-Welch's test, all two-sided.
+The paired statistics are the grid's own (``sfd.experiments.ablate_nfe.paired``: differences
+first minus second, their 95% interval, the paired t-test, the Wilcoxon signed-rank test, the
+seeds where the first row is lower); this adds each row's mean ± std and Welch's test, which
+ignores the pairing, for comparison. Evaluations without a sampler record count as the grid's
+own sampler (``--sampler``, the default grid's ``heun-10``).
 """
 
 from __future__ import annotations
@@ -22,37 +20,30 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-
-def final_values(results: list[dict], row: str, metric: str, step: int) -> dict:
-    """cfg scale -> seed -> value of ``row`` at ``step``."""
-    out: dict = {}
-    for r in results:
-        if r["row"] == row and r["step"] == step and metric in r:
-            out.setdefault(float(r["cfg_scale"]), {})[int(r["seed"])] = float(r[metric])
-    return out
+from sfd.experiments.ablate_grid import AblationSettings
+from sfd.experiments.ablate_nfe import by_seed, grid_sampler, paired
 
 
-def compare(results: list[dict], first: str, second: str, metric: str) -> dict:
+def compare(results: list[dict], first: str, second: str, metric: str, sampler: str) -> dict:
+    """``cfg <scale>`` -> the paired comparison of ``first`` and ``second`` at their last step."""
+    results = [r if "sampler" in r else {**r, "sampler": sampler} for r in results]
+    results = [r for r in results if r["sampler"] == sampler]
     step = max(r["step"] for r in results if r["row"] in (first, second))
-    a, b = final_values(results, first, metric, step), final_values(results, second, metric, step)
+    scales = sorted({float(r["cfg_scale"]) for r in results if r["step"] == step})
     out = {}
-    for scale in sorted(set(a) & set(b)):
-        seeds = sorted(set(a[scale]) & set(b[scale]))
-        x = np.array([a[scale][s] for s in seeds])
-        y = np.array([b[scale][s] for s in seeds])
-        d = x - y
-        entry = {
+    for scale in scales:
+        a = by_seed(results, first, metric, step, cfg_scale=scale)
+        b = by_seed(results, second, metric, step, cfg_scale=scale)
+        if not set(a) & set(b):
+            continue
+        pair = paired(a, b)
+        x, y = (np.array([v[s] for s in pair["seeds"]]) for v in (a, b))
+        out[f"cfg {scale:g}"] = pair | {
             "step": step,
-            "seeds": seeds,
             first: [round(float(x.mean()), 2), round(float(x.std(ddof=1)), 2)],
             second: [round(float(y.mean()), 2), round(float(y.std(ddof=1)), 2)],
-            "differences": [round(float(v), 2) for v in d],
-            "first_lower_in": int((d < 0).sum()),
-            "paired_t_p": float(stats.ttest_rel(x, y).pvalue),
-            "wilcoxon_p": float(stats.wilcoxon(x, y).pvalue),
             "welch_p": float(stats.ttest_ind(x, y, equal_var=False).pvalue),
         }
-        out[f"cfg {scale:g}"] = entry
     return out
 
 
@@ -61,18 +52,19 @@ def main() -> None:
     ap.add_argument("--grid", type=Path, default=Path("runs/ablate"))
     ap.add_argument("--rows", default="sfd,semvae-sync")
     ap.add_argument("--metric", default="fd_fmnist")
+    ap.add_argument("--sampler", default=grid_sampler(AblationSettings()))
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     first, second = args.rows.split(",")
     results = json.loads((args.grid / "results.json").read_text())["results"]
-    got = compare(results, first, second, args.metric)
+    got = compare(results, first, second, args.metric, args.sampler)
     for scale, e in got.items():
-        n = len(e["seeds"])
         print(
             f"{scale}: {first} {e[first][0]} ± {e[first][1]}, {second} {e[second][0]} ± "
-            f"{e[second][1]} (n = {n}); {first} lower in {e['first_lower_in']} of {n}; "
-            f"paired t p = {e['paired_t_p']:.3f}, Wilcoxon p = {e['wilcoxon_p']:.3f}, "
-            f"Welch p = {e['welch_p']:.3f}; differences {e['differences']}"
+            f"{e[second][1]} (n = {e['n']}); {first} lower in {e['first_lower_in']} of "
+            f"{e['n']}; difference {e['mean_difference']:+.2f} [{e['ci95'][0]:+.2f}, "
+            f"{e['ci95'][1]:+.2f}]; paired t p = {e['paired_t_p']:.3f}, Wilcoxon p = "
+            f"{e['wilcoxon_p']:.3f}, Welch p = {e['welch_p']:.3f}"
         )
     if args.json:
         args.json.write_text(json.dumps(got, indent=2) + "\n")

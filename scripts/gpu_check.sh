@@ -7,8 +7,8 @@
 #   bash scripts/gpu_check.sh --prepare-carry  # HERE, before a device call: fill .whl/
 #   bash scripts/gpu_check.sh --only demo_data,demo   # a rerun of some steps (others: skipped)
 #
-# Steps (scripts/gpu_check.py does each one; on a GPU each runs in its own process, under its
-# own time cap, inside a global budget of BUDGET_S seconds):
+# Steps (sfd.tools.gpu_* do each one, through scripts/gpu_check.py; on a GPU each runs in its
+# own process, under its own time cap, inside a global budget of BUDGET_S seconds):
 #   env                 torch / CUDA / GPU / driver / commit
 #   install             CUDA torch 2.13.0 unless a CUDA torch is there, carried wheels, the
 #                       project (pip -e --no-deps); timed; modules still missing

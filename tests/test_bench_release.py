@@ -1,4 +1,5 @@
-"""scripts/bench_release.py: the release's constructor arguments it writes for a preset.
+"""sfd.tools.bench_release (scripts/bench_release.py): the release's constructor arguments it
+writes for a preset.
 
 The side-by-side timing itself needs a checkout of the release, which the project does not ship;
 what can be checked without it is that the arguments describe the same model and loss: they
@@ -7,31 +8,23 @@ configuration they are the arguments the release was called with.
 """
 
 import dataclasses
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
 from sfd.config import preset
+from sfd.tools.bench_release import import_release, release_kwargs
 from sfd.upstream.config import config_from_kwargs
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO / "tests" / "fixtures" / "upstream_parity" / "upstream_config.json"
 
 
-def _script():
-    path = REPO / "scripts" / "bench_release.py"
-    spec = importlib.util.spec_from_file_location("bench_release", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("name", ["tiny", "demo", "S", "XL"])
 def test_release_kwargs_round_trip(name):
     cfg = preset(name)
-    model, transport = _script().release_kwargs(cfg)
+    model, transport = release_kwargs(cfg)
     back = config_from_kwargs(model, transport)
     assert dataclasses.replace(back.model, repa_dim=cfg.model.repa_dim) == cfg.model
     assert back.latent == cfg.latent
@@ -46,7 +39,7 @@ def test_release_kwargs_are_the_fixture_call():
     the ones the release's code was called with."""
     up = json.loads(FIXTURE.read_text())
     cfg = config_from_kwargs(up["model_kwargs"], up["create_transport_kwargs"])
-    model, transport = _script().release_kwargs(cfg)
+    model, transport = release_kwargs(cfg)
     for key, value in model.items():
         assert up["model_kwargs"][key] == value, key
     for key, value in transport.items():
@@ -55,4 +48,4 @@ def test_release_kwargs_are_the_fixture_call():
 
 def test_missing_release_checkout_is_one_line(tmp_path):
     with pytest.raises(SystemExit, match="expected a checkout with models/lightningdit.py"):
-        _script().import_release(tmp_path, compiled=False)
+        import_release(tmp_path, compiled=False)

@@ -13,13 +13,13 @@ import torch
 import torch.multiprocessing as mp
 from diffusers import AutoencoderKL
 
-from helpers import TINY_DINOV2
 from sfd.data.feature_shards import FeatureShards
 from sfd.data.latent_shards import LatentDataset
 from sfd.data.shards import shard_name
 from sfd.extract import extract, extract_features
 from sfd.latents.semvae import SemanticVAE, SemVAEConfig
 from sfd.latents.texture import KLAutoencoder
+from tests.helpers import TINY_DINOV2
 
 N_IMAGES, SHARD, DIM = 10, 4, 6
 

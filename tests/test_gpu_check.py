@@ -1,19 +1,24 @@
 """``scripts/gpu_check.sh``: the GPU check runs on a CPU (``--dry-run``) and records
-every step, and one failing or slow step does not lose the others (``scripts/gpu_check.py``)."""
+every step, and one failing or slow step does not lose the others (``sfd.tools.gpu_check``)."""
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+import torch
+
+import sfd.bench
+from sfd.tools import gpu_bench, gpu_check, gpu_demo, gpu_record
+from sfd.tools.gpu_record import Ctx, Skip
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = (
@@ -29,16 +34,6 @@ STEPS = (
     "demo_data",
     "demo",
 )
-
-
-@pytest.fixture(scope="module")
-def gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "scripts" / "gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("gpu_check", None)
 
 
 def numbers(tree) -> list[float]:
@@ -90,7 +85,7 @@ def test_dry_run_records_every_step_with_figures_or_a_reason(tmp_path):
     assert not list(tmp_path.glob("sfd_gpu_check.*"))  # the work directory is removed
 
 
-def test_a_failing_step_does_not_stop_the_next_ones(gpu_check, tmp_path, monkeypatch):
+def test_a_failing_step_does_not_stop_the_next_ones(tmp_path, monkeypatch):
     def boom(ctx, partial, seconds):
         partial["done_before_failing"] = 1
         raise RuntimeError("kernel exploded")
@@ -100,12 +95,11 @@ def test_a_failing_step_does_not_stop_the_next_ones(gpu_check, tmp_path, monkeyp
         time.sleep(5)
 
     def skip(ctx, partial, seconds):
-        raise gpu_check.Skip("no widget here")
+        raise Skip("no widget here")
 
     steps = {"boom": boom, "slow": slow, "skip": skip, "fine": lambda c, p, s: {"img_per_s": 3}}
-    monkeypatch.setattr(gpu_check, "STEPS", steps)
-    ctx = gpu_check.Ctx(True, tmp_path / "g.json", tmp_path, tmp_path)
-    gpu_check.run_steps(ctx, ["boom:10", "slow:1", "skip:10", "fine:10"])
+    ctx = Ctx(True, tmp_path / "g.json", tmp_path, tmp_path)
+    gpu_check.run_steps(ctx, ["boom:10", "slow:1", "skip:10", "fine:10"], steps)
     got = json.loads((tmp_path / "g.json").read_text())["steps"]
     assert got["boom"]["status"] == "error" and "kernel exploded" in got["boom"]["error"]
     assert got["boom"]["partial"] == {"done_before_failing": 1}
@@ -115,18 +109,17 @@ def test_a_failing_step_does_not_stop_the_next_ones(gpu_check, tmp_path, monkeyp
     assert got["fine"]["status"] == "ok" and got["fine"]["result"] == {"img_per_s": 3}
 
 
-def test_steps_past_the_deadline_are_skipped(gpu_check, tmp_path, monkeypatch):
-    monkeypatch.setattr(gpu_check, "STEPS", {"late": lambda c, p, s: {"x": 1}})
-    ctx = gpu_check.Ctx(True, tmp_path / "g.json", tmp_path, tmp_path, deadline=time.time() + 5)
-    gpu_check.run_steps(ctx, ["late:60"])
+def test_steps_past_the_deadline_are_skipped(tmp_path, monkeypatch):
+    ctx = Ctx(True, tmp_path / "g.json", tmp_path, tmp_path, deadline=time.time() + 5)
+    gpu_check.run_steps(ctx, ["late:60"], {"late": lambda c, p, s: {"x": 1}})
     got = json.loads((tmp_path / "g.json").read_text())["steps"]["late"]
     assert got == {"status": "skipped", "reason": "time budget spent"}
 
 
-def test_a_killed_worker_marks_only_its_unfinished_steps(gpu_check, tmp_path):
+def test_a_killed_worker_marks_only_its_unfinished_steps(tmp_path):
     path = tmp_path / "g.json"
-    gpu_check.put_step(path, "done", {"status": "ok", "result": {"x": 1}})
-    gpu_check.put_step(path, "busy", {"status": "running"})
+    gpu_record.put_step(path, "done", {"status": "ok", "result": {"x": 1}})
+    gpu_record.put_step(path, "busy", {"status": "running"})
     args = ["--json", str(path), "--work", str(tmp_path), "--rc", "124", "--seconds", "9"]
     gpu_check.main(["mark", *args, "done", "busy", "never", "demo"])
     got = json.loads(path.read_text())["steps"]
@@ -135,7 +128,7 @@ def test_a_killed_worker_marks_only_its_unfinished_steps(gpu_check, tmp_path):
     assert got["demo"]["partial"] == {}  # no demo directory: nothing was done
 
 
-def test_targets_compare_the_figures_with_the_issue(gpu_check):
+def test_targets_compare_the_figures_with_the_issue():
     def bench(img_s, mfu, staged):
         return {
             "status": "ok",
@@ -147,7 +140,7 @@ def test_targets_compare_the_figures_with_the_issue(gpu_check):
         "bench_XL_compile": bench(400.0, 0.60, -0.07),
         "bench_B_eager": {"status": "error", "error": "x"},
     }
-    t = gpu_check.summarize(steps)
+    t = gpu_record.summarize(steps)
     assert t["xl_train_mfu"] == {"value": 0.60, "target": 0.45, "met": True}  # the faster run
     assert t["xl_train_img_per_s"]["met"] is True
     assert t["compile_speedup_XL"]["value"] == 2.0 and t["compile_speedup_XL"]["met"]
@@ -157,35 +150,55 @@ def test_targets_compare_the_figures_with_the_issue(gpu_check):
     assert t["statuses"]["bench_B_eager"] == "error"
 
 
-def test_the_batch_search_stops_at_out_of_memory_and_keeps_what_fitted(
-    gpu_check, tmp_path, monkeypatch
-):
-    import torch
-
-    import sfd.bench.throughput
-
+def test_the_batch_search_stops_at_out_of_memory_and_keeps_what_fitted(tmp_path, monkeypatch):
     def fake_bench(cfg, batch, device, **kw):
         if batch > 8:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 TiB")
         figures = {f.name: 1.0 for f in dataclasses.fields(sfd.bench.throughput.BenchResult)}
         return sfd.bench.throughput.BenchResult(**figures | {"batch_size": batch})
 
-    monkeypatch.setattr(sfd.bench.throughput, "run_bench", fake_bench)
-    ctx = gpu_check.Ctx(True, tmp_path / "g.json", tmp_path, tmp_path)
-    result = gpu_check.step_max_batch(ctx, {}, budget_s=60)
+    monkeypatch.setattr(gpu_bench, "run_bench", fake_bench)
+    ctx = Ctx(True, tmp_path / "g.json", tmp_path, tmp_path)
+    result = gpu_bench.step_max_batch(ctx, {}, budget_s=60)
     assert result["largest_batch"] == 8 and result["largest"]["batch_size"] == 8
     assert [t["fits"] for t in result["tried"]] == [True, False]
     assert result["stopped"] == "out of memory at batch 16"
 
 
-def test_the_demo_without_fashion_mnist_is_a_recorded_skip(gpu_check, tmp_path, monkeypatch):
-    monkeypatch.setattr(gpu_check, "FMNIST_DIRS", (str(tmp_path / "nowhere"),))
+def test_the_demo_without_fashion_mnist_is_a_recorded_skip(tmp_path, monkeypatch):
+    monkeypatch.setattr(gpu_demo, "FMNIST_DIRS", (str(tmp_path / "nowhere"),))
     monkeypatch.setenv("FMNIST_DIR", str(tmp_path))
-    with pytest.raises(gpu_check.Skip, match="no Fashion-MNIST IDX files"):
-        gpu_check._fmnist_root()
+    with pytest.raises(Skip, match="no Fashion-MNIST IDX files"):
+        gpu_demo._fmnist_root()
     (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(b"")
-    assert gpu_check._fmnist_root() == tmp_path
+    assert gpu_demo._fmnist_root() == tmp_path
 
 
-def test_the_script_parses():
-    subprocess.run(["bash", "-n", str(REPO / "scripts" / "gpu_check.sh")], check=True)
+def test_the_steps_the_driver_runs_are_the_registered_steps():
+    """Every step gpu_check.sh names (and only those) is a step the worker knows, and the
+    dry run's list of expected steps is the same set."""
+    text = (REPO / "scripts" / "gpu_check.sh").read_text()
+    driver = set(re.findall(r"\b([a-zA-Z_]+):(?:\d+\b|\$1)", text))  # STEP:SECONDS
+    assert driver == set(gpu_check.steps()) == set(STEPS)
+
+
+def _driver(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(REPO / "scripts" / "gpu_check.sh"), *args],
+        env={**os.environ, "PYTHON": "/nonexistent/python", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_driver_refuses_bad_arguments_in_one_line_before_running_anything(tmp_path):
+    bad = _driver("--fast", OUT=str(tmp_path / "o"))
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr == "gpu_check.sh: unknown argument --fast (try --help)\n"
+    assert not (tmp_path / "o").exists()  # nothing created, no Python started
+    missing = _driver("--only", OUT=str(tmp_path / "o"))
+    assert missing.returncode != 0 and "--only needs a comma-separated list" in missing.stderr
+    usage = _driver("--help")
+    assert usage.returncode == 0 and "bash scripts/gpu_check.sh --dry-run" in usage.stdout
+    assert not usage.stdout.startswith("#") and "set -euo" not in usage.stdout

@@ -9,13 +9,13 @@ import torch
 from click.testing import CliRunner
 
 import sfd
-from helpers import tiny_config, write_synthetic_latents
 from sfd.cli import main
 from sfd.config import TextureVAETrainConfig
 from sfd.errors import MismatchError
 from sfd.sampling import generate_to_dir
 from sfd.training.loop import train
 from sfd.training.texture_vae import build_texture_vae
+from tests.helpers import tiny_config, write_synthetic_latents
 
 FAST = ("sample.method=euler", "sample.num_steps=2")
 
@@ -71,10 +71,10 @@ def test_compile_without_a_compiler_is_one_line(run, tmp_path):
 
 def test_a_compiled_job_is_not_resumed_eager(run, tmp_path, monkeypatch):
     """Compiled kernels may round differently, so the two never share an output directory."""
-    import sfd.model.compile as parallel
+    import sfd.sampling
 
     compiled = []
-    monkeypatch.setattr(parallel, "compile_blocks", compiled.append)  # the choice, not the cost
+    monkeypatch.setattr(sfd.sampling, "compile_blocks", compiled.append)  # the choice, not the cost
     monkeypatch.chdir(tmp_path)
     generate_to_dir(run, tmp_path / "s", num=2, batch_size=2, overrides=FAST, compile=True)
     assert len(compiled) == 1  # the model (no guide)

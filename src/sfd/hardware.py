@@ -32,7 +32,7 @@ def missing_compiler(device: str | torch.device) -> str | None:
     """
     if torch.device(device).type != "cpu":
         return None
-    from torch._inductor import config as inductor
+    from torch._inductor import config as inductor  # lazy: seconds to import, CPU compile only
 
     cxx = inductor.cpp.cxx
     names = [n for n in (cxx if isinstance(cxx, (list, tuple)) else (cxx,)) if isinstance(n, str)]

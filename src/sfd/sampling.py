@@ -24,8 +24,10 @@ from sfd.config import Config, apply_overrides
 from sfd.data.tensor_files import atomic_save_safetensors
 from sfd.errors import OverrideError, UsageError
 from sfd.generate import GenerationJob, LatentSampler, balanced_labels
+from sfd.hardware import require_compiler
 from sfd.latents.texture import load_texture_autoencoder
 from sfd.locks import claim_settings
+from sfd.model.compile import compile_blocks
 from sfd.recipes import apply_sampler, describe_sampler, is_release_sampler
 
 log = logging.getLogger(__name__)
@@ -76,9 +78,6 @@ def compile_for_sampling(device: torch.device | str, *models: torch.nn.Module | 
     block (what the release does for its inference). The sampler always runs a model on
     ``sample.compute_batch`` rows, so the blocks compile once. One ``ConfigError`` where this
     machine cannot build the kernels."""
-    from sfd.hardware import require_compiler
-    from sfd.model.compile import compile_blocks
-
     require_compiler(device, "--compile", "sample without --compile")
     for model in models:
         if model is not None:

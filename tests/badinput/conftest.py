@@ -12,8 +12,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from helpers import tiny_config, write_synthetic_latents
 from sfd.cli import main
+from tests.helpers import tiny_config, write_synthetic_latents
 
 
 def snapshot(*roots: Path) -> dict[str, tuple[str, int]]:

@@ -11,9 +11,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from conftest import SAMPLE, TRAIN, refused
 from sfd.errors import EXIT_BAD_INPUT, EXIT_MISMATCH
 from sfd.training.checkpoint import list_checkpoints
+from tests.badinput.conftest import SAMPLE, TRAIN, refused
 
 
 def _ckpt(run):

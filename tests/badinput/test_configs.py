@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from conftest import SAMPLE, refused
 from sfd.errors import EXIT_CONFIG, EXIT_USAGE
+from tests.badinput.conftest import SAMPLE, refused
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SAMPLE, TRAIN, accepted, refused, snapshot
 from sfd.data.images import load_image
 from sfd.errors import EXIT_BAD_INPUT, EXIT_MISMATCH, EXIT_USAGE, EXIT_WRITE
+from tests.badinput.conftest import SAMPLE, TRAIN, accepted, refused, snapshot
 
 # ---------------------------------------------------------------------------------------------
 # eval inputs (the network is the cheap stand-in of tests/eval; the checks come before it runs)
@@ -20,8 +20,8 @@ from sfd.errors import EXIT_BAD_INPUT, EXIT_MISMATCH, EXIT_USAGE, EXIT_WRITE
 
 @pytest.fixture
 def eval_dir(tmp_path, monkeypatch):
-    from eval.helpers import TinyNet, random_images
     from sfd.cli import eval as cli
+    from tests.eval.helpers import TinyNet, random_images
 
     monkeypatch.setattr(cli, "load_inception", lambda path, device: TinyNet())
     np.savez(tmp_path / "ref.npz", random_images(10, seed=2))
@@ -48,7 +48,7 @@ def test_eval_inputs(eval_dir, array, code, needle, metrics):
 
 
 def test_eval_reference_too_small_for_recall(eval_dir):
-    from eval.helpers import random_images
+    from tests.eval.helpers import random_images
 
     np.savez(eval_dir / "s.npz", random_images(6))
     np.savez(eval_dir / "small.npz", random_images(2))

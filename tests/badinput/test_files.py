@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from conftest import refused, write_evil
-from helpers import FIXTURES, FIXTURES_ROOT
 from sfd.errors import EXIT_BAD_INPUT, EXIT_CONFIG, EXIT_UNSAFE
+from tests.badinput.conftest import refused, write_evil
+from tests.helpers import FIXTURES, FIXTURES_ROOT
 
 UP = ["--upstream-config", FIXTURES / "upstream_config.json"]
 DECODE = ["--num", 2, "--device", "cpu", "--set", "sample.method=euler"]

@@ -9,12 +9,12 @@ import os
 import pytest
 from click.testing import CliRunner
 
-from conftest import SAMPLE, TRAIN, accepted, refused
-from helpers import write_feature_set
 from sfd.cli import main
 from sfd.errors import EXIT_BAD_INPUT
 from sfd.training.checkpoint import list_checkpoints
 from sfd.training.integrity import RECORD
+from tests.badinput.conftest import SAMPLE, TRAIN, accepted, refused
+from tests.helpers import write_feature_set
 
 
 def flip(path, offset=-5):

@@ -5,9 +5,9 @@ import json
 import pytest
 from safetensors.torch import load_file, save_file
 
-from conftest import TRAIN, refused
 from sfd.data.tensor_files import sha256_file
 from sfd.errors import EXIT_BAD_INPUT, EXIT_MISMATCH
+from tests.badinput.conftest import TRAIN, refused
 
 
 def _rewrite(data, mutate):
@@ -97,6 +97,6 @@ def test_data_that_does_not_fit_the_config(latents, tmp_path):
 
 
 def test_good_set_trains(latents, tmp_path):
-    from conftest import accepted
+    from tests.badinput.conftest import accepted
 
     accepted([*TRAIN, "--data", latents, "--out", tmp_path / "run"])

@@ -6,12 +6,12 @@ import json
 import pytest
 import torch
 
-from conftest import TRAIN, refused
 from sfd.data.latent_storage import PCA_FILE, SEMVAE_DIR, Storage
 from sfd.data.tensor_files import atomic_save_safetensors
 from sfd.errors import EXIT_BAD_INPUT
 from sfd.latents.pca import PCAEncoder
 from sfd.latents.repa_targets import reencode_latent_set
+from tests.badinput.conftest import TRAIN, refused
 
 
 def _pca_set(latents, out):
@@ -72,6 +72,6 @@ def test_a_semvae_set_without_its_semvae(latents, tmp_path):
 
 
 def test_a_stored_set_trains(latents, tmp_path):
-    from conftest import accepted
+    from tests.badinput.conftest import accepted
 
     accepted([*TRAIN, "--data", _pca_set(latents, tmp_path / "data"), "--out", tmp_path / "run"])

@@ -3,9 +3,9 @@ show the traceback instead."""
 
 from click.testing import CliRunner
 
-from conftest import refused
 from sfd import cli
 from sfd.errors import EXIT_INTERNAL
+from tests.badinput.conftest import refused
 
 
 def _boom(monkeypatch):

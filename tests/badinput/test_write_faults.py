@@ -8,12 +8,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import TRAIN, accepted, refused
 from sfd.data import tensor_files
 from sfd.data.latent_shards import write_latent_shard
 from sfd.data.shards import finished_shard
 from sfd.errors import EXIT_BUSY, EXIT_WRITE, WriteError
 from sfd.training.checkpoint import list_checkpoints
+from tests.badinput.conftest import TRAIN, accepted, refused
 
 
 def _failing_save(code):

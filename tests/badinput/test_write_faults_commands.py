@@ -15,13 +15,13 @@ import torch
 from PIL import Image
 from safetensors import SafetensorError
 
-from conftest import TRAIN, accepted, refused
-from helpers import write_feature_set
 from sfd.config import TextureVAETrainConfig
 from sfd.data import images, tensor_files
 from sfd.errors import EXIT_WRITE
 from sfd.training.checkpoint import list_checkpoints
 from sfd.training.texture_vae import build_texture_vae
+from tests.badinput.conftest import TRAIN, accepted, refused
+from tests.helpers import write_feature_set
 
 CODES = [errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EIO]
 

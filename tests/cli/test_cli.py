@@ -6,9 +6,9 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from helpers import FIXTURES, tiny_config, write_synthetic_latents
 from sfd.cli import main
 from sfd.errors import EXIT_MISMATCH
+from tests.helpers import FIXTURES, tiny_config, write_synthetic_latents
 
 
 def run(*args):

@@ -7,8 +7,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from eval.helpers import TinyNet, random_images
 from sfd.cli import eval as cli
+from tests.eval.helpers import TinyNet, random_images
 
 
 @pytest.fixture

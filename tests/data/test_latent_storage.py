@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import tiny_config
 from sfd.data.latent_shards import LatentDataset, finalize_latent_set, write_latent_shard
 from sfd.data.latent_storage import (
     PAPER_SHAPES,
@@ -22,6 +21,7 @@ from sfd.data.shards import write_shard
 from sfd.data.tensor_files import atomic_save_safetensors
 from sfd.errors import BadInputError
 from sfd.training.batches import EpochOrder, global_batch
+from tests.helpers import tiny_config
 
 N, SHARD, C_Z, C_S, H, D, K = 12, 5, 4, 2, 8, 32, 6
 SPECS = ("f32", "f16", "f16lv", "f32-flip", "f16-pca6", "f16lv-pca6-flip", "f16-semvae")

@@ -1,6 +1,5 @@
 """Tiny components of the ecosystem tests: a random texture VAE, perturbed weights, and a tiny
-trained-looking sfd run (fixture ``tiny_run``: import ``tiny_run_fixture`` into a test module;
-not a conftest, whose module name would shadow tests/badinput/conftest.py's helpers)."""
+trained-looking sfd run (fixture ``tiny_run``: import ``tiny_run_fixture`` into a test module)."""
 
 from __future__ import annotations
 
@@ -13,11 +12,11 @@ from click.testing import CliRunner
 from diffusers import AutoencoderKL
 from safetensors.torch import load_file
 
-from helpers import FIXTURES, tiny_config
 from sfd.cli import main
 from sfd.latents.composite import LatentStats
 from sfd.model import LightningDiT
 from sfd.training.checkpoint import save_checkpoint
+from tests.helpers import FIXTURES, tiny_config
 
 NUM_CLASSES = 10
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from ecosystem_helpers import tiny_run_fixture  # noqa: F401  (fixture tiny_run)
 from PIL import Image
 
 from sfd.cli import main
+from tests.ecosystem.ecosystem_helpers import tiny_run_fixture  # noqa: F401  (fixture tiny_run)
 
 pytestmark = pytest.mark.browser
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")

@@ -7,11 +7,11 @@ import io
 
 import pytest
 from click.testing import CliRunner
-from ecosystem_helpers import tiny_run_fixture  # noqa: F401  (fixture tiny_run)
 from PIL import Image
 
 from sfd.cli import main
 from sfd.ecosystem.app import Request, generate, grid, load_pipeline, stage_picture
+from tests.ecosystem.ecosystem_helpers import tiny_run_fixture  # noqa: F401  (fixture tiny_run)
 
 
 def test_labels_cycle_through_the_chosen_classes():

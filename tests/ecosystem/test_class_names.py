@@ -8,7 +8,6 @@ import json
 import shutil
 
 import pytest
-from ecosystem_helpers import cli, tiny_run_fixture  # noqa: F401  (fixture tiny_run)
 from torch.utils.data import Subset
 
 from sfd.data.fashion_mnist import FashionMNIST
@@ -16,6 +15,7 @@ from sfd.ecosystem import load_export
 from sfd.ecosystem.app import load_pipeline
 from sfd.extract import class_names
 from sfd.training.run_dir import CLASS_NAMES, record_class_names
+from tests.ecosystem.ecosystem_helpers import cli, tiny_run_fixture  # noqa: F401  (fixture tiny_run)
 
 FASHION = [
     "T-shirt/top",

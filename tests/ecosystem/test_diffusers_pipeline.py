@@ -15,7 +15,6 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
-from ecosystem_helpers import tiny_run_fixture, tiny_vae  # noqa: F401
 from safetensors.torch import load_file
 
 from sfd.api import load_checkpoint
@@ -27,6 +26,7 @@ from sfd.ecosystem.remote.scheduler_sfd import scheduler_settings
 from sfd.flow.solvers import SOLVERS
 from sfd.generate import LatentSampler, balanced_labels
 from sfd.training.checkpoint import save_checkpoint
+from tests.ecosystem.ecosystem_helpers import tiny_run_fixture, tiny_vae  # noqa: F401
 
 NUM, SEED = 5, 7
 

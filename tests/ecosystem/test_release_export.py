@@ -14,12 +14,12 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
-from ecosystem_helpers import import_release
 from safetensors.torch import load_file
 
 from sfd.cli import main
 from sfd.ecosystem import image_generators, load_export
 from sfd.ecosystem.remote import source_file
+from tests.ecosystem.ecosystem_helpers import import_release
 
 NUM, SEED, SCALE = 3, 11, 1.5
 SETTINGS = {"method": "heun", "num_steps": 3, "compute_batch": 4}

@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from ecosystem_helpers import tiny_run_fixture  # noqa: F401  (fixture tiny_run)
 from safetensors.torch import load_file
 
 import sfd.ecosystem.convert as convert
@@ -32,6 +31,7 @@ from sfd.ecosystem.remote import PARTS, SOURCES, source_file
 from sfd.ecosystem.remote.scheduler_sfd import schedule_rows
 from sfd.flow.schedule import staged_schedule
 from sfd.generate import LatentSampler, sampling_schedule
+from tests.ecosystem.ecosystem_helpers import tiny_run_fixture  # noqa: F401  (fixture tiny_run)
 
 LOADER = Path(__file__).with_name("remote_load.py")
 # what an exported module may import: the standard library, torch, diffusers and what they bring

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from ecosystem_helpers import cli, import_release, perturbed, tiny_run_fixture  # noqa: F401
 
 from sfd.api import load_checkpoint
 from sfd.generate import balanced_labels
 from sfd.model import LightningDiT
 from sfd.training.checkpoint import save_checkpoint
+from tests.ecosystem.ecosystem_helpers import cli, import_release, perturbed, tiny_run_fixture  # noqa: F401
 
 pytestmark = pytest.mark.slow
 LOADER = Path(__file__).with_name("remote_load.py")

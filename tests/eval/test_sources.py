@@ -46,15 +46,26 @@ def test_npz_without_arr_0(tmp_path):
 
 
 def test_folder_is_sorted_and_recursive(tmp_path):
-    images = random_images(3, size=8)
+    """Files are read in the order of their relative paths (a sub-folder's files between the
+    names around it; the suffix's case ignored; other files left out), whatever order they
+    were written in, and a range reads exactly those images."""
+    images = random_images(4, size=8)
     (tmp_path / "b").mkdir()
-    Image.fromarray(images[0]).save(tmp_path / "a.png")
+    Image.fromarray(images[3]).save(tmp_path / "d.PNG")  # written first, read last
     Image.fromarray(images[1]).save(tmp_path / "b" / "c.png")
-    Image.fromarray(images[2]).save(tmp_path / "d.PNG")
+    Image.fromarray(images[0]).save(tmp_path / "a.png")
+    Image.fromarray(images[2]).save(tmp_path / "b" / "z.png")
     (tmp_path / "notes.txt").write_text("not an image")
     source = open_images(tmp_path)
-    assert isinstance(source, FolderImages) and len(source) == 3
-    np.testing.assert_array_equal(source.read(0, 3), images)
+    assert [p.relative_to(tmp_path).as_posix() for p in source.files] == [
+        "a.png",
+        "b/c.png",
+        "b/z.png",
+        "d.PNG",
+    ]
+    np.testing.assert_array_equal(source.read(0, 4), images)
+    np.testing.assert_array_equal(source.read(1, 3), images[1:3])
+    np.testing.assert_array_equal(source.read(3, 10), images[3:])
 
 
 def test_folder_errors(tmp_path):

@@ -268,8 +268,8 @@ def test_bad_rows_and_missing_inputs_fail_before_training(tmp_path):
 
 
 def test_a_latent_set_missing_what_a_row_needs_is_refused_before_training(tmp_path):
-    from helpers import tiny_config, write_synthetic_latents
     from sfd.cli import main
+    from tests.helpers import tiny_config, write_synthetic_latents
 
     cfg = tiny_config()
     no_repa = write_synthetic_latents(tmp_path / "lat", cfg, repa=False)

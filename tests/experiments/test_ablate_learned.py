@@ -1,7 +1,6 @@
 """The grid's learned-schedule rows: `learned` (SemVAE latent) and `redi-learned` (PCA latent)
 train on a probe's schedule made once per latent set and seed; they are not on the Δt curve."""
 
-from helpers import tiny_config, write_synthetic_latents
 from sfd.experiments.ablate_grid import (
     AblationSettings,
     parse_row,
@@ -11,6 +10,7 @@ from sfd.experiments.ablate_grid import (
 )
 from sfd.flow.run_path import path_of
 from sfd.training.schedule_file import with_schedule_file
+from tests.helpers import tiny_config, write_synthetic_latents
 
 
 def test_learned_rows_parse_and_are_not_on_the_delta_t_curve():

@@ -6,11 +6,11 @@ import math
 
 import pytest
 
-from helpers import tiny_config, write_synthetic_latents
 from sfd.data.latent_shards import LatentDataset
 from sfd.experiments.ablate import AblationSettings, parse_row, row_delta_t
 from sfd.experiments.ablate_report import curves
 from sfd.experiments.ablate_store import paired_t_test, store_sets, store_tests
+from tests.helpers import tiny_config, write_synthetic_latents
 
 
 def test_store_rows_are_sfd_on_another_storage():

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from image_folders import image_folder
 from sfd.config import apply_overrides, preset
 from sfd.experiments import estimate
 from sfd.experiments.custom import PipelineSettings, pipeline_plan
 from sfd.experiments.ledger import STAGE_FILES
+from tests.image_folders import image_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

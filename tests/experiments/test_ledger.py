@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from image_folders import image_folder
 from sfd.cli import main
 from sfd.errors import EXIT_MISMATCH
+from tests.image_folders import image_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from image_folders import image_folder, photo
 from sfd.cli import main
 from sfd.errors import EXIT_BAD_INPUT
+from tests.image_folders import image_folder, photo
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import tiny_config, write_synthetic_latents
 from sfd.api import load_model
 from sfd.data.latent_shards import LatentDataset, finalize_latent_set, write_latent_shard
 from sfd.data.tensor_files import MappedShard
@@ -19,6 +18,7 @@ from sfd.latents.composite import LatentLayout
 from sfd.latents.derive import derive_latent_set
 from sfd.latents.pca import pca_from_samples
 from sfd.training.loop import train
+from tests.helpers import tiny_config, write_synthetic_latents
 
 COUNT, SHARD = 12, 5
 EXTRA = {"extraction": {"texture_ae_path": "tex-vae", "encoder": {"name": "pool"}}}

@@ -7,7 +7,6 @@ import os
 import pytest
 import torch
 
-from helpers import TINY_DINOV2
 from sfd.latents.encoders import (
     Dinov2Encoder,
     EfficientNetLite0Encoder,
@@ -18,6 +17,7 @@ from sfd.latents.encoders import (
     resize_images,
     to_rgb,
 )
+from tests.helpers import TINY_DINOV2
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

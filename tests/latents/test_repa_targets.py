@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import tiny_config, write_synthetic_latents
 from sfd.data.latent_shards import LatentDataset
 from sfd.data.latent_storage import SEMVAE_DIR, Storage
 from sfd.latents.pca import pca_from_samples
@@ -16,6 +15,7 @@ from sfd.latents.repa_targets import reencode_latent_set, repa_targets
 from sfd.latents.semvae import SemanticVAE, SemVAEConfig, save_semvae
 from sfd.training.batches import Batch
 from sfd.training.loop import Trainer, train
+from tests.helpers import tiny_config, write_synthetic_latents
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

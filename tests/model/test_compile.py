@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import tiny_config
 from sfd.model import LightningDiT
 from sfd.model.compile import compile_blocks
+from tests.helpers import tiny_config
 
 
 @pytest.mark.slow

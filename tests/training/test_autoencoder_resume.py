@@ -6,7 +6,6 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from helpers import write_feature_set
 from sfd.config import SemVAETrainConfig, TextureVAETrainConfig
 from sfd.data.images import ImageFolder
 from sfd.errors import MismatchError
@@ -14,6 +13,7 @@ from sfd.latents.semvae import SemVAEConfig
 from sfd.training.fit import TrainState
 from sfd.training.semvae_fit import train_semvae
 from sfd.training.texture_vae import train_texture_vae
+from tests.helpers import write_feature_set
 
 
 def _killed_at(monkeypatch, step):

@@ -11,7 +11,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from helpers import write_feature_set
 from sfd.cli.autoencoders import train_semvae_command
 from sfd.config import SemVAETrainConfig, TextureVAETrainConfig
 from sfd.data.feature_shards import FeatureShards
@@ -21,6 +20,7 @@ from sfd.latents.texture import load_texture_autoencoder
 from sfd.training.lr_schedule import lr_at
 from sfd.training.semvae_fit import semvae_lr, train_semvae
 from sfd.training.texture_vae import train_texture_vae
+from tests.helpers import write_feature_set
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -6,7 +6,6 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from helpers import tiny_config
 from sfd.errors import BadInputError, MismatchError, MissingInputError
 from sfd.latents.composite import LatentStats
 from sfd.model import LightningDiT
@@ -17,6 +16,7 @@ from sfd.training.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
+from tests.helpers import tiny_config
 
 
 def _save(run_dir, step, cfg, model):

@@ -9,7 +9,6 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 import sfd
-from helpers import FIXTURES, tiny_config, write_synthetic_latents
 from sfd.cli import main
 from sfd.config import Config, FlowConfig
 from sfd.flow.progress import table_path
@@ -20,6 +19,7 @@ from sfd.generate import FixedBatch, image_noise, velocity_function
 from sfd.latents.composite import LatentLayout
 from sfd.training.schedule_file import save_schedule
 from sfd.upstream.config import config_from_kwargs
+from tests.helpers import FIXTURES, tiny_config, write_synthetic_latents
 
 
 def run(*args):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import tiny_config, write_synthetic_latents
 from sfd.config import apply_overrides
 from sfd.errors import ConfigError
 from sfd.training.logs import read_log
 from sfd.training.loop import Trainer
+from tests.helpers import tiny_config, write_synthetic_latents
 
 
 @pytest.fixture(scope="module")

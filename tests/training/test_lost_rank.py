@@ -15,12 +15,12 @@ import time
 
 import pytest
 
-from helpers import tiny_config, write_synthetic_latents
 from sfd import distributed
 from sfd.config import Config
 from sfd.errors import EXIT_LOST_RANK
 from sfd.training.checkpoint import list_checkpoints, read_checkpoint
 from sfd.training.loop import train
+from tests.helpers import tiny_config, write_synthetic_latents
 
 
 def _port() -> int:

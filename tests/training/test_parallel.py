@@ -22,10 +22,10 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 import sfd
-from helpers import tiny_config, write_synthetic_latents
 from sfd import distributed as D
 from sfd.training.checkpoint import checkpoint_dir, optimizer_tensors
 from sfd.training.loop import Trainer, train
+from tests.helpers import tiny_config, write_synthetic_latents
 
 WORLD, STEPS, HALF, BATCH = 2, 4, 2, 8
 ATOL = RTOL = 1e-5

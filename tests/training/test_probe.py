@@ -10,7 +10,6 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import tiny_config, write_synthetic_latents
 from sfd.config import Config
 from sfd.errors import BadInputError, MismatchError
 from sfd.flow.progress import offset_path, table_path
@@ -24,6 +23,7 @@ from sfd.training.probe import (
     probe_loss,
 )
 from sfd.training.schedule_file import load_schedule, save_schedule, with_schedule_file
+from tests.helpers import tiny_config, write_synthetic_latents
 
 LAYOUT = LatentLayout(4, 2)
 

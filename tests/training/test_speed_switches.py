@@ -15,11 +15,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import tiny_config, write_synthetic_latents
 from sfd.bench.throughput import build_train_step
 from sfd.errors import ConfigError
 from sfd.hardware import missing_compiler
 from sfd.training.loop import train
+from tests.helpers import tiny_config, write_synthetic_latents
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -9,13 +9,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import tiny_config, write_synthetic_latents
 from sfd.data.tensor_files import safetensors_metadata
 from sfd.errors import DivergedError
 from sfd.training import loop
 from sfd.training.checkpoint import list_checkpoints, optimizer_tensors, read_checkpoint
 from sfd.training.logs import read_log
 from sfd.training.step import TrainStep
+from tests.helpers import tiny_config, write_synthetic_latents
 
 
 @pytest.fixture(scope="module")

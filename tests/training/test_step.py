@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from helpers import tiny_config, write_synthetic_latents
 from sfd.training.checkpoint import load_optimizer_tensors, optimizer_tensors
 from sfd.training.loop import Trainer, train
+from tests.helpers import tiny_config, write_synthetic_latents
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import sfd
-from helpers import tiny_config, write_synthetic_latents
 from sfd.data.latent_shards import LatentDataset
 from sfd.training.batches import EpochOrder, global_batch
 from sfd.training.checkpoint import list_checkpoints, load_weights
 from sfd.training.loop import Trainer, train
+from tests.helpers import tiny_config, write_synthetic_latents
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import FIXTURES
 from sfd.flow.guidance import Guidance, autoguidance_velocity, cfg_velocity, plain_velocity
 from sfd.flow.path import logit_normal
 from sfd.flow.schedule import staged_schedule
@@ -25,6 +24,7 @@ from sfd.latents.composite import LatentLayout
 from sfd.model import LightningDiT
 from sfd.training.loss import flow_loss
 from sfd.upstream import config_from_kwargs, import_upstream, interval_for_mode
+from tests.helpers import FIXTURES
 
 ATOL = 1e-5
 

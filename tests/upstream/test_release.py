@@ -23,13 +23,13 @@ import yaml
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from helpers import FIXTURES
 from sfd.api import load_checkpoint
 from sfd.cli import main
 from sfd.config import Config, FlowConfig, LatentConfig, ModelConfig, SampleConfig
 from sfd.generate import LatentSampler
 from sfd.latents.composite import LatentStats
 from sfd.model import LightningDiT
+from tests.helpers import FIXTURES
 
 SCALE = 1.5  # the AutoGuidance scale given at import, as the release's CFG_SCALE
 NUM = 4

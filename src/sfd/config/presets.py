@@ -46,7 +46,7 @@ _SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
             ema_decay=0.99,
             log_every=25,
             ckpt_every=200,
-        ),  # fmt: skip
+        ),
         "sample": dict(
             method="heun", num_steps=10, cfg_scale_tex=4.0, cfg_scale_sem=4.0, compute_batch=50
         ),

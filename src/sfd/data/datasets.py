@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from sfd.data.composites import FashionComposites
 from sfd.data.fashion_mnist import DEFAULT_ROOT, FashionMNIST
 from sfd.data.images import ImageFolder
 
@@ -28,8 +29,6 @@ def open_dataset(
     if dataset == "fashion-mnist":
         return FashionMNIST(data_root or DEFAULT_ROOT, split, image_size, int(channels))
     if dataset == "composites":
-        from sfd.data.composites import FashionComposites
-
         if int(channels) != 3:
             raise ValueError(f"the composites are RGB: channels must be 3; got {channels}")
         return FashionComposites(data_root or DEFAULT_ROOT, split, image_size)

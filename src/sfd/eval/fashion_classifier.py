@@ -38,6 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from sfd.data.composites import FashionComposites
 from sfd.data.fashion_mnist import DEFAULT_ROOT, FashionMNIST
 from sfd.data.tensor_files import atomic_save_safetensors, atomic_write_json
 from sfd.eval.metrics import frechet_distance
@@ -156,8 +157,6 @@ def load_split(
     the composites (on the training photographs: the distribution generators learn), and int64
     labels (N,)."""
     if dataset == "composites":
-        from sfd.data.composites import FashionComposites
-
         ds = FashionComposites(root or DEFAULT_ROOT, split, backgrounds="train")
     elif dataset == "fashion-mnist":
         ds = FashionMNIST(root or DEFAULT_ROOT, split)
@@ -236,15 +235,14 @@ def train_fashion_classifier(
     seconds = time.perf_counter() - t0
     test_x, test_y = load_split(root, "test", test_images, dataset)
     logits, _ = classifier_outputs(net, test_x, device=device)
-    info = {
-        "dataset": dataset, "seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr,
-        "train_images": len(images), "test_images": len(test_x),
-        "test_accuracy": class_accuracy(logits, test_y), "train_seconds": round(seconds, 2),
-        "torch_threads": torch.get_num_threads(),
-    }  # fmt: skip
+    info = {"dataset": dataset, "seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr}
+    info |= {"train_images": len(images), "test_images": len(test_x)}
+    info |= {"test_accuracy": class_accuracy(logits, test_y), "train_seconds": round(seconds, 2)}
+    info["torch_threads"] = torch.get_num_threads()
     meta = save_fashion_classifier(net, out_dir, info)
-    log.info("classifier: test accuracy %.4f after %.0f s -> %s", meta["test_accuracy"],
-             seconds, out_dir)  # fmt: skip
+    log.info(
+        "classifier: test accuracy %.4f after %.0f s -> %s", meta["test_accuracy"], seconds, out_dir
+    )
     return meta
 
 

@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sfd.data.tensor_files import load_torch_file
+
 INPUT_SIZE = 299
 POOL3_DIM = 2048
 NUM_LOGITS = 1008
@@ -306,8 +308,6 @@ def load_inception(path: str | Path, device: str | torch.device = "cpu") -> FIDI
         raise ValueError(
             f"Inception weights file {path} does not exist (expected {WEIGHTS_FILENAME})"
         )
-    from sfd.data.tensor_files import load_torch_file
-
     state = load_torch_file(path, "Inception weights file")
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")

@@ -20,6 +20,13 @@ from pathlib import Path
 
 import torch
 
+from sfd.eval.fashion_classifier import (
+    ensure_fashion_classifier,
+    gray_input,
+    load_fashion_classifier,
+)
+from sfd.latents.encoders import Dinov2Encoder, EfficientNetLite0Encoder
+
 FEATURE_SPACES = ("efficientnet-lite0", "dinov2", "fashion-mnist")
 DEFAULT_SIZES = {"efficientnet-lite0": 224, "dinov2": 224, "fashion-mnist": 32}
 
@@ -33,8 +40,6 @@ def offline_feature_fn(
     """``feature_fn`` of feature space ``name`` (:data:`FEATURE_SPACES`); ``path`` is the
     local DINOv2 directory (required), an EfficientNet-Lite0 weights file (optional) or a
     Fashion-MNIST classifier directory (optional: default the cached one, trained if absent)."""
-    from sfd.latents.encoders import Dinov2Encoder, EfficientNetLite0Encoder
-
     if name not in FEATURE_SPACES:
         raise ValueError(f"unknown feature space {name!r}; expected one of {FEATURE_SPACES}")
     size = image_size or DEFAULT_SIZES[name]
@@ -58,12 +63,6 @@ def offline_feature_fn(
 
 
 def _fashion_feature_fn(path, device, size: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    from sfd.eval.fashion_classifier import (
-        ensure_fashion_classifier,
-        gray_input,
-        load_fashion_classifier,
-    )
-
     if size != DEFAULT_SIZES["fashion-mnist"]:
         raise ValueError(f"the Fashion-MNIST classifier takes 32 px images; got size {size}")
     if path is None:

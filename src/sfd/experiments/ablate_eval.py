@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from sfd.api import load_checkpoint
 from sfd.data.latent_shards import LatentDataset
 from sfd.data.tensor_files import atomic_write_json
 from sfd.eval.fashion_classifier import (
@@ -30,7 +31,7 @@ from sfd.experiments.ablate_store import store_sets
 from sfd.experiments.control import random_encoder_latents
 from sfd.experiments.demo import DemoSettings, demo_stage_sizes, prepare_base
 from sfd.experiments.run_metrics import pooled_features, reconstruct
-from sfd.generate import to_uint8
+from sfd.generate import GenerationJob, LatentSampler, to_uint8
 from sfd.latents.derive import derive_latent_set
 from sfd.latents.encoders import EfficientNetLite0Encoder
 from sfd.latents.pca import fit_pca, load_pca, save_pca
@@ -289,9 +290,6 @@ def sample_images(
 ):
     """Balanced, per-image-seeded samples of one checkpoint: uint8 (N, H, W, C), labels and
     the velocity evaluations per image (the grid's sampler, or ``sampler`` of the NFE axis)."""
-    from sfd.api import load_checkpoint
-    from sfd.generate import GenerationJob, LatentSampler
-
     model, ckpt = load_checkpoint(ckpt_dir, device)
     cfg = sample_config(ckpt.config, settings, cfg_scale, sampler)
     sampler = LatentSampler(model, cfg, ckpt.stats, device=device)

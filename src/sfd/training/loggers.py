@@ -28,7 +28,7 @@ class Tracker(Protocol):
 
 class TensorBoardTracker:
     def __init__(self, run_dir: Path, resume_step: int) -> None:
-        # here, not at the top: tensorboard is optional and slow to import (runs with
+        # lazy: tensorboard is optional and slow to import (runs with
         # train.logger=none never load it)
         from torch.utils.tensorboard import SummaryWriter
 

@@ -47,6 +47,7 @@ from sfd.flow.progress import (
 from sfd.latents.composite import LatentLayout
 from sfd.model import LightningDiT
 from sfd.training.batches import EpochOrder, global_batch
+from sfd.training.schedule_file import load_schedule, save_schedule
 
 log = logging.getLogger("sfd.probe")
 
@@ -244,8 +245,8 @@ def learn_schedule(data_dir: str | Path, out: str | Path, s: ProbeSettings) -> d
     """``sfd learn-schedule``: probe ``data_dir``, write the schedule file ``out`` and its
     picture beside it (``out`` with suffix .png); refuses before any work if the data has no
     semantic channels or either file exists. Returns the file's document."""
+    # lazy: sfd.figures imports matplotlib (~1 s), for the picture only
     from sfd.figures import plot_schedule
-    from sfd.training.schedule_file import load_schedule, save_schedule
 
     out = Path(out)
     picture = out.with_suffix(".png")

@@ -15,7 +15,9 @@ from sfd.config import SampleConfig
 from sfd.data.tensor_files import load_safetensors, load_tensor_file, load_torch_file
 from sfd.errors import BadInputError, MismatchError
 from sfd.latents.composite import LatentStats
+from sfd.model import LightningDiT
 from sfd.recipes import describe_sampler
+from sfd.training.checkpoint import save_checkpoint
 from sfd.upstream.config import read_inference_config, read_upstream_config
 
 log = logging.getLogger("sfd.upstream")
@@ -116,9 +118,6 @@ def import_upstream(
     YAML) if given, else from ``upstream_config`` if it is a YAML, else they are sfd's defaults;
     ``cfg_scale`` is the release's ``CFG_SCALE`` (the AutoGuidance scale with a guide).
     """
-    from sfd.model import LightningDiT
-    from sfd.training.checkpoint import save_checkpoint
-
     own = inference_config is None
     cfg = read_upstream_config(upstream_config, cfg_scale if own else None, sampling=own)
     if not own:

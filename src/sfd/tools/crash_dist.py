@@ -34,14 +34,19 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
+from sfd.tools.crash_commands import extract_args, sample_args, setup, train_args
+from sfd.tools.crash_compare import compare_sample, compare_train, compare_tree, leftovers
+
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
 
 def torchrun(args: list, restarts: int) -> list[str]:
     """``torchrun ... -m sfd -- ARGS``: without ``--`` torchrun's parser takes ``--num`` for an
     abbreviation of its ``--numa-binding`` and stops."""
-    return [*TORCHRUN, "--max-restarts", str(restarts), "-m", "sfd", "--",
-            *[str(a) for a in args]]  # fmt: skip
+    return [*TORCHRUN, "--max-restarts", str(restarts), "-m", "sfd", "--", *[str(a) for a in args]]
 
 
 def _workers(agent: int) -> dict[int, int]:
@@ -103,8 +108,9 @@ def invoke(cmd: list[str], env: dict, kill_at: float | None, rng, log: Path) -> 
     """Run ``cmd``; at ``kill_at`` s SIGKILL one worker (rank drawn). What happened."""
     t0 = time.perf_counter()
     with open(log, "w") as err:
-        p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err,
-                             start_new_session=True)  # fmt: skip
+        p = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True
+        )
         try:
             p.wait(timeout=kill_at)
             return {"landed": False, "code": p.returncode, "seconds": time.perf_counter() - t0}
@@ -131,20 +137,28 @@ def invoke(cmd: list[str], env: dict, kill_at: float | None, rng, log: Path) -> 
     text = log.read_text(errors="replace")
     lines = [ln for ln in text.splitlines() if ln.startswith("Error: rank")]
     # torchrun names the failed rank in its report (no restart left) or its log line (restart)
-    named = re.search(rf"Root Cause.*?rank\s*:\s*{rank}\b|exitcode: -9\) local_rank: {rank}\b",
-                      text, re.S) is not None  # fmt: skip
-    return {"landed": True, "rank": rank, "moment_s": round(kill_at, 2),
-            "survivor_exit_s": round(survivor, 2), "code": p.returncode,
-            "survivor_line": lines[0][:300] if lines else None, "torchrun_named_rank": named,
-            "seconds": time.perf_counter() - t0}  # fmt: skip
+    named = (
+        re.search(
+            rf"Root Cause.*?rank\s*:\s*{rank}\b|exitcode: -9\) local_rank: {rank}\b", text, re.S
+        )
+        is not None
+    )
+    return {
+        "landed": True,
+        "rank": rank,
+        "moment_s": round(kill_at, 2),
+        "survivor_exit_s": round(survivor, 2),
+        "code": p.returncode,
+        "survivor_line": lines[0][:300] if lines else None,
+        "torchrun_named_rank": named,
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def dist_chains(args, got: Path, compare, kills: int, window: tuple, rng, root: Path) -> dict:
     """Chains until ``kills`` kills have landed (module docstring); each checked. Kill moments
     are uniform in ``window`` (s): from the reference's first output to its last, so the kills
     land mid-work, not while Python and torch start or exit."""
-    from crash_campaign import _leftovers
-
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SFD_DEBUG": "0"}
     landed, events, problems, chains, n = 0, [], [], 0, 0
     while landed < kills and n < 6 * kills:
@@ -164,19 +178,21 @@ def dist_chains(args, got: Path, compare, kills: int, window: tuple, rng, root: 
             res = invoke(torchrun(args(got), 1), env, None, rng, root / f"{n}-end.log")
         if in_chain:
             chains += 1
-            problems += compare() + [f"left behind: {p}" for p in _leftovers(got)]
+            problems += compare() + [f"left behind: {p}" for p in leftovers(got)]
         if res["code"] != 0:
             problems.append(f"run {n} failed: see {root / f'{n}-end.log'}")
-    return {"kills": landed, "chains_checked": chains, "events": events,
-            "max_survivor_exit_s": max((e["survivor_exit_s"] for e in events), default=None),
-            "bitwise_equal": not problems, "problems": problems}  # fmt: skip
+    return {
+        "kills": landed,
+        "chains_checked": chains,
+        "events": events,
+        "max_survivor_exit_s": max((e["survivor_exit_s"] for e in events), default=None),
+        "bitwise_equal": not problems,
+        "problems": problems,
+    }
 
 
 def _more_images(root: Path, count: int) -> Path:
     """``count`` random 16 px images in two classes (the one-process chains use 24)."""
-    import numpy as np
-    from PIL import Image
-
     if not root.exists():
         rng = np.random.default_rng(1)
         for i in range(count):
@@ -188,18 +204,28 @@ def _more_images(root: Path, count: int) -> Path:
 
 def campaign_dist(root: Path, commands: list[str], kills: int, rng) -> dict:
     """The ``*-ddp`` commands of the campaign (``train-ddp``, ``sample-ddp``, ``extract-ddp``)."""
-    import crash_campaign as cc
-
-    inputs = cc.setup(root)
+    inputs = setup(root)
     images = _more_images(root / "images-ddp", 96)  # extraction long enough to be cut
     make = {  # command line, comparison, the first and the last file the work writes
-        "train-ddp": (lambda out: cc.train_args(inputs["data"], out), cc.compare_train,
-                      "log.jsonl", "checkpoints/step-0000040"),
-        "sample-ddp": (lambda out: cc.sample_args(inputs["trained"], inputs["decoder"], out),
-                       cc.compare_sample, "images/*.png", "samples.npz"),
-        "extract-ddp": (lambda out: cc.extract_args(images, root, out),
-                        cc.compare_tree, "shard-*.safetensors", "meta.json"),
-    }  # fmt: skip
+        "train-ddp": (
+            lambda out: train_args(inputs["data"], out),
+            compare_train,
+            "log.jsonl",
+            "checkpoints/step-0000040",
+        ),
+        "sample-ddp": (
+            lambda out: sample_args(inputs["trained"], inputs["decoder"], out),
+            compare_sample,
+            "images/*.png",
+            "samples.npz",
+        ),
+        "extract-ddp": (
+            lambda out: extract_args(images, root, out),
+            compare_tree,
+            "shard-*.safetensors",
+            "meta.json",
+        ),
+    }
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SFD_DEBUG": "0"}
     results = {}
     for name in commands:
@@ -208,10 +234,15 @@ def campaign_dist(root: Path, commands: list[str], kills: int, rng) -> dict:
         for old in (ref, got, logs):
             shutil.rmtree(old, ignore_errors=True)
         logs.mkdir(parents=True)
-        duration, start, end = reference(torchrun(args(ref), 0), env, logs / "ref.log", ref,
-                                         first, last)  # fmt: skip
-        out = dist_chains(args, got, lambda r=ref, g=got, c=compare: c(r, g), kills,
-                          (start, end), rng, logs)  # fmt: skip
-        results[name] = {**out, "reference_s": round(duration, 1),
-                         "work_s": [round(start, 1), round(end, 1)]}  # fmt: skip
+        duration, start, end = reference(
+            torchrun(args(ref), 0), env, logs / "ref.log", ref, first, last
+        )
+        out = dist_chains(
+            args, got, lambda r=ref, g=got, c=compare: c(r, g), kills, (start, end), rng, logs
+        )
+        results[name] = {
+            **out,
+            "reference_s": round(duration, 1),
+            "work_s": [round(start, 1), round(end, 1)],
+        }
     return results
