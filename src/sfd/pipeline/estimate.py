@@ -5,19 +5,28 @@ machine, at the run's sizes, times the number of steps or images the stage will 
 (:func:`estimate_stages`): the texture VAE's and the SemVAE's training steps (fresh models,
 random batches, AdamW), reading one image of the folder (decode and crop), the encoder on a
 batch, SFD's training step (:func:`sfd.bench.build_train_step` on the config the run will
-train) and its forward at the sampling batch. What it leaves out (start-up, data loading
-threads, a machine whose load changes) makes it a guide, not a promise: each stage's real wall
-time is kept in ``stages.json`` and beside the estimate in ``metrics.json``.
+train) and its forward at the sampling batch. What it leaves out (start-up, checkpoints, a
+machine whose load changes) makes it a guide, not a promise: each stage's real wall time is
+kept in ``stages.json`` and beside the estimate in ``metrics.json``.
+
+SFD's step is timed as the training loop runs it (:func:`_as_the_loop_runs`): on the loop's
+batches, made by loader threads while the step before runs. That is not a detail: once a
+second thread has run torch's parallel kernels, OpenMP (libgomp, the runtime of torch's CPU
+wheels) manages more threads than the machine has cores and stops spin-waiting at its
+barriers; without that thread, on cores that other processes share, the two threads of a
+step spin against each other and the step takes several times as long (README.md, "Time.").
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,14 +34,18 @@ import torch
 
 from sfd.bench import build_train_step, time_fn
 from sfd.data.images import first_image_shape
+from sfd.data.latent_shards import LatentDataset, finalize_latent_set, write_latent_shard
 from sfd.latents.encoders import EfficientNetLite0Encoder
+from sfd.latents.repa_targets import repa_targets
 from sfd.latents.semvae import SemanticVAE, semvae_loss
 from sfd.pipeline.metrics import POOL_SIZE
+from sfd.training.batches import EpochOrder, global_batch
 from sfd.training.texture_vae import build_texture_vae, texture_vae_loss
 
 log = logging.getLogger("sfd.demo")
 TIMED = 3  # timed steps per measurement, after one warm-up (their median: one step can be
 # many times slower than the others on a machine whose cores are shared)
+LOADER_THREADS = "sfd-loader"  # the name prefix of the training loop's loader threads
 FIXED_SECONDS = {"samples": 3.0, "metrics": 3.0}  # figures, probe fit: measured once, roughly
 
 
@@ -101,8 +114,8 @@ def _sfd(plan, grid: int, dim: int, device) -> tuple[float, float, object]:
         finally:
             logging.disable(logging.NOTSET)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, compile=False))
-    step, closure = build_train_step(cfg, cfg.train.global_batch_size, device)
-    train = time_fn(closure, torch.device(device), warmup=1, iters=TIMED)
+    step, _ = build_train_step(cfg, cfg.train.global_batch_size, device)
+    train = _as_the_loop_runs(step, cfg, device)
     model, n = step.model.eval(), min(plan.sample_batch, plan.num_samples)
     x = torch.randn(n, cfg.latent.channels, grid, grid, device=device)
     t = torch.full((n,), 0.5, device=device)
@@ -110,6 +123,59 @@ def _sfd(plan, grid: int, dim: int, device) -> tuple[float, float, object]:
     with torch.no_grad():
         forward = time_fn(lambda: model(x, t_tex=t, t_sem=t, y=y), torch.device(device), 1, TIMED)
     return train, forward, cfg
+
+
+def _latent_set(cfg, directory: Path) -> LatentDataset:
+    """A latent set in ``directory`` of one global batch of random rows (both views), of the
+    shapes, classes and REPA dim ``cfg`` trains on."""
+    g = torch.Generator().manual_seed(0)
+    lat, n = cfg.latent, cfg.train.global_batch_size
+
+    def draw(channels: int) -> torch.Tensor:
+        return torch.randn(n, 2, channels, lat.size, lat.size, generator=g)
+
+    tensors = {"label": torch.arange(n) % cfg.model.num_classes}
+    for part, channels in (("tex", lat.tex_channels), ("sem", lat.sem_channels)):
+        tensors[f"{part}_mean"] = draw(channels)
+        tensors[f"{part}_std"] = 0.05 + 0.1 * draw(channels).abs()
+    if cfg.model.repa_dim:
+        tensors["repa"] = draw(cfg.model.repa_dim)
+    write_latent_shard(directory, 0, tensors)
+    finalize_latent_set(directory, cfg.model.num_classes, 1, has_repa=bool(cfg.model.repa_dim))
+    return LatentDataset(directory)
+
+
+def _as_the_loop_runs(step, cfg, device) -> float:
+    """Seconds per update of ``step`` (a :class:`sfd.training.step.TrainStep`; a warm-up
+    update, the median of TIMED) as :class:`sfd.training.loop.Trainer` runs it: the loop's
+    batches (:func:`sfd.training.batches.global_batch`, of a latent set of random rows), made
+    by ``max(1, train.num_workers)`` loader threads while the update before runs. Timed on one
+    fixed batch without them, a step on shared cores took 3-6x the loop's (README.md, "Time.")."""
+    accum = cfg.train.grad_accum_steps
+    micro = cfg.train.global_batch_size // accum
+    with tempfile.TemporaryDirectory() as tmp:
+        data = _latent_set(cfg, Path(tmp))
+        order = EpochOrder(len(data), cfg.train.seed)
+        if cfg.model.repa_dim:
+            step.repa_targets = repa_targets(data, device)
+
+        def batches(s: int) -> list:
+            return [global_batch(data, order, cfg, s, a * micro, (a + 1) * micro)
+                    for a in range(accum)]  # fmt: skip
+
+        workers = max(1, cfg.train.num_workers)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=LOADER_THREADS) as pool:
+            made = itertools.count()
+            ahead = [pool.submit(batches, next(made))]
+
+            def update() -> None:
+                ready = ahead.pop().result()
+                ahead.append(pool.submit(batches, next(made)))
+                step(step.model, ready)
+
+            seconds = time_fn(update, torch.device(device), warmup=1, iters=TIMED)
+            ahead.pop().result()
+    return seconds
 
 
 def estimate_stages(plan, stages: tuple[str, ...], device: str = "cpu") -> dict[str, float]:
