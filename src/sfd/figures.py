@@ -88,6 +88,12 @@ def semantic_colours(sem: torch.Tensor) -> np.ndarray:
     return (scaled.reshape(t, h, w, 3) * 255).round().byte().numpy()
 
 
+# The stage picture of a run: sample 3 of class `picture_class` (the demo: a sneaker) solved
+# with Euler in STAGE_STEPS steps, shown at these steps of its trajectory.
+STAGE_STEPS = 26
+STAGE_PICKS = (0, 3, 6, 9, 12, 15, 18, 21, 23, 26)
+
+
 def stage_strip(
     taus: Sequence[float], textures: np.ndarray, sem: torch.Tensor, delta_t: float, path: Path
 ) -> None:

@@ -5,14 +5,22 @@ machine, at the run's sizes, times the number of steps or images the stage will 
 (:func:`estimate_stages`): the texture VAE's and the SemVAE's training steps (fresh models,
 random batches, AdamW), reading one image of the folder (decode and crop), the encoder on a
 batch, SFD's training step (:func:`sfd.bench.build_train_step` on the config the run will
-train) and its forward at the sampling batch. What it leaves out (start-up, data loading
-threads, a machine whose load changes) makes it a guide, not a promise: each stage's real wall
-time is kept in ``stages.json`` and beside the estimate in ``metrics.json``.
+train) and its forward at the sampling batch. What it leaves out (start-up, checkpoints, a
+machine whose load changes) makes it a guide, not a promise: each stage's real wall time is
+kept in ``stages.json`` and beside the estimate in ``metrics.json``.
+
+SFD's step is timed as the training loop runs it (:func:`_as_the_loop_runs`): on the loop's
+batches, made by loader threads while the step before runs. That is not a detail: once a
+second thread has run torch's parallel kernels, OpenMP (libgomp, the runtime of torch's CPU
+wheels) manages more threads than the machine has cores and stops spin-waiting at its
+barriers; without that thread, on cores that other processes share, the two threads of a
+step spin against each other and the step takes several times as long (README.md, "Time.").
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import tempfile
@@ -25,9 +33,14 @@ import torch
 
 from sfd.bench.throughput import build_train_step, time_fn
 from sfd.data.images import first_image_shape
+from sfd.data.latent_shards import LatentDataset, finalize_latent_set, write_latent_shard
 from sfd.experiments.run_metrics import POOL_SIZE
+from sfd.figures import STAGE_STEPS
+from sfd.flow.solvers import SOLVERS
 from sfd.latents.encoders import EfficientNetLite0Encoder
+from sfd.latents.repa_targets import repa_targets
 from sfd.latents.semvae import SemanticVAE, semvae_loss
+from sfd.training.batches import EpochOrder, Prefetch, global_batch
 from sfd.training.texture_vae import build_texture_vae, texture_vae_loss
 
 log = logging.getLogger("sfd.demo")
@@ -101,8 +114,8 @@ def _sfd(plan, grid: int, dim: int, device) -> tuple[float, float, object]:
         finally:
             logging.disable(logging.NOTSET)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, compile=False))
-    step, closure = build_train_step(cfg, cfg.train.global_batch_size, device)
-    train = time_fn(closure, torch.device(device), warmup=1, iters=TIMED)
+    step, _ = build_train_step(cfg, cfg.train.global_batch_size, device)
+    train = _as_the_loop_runs(step, cfg, device)
     model, n = step.model.eval(), min(plan.sample_batch, plan.num_samples)
     x = torch.randn(n, cfg.latent.channels, grid, grid, device=device)
     t = torch.full((n,), 0.5, device=device)
@@ -110,6 +123,66 @@ def _sfd(plan, grid: int, dim: int, device) -> tuple[float, float, object]:
     with torch.no_grad():
         forward = time_fn(lambda: model(x, t_tex=t, t_sem=t, y=y), torch.device(device), 1, TIMED)
     return train, forward, cfg
+
+
+def _latent_set(cfg, directory: Path) -> LatentDataset:
+    """A latent set in ``directory`` of one global batch of random rows (both views), of the
+    shapes, classes and REPA dim ``cfg`` trains on."""
+    g = torch.Generator().manual_seed(0)
+    lat, n = cfg.latent, cfg.train.global_batch_size
+
+    def draw(channels: int) -> torch.Tensor:
+        return torch.randn(n, 2, channels, lat.size, lat.size, generator=g)
+
+    tensors = {"label": torch.arange(n) % cfg.model.num_classes}
+    for part, channels in (("tex", lat.tex_channels), ("sem", lat.sem_channels)):
+        tensors[f"{part}_mean"] = draw(channels)
+        tensors[f"{part}_std"] = 0.05 + 0.1 * draw(channels).abs()
+    if cfg.model.repa_dim:
+        tensors["repa"] = draw(cfg.model.repa_dim)
+    write_latent_shard(directory, 0, tensors)
+    finalize_latent_set(directory, cfg.model.num_classes, 1, has_repa=bool(cfg.model.repa_dim))
+    return LatentDataset(directory)
+
+
+def _as_the_loop_runs(step, cfg, device) -> float:
+    """Seconds per update of ``step`` (a :class:`sfd.training.step.TrainStep`; a warm-up
+    update, the median of TIMED) as :class:`sfd.training.loop.Trainer` runs it: the loop's
+    batches (:func:`sfd.training.batches.global_batch`, of a latent set of random rows), made
+    by ``max(1, train.num_workers)`` loader threads while the update before runs. Timed on one
+    fixed batch without them, a step on shared cores took 3-6x the loop's (README.md, "Time.")."""
+    accum = cfg.train.grad_accum_steps
+    micro = cfg.train.global_batch_size // accum
+    with tempfile.TemporaryDirectory() as tmp:
+        data = _latent_set(cfg, Path(tmp))
+        order = EpochOrder(len(data), cfg.train.seed)
+        if cfg.model.repa_dim:
+            step.repa_targets = repa_targets(data, device)
+
+        def batches(s: int) -> list:
+            parts = [(a * micro, (a + 1) * micro) for a in range(accum)]
+            return [global_batch(data, order, cfg, s, lo, hi) for lo, hi in parts]
+
+        made = itertools.count()
+        with Prefetch(batches, max(1, cfg.train.num_workers)) as prefetch:
+            prefetch.take(-1, 1 + TIMED)  # queue the first batches: every one is made ahead
+
+            def update() -> None:
+                s = next(made)
+                step(step.model, prefetch.take(s, 1 + TIMED))
+
+            return time_fn(update, torch.device(device), warmup=1, iters=TIMED)
+
+
+# dopri5 adapts its steps: counted as the 40 velocity evaluations per image it took at the
+# final checkpoints of the composites grid (docs/ABLATION.md, the sampling-steps axis)
+ADAPTIVE_NFE = 40
+
+
+def sample_nfe(method: str, num_steps: int) -> int:
+    """Velocity evaluations per image of one solve (the solver registry's rule)."""
+    nfe = SOLVERS[method].nfe(num_steps)
+    return ADAPTIVE_NFE if nfe is None else nfe
 
 
 def estimate_stages(plan, stages: tuple[str, ...], device: str = "cpu") -> dict[str, float]:
@@ -136,7 +209,8 @@ def estimate_stages(plan, stages: tuple[str, ...], device: str = "cpu") -> dict[
         guided = 2 if max(cfg.sample.cfg_scale_tex, cfg.sample.cfg_scale_sem) > 1 else 1
         chunks = -(-plan.num_samples // max(1, min(plan.sample_batch, plan.num_samples)))
         est["sfd"] = cfg.train.total_steps * train
-        est["samples"] = (chunks + 1) * cfg.sample.num_steps * guided * forward
+        solves = chunks * sample_nfe(cfg.sample.method, cfg.sample.num_steps) + STAGE_STEPS
+        est["samples"] = solves * guided * forward
     pooled = _per_image(lambda x: encoder.pooled(x, size=POOL_SIZE), shape, device)
     n_metric = min(plan.probe_images, n_train) + 3 * min(plan.metric_images, n_test)
     est["metrics"] = n_metric * (read + pooled)

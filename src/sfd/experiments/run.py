@@ -30,7 +30,7 @@ from sfd.experiments.estimate import describe_estimate, estimate_stages
 from sfd.experiments.ledger import STAGE_FILES, Stages, dataset_settings
 from sfd.experiments.run_metrics import evaluate_run
 from sfd.experiments.stages import StagedBase, StageSizes, prepare_stages, sample_stage, train_stage
-from sfd.figures import loss_curves, stage_strip
+from sfd.figures import STAGE_PICKS, STAGE_STEPS, loss_curves, stage_strip
 from sfd.flow.schedule import staged_schedule
 from sfd.generate import LatentSampler, to_uint8
 from sfd.hardware import cpu_model_name
@@ -125,12 +125,6 @@ def _samples(out: Path, cfg: Config, plan: RunPlan, device: str) -> dict:
     _stage_picture(sampler, decoder, out / "stages.png", plan.picture_class, seed=plan.seed)
     _curves(out)
     return {"num_samples": plan.num_samples}
-
-
-# The stage picture: sample 3 of class `picture_class` (the demo: a sneaker) solved with Euler
-# in STAGE_STEPS steps, shown at these steps of its trajectory.
-STAGE_STEPS = 26
-STAGE_PICKS = (0, 3, 6, 9, 12, 15, 18, 21, 23, 26)
 
 
 @torch.no_grad()

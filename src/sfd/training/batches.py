@@ -123,6 +123,9 @@ def global_batch(
     return Batch(x1, y, x0[lo:hi], base[lo:hi], repa)
 
 
+LOADER_THREADS = "sfd-loader"  # the name prefix of the loader threads
+
+
 class Prefetch:
     """The batches of the coming steps, made by loader threads while a step trains.
 
@@ -132,7 +135,7 @@ class Prefetch:
 
     def __init__(self, make: Callable[[int], list[Batch]], ahead: int) -> None:
         self.make, self.ahead = make, max(1, ahead)
-        self.pool = ThreadPoolExecutor(max_workers=self.ahead, thread_name_prefix="sfd-loader")
+        self.pool = ThreadPoolExecutor(max_workers=self.ahead, thread_name_prefix=LOADER_THREADS)
         self.pending: dict[int, Future] = {}
 
     def take(self, step: int, end: int, first: int = 0) -> list[Batch] | None:
