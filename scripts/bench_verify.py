@@ -42,10 +42,15 @@ def write_set(directory: Path, shards: int, per_shard: int) -> None:
         write_latent_shard(
             directory,
             k,
-            {"label": torch.zeros(n, dtype=torch.long), "tex_mean": draw(32),
-             "tex_std": draw(32).abs() + 0.1, "sem_mean": draw(16), "sem_std": draw(16).abs() + 0.1,
-             "repa": draw(768).half()},
-        )  # fmt: skip
+            {
+                "label": torch.zeros(n, dtype=torch.long),
+                "tex_mean": draw(32),
+                "tex_std": draw(32).abs() + 0.1,
+                "sem_mean": draw(16),
+                "sem_std": draw(16).abs() + 0.1,
+                "repa": draw(768).half(),
+            },
+        )
     finalize_latent_set(directory, 1000, shards)
 
 
@@ -80,7 +85,7 @@ def main() -> None:
                 "images_per_shard": a.per_shard,
                 "mb_per_image": round(total / (a.shards * a.per_shard) / 1e6, 4),
                 "gb": round(total / 1e9, 3),
-            },  # fmt: skip
+            },
         }
         check_files(entries, 1)  # warm the page cache
         for threads in sorted({1, a.threads}):

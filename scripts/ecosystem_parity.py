@@ -45,9 +45,13 @@ def main() -> None:
     model, ckpt = load_checkpoint(args.run)
     decoder = load_texture_autoencoder(args.decoder or ckpt.config.latent.texture_autoencoder)
     job = GenerationJob(
-        LatentSampler(model, ckpt.config, ckpt.stats), decoder.eval(), tmp / "cli",
-        args.num, args.batch_size, args.seed,
-    )  # fmt: skip
+        LatentSampler(model, ckpt.config, ckpt.stats),
+        decoder.eval(),
+        tmp / "cli",
+        args.num,
+        args.batch_size,
+        args.seed,
+    )
     pipe = load_export(tmp / "export")
     labels = balanced_labels(range(args.num), ckpt.config.model.num_classes).tolist()
     (tmp / "pipe").mkdir()

@@ -52,10 +52,14 @@ def main() -> None:
     total = sum(flops)
     model_flops = 3 * a.batch_size * forward_flops_per_image(cfg, with_repa=True)
     rows = [
-        {"matmul": nm, "ms": round(1e3 * t * c, 2), "tflops": round(f / (t * c) / 1e12, 4),
-         "of_peak": round(f / (t * c) / peak, 3)}
+        {
+            "matmul": nm,
+            "ms": round(1e3 * t * c, 2),
+            "tflops": round(f / (t * c) / 1e12, 4),
+            "of_peak": round(f / (t * c) / peak, 3),
+        }
         for nm, t, c, f in zip(names, times[1:], counts, flops, strict=True)
-    ]  # fmt: skip
+    ]
     result = {
         "preset": a.preset,
         "batch": a.batch_size,

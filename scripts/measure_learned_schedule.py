@@ -45,16 +45,25 @@ def probe_grid(
             for lam in lams:
                 for seed in seeds:
                     s = ProbeSettings(
-                        steps=steps, lam=lam, seed=seed, init_delta_t=init, sem_weight=beta,
+                        steps=steps,
+                        lam=lam,
+                        seed=seed,
+                        init_delta_t=init,
+                        sem_weight=beta,
                         order=order,
-                    )  # fmt: skip
+                    )
                     table, report = run_probe(data, s)
                     row = {
-                        "init_delta_t": init, "steps": steps, "lam": lam, "seed": seed,
-                        "beta": beta, "order": order,
-                        "lead": lead_at_middle(table_path(table)), "seconds": report["seconds"],
+                        "init_delta_t": init,
+                        "steps": steps,
+                        "lam": lam,
+                        "seed": seed,
+                        "beta": beta,
+                        "order": order,
+                        "lead": lead_at_middle(table_path(table)),
+                        "seconds": report["seconds"],
                         "table": table.tolist(),
-                    }  # fmt: skip
+                    }
                     print(json.dumps({k: v for k, v in row.items() if k != "table"}), flush=True)
                     rows.append(row)
                     (out / "probes.json").write_text(json.dumps(rows, indent=1))
@@ -70,13 +79,17 @@ def summary(rows: list[dict]) -> list[dict]:
         leads = [r["lead"] for r in rs]
         out.append(
             {
-                "init_delta_t": init, "steps": steps, "lam": lam, "seeds": len(rs),
+                "init_delta_t": init,
+                "steps": steps,
+                "lam": lam,
+                "seeds": len(rs),
                 "lead_mean": statistics.mean(leads),
                 "lead_sd": statistics.stdev(leads) if len(leads) > 1 else 0.0,
-                "lead_min": min(leads), "lead_max": max(leads),
+                "lead_min": min(leads),
+                "lead_max": max(leads),
                 "seconds_mean": statistics.mean(r["seconds"] for r in rs),
             }
-        )  # fmt: skip
+        )
     return out
 
 
@@ -100,9 +113,16 @@ def probe_step_fn(data: Path, batch: int):
 
     def step() -> None:
         terms = probe_loss(
-            model, b.x1, b.y, x0=b.x0, t=b.base_time, path=params.path(), layout=layout,
-            sem_weight=s.sem_weight, lam=s.lam,
-        )  # fmt: skip
+            model,
+            b.x1,
+            b.y,
+            x0=b.x0,
+            t=b.base_time,
+            path=params.path(),
+            layout=layout,
+            sem_weight=s.sem_weight,
+            lam=s.lam,
+        )
         opt.zero_grad(set_to_none=True)
         opt_s.zero_grad(set_to_none=True)
         terms.total().backward()

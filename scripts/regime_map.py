@@ -114,8 +114,16 @@ def plot(points: list[dict], path: Path) -> None:
                 x = p[key] + 0.004 * (j - len(items) / 2)  # spread the samplers apart
                 lo, hi = g["ci95"]
                 m = g["mean_difference"]
-                ax.errorbar(x, m, yerr=[[m - lo], [hi - m]], fmt="o", color=f"C{k}", ms=4,
-                            capsize=2, alpha=0.5 + 0.5 * (j + 1) / len(items))  # fmt: skip
+                ax.errorbar(
+                    x,
+                    m,
+                    yerr=[[m - lo], [hi - m]],
+                    fmt="o",
+                    color=f"C{k}",
+                    ms=4,
+                    capsize=2,
+                    alpha=0.5 + 0.5 * (j + 1) / len(items),
+                )
                 ax.annotate(sampler, (x, m), fontsize=6, xytext=(3, 0), textcoords="offset points")
             ax.plot([], [], "o", color=f"C{k}", label=p["label"])
         ax.axhline(0, color="k", lw=0.8)

@@ -31,9 +31,18 @@ from sfd.latents.pca import fit_pca
 from sfd.latents.repa_targets import reencode_latent_set, repa_targets
 
 DEFAULT_SPECS = (
-    "f16", "f16lv", "f32-flip", "f16-pca4", "f16-pca8", "f16-pca16", "f16-pca32",
-    "f16-pca32-flip", "f16-pca16-flip", "f16-pca8-flip", "f16-semvae",
-)  # fmt: skip
+    "f16",
+    "f16lv",
+    "f32-flip",
+    "f16-pca4",
+    "f16-pca8",
+    "f16-pca16",
+    "f16-pca32",
+    "f16-pca32-flip",
+    "f16-pca16-flip",
+    "f16-pca8-flip",
+    "f16-semvae",
+)
 
 
 def everything(ds: LatentDataset, view: int) -> dict[str, torch.Tensor]:

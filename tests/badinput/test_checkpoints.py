@@ -56,7 +56,7 @@ CASES = {
             lambda t: {
                 k: (torch.zeros(7) if k.endswith("final_layer.linear.bias") else v)
                 for k, v in t.items()
-            },  # fmt: skip
+            },
         ),
         EXIT_MISMATCH,
         "has shape (7,)",

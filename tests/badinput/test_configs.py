@@ -29,8 +29,13 @@ from tests.badinput.conftest import SAMPLE, refused
 def test_config_file(tmp_path, content, needles):
     path = tmp_path / "C.json"
     path.write_text(content if isinstance(content, str) else json.dumps(content))
-    refused(["train", "--config", path, "--dry-run"], EXIT_CONFIG, str(path), *needles,
-            inputs=[tmp_path])  # fmt: skip
+    refused(
+        ["train", "--config", path, "--dry-run"],
+        EXIT_CONFIG,
+        str(path),
+        *needles,
+        inputs=[tmp_path],
+    )
 
 
 @pytest.mark.parametrize(
@@ -76,5 +81,9 @@ def test_absurd_values_refused_up_front(tmp_path, monkeypatch, args, needle):
 
 
 def test_sample_refuses_other_sections(trained):
-    refused(["sample", trained, "--out", "x", *SAMPLE, "--set", "train.lr=1"], EXIT_USAGE,
-            "only sample.* overrides", inputs=[trained])  # fmt: skip
+    refused(
+        ["sample", trained, "--out", "x", *SAMPLE, "--set", "train.lr=1"],
+        EXIT_USAGE,
+        "only sample.* overrides",
+        inputs=[trained],
+    )

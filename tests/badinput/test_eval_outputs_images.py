@@ -43,8 +43,12 @@ def eval_dir(tmp_path, monkeypatch):
 def test_eval_inputs(eval_dir, array, code, needle, metrics):
     np.savez(eval_dir / "s.npz", array)
     args = ["eval", eval_dir / "s.npz", "--ref", eval_dir / "ref.npz", "--inception-weights"]
-    refused([*args, eval_dir / "w.pth", "--metrics", metrics, "--no-progress"], code, needle,
-            inputs=[eval_dir])  # fmt: skip
+    refused(
+        [*args, eval_dir / "w.pth", "--metrics", metrics, "--no-progress"],
+        code,
+        needle,
+        inputs=[eval_dir],
+    )
 
 
 def test_eval_reference_too_small_for_recall(eval_dir):
@@ -62,10 +66,18 @@ def test_eval_reference_too_small_for_recall(eval_dir):
 
 def test_output_under_a_file(trained, latents, tmp_path):
     (tmp_path / "file").write_text("mine")
-    refused(["sample", trained, "--out", tmp_path / "file" / "s", *SAMPLE], EXIT_BAD_INPUT,
-            str(tmp_path / "file"), inputs=[tmp_path / "file"])  # fmt: skip
-    refused([*TRAIN, "--data", latents, "--out", tmp_path / "file" / "r"], EXIT_BAD_INPUT,
-            str(tmp_path / "file"), inputs=[tmp_path / "file"])  # fmt: skip
+    refused(
+        ["sample", trained, "--out", tmp_path / "file" / "s", *SAMPLE],
+        EXIT_BAD_INPUT,
+        str(tmp_path / "file"),
+        inputs=[tmp_path / "file"],
+    )
+    refused(
+        [*TRAIN, "--data", latents, "--out", tmp_path / "file" / "r"],
+        EXIT_BAD_INPUT,
+        str(tmp_path / "file"),
+        inputs=[tmp_path / "file"],
+    )
 
 
 def test_output_not_writable(latents, tmp_path, monkeypatch):
@@ -136,9 +148,27 @@ BAD_IMAGES = {
 
 
 def _extract(root, out):
-    return ["extract-features", "--dataset", "folder", "--data-root", root, "--image-size", 16,
-            "--channels", 3, "--out", out, "--device", "cpu", "--encoder-stride", 8,
-            "--on-error", "raise", "--batch-size", 8]  # fmt: skip
+    return [
+        "extract-features",
+        "--dataset",
+        "folder",
+        "--data-root",
+        root,
+        "--image-size",
+        16,
+        "--channels",
+        3,
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "--encoder-stride",
+        8,
+        "--on-error",
+        "raise",
+        "--batch-size",
+        8,
+    ]
 
 
 @pytest.mark.parametrize("case", sorted(BAD_IMAGES))

@@ -22,42 +22,97 @@ def _loaders(tmp, evil, trained):
     return {
         "import-upstream CKPT": ["import-upstream", evil, *UP, "--out", tmp / "o"],
         "import-upstream --latent-stats": [
-            "import-upstream", FIXTURES / "state_dict.safetensors", *UP, "--latent-stats", evil,
-            "--out", tmp / "o",
+            "import-upstream",
+            FIXTURES / "state_dict.safetensors",
+            *UP,
+            "--latent-stats",
+            evil,
+            "--out",
+            tmp / "o",
         ],
         "import-upstream-semvae": [
-            "import-upstream-semvae", evil, "--config", SEMVAE / "config.json", "--out", tmp / "o",
+            "import-upstream-semvae",
+            evil,
+            "--config",
+            SEMVAE / "config.json",
+            "--out",
+            tmp / "o",
         ],
         "eval --inception-weights": [
-            "eval", tmp / "imgs.npz", "--ref", tmp / "imgs.npz", "--inception-weights", evil,
-            "--device", "cpu",
+            "eval",
+            tmp / "imgs.npz",
+            "--ref",
+            tmp / "imgs.npz",
+            "--inception-weights",
+            evil,
+            "--device",
+            "cpu",
         ],
         "ref-stats --inception-weights": [
-            "ref-stats", tmp / "imgs.npz", "--inception-weights", evil, "--out",
-            tmp / "r.safetensors", "--device", "cpu",
+            "ref-stats",
+            tmp / "imgs.npz",
+            "--inception-weights",
+            evil,
+            "--out",
+            tmp / "r.safetensors",
+            "--device",
+            "cpu",
         ],
         "eval --feature-weights (efficientnet)": [
-            "eval", tmp / "imgs.npz", "--ref", tmp / "imgs.npz", "--feature-space",
-            "efficientnet-lite0", "--feature-weights", evil, "--device", "cpu",
+            "eval",
+            tmp / "imgs.npz",
+            "--ref",
+            tmp / "imgs.npz",
+            "--feature-space",
+            "efficientnet-lite0",
+            "--feature-weights",
+            evil,
+            "--device",
+            "cpu",
         ],
         "extract-features --encoder-path": [
-            "extract-features", "--dataset", "folder", "--data-root", tmp / "folder", "--out",
-            tmp / "o", "--encoder-path", evil, "--device", "cpu",
+            "extract-features",
+            "--dataset",
+            "folder",
+            "--data-root",
+            tmp / "folder",
+            "--out",
+            tmp / "o",
+            "--encoder-path",
+            evil,
+            "--device",
+            "cpu",
         ],
         "extract --texture-ae": [
-            "extract", "--texture-ae", evil, "--semvae", tmp, "--dataset", "folder",
-            "--data-root", tmp / "folder", "--out", tmp / "o", "--device", "cpu",
+            "extract",
+            "--texture-ae",
+            evil,
+            "--semvae",
+            tmp,
+            "--dataset",
+            "folder",
+            "--data-root",
+            tmp / "folder",
+            "--out",
+            tmp / "o",
+            "--device",
+            "cpu",
         ],
         "sample --decoder": ["sample", trained, "--decoder", evil, "--out", tmp / "s", *DECODE],
-    }  # fmt: skip
+    }
 
 
 LOADERS = [
-    "import-upstream CKPT", "import-upstream --latent-stats", "import-upstream-semvae",
-    "eval --inception-weights", "ref-stats --inception-weights",
-    "eval --feature-weights (efficientnet)", "extract-features --encoder-path",
-    "extract --texture-ae", "sample --decoder",
-]  # fmt: skip
+    "import-upstream CKPT",
+    "import-upstream --latent-stats",
+    "import-upstream-semvae",
+    "eval --inception-weights",
+    "ref-stats --inception-weights",
+    "eval --feature-weights (efficientnet)",
+    "extract-features --encoder-path",
+    "extract --texture-ae",
+    "sample --decoder",
+]
 
 
 @pytest.mark.parametrize("loader", LOADERS)
@@ -73,8 +128,13 @@ def test_malicious_pickle_is_refused(tmp_path, trained, loader, suffix):
 def test_truncated_safetensors_import(tmp_path):
     bad = tmp_path / "w.safetensors"
     bad.write_bytes((FIXTURES / "state_dict.safetensors").read_bytes()[:1000])
-    refused(["import-upstream", bad, *UP, "--out", tmp_path / "o"], EXIT_BAD_INPUT, str(bad),
-            "not a readable safetensors file", inputs=[bad])  # fmt: skip
+    refused(
+        ["import-upstream", bad, *UP, "--out", tmp_path / "o"],
+        EXIT_BAD_INPUT,
+        str(bad),
+        "not a readable safetensors file",
+        inputs=[bad],
+    )
     assert not (tmp_path / "o").exists()
 
 
@@ -84,8 +144,13 @@ def test_truncated_pt_import(tmp_path):
     bad = tmp_path / "w.pt"
     torch.save({"ema": {"w": torch.zeros(100)}}, bad)
     bad.write_bytes(bad.read_bytes()[:200])
-    refused(["import-upstream", bad, *UP, "--out", tmp_path / "o"], EXIT_BAD_INPUT, str(bad),
-            "not a readable torch file", inputs=[bad])  # fmt: skip
+    refused(
+        ["import-upstream", bad, *UP, "--out", tmp_path / "o"],
+        EXIT_BAD_INPUT,
+        str(bad),
+        "not a readable torch file",
+        inputs=[bad],
+    )
 
 
 def test_not_a_state_dict(tmp_path):
@@ -93,8 +158,11 @@ def test_not_a_state_dict(tmp_path):
 
     bad = tmp_path / "w.pt"
     torch.save({"ema": [1, 2, 3]}, bad)
-    refused(["import-upstream", bad, *UP, "--out", tmp_path / "o"], EXIT_BAD_INPUT,
-            "state dict of tensors")  # fmt: skip
+    refused(
+        ["import-upstream", bad, *UP, "--out", tmp_path / "o"],
+        EXIT_BAD_INPUT,
+        "state dict of tensors",
+    )
 
 
 @pytest.mark.parametrize(

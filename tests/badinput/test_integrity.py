@@ -30,9 +30,15 @@ def test_a_flipped_byte_in_a_latent_shard_is_refused_before_any_step(latents, co
     data = copy_of(latents, "data")
     expected, found = flip(data / "shard-00001.safetensors")
     run = tmp_path / "run"
-    refused([*TRAIN, "--data", data, "--out", run], EXIT_BAD_INPUT,
-            "shard-00001.safetensors is corrupt", f"sha256 {found} found", f"{expected} expected",
-            "sfd extract", inputs=[data])  # fmt: skip
+    refused(
+        [*TRAIN, "--data", data, "--out", run],
+        EXIT_BAD_INPUT,
+        "shard-00001.safetensors is corrupt",
+        f"sha256 {found} found",
+        f"{expected} expected",
+        "sfd extract",
+        inputs=[data],
+    )
     assert not list_checkpoints(run) and not (run / "log.jsonl").exists(), "it trained"
     assert not (run / RECORD).exists()
     refused(["verify", data], EXIT_BAD_INPUT, "1 of 1 damaged", inputs=[data])
@@ -65,10 +71,30 @@ def test_a_flipped_byte_in_a_feature_shard_is_refused(tmp_path):
     write_feature_set(features, count=32, shard_size=16)
     _, found = flip(features / "shard-00001.safetensors")
     out = tmp_path / "semvae"
-    refused(["train-semvae", "--features", features, "--out", out, "--total-steps", 2,
-             "--batch-size", 8, "--width", 16, "--depth", 1, "--num-heads", 2],
-            EXIT_BAD_INPUT, "shard-00001.safetensors is corrupt", found,
-            "sfd extract-features", inputs=[features])  # fmt: skip
+    refused(
+        [
+            "train-semvae",
+            "--features",
+            features,
+            "--out",
+            out,
+            "--total-steps",
+            2,
+            "--batch-size",
+            8,
+            "--width",
+            16,
+            "--depth",
+            1,
+            "--num-heads",
+            2,
+        ],
+        EXIT_BAD_INPUT,
+        "shard-00001.safetensors is corrupt",
+        found,
+        "sfd extract-features",
+        inputs=[features],
+    )
     assert not (out / "semvae.safetensors").exists()
 
 
@@ -78,9 +104,15 @@ def test_a_flipped_byte_in_a_checkpoint_is_refused_on_resume(trained, latents, c
     ckpt = list_checkpoints(run)[-1]
     expected, found = flip(ckpt / f"{name}.safetensors")
     log_before = (run / "log.jsonl").read_bytes()
-    refused([*TRAIN, "--set", "train.total_steps=4", "--data", latents, "--out", run],
-            EXIT_BAD_INPUT, f"{name}.safetensors is corrupt", found, expected,
-            "restore step-0000002 from a copy", inputs=[ckpt])  # fmt: skip
+    refused(
+        [*TRAIN, "--set", "train.total_steps=4", "--data", latents, "--out", run],
+        EXIT_BAD_INPUT,
+        f"{name}.safetensors is corrupt",
+        found,
+        expected,
+        "restore step-0000002 from a copy",
+        inputs=[ckpt],
+    )
     assert (run / "log.jsonl").read_bytes() == log_before, "a step ran"
     assert [p.name for p in list_checkpoints(run)] == ["step-0000002"]
 
@@ -89,11 +121,20 @@ def test_a_flipped_byte_in_ema_weights_is_refused_by_sample_and_export(trained, 
     run = copy_of(trained)
     ckpt = list_checkpoints(run)[-1]
     _, found = flip(ckpt / "ema.safetensors")
-    refused(["sample", run, "--out", tmp_path / "s", *SAMPLE], EXIT_BAD_INPUT,
-            "ema.safetensors is corrupt", found, inputs=[run])  # fmt: skip
+    refused(
+        ["sample", run, "--out", tmp_path / "s", *SAMPLE],
+        EXIT_BAD_INPUT,
+        "ema.safetensors is corrupt",
+        found,
+        inputs=[run],
+    )
     assert not (tmp_path / "s" / "latents.safetensors").exists()
-    refused(["export-diffusers", run, tmp_path / "x"], EXIT_BAD_INPUT,
-            "ema.safetensors is corrupt", inputs=[run])  # fmt: skip
+    refused(
+        ["export-diffusers", run, tmp_path / "x"],
+        EXIT_BAD_INPUT,
+        "ema.safetensors is corrupt",
+        inputs=[run],
+    )
 
 
 def test_verify_reports_intact_sets_checkpoints_and_runs(trained, latents, tmp_path):

@@ -82,18 +82,25 @@ def test_bad_latent_set(latents, copy_of, tmp_path, case):
     (tmp_path / "secret.safetensors").write_bytes((data / "shard-00000.safetensors").read_bytes())
     corrupt, needle = CASES[case]
     corrupt(data)
-    refused([*TRAIN, "--data", data, "--out", tmp_path / "run"], EXIT_BAD_INPUT, needle,
-            inputs=[data])  # fmt: skip
+    refused(
+        [*TRAIN, "--data", data, "--out", tmp_path / "run"], EXIT_BAD_INPUT, needle, inputs=[data]
+    )
     assert not list((tmp_path / "run").glob("checkpoints/*"))
 
 
 def test_data_that_does_not_fit_the_config(latents, tmp_path):
-    refused([*TRAIN, "--set", "latent.tex_channels=3", "--data", latents, "--out",
-             tmp_path / "run"], EXIT_MISMATCH, "latent.tex_channels = 4",
-            inputs=[latents])  # fmt: skip
-    refused([*TRAIN, "--set", "model.num_classes=7", "--data", latents, "--out",
-             tmp_path / "run2"], EXIT_MISMATCH, "model.num_classes = 10",
-            inputs=[latents])  # fmt: skip
+    refused(
+        [*TRAIN, "--set", "latent.tex_channels=3", "--data", latents, "--out", tmp_path / "run"],
+        EXIT_MISMATCH,
+        "latent.tex_channels = 4",
+        inputs=[latents],
+    )
+    refused(
+        [*TRAIN, "--set", "model.num_classes=7", "--data", latents, "--out", tmp_path / "run2"],
+        EXIT_MISMATCH,
+        "model.num_classes = 10",
+        inputs=[latents],
+    )
 
 
 def test_good_set_trains(latents, tmp_path):

@@ -55,8 +55,9 @@ def test_bad_stored_set(latents, tmp_path, case):
     data = _pca_set(latents, tmp_path / "data")
     corrupt, needle = CASES[case]
     corrupt(data)
-    refused([*TRAIN, "--data", data, "--out", tmp_path / "run"], EXIT_BAD_INPUT, needle,
-            inputs=[data])  # fmt: skip
+    refused(
+        [*TRAIN, "--data", data, "--out", tmp_path / "run"], EXIT_BAD_INPUT, needle, inputs=[data]
+    )
 
 
 def test_a_semvae_set_without_its_semvae(latents, tmp_path):
@@ -67,8 +68,12 @@ def test_a_semvae_set_without_its_semvae(latents, tmp_path):
     data = tmp_path / "data"
     reencode_latent_set(latents, data, Storage.parse("f16-semvae"), semvae_dir=tmp_path / "semvae")
     (data / SEMVAE_DIR / "semvae.json").unlink()
-    refused([*TRAIN, "--data", data, "--out", tmp_path / "run"], EXIT_BAD_INPUT, SEMVAE_DIR,
-            inputs=[data])  # fmt: skip
+    refused(
+        [*TRAIN, "--data", data, "--out", tmp_path / "run"],
+        EXIT_BAD_INPUT,
+        SEMVAE_DIR,
+        inputs=[data],
+    )
 
 
 def test_a_stored_set_trains(latents, tmp_path):

@@ -34,16 +34,32 @@ def test_checkpoint_write_fault_keeps_the_previous_one(latents, tmp_path, monkey
     args = [*TRAIN, "--set", "train.ckpt_every=2", "--data", latents, "--out", run]
     accepted([*args, "--set", "train.total_steps=2"])
     monkeypatch.setattr(tensor_files, "save_file", _failing_save(code))
-    line = refused([*args, "--set", "train.total_steps=4"], EXIT_WRITE, "step-0000004",
-                   __import__("os").strerror(code), "step-0000002 is intact")  # fmt: skip
+    line = refused(
+        [*args, "--set", "train.total_steps=4"],
+        EXIT_WRITE,
+        "step-0000004",
+        __import__("os").strerror(code),
+        "step-0000002 is intact",
+    )
     assert "Traceback" not in line
     assert [p.name for p in list_checkpoints(run)] == ["step-0000002"]
     assert not [p for p in run.rglob("*") if ".tmp" in p.name], "temp files left"
     monkeypatch.undo()
     accepted([*args, "--set", "train.total_steps=4"])  # resumes from step 2
     other = tmp_path / "straight"
-    accepted([*TRAIN, "--set", "train.ckpt_every=2", "--set", "train.total_steps=4",
-              "--data", latents, "--out", other])  # fmt: skip
+    accepted(
+        [
+            *TRAIN,
+            "--set",
+            "train.ckpt_every=2",
+            "--set",
+            "train.total_steps=4",
+            "--data",
+            latents,
+            "--out",
+            other,
+        ]
+    )
     for name in ("model", "ema", "optimizer"):
         a = load_file(str(list_checkpoints(run)[-1] / f"{name}.safetensors"))
         b = load_file(str(list_checkpoints(other)[-1] / f"{name}.safetensors"))
@@ -53,8 +69,13 @@ def test_checkpoint_write_fault_keeps_the_previous_one(latents, tmp_path, monkey
 def test_shard_write_fault(tmp_path, monkeypatch):
     def tensors(n):
         z = torch.zeros(n, 2, 1, 2, 2)
-        return {"label": torch.zeros(n, dtype=torch.long), "tex_mean": z, "tex_std": z + 1,
-                "sem_mean": z.clone(), "sem_std": z + 1}  # fmt: skip
+        return {
+            "label": torch.zeros(n, dtype=torch.long),
+            "tex_mean": z,
+            "tex_std": z + 1,
+            "sem_mean": z.clone(),
+            "sem_std": z + 1,
+        }
 
     write_latent_shard(tmp_path, 0, tensors(3))
     before = (tmp_path / "shard-00000.safetensors").read_bytes()
@@ -66,8 +87,9 @@ def test_shard_write_fault(tmp_path, monkeypatch):
     assert (tmp_path / "shard-00000.safetensors").read_bytes() == before
     assert finished_shard(tmp_path, 0) is not None and finished_shard(tmp_path, 1) is None
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "shard-00000.json", "shard-00000.safetensors"
-    ]  # fmt: skip
+        "shard-00000.json",
+        "shard-00000.safetensors",
+    ]
 
 
 def test_fsync_fault(tmp_path, monkeypatch):

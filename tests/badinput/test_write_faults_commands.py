@@ -28,8 +28,9 @@ CODES = [errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EIO]
 
 def fault(code: int, safetensors: bool = False) -> Exception:
     if safetensors:  # what safetensors raises when the disk fills during save_file
-        return SafetensorError(f"Error while serializing: I/O error: {os.strerror(code)} "
-                               f"(os error {code})")  # fmt: skip
+        return SafetensorError(
+            f"Error while serializing: I/O error: {os.strerror(code)} (os error {code})"
+        )
     return OSError(code, os.strerror(code))
 
 
@@ -57,8 +58,14 @@ def test_checkpoint_write_faults_are_named(latents, tmp_path, monkeypatch, code)
     args = [*TRAIN, "--set", "train.ckpt_every=1", "--data", latents, "--out", run]
     fail = failing(tensor_files.save_file, code, after=3, safetensors=code == errno.ENOSPC)
     monkeypatch.setattr(tensor_files, "save_file", fail)
-    refused([*args, "--set", "train.total_steps=2"], EXIT_WRITE, "step-0000002 failed",
-            os.strerror(code), "step-0000001 is intact", "a rerun resumes")  # fmt: skip
+    refused(
+        [*args, "--set", "train.total_steps=2"],
+        EXIT_WRITE,
+        "step-0000002 failed",
+        os.strerror(code),
+        "step-0000001 is intact",
+        "a rerun resumes",
+    )
     assert [p.name for p in list_checkpoints(run)] == ["step-0000001"] and not leftovers(run)
 
 
@@ -69,8 +76,12 @@ def test_a_log_write_fault_is_named(latents, tmp_path, monkeypatch):
         raise OSError(errno.EIO, os.strerror(errno.EIO), str(a[0]))
 
     monkeypatch.setattr(logs, "open", fail, raising=False)
-    refused([*TRAIN, "--data", latents, "--out", tmp_path / "run"], EXIT_WRITE,
-            "log.jsonl failed: Input/output error", "a rerun resumes")  # fmt: skip
+    refused(
+        [*TRAIN, "--data", latents, "--out", tmp_path / "run"],
+        EXIT_WRITE,
+        "log.jsonl failed: Input/output error",
+        "a rerun resumes",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -82,16 +93,35 @@ def decoder(tmp_path_factory) -> Path:
     return path
 
 
-def test_sample_png_and_npz_write_faults_then_a_rerun_resumes(trained, decoder, tmp_path,
-                                                              monkeypatch):  # fmt: skip
-    args = ["sample", trained, "--num", 6, "--batch-size", 2, "--decoder", decoder, "--device",
-            "cpu", "--set", "sample.method=euler", "--set", "sample.num_steps=2"]  # fmt: skip
+def test_sample_png_and_npz_write_faults_then_a_rerun_resumes(
+    trained, decoder, tmp_path, monkeypatch
+):
+    args = [
+        "sample",
+        trained,
+        "--num",
+        6,
+        "--batch-size",
+        2,
+        "--decoder",
+        decoder,
+        "--device",
+        "cpu",
+        "--set",
+        "sample.method=euler",
+        "--set",
+        "sample.num_steps=2",
+    ]
     accepted([*args, "--out", tmp_path / "straight"])
     out = tmp_path / "out"
     save = failing(Image.Image.save, errno.ENOSPC, after=3)
     monkeypatch.setattr(Image.Image, "save", lambda im, fp, **kw: save(im, fp, **kw))
-    refused([*args, "--out", out], EXIT_WRITE, "000003.png failed: No space left on device",
-            "no partial file was left")  # fmt: skip
+    refused(
+        [*args, "--out", out],
+        EXIT_WRITE,
+        "000003.png failed: No space left on device",
+        "no partial file was left",
+    )
     assert sorted(p.name for p in (out / "images").iterdir()) == [f"{i:06d}.png" for i in range(3)]
     monkeypatch.undo()
     monkeypatch.setattr(images, "_write_npz", failing(images._write_npz, errno.EIO, path_arg=0))
@@ -117,9 +147,25 @@ def folder(tmp_path_factory) -> Path:
 
 
 def test_extract_shard_write_fault_then_a_rerun_resumes(folder, tmp_path, monkeypatch):
-    args = ["extract-features", "--dataset", "folder", "--data-root", folder, "--image-size",
-            32, "--encoder-stride", 8, "--grid", 8, "--shard-size", 3, "--batch-size", 3,
-            "--device", "cpu"]  # fmt: skip
+    args = [
+        "extract-features",
+        "--dataset",
+        "folder",
+        "--data-root",
+        folder,
+        "--image-size",
+        32,
+        "--encoder-stride",
+        8,
+        "--grid",
+        8,
+        "--shard-size",
+        3,
+        "--batch-size",
+        3,
+        "--device",
+        "cpu",
+    ]
     accepted([*args, "--out", tmp_path / "straight"])
     out = tmp_path / "out"
     fail = failing(tensor_files.save_file, errno.ENOSPC, after=1, safetensors=True)
@@ -137,16 +183,36 @@ def test_extract_shard_write_fault_then_a_rerun_resumes(folder, tmp_path, monkey
 def test_semvae_state_write_fault_then_a_rerun_resumes(tmp_path, monkeypatch):
     features = tmp_path / "features"
     write_feature_set(features, count=32, shard_size=16)
-    args = ["train-semvae", "--features", features, "--total-steps", 6, "--ckpt-every", 2,
-            "--batch-size", 8, "--width", 16, "--depth", 1, "--num-heads", 2,
-            "--warmup-steps", 1]  # fmt: skip
+    args = [
+        "train-semvae",
+        "--features",
+        features,
+        "--total-steps",
+        6,
+        "--ckpt-every",
+        2,
+        "--batch-size",
+        8,
+        "--width",
+        16,
+        "--depth",
+        1,
+        "--num-heads",
+        2,
+        "--warmup-steps",
+        1,
+    ]
     accepted([*args, "--out", tmp_path / "straight"])
     out = tmp_path / "out"
     monkeypatch.setattr(
         tensor_files, "save_file", failing(tensor_files.save_file, errno.EROFS, after=2)
     )
-    refused([*args, "--out", out], EXIT_WRITE, ".train_state failed: Read-only file system",
-            "the last saved state is intact")  # fmt: skip
+    refused(
+        [*args, "--out", out],
+        EXIT_WRITE,
+        ".train_state failed: Read-only file system",
+        "the last saved state is intact",
+    )
     assert not leftovers(out) and (out / ".train_state" / "state.json").exists()
     monkeypatch.undo()
     accepted([*args, "--out", out])
@@ -157,10 +223,31 @@ def test_semvae_state_write_fault_then_a_rerun_resumes(tmp_path, monkeypatch):
 def test_texture_vae_final_save_fault(folder, tmp_path, monkeypatch):
     from diffusers import ModelMixin
 
-    args = ["train-texture-vae", "--dataset", "folder", "--data-root", folder, "--image-size",
-            16, "--channels", 3, "--out", tmp_path / "vae", "--block-out-channels", "8",
-            "--latent-channels", 4, "--norm-num-groups", 4, "--batch-size", 4,
-            "--total-steps", 2, "--warmup-steps", 1]  # fmt: skip
+    args = [
+        "train-texture-vae",
+        "--dataset",
+        "folder",
+        "--data-root",
+        folder,
+        "--image-size",
+        16,
+        "--channels",
+        3,
+        "--out",
+        tmp_path / "vae",
+        "--block-out-channels",
+        "8",
+        "--latent-channels",
+        4,
+        "--norm-num-groups",
+        4,
+        "--batch-size",
+        4,
+        "--total-steps",
+        2,
+        "--warmup-steps",
+        1,
+    ]
     real = ModelMixin.save_pretrained
 
     def save(self, directory, **kw):
@@ -185,8 +272,12 @@ def test_export_write_fault_leaves_no_partial_export(trained, decoder, tmp_path,
 
     monkeypatch.setattr(DiffusionPipeline, "save_pretrained", save)
     out = tmp_path / "export"
-    refused(["export-diffusers", trained, out, "--decoder", decoder], EXIT_WRITE,
-            "export failed: No space left on device", "no partial export")  # fmt: skip
+    refused(
+        ["export-diffusers", trained, out, "--decoder", decoder],
+        EXIT_WRITE,
+        "export failed: No space left on device",
+        "no partial export",
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
@@ -194,16 +285,31 @@ def test_a_full_tmpfs_keeps_the_last_checkpoint_and_a_rerun_resumes(latents, tmp
     """The real thing: checkpoints into a 4 MB tmpfs (one tiny checkpoint is 3.2 MB)."""
     mnt = tmp_path / "small"
     mnt.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
-                             capture_output=True)  # fmt: skip
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True
+    )
     if mounted.returncode != 0:
         pytest.skip("mounting a tmpfs needs root (the injected faults above cover the rest)")
     try:
         run = mnt / "run"
-        args = [*TRAIN, "--set", "train.ckpt_every=1", "--set", "train.keep_last=1",
-                "--data", latents, "--out", run]  # fmt: skip
-        refused([*args, "--set", "train.total_steps=2"], EXIT_WRITE, "step-0000002 failed",
-                "No space left on device", "step-0000001 is intact")  # fmt: skip
+        args = [
+            *TRAIN,
+            "--set",
+            "train.ckpt_every=1",
+            "--set",
+            "train.keep_last=1",
+            "--data",
+            latents,
+            "--out",
+            run,
+        ]
+        refused(
+            [*args, "--set", "train.total_steps=2"],
+            EXIT_WRITE,
+            "step-0000002 failed",
+            "No space left on device",
+            "step-0000001 is intact",
+        )
         assert [p.name for p in list_checkpoints(run)] == ["step-0000001"] and not leftovers(run)
         subprocess.run(["mount", "-o", "remount,size=16m", str(mnt)], check=True)
         accepted([*args, "--set", "train.total_steps=2"])

@@ -106,9 +106,13 @@ def test_sample_latents_only_honours_labels(tmp_path):
     # the release fixture model, whose output depends strongly on the label
     ckpt = tmp_path / "imported"
     res = run(
-        "import-upstream", FIXTURES / "state_dict.safetensors",
-        "--upstream-config", FIXTURES / "upstream_config.json", "--out", ckpt,
-    )  # fmt: skip
+        "import-upstream",
+        FIXTURES / "state_dict.safetensors",
+        "--upstream-config",
+        FIXTURES / "upstream_config.json",
+        "--out",
+        ckpt,
+    )
     assert res.exit_code == 0, res.output
     k = json.loads((FIXTURES / "upstream_config.json").read_text())["model_kwargs"]["num_classes"]
     balanced = torch.arange(5) % k
@@ -304,9 +308,19 @@ def test_every_long_command_has_dry_run_and_the_shared_device_option():
 
     shared = device_option()(lambda device: None).__click_params__[0].help
     long_work = (
-        "train", "sample", "extract", "extract-features", "train-semvae", "train-texture-vae",
-        "eval", "ref-stats", "train-classifier", "demo", "pipeline", "ablate",
-    )  # fmt: skip
+        "train",
+        "sample",
+        "extract",
+        "extract-features",
+        "train-semvae",
+        "train-texture-vae",
+        "eval",
+        "ref-stats",
+        "train-classifier",
+        "demo",
+        "pipeline",
+        "ablate",
+    )
     for name in long_work:
         options = {o.name: o for o in main.commands[name].params}
         assert "dry_run" in options, name
@@ -319,8 +333,9 @@ def test_an_unknown_dataset_lists_the_known_ones_and_options_are_checked(tmp_pat
     out = ["--out", str(tmp_path / command), "--dry-run"]
     res = CliRunner().invoke(main, [command, "--dataset", "imagenet", *out])
     assert res.exit_code == 2 and "'fashion-mnist', 'composites'" in res.output
-    res = CliRunner().invoke(main, [command, "--dataset", "composites", "--background-strength",
-                                    "1.5", *out])  # fmt: skip
+    res = CliRunner().invoke(
+        main, [command, "--dataset", "composites", "--background-strength", "1.5", *out]
+    )
     assert res.exit_code == 2 and "--background-strength" in res.output and "1.5" in res.output
     res = CliRunner().invoke(main, [command, "--dataset", "composites", *out])
     assert res.exit_code == 0 and '"dataset": "composites"' in res.output
@@ -330,8 +345,9 @@ def test_an_unknown_dataset_lists_the_known_ones_and_options_are_checked(tmp_pat
 
 
 def test_pipeline_takes_the_composites_by_name(tmp_path):
-    res = CliRunner().invoke(main, ["pipeline", "--data-root", "composites", "--out",
-                                    str(tmp_path / "p"), "--dry-run"])  # fmt: skip
+    res = CliRunner().invoke(
+        main, ["pipeline", "--data-root", "composites", "--out", str(tmp_path / "p"), "--dry-run"]
+    )
     assert res.exit_code == 0 and '"image_size": 32' in res.output and '"channels": 3' in res.output
     res = CliRunner().invoke(main, ["pipeline", "--data-root", "compsites", "--out", str(tmp_path)])
     assert res.exit_code == 2 and "fashion-mnist, composites" in res.output

@@ -35,16 +35,30 @@ def test_ref_stats_then_eval_writes_json(files):
     result = run(cli.eval_command, files / "samples.npz", "--ref", stats, "--out", out, *w)
     assert result.exit_code == 0, result.output
     metrics = json.loads(out.read_text())
-    assert set(metrics) == {"num_samples", "num_reference", "fid", "sfid", "inception_score",
-                            "precision", "recall"}  # fmt: skip
+    assert set(metrics) == {
+        "num_samples",
+        "num_reference",
+        "fid",
+        "sfid",
+        "inception_score",
+        "precision",
+        "recall",
+    }
     assert "Inception Score" in result.output and metrics["num_samples"] == 12
 
 
 def test_eval_metric_subset(files):
     result = run(
-        cli.eval_command, files / "samples.npz", "--ref", files / "ref.npz",
-        "--inception-weights", files / "weights.pth", "--metrics", "fid,recall", "--no-progress",
-    )  # fmt: skip
+        cli.eval_command,
+        files / "samples.npz",
+        "--ref",
+        files / "ref.npz",
+        "--inception-weights",
+        files / "weights.pth",
+        "--metrics",
+        "fid,recall",
+        "--no-progress",
+    )
     assert result.exit_code == 0, result.output
     assert "FID" in result.output and "Precision" not in result.output
 
@@ -69,9 +83,13 @@ def test_wrong_weights_file_is_a_parameter_error(tmp_path):
     np.savez(tmp_path / "ref.npz", random_images(4))
     torch.save({"fc.weight": torch.zeros(1000, 2048)}, tmp_path / "weights.pth")
     result = run(
-        cli.eval_command, tmp_path / "ref.npz", "--ref", tmp_path / "ref.npz",
-        "--inception-weights", tmp_path / "weights.pth",
-    )  # fmt: skip
+        cli.eval_command,
+        tmp_path / "ref.npz",
+        "--ref",
+        tmp_path / "ref.npz",
+        "--inception-weights",
+        tmp_path / "weights.pth",
+    )
     assert result.exit_code == 2
     assert "--inception-weights" in result.output and "missing" in result.output
 
@@ -94,9 +112,23 @@ def test_eval_against_a_folder_of_photos_of_mixed_sizes(tmp_path):
         )
     (photos / "c0" / "broken.jpg").write_bytes(b"not a jpeg")
     out = tmp_path / "r.json"
-    args = ["eval", str(tmp_path / "samples.npz"), "--ref", str(photos), "--feature-space",
-            "efficientnet-lite0", "--feature-size", "32", "--on-error", "skip", "--no-progress",
-            "--device", "cpu", "--out", str(out)]  # fmt: skip
+    args = [
+        "eval",
+        str(tmp_path / "samples.npz"),
+        "--ref",
+        str(photos),
+        "--feature-space",
+        "efficientnet-lite0",
+        "--feature-size",
+        "32",
+        "--on-error",
+        "skip",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert "± " in res.output and "6 samples vs 5 reference images" in res.output

@@ -35,9 +35,13 @@ from sfd.eval.fashion_classifier import (
 
 have_data = all(
     (DEFAULT_ROOT / f"{name}-idx{d}-ubyte.gz").exists()
-    for name, d in (("train-images", 3), ("train-labels", 1), ("t10k-images", 3),
-                    ("t10k-labels", 1))
-)  # fmt: skip
+    for name, d in (
+        ("train-images", 3),
+        ("train-labels", 1),
+        ("t10k-images", 3),
+        ("t10k-labels", 1),
+    )
+)
 # `make test` sets SFD_REQUIRE_FASHION_MNIST=1 (it installs the package), so CI cannot skip these.
 needs_data = pytest.mark.skipif(
     not have_data and not os.environ.get("SFD_REQUIRE_FASHION_MNIST"),
@@ -163,8 +167,9 @@ def test_tiny_classifier_is_far_above_chance_and_separates_real_from_noise(tiny,
 @needs_data
 def test_cached_stage_neither_retrains_nor_rewrites(tiny):
     out, meta = tiny
-    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (out / META_FILE,
-              out / WEIGHTS_FILE)}  # fmt: skip
+    before = {
+        p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (out / META_FILE, out / WEIGHTS_FILE)
+    }
     assert train_fashion_classifier(out, steps=1, seed=5) == meta
     res = CliRunner().invoke(main, ["train-classifier", "--out", str(out), "--steps", "2"])
     assert res.exit_code == 0 and f"test accuracy {meta['test_accuracy']:.4f}" in res.output
@@ -191,8 +196,17 @@ def test_cli_eval_fashion_mnist(tiny, real_test, tmp_path, monkeypatch):
     np.savez(ref, arr_0=images[1000:1300, ..., None])
     np.savez(unlabelled, arr_0=rgb[:200])
     runner, result_file = CliRunner(), tmp_path / "m.json"
-    args = ["--ref", str(ref), "--feature-space", "fashion-mnist", "--device", "cpu",
-            "--no-progress", "--out", str(result_file)]  # fmt: skip
+    args = [
+        "--ref",
+        str(ref),
+        "--feature-space",
+        "fashion-mnist",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--out",
+        str(result_file),
+    ]
     res = runner.invoke(main, ["eval", str(samples), "--feature-weights", str(out), *args])
     assert res.exit_code == 0, res.output
     got = json.loads(result_file.read_text())

@@ -35,9 +35,15 @@ def _dinov2_dir(path):
 
     torch.manual_seed(0)
     Dinov2Model(
-        Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                     intermediate_size=64, patch_size=14, image_size=224)
-    ).save_pretrained(path)  # fmt: skip
+        Dinov2Config(
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            patch_size=14,
+            image_size=224,
+        )
+    ).save_pretrained(path)
     return path
 
 
@@ -61,16 +67,42 @@ def test_cli_offline_fd_is_zero_on_itself_and_symmetric(npzs, tmp_path):
     a, b = npzs
     runner = CliRunner()
     out = tmp_path / "r.json"
-    res = runner.invoke(main, ["eval", str(a), "--ref", str(a), "--feature-space",
-                               "efficientnet-lite0", "--device", "cpu", "--no-progress",
-                               "--out", str(out)])  # fmt: skip
+    res = runner.invoke(
+        main,
+        [
+            "eval",
+            str(a),
+            "--ref",
+            str(a),
+            "--feature-space",
+            "efficientnet-lite0",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert abs(json.loads(out.read_text())["fd_efficientnet_lite0"]) < 1e-4  # fp64 rounding
     fds = []
     for x, y in ((a, b), (b, a)):
-        res = runner.invoke(main, ["eval", str(x), "--ref", str(y), "--feature-space",
-                                   "efficientnet-lite0", "--device", "cpu", "--no-progress",
-                                   "--out", str(out)])  # fmt: skip
+        res = runner.invoke(
+            main,
+            [
+                "eval",
+                str(x),
+                "--ref",
+                str(y),
+                "--feature-space",
+                "efficientnet-lite0",
+                "--device",
+                "cpu",
+                "--no-progress",
+                "--out",
+                str(out),
+            ],
+        )
         assert res.exit_code == 0, res.output
         fds.append(json.loads(out.read_text())["fd_efficientnet_lite0"])
     assert fds[0] == pytest.approx(fds[1], rel=1e-6) and fds[0] > 0  # eigh rounding
@@ -83,9 +115,24 @@ def test_cli_fd_dinov2_uses_the_cls_token_of_a_local_model(npzs, tmp_path):
     feats = fn(torch.from_numpy(np.load(a)["arr_0"][:2]).permute(0, 3, 1, 2))
     assert feats.shape == (2, 32)
     out = tmp_path / "d.json"
-    res = CliRunner().invoke(main, ["eval", str(a), "--ref", str(b), "--feature-space", "dinov2",
-                                    "--feature-weights", str(path), "--device", "cpu",
-                                    "--no-progress", "--out", str(out)])  # fmt: skip
+    res = CliRunner().invoke(
+        main,
+        [
+            "eval",
+            str(a),
+            "--ref",
+            str(b),
+            "--feature-space",
+            "dinov2",
+            "--feature-weights",
+            str(path),
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert json.loads(out.read_text())["fd_dinov2"] > 0
 
@@ -99,8 +146,9 @@ def test_cli_offline_fd_errors(npzs, tmp_path):
     assert res.exit_code != 0 and "--inception-weights" in res.output
     stats = tmp_path / "ref.safetensors"
     stats.write_bytes(b"x")
-    res = runner.invoke(main, ["eval", str(a), "--ref", str(stats), "--feature-space",
-                               "efficientnet-lite0"])  # fmt: skip
+    res = runner.invoke(
+        main, ["eval", str(a), "--ref", str(stats), "--feature-space", "efficientnet-lite0"]
+    )
     assert res.exit_code != 0 and "needs reference images" in res.output
 
 
@@ -120,9 +168,24 @@ def test_grayscale_npz_is_scored_as_its_rgb_replication(tmp_path):
 def test_cli_feature_size_is_the_input_resolution(npzs, tmp_path):
     a, b = npzs
     out = tmp_path / "r.json"
-    res = CliRunner().invoke(main, ["eval", str(a), "--ref", str(b), "--feature-space",
-                                    "efficientnet-lite0", "--feature-size", "64", "--device",
-                                    "cpu", "--no-progress", "--out", str(out)])  # fmt: skip
+    res = CliRunner().invoke(
+        main,
+        [
+            "eval",
+            str(a),
+            "--ref",
+            str(b),
+            "--feature-space",
+            "efficientnet-lite0",
+            "--feature-size",
+            "64",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     got = json.loads(out.read_text())
     assert got["feature_size"] == 64 and "64 px" in res.output

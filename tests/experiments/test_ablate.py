@@ -62,9 +62,13 @@ def test_speed_switches_are_not_part_of_the_protocol():
     """Compiled or fused-AdamW rows share a grid with eager ones; anything else splits it."""
     plain = AblationSettings().protocol()
     fast = AblationSettings(
-        overrides=(*GRID_MODEL, "train.compile=true", "train.compile_scope=loss",
-                   " train.fused_adamw = false")
-    )  # fmt: skip
+        overrides=(
+            *GRID_MODEL,
+            "train.compile=true",
+            "train.compile_scope=loss",
+            " train.fused_adamw = false",
+        )
+    )
     assert fast.protocol() == plain
     other = AblationSettings(overrides=(*GRID_MODEL, "train.lr=2e-4")).protocol()
     assert other["overrides"] == [*plain["overrides"], "train.lr=2e-4"]
@@ -343,8 +347,11 @@ def test_the_reference_ceiling_decodes_through_a_texture_vae_of_either_channel_c
     rgb = torch.rand(8, 32, 32, 3, generator=g)
     if channels == 1:
         rgb = rgb[..., :1].expand(-1, -1, -1, 3)
-    np.savez(tmp_path / "ref.npz", arr_0=(rgb * 255).round().to(torch.uint8).numpy(),
-             arr_1=np.arange(8) % 10)  # fmt: skip
+    np.savez(
+        tmp_path / "ref.npz",
+        arr_0=(rgb * 255).round().to(torch.uint8).numpy(),
+        arr_1=np.arange(8) % 10,
+    )
     data = AblationData({}, tmp_path / "vae", tmp_path / "ref.npz", {}, None)
     ref = Evaluator(tmp_path, data, 4, "cpu").reference
     assert ref["num"] == 4 and math.isfinite(ref["ceiling"]["fd_effnet"])

@@ -37,8 +37,16 @@ def photo_folder(root, per_class=6, seed=0):
     return root
 
 
-STAGES = ("texture_vae", "features", "features_val", "semvae", "latents", "sfd", "samples",
-          "metrics")  # fmt: skip
+STAGES = (
+    "texture_vae",
+    "features",
+    "features_val",
+    "semvae",
+    "latents",
+    "sfd",
+    "samples",
+    "metrics",
+)
 TOY = [
     *("--stage", "texture_steps=4", "--stage", "texture_batch=4"),
     *("--stage", "semvae_steps=3", "--stage", "semvae_width=16", "--stage", "semvae_depth=1"),

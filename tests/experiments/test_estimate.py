@@ -23,12 +23,21 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_each_stage_is_its_timed_step_times_its_steps(tmp_path, monkeypatch):
     folder = image_folder(tmp_path / "photos", {"a": 8, "b": 8})
     settings = PipelineSettings(
-        image_size=16, texture_steps=40, texture_batch=4, semvae_steps=30, semvae_width=16,
-        semvae_depth=1, sfd_preset="tiny", sfd_steps=50, sfd_batch=4, num_samples=6,
+        image_size=16,
+        texture_steps=40,
+        texture_batch=4,
+        semvae_steps=30,
+        semvae_width=16,
+        semvae_depth=1,
+        sfd_preset="tiny",
+        sfd_steps=50,
+        sfd_batch=4,
+        num_samples=6,
         test_fraction=0.25,
-    )  # fmt: skip
-    plan = pipeline_plan(folder, settings, ("sample.num_steps=5", "sample.cfg_scale_tex=1",
-                                            "sample.cfg_scale_sem=1"))  # fmt: skip
+    )
+    plan = pipeline_plan(
+        folder, settings, ("sample.num_steps=5", "sample.cfg_scale_tex=1", "sample.cfg_scale_sem=1")
+    )
     monkeypatch.setattr(estimate, "_read_seconds", lambda dataset: 0.01)
     monkeypatch.setattr(estimate, "_texture_step", lambda plan, shape, device: 0.5)
     monkeypatch.setattr(estimate, "_semvae_step", lambda plan, dim, grid, device: 0.2)

@@ -19,10 +19,17 @@ from tests.image_folders import image_folder
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TOY = {
-    "texture_steps": 4, "texture_batch": 4, "semvae_steps": 3, "semvae_width": 16,
-    "semvae_depth": 1, "sfd_preset": "tiny", "sfd_steps": 2, "sfd_batch": 4, "num_samples": 6,
+    "texture_steps": 4,
+    "texture_batch": 4,
+    "semvae_steps": 3,
+    "semvae_width": 16,
+    "semvae_depth": 1,
+    "sfd_preset": "tiny",
+    "sfd_steps": 2,
+    "sfd_batch": 4,
+    "num_samples": 6,
     "test_fraction": 0.25,
-}  # fmt: skip
+}
 SAMPLER = ("sample.method=euler", "sample.num_steps=2")
 
 
@@ -107,8 +114,17 @@ def test_redo_recomputes_the_changed_stage_and_every_later_one(made, tmp_path, c
     assert "replacing stages sfd, samples, metrics" in caplog.text
     after = _mtimes(out)
     changed = {p.split("/run/", 1)[1].split("/")[0] for p in after if after[p] != before.get(p)}
-    assert changed == {"run", "samples", "samples.png", "stages.png", "curves.png",
-                       "real_test.npz", "metrics.json", "stages.json", "estimate.json"}  # fmt: skip
+    assert changed == {
+        "run",
+        "samples",
+        "samples.png",
+        "stages.png",
+        "curves.png",
+        "real_test.npz",
+        "metrics.json",
+        "stages.json",
+        "estimate.json",
+    }
     stages = json.loads((out / "stages.json").read_text())
     assert stages["sfd"]["result"]["step"] == 3
     assert stages["sfd"]["settings"]["train"]["total_steps"] == 3

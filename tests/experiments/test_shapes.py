@@ -18,10 +18,18 @@ from tests.image_folders import image_folder, photo
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TOY = {
-    "texture_steps": 2, "texture_batch": 4, "semvae_steps": 2, "semvae_width": 16,
-    "semvae_depth": 1, "sfd_preset": "tiny", "sfd_steps": 2, "sfd_batch": 4, "num_samples": 6,
-    "test_fraction": 0.25, "batch_size": 16,
-}  # fmt: skip
+    "texture_steps": 2,
+    "texture_batch": 4,
+    "semvae_steps": 2,
+    "semvae_width": 16,
+    "semvae_depth": 1,
+    "sfd_preset": "tiny",
+    "sfd_steps": 2,
+    "sfd_batch": 4,
+    "num_samples": 6,
+    "test_fraction": 0.25,
+    "batch_size": 16,
+}
 
 
 def _run(folder, out, size=16, **stages):
@@ -99,8 +107,9 @@ def test_every_folder_shape_runs_to_the_end(tmp_path, shape):
     if ref is not None:  # every class of 2+ images is held out, in proportion
         assert sorted(ref["per_class"]) == classes
         counts = {p.name: sum(1 for f in p.rglob("*") if f.is_file()) for p in folder.iterdir()}
-        assert ref["classes_missing"] == sorted(c for c in classes if counts[c] < 2 or
-                                                ref["per_class"][c] == 0)  # fmt: skip
+        assert ref["classes_missing"] == sorted(
+            c for c in classes if counts[c] < 2 or ref["per_class"][c] == 0
+        )
         images = summary["images"]
         assert images["fd_samples"][1] == ref["images"] == summary["metric_images"]
     else:
@@ -134,8 +143,11 @@ def _flat(root):
     return root
 
 
-REFUSED = [(_empty_class, "c hold no image files"), (_two_images, "needs at least 3"),
-           (_flat, "no class sub-directories")]  # fmt: skip
+REFUSED = [
+    (_empty_class, "c hold no image files"),
+    (_two_images, "needs at least 3"),
+    (_flat, "no class sub-directories"),
+]
 
 
 @pytest.mark.parametrize(("shape", "says"), REFUSED, ids=[r[0].__name__ for r in REFUSED])

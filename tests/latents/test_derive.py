@@ -179,8 +179,10 @@ def _other_semantics(base, out, tex_noise: float = 0.0):
     ds = LatentDataset(base)
     for k, info in enumerate(ds.meta["shards"]):
         shard = MappedShard(base / info["file"])
-        t = {key: torch.from_numpy(np.array(shard[key])) for key in ("label", "tex_mean",
-             "tex_std", "sem_mean", "sem_std", "repa")}  # fmt: skip
+        t = {
+            key: torch.from_numpy(np.array(shard[key]))
+            for key in ("label", "tex_mean", "tex_std", "sem_mean", "sem_std", "repa")
+        }
         t["sem_mean"], t["sem_std"] = 3.0 - 2.0 * t["sem_mean"], 2.0 * t["sem_std"]
         t["repa"] = torch.zeros_like(t["repa"])
         t["tex_mean"] = t["tex_mean"] + tex_noise

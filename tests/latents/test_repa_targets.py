@@ -34,9 +34,13 @@ def semvae_dir(tmp_path):
     torch.manual_seed(0)
     cfg = tiny_config()
     config = SemVAEConfig(
-        in_dim=cfg.model.repa_dim, latent_channels=cfg.latent.sem_channels, width=16, depth=1,
-        num_heads=2, grid=cfg.latent.size,
-    )  # fmt: skip
+        in_dim=cfg.model.repa_dim,
+        latent_channels=cfg.latent.sem_channels,
+        width=16,
+        depth=1,
+        num_heads=2,
+        grid=cfg.latent.size,
+    )
     return save_semvae(SemanticVAE(config), tmp_path / "semvae", {"encoder": None})
 
 

@@ -31,8 +31,10 @@ def test_a_checkpoint_describes_itself_and_the_newest_is_read(tmp_path):
     for step in (10, 2, 30):
         _save(tmp_path, step, cfg, model)
     assert [p.name for p in list_checkpoints(tmp_path)] == [
-        "step-0000002", "step-0000010", "step-0000030",
-    ]  # fmt: skip
+        "step-0000002",
+        "step-0000010",
+        "step-0000030",
+    ]
     ckpt = read_checkpoint(tmp_path)
     assert ckpt.step == 30 and ckpt.config == cfg and torch.equal(ckpt.stats.std, torch.ones(6) * 2)
     other = LightningDiT.from_configs(cfg.model, cfg.latent)

@@ -35,11 +35,24 @@ def test_train_on_a_schedule_file_and_sample_along_it(tmp_path):
     schedule = save_schedule(tmp_path / "schedule.json", TABLE)
     out = tmp_path / "run"
     res = run(
-        "train", "--preset", "tiny", "--data", data, "--out", out, "--device", "cpu",
-        "--set", "train.total_steps=3", "--set", "train.global_batch_size=4",
-        "--set", "train.lr=0.02",  # a model that already moves its input
-        "--set", f"flow.schedule_file={schedule}",
-    )  # fmt: skip
+        "train",
+        "--preset",
+        "tiny",
+        "--data",
+        data,
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "--set",
+        "train.total_steps=3",
+        "--set",
+        "train.global_batch_size=4",
+        "--set",
+        "train.lr=0.02",  # a model that already moves its input
+        "--set",
+        f"flow.schedule_file={schedule}",
+    )
     assert res.exit_code == 0, res.output
     schedule.unlink()  # the checkpoint carries the numbers, not the file
     loaded = sfd.load_model(out)

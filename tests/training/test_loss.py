@@ -138,9 +138,14 @@ def test_the_offset_schedule_trains_on_todays_times_and_states_bit_for_bit(delta
     x1, x0 = torch.randn(2, 64, 6, 4, 4, generator=g)
     base = torch.rand(64, generator=g)
     terms = flow_loss(
-        Constant(torch.zeros(1, 6, 1, 1)), x1, torch.zeros(64, dtype=torch.long), x0=x0,
-        base_time=base, flow=FlowConfig(delta_t=delta_t), layout=LAYOUT,
-    )  # fmt: skip
+        Constant(torch.zeros(1, 6, 1, 1)),
+        x1,
+        torch.zeros(64, dtype=torch.long),
+        x0=x0,
+        base_time=base,
+        flow=FlowConfig(delta_t=delta_t),
+        layout=LAYOUT,
+    )
     t_tex, t_sem = stretch(base, delta_t)  # the time convention before schedules were paths
     assert torch.equal(terms.t_tex, t_tex) and torch.equal(terms.t_sem, t_sem)
     assert torch.equal(terms.x_t, interpolate(x0, x1, t_tex, t_sem, LAYOUT))
@@ -152,8 +157,13 @@ def test_a_learned_schedule_sets_the_training_times():
     base = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0])
     x = torch.zeros(5, 6, 2, 2)
     terms = flow_loss(
-        Constant(torch.zeros(1, 6, 1, 1)), x, torch.zeros(5, dtype=torch.long), x0=x,
-        base_time=base, flow=flow, layout=LAYOUT,
-    )  # fmt: skip
+        Constant(torch.zeros(1, 6, 1, 1)),
+        x,
+        torch.zeros(5, dtype=torch.long),
+        x0=x,
+        base_time=base,
+        flow=flow,
+        layout=LAYOUT,
+    )
     torch.testing.assert_close(terms.t_tex, torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0]))
     torch.testing.assert_close(terms.t_sem, torch.tensor([0.0, 0.1, 0.2, 0.6, 1.0]))

@@ -32,17 +32,48 @@ def _port() -> int:
 def test_a_killed_rank_is_named_by_the_survivor_and_a_rerun_resumes(tmp_path):
     data = write_synthetic_latents(tmp_path / "lat", tiny_config(), count=8, shard_size=4)
     run = tmp_path / "run"
-    args = [sys.executable, "-m", "sfd", "train", "--preset", "tiny", "--data", data, "--out",
-            run, "--device", "cpu", "--set", "train.total_steps=100000", "--set",
-            "train.global_batch_size=4", "--set", "train.ckpt_every=2"]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "sfd",
+        "train",
+        "--preset",
+        "tiny",
+        "--data",
+        data,
+        "--out",
+        run,
+        "--device",
+        "cpu",
+        "--set",
+        "train.total_steps=100000",
+        "--set",
+        "train.global_batch_size=4",
+        "--set",
+        "train.ckpt_every=2",
+    ]
     port, procs = _port(), []
     for rank in (0, 1):
-        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-               "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
-               "LOCAL_WORLD_SIZE": "2", "OMP_NUM_THREADS": "1",
-               "SFD_COLLECTIVE_TIMEOUT": "60"}  # fmt: skip
-        procs.append(subprocess.Popen([str(a) for a in args], env=env, stderr=subprocess.PIPE,
-                                      stdout=subprocess.DEVNULL, text=True))  # fmt: skip
+        env = {
+            **os.environ,
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": "2",
+            "LOCAL_WORLD_SIZE": "2",
+            "OMP_NUM_THREADS": "1",
+            "SFD_COLLECTIVE_TIMEOUT": "60",
+        }
+        procs.append(
+            subprocess.Popen(
+                [str(a) for a in args],
+                env=env,
+                stderr=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                text=True,
+            )
+        )
     try:
         deadline = time.monotonic() + 60
         while not list_checkpoints(run) and time.monotonic() < deadline:

@@ -64,15 +64,29 @@ def test_corrected_loss_weights_each_parts_noise_levels_uniformly(seed):
     ones = torch.ones(n, 6, 1, 1)
     with torch.no_grad():
         terms_tex = probe_loss(
-            OneMinusX(), ones, None, x0=0 * ones, t=t, path=path, layout=LAYOUT,
-            sem_weight=0.0, lam=0.0,
-        )  # fmt: skip
+            OneMinusX(),
+            ones,
+            None,
+            x0=0 * ones,
+            t=t,
+            path=path,
+            layout=LAYOUT,
+            sem_weight=0.0,
+            lam=0.0,
+        )
     assert float(terms_tex.flow.mean()) == pytest.approx(1 / 3, abs=2e-4)  # texture alone
     with torch.no_grad():
         both = probe_loss(
-            OneMinusX(), ones, None, x0=0 * ones, t=t, path=path, layout=LAYOUT,
-            sem_weight=1.0, lam=0.0,
-        )  # fmt: skip
+            OneMinusX(),
+            ones,
+            None,
+            x0=0 * ones,
+            t=t,
+            path=path,
+            layout=LAYOUT,
+            sem_weight=1.0,
+            lam=0.0,
+        )
     assert float(both.flow.mean()) == pytest.approx(2 / 3, abs=4e-4)
     weights = noise_level_weights(path, bins=10)
     torch.testing.assert_close(
@@ -94,9 +108,15 @@ def test_the_gradient_reaches_the_schedule():
     g = torch.Generator().manual_seed(0)
     x1, x0 = torch.randn(2, 8, 6, 8, 8, generator=g)
     terms = probe_loss(
-        model, x1, torch.arange(8) % 10, x0=x0, t=torch.rand(8, generator=g), path=params.path(),
-        layout=LAYOUT, lam=0.1,
-    )  # fmt: skip
+        model,
+        x1,
+        torch.arange(8) % 10,
+        x0=x0,
+        t=torch.rand(8, generator=g),
+        path=params.path(),
+        layout=LAYOUT,
+        lam=0.1,
+    )
     terms.total().backward()
     grad = params.logits.grad
     assert grad is not None and bool(torch.isfinite(grad).all())
@@ -104,9 +124,15 @@ def test_the_gradient_reaches_the_schedule():
     # the flow term alone reaches it too (through the noisy inputs and the progress values)
     params.logits.grad = None
     probe_loss(
-        model, x1, torch.arange(8) % 10, x0=x0, t=torch.rand(8, generator=g), path=params.path(),
-        layout=LAYOUT, lam=0.0,
-    ).total().backward()  # fmt: skip
+        model,
+        x1,
+        torch.arange(8) % 10,
+        x0=x0,
+        t=torch.rand(8, generator=g),
+        path=params.path(),
+        layout=LAYOUT,
+        lam=0.0,
+    ).total().backward()
     assert float(params.logits.grad.abs().sum()) > 0
 
 

@@ -152,9 +152,14 @@ def release(tmp_path_factory):
     stats_args = ["--latent-stats", lat / "latents_stats.pt"]
     stats_args += ["--latent-stats", lat / "latents_sv_stats.pt"]
     common = [
-        "import-upstream", main_pt, "--upstream-config", FIXTURES / "upstream_config.json",
-        "--inference-config", inference, *stats_args,
-    ]  # fmt: skip
+        "import-upstream",
+        main_pt,
+        "--upstream-config",
+        FIXTURES / "upstream_config.json",
+        "--inference-config",
+        inference,
+        *stats_args,
+    ]
     return {
         "root": root,
         "common": common,
@@ -181,9 +186,14 @@ def test_release_folder_imports_and_samples_as_the_direct_model(release, tmp_pat
     res = run(*release["common"], "--cfg-scale", SCALE, "--out", imported)
     assert res.exit_code == 0, res.output
     res = run(
-        "import-upstream", release["guide_pt"], "--upstream-config", release["guide_json"],
-        *release["stats_args"], "--out", guide,
-    )  # fmt: skip
+        "import-upstream",
+        release["guide_pt"],
+        "--upstream-config",
+        release["guide_json"],
+        *release["stats_args"],
+        "--out",
+        guide,
+    )
     assert res.exit_code == 0, res.output
 
     # the YAML's sampler, as the release runs it, is the imported checkpoint's default
@@ -214,9 +224,19 @@ def test_release_folder_imports_and_samples_as_the_direct_model(release, tmp_pat
     fast = ["--set", "sample.atol=1e-2", "--set", "sample.rtol=1e-2"]
     fast += ["--set", f"sample.compute_batch={NUM}"]
     res = run(
-        "sample", imported, "--guide", guide, "--num", NUM, "--batch-size", NUM,
-        "--latents-only", "--out", tmp_path / "samples", *fast,
-    )  # fmt: skip
+        "sample",
+        imported,
+        "--guide",
+        guide,
+        "--num",
+        NUM,
+        "--batch-size",
+        NUM,
+        "--latents-only",
+        "--out",
+        tmp_path / "samples",
+        *fast,
+    )
     assert res.exit_code == 0, res.output
     got = load_file(str(tmp_path / "samples/latents.safetensors"))
 

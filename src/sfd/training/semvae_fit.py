@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -118,23 +119,13 @@ def train_semvae(
         recon, mean, logvar = model(features, noise)
         return semvae_loss(recon, features, mean, logvar, config.kl_weight, config.cos_axis)
 
-    history = fit(
-        "semvae", model, opt, step_fn, lambda step: semvae_lr(step, config), config, resume,
-        first, history,
-    )  # fmt: skip
+    lr = partial(semvae_lr, config=config)
+    history = fit("semvae", model, opt, step_fn, lr, config, resume, first, history)
     metrics = _held_out_metrics(model, train, held_out, config.device)
-    save_semvae(
-        model,
-        out_dir,
-        {
-            "train": asdict(config),
-            "held_out": metrics,
-            "features": str(feature_dir),
-            # what `sfd extract` checks its encoder against (grid and dim are in the config)
-            "encoder": data.meta.get("extraction", {}).get("encoder"),
-            "history": history,
-        },
-    )
+    info = {"train": asdict(config), "held_out": metrics, "features": str(feature_dir)}
+    # what `sfd extract` checks its encoder against (grid and dim are in the config)
+    info["encoder"] = data.meta.get("extraction", {}).get("encoder")
+    save_semvae(model, out_dir, {**info, "history": history})
     resume.remove()
     return metrics
 
