@@ -41,7 +41,7 @@ def test_each_stage_is_its_timed_step_times_its_steps(tmp_path, monkeypatch):
     monkeypatch.setattr(estimate, "_read_seconds", lambda dataset: 0.01)
     monkeypatch.setattr(estimate, "_texture_step", lambda plan, shape, device: 0.5)
     monkeypatch.setattr(estimate, "_semvae_step", lambda plan, dim, grid, device: 0.2)
-    monkeypatch.setattr(estimate, "_per_image", lambda fn, shape, device: 0.001)
+    monkeypatch.setattr(estimate, "_per_image", lambda fn, shape, device, n=8: 0.001)
     monkeypatch.setattr(estimate, "_sfd", lambda plan, grid, dim, device: (0.3, 0.05, _cfg(plan)))
     est = estimate.estimate_stages(plan, tuple(STAGE_FILES))
     assert list(est) == list(STAGE_FILES)

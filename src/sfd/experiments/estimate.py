@@ -174,8 +174,9 @@ def _as_the_loop_runs(step, cfg, device) -> float:
             return time_fn(update, torch.device(device), warmup=1, iters=TIMED)
 
 
-# dopri5 adapts its steps: counted as the 40 velocity evaluations per image it took at the
-# final checkpoints of the composites grid (docs/ABLATION.md, the sampling-steps axis)
+# dopri5 adapts its steps: counted as the 40 velocity evaluations per image it took for `sfd`
+# (Δt = 0.3) at the final checkpoints of the composites grid (26-34 for synchronous rows, 69 on
+# a learned path; docs/ABLATION.md, the sampling-steps axis)
 ADAPTIVE_NFE = 40
 
 
@@ -193,7 +194,7 @@ def estimate_stages(plan, stages: tuple[str, ...], device: str = "cpu") -> dict[
     grid = shape[-1] // 2 ** (len(sizes.texture.block_out_channels) - 1)
     read = _read_seconds(train_set)
     encoder = EfficientNetLite0Encoder(grid=grid, stride=sizes.encoder_stride).to(device).eval()
-    enc = _per_image(encoder.features, shape, device)
+    enc = _per_image(encoder.features, shape, device, n=sizes.batch_size)  # the stage's batch
     n_sem, n_train, n_test = min(sizes.semvae_images, len(train_set)), len(train_set), len(test_set)
     est = {
         "texture_vae": sizes.texture.total_steps
