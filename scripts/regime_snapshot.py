@@ -1,9 +1,9 @@
 """Version a running composites grid's results in the repository and rebuild its report there.
 
-Copies ``results/``, ``protocol.json`` and the reference metrics of an `sfd ablate --dataset
-composites` grid directory into ``--to`` and writes its summary (``results.json``,
-``table.md``, ``ablation.png``, ``nfe.png``) from whatever evaluations exist, as ``sfd ablate``
-itself does when a run of it ends (docs/ABLATION.md, "A second testbed"):
+Copies ``results/``, ``protocol.json``, the reference metrics and the learned rows' schedules
+of an `sfd ablate --dataset composites` grid directory into ``--to`` and writes its summary
+(``results.json``, ``table.md``, ``ablation.png``, ``nfe.png``) from whatever evaluations
+exist, as ``sfd ablate`` itself does when a run of it ends (docs/ABLATION.md, "A second testbed"):
 
     python scripts/regime_snapshot.py --grid runs/ablate-composites-t1500 \\
         --to experiments/regime/composites-t1500 --texture-steps 1500
@@ -34,6 +34,9 @@ def main() -> None:
         shutil.copytree(args.grid / "results" / row, args.to / "results" / row, dirs_exist_ok=True)
     for name in ["protocol.json", *[p.name for p in args.grid.glob("reference_*.json")]]:
         shutil.copy2(args.grid / name, args.to / name)
+    for probe in (args.grid / "schedules").glob("*-seed*.json"):  # the learned rows' schedules
+        (args.to / "schedules").mkdir(exist_ok=True)
+        shutil.copy2(probe, args.to / "schedules" / probe.name)
     settings = AblationSettings(
         dataset="composites", texture_steps=args.texture_steps, rows=tuple(rows), main_seeds=8
     )
