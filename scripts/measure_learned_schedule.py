@@ -33,7 +33,13 @@ from sfd.flow.schedule import path_schedule
 from sfd.flow.solvers import heun
 from sfd.latents.composite import LatentLayout
 from sfd.model import LightningDiT
-from sfd.training.probe import ProbeSettings, ScheduleParams, probe_config, probe_loss, run_probe
+from sfd.training.probe import (
+    ProbeSettings,
+    ScheduleParams,
+    probe_config,
+    probe_update,
+    run_probe,
+)
 
 
 def probe_grid(
@@ -112,22 +118,7 @@ def probe_step_fn(data: Path, batch: int):
     b = synthetic_batch(cfg, batch, torch.device("cpu"))
 
     def step() -> None:
-        terms = probe_loss(
-            model,
-            b.x1,
-            b.y,
-            x0=b.x0,
-            t=b.base_time,
-            path=params.path(),
-            layout=layout,
-            sem_weight=s.sem_weight,
-            lam=s.lam,
-        )
-        opt.zero_grad(set_to_none=True)
-        opt_s.zero_grad(set_to_none=True)
-        terms.total().backward()
-        opt.step()
-        opt_s.step()
+        probe_update(model, params, (opt, opt_s), b, layout, s)
 
     return step
 

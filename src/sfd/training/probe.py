@@ -200,6 +200,38 @@ def check_probe_data(data_dir: str | Path) -> LatentDataset:
     return dataset
 
 
+def probe_update(
+    model: nn.Module,
+    params: ScheduleParams,
+    optimizers: tuple[torch.optim.Optimizer, torch.optim.Optimizer],
+    b,
+    layout: LatentLayout,
+    s: ProbeSettings,
+    move_schedule: bool = True,
+) -> ProbeTerms:
+    """One probe step on batch ``b``: the corrected flow loss plus the kinetic term, the
+    denoiser updated, the schedule too unless ``move_schedule`` is off (its warm-up)."""
+    opt, opt_schedule = optimizers
+    terms = probe_loss(
+        model,
+        b.x1,
+        b.y,
+        x0=b.x0,
+        t=b.base_time,
+        path=params.path(),
+        layout=layout,
+        sem_weight=s.sem_weight,
+        lam=s.lam,
+    )
+    opt.zero_grad(set_to_none=True)
+    opt_schedule.zero_grad(set_to_none=True)
+    terms.total().backward()
+    opt.step()
+    if move_schedule:
+        opt_schedule.step()
+    return terms
+
+
 def run_probe(data_dir: str | Path, s: ProbeSettings) -> tuple[torch.Tensor, dict]:
     """Train the probe on a latent set; returns the frozen table (2, M + 1) and a report."""
     dataset = check_probe_data(data_dir)
@@ -213,23 +245,8 @@ def run_probe(data_dir: str | Path, s: ProbeSettings) -> tuple[torch.Tensor, dic
     order, history, start = EpochOrder(len(dataset), s.seed), [], time.perf_counter()
     for step in range(s.steps):
         b = global_batch(dataset, order, cfg, step)
-        terms = probe_loss(
-            model,
-            b.x1,
-            b.y,
-            x0=b.x0,
-            t=b.base_time,
-            path=params.path(),
-            layout=layout,
-            sem_weight=s.sem_weight,
-            lam=s.lam,
-        )
-        opt.zero_grad(set_to_none=True)
-        opt_schedule.zero_grad(set_to_none=True)
-        terms.total().backward()
-        opt.step()
-        if step >= int(s.warmup * s.steps):
-            opt_schedule.step()
+        move_schedule = step >= int(s.warmup * s.steps)
+        terms = probe_update(model, params, (opt, opt_schedule), b, layout, s, move_schedule)
         if step % s.log_every == 0 or step == s.steps - 1:
             with torch.no_grad():
                 lead = lead_at_middle(params.path())
