@@ -11,12 +11,14 @@ import torch
 
 from sfd.api import load_model
 from sfd.data.latent_shards import LatentDataset, finalize_latent_set, write_latent_shard
+from sfd.data.latent_storage import Storage
 from sfd.data.tensor_files import MappedShard
 from sfd.flow.guidance import Guidance, cfg_velocity
 from sfd.generate import LatentSampler
 from sfd.latents.composite import LatentLayout
 from sfd.latents.derive import derive_latent_set
 from sfd.latents.pca import pca_from_samples
+from sfd.latents.repa_targets import reencode_latent_set
 from sfd.training.loop import train
 from tests.helpers import tiny_config, write_synthetic_latents
 
@@ -214,3 +216,22 @@ def test_from_refuses_a_source_of_other_images(base, tmp_path):
     assert not (tmp_path / "out" / "meta.json").exists()
     with pytest.raises(ValueError, match="needs source"):
         derive_latent_set(base, tmp_path / "out2", "from")
+
+
+def test_a_set_stored_otherwise_is_refused_before_anything_is_written(base, tmp_path):
+    stored = tmp_path / "f16"
+    reencode_latent_set(base, stored, Storage.parse("f16"))
+    assert LatentDataset(stored).meta["storage"]  # a version-2 set, with its storage record
+    with pytest.raises(ValueError, match="stored as f16; derive from an f32 set"):
+        derive_latent_set(stored, tmp_path / "out", "none")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_derived_meta_carries_the_extraction_settings_and_recomputes_the_rest(base, tmp_path):
+    meta = derive_latent_set(base, tmp_path / "none", "none")
+    source = LatentDataset(base).meta
+    for key, value in EXTRA.items():
+        assert meta[key] == value
+    assert meta["sem_channels"] == 0 != source["sem_channels"]
+    assert meta["shards"] != source["shards"] and meta["stats"] != source["stats"]
+    assert "storage" not in meta and meta["version"] == 1

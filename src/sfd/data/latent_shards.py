@@ -56,6 +56,24 @@ FORMAT = "sfd-latents"
 VERSION = 1  # the first layout (float32 posteriors, both views' full targets)
 VERSION_STORAGE = 2  # any other storage (sfd.data.latent_storage), recorded in meta.json
 REQUIRED_KEYS = ("label", "tex_mean", "tex_std", "sem_mean", "sem_std")
+# meta.json keys that finalize_latent_set computes from a set's shards; a set written from another
+# (derived, re-encoded) carries every other key of its source's meta.json.
+COMPUTED_META_KEYS = frozenset(
+    {
+        "format",
+        "version",
+        "num_classes",
+        "count",
+        "views",
+        "tex_channels",
+        "sem_channels",
+        "size",
+        "repa_dim",
+        "shards",
+        "stats",
+        "storage",
+    }
+)
 
 
 def write_latent_shard(

@@ -29,7 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sfd.data.latent_shards import LatentDataset, finalize_latent_set, write_latent_shard
+from sfd.data.latent_shards import (
+    COMPUTED_META_KEYS,
+    LatentDataset,
+    finalize_latent_set,
+    write_latent_shard,
+)
 from sfd.data.shards import finished_shard
 from sfd.data.tensor_files import MappedShard, atomic_write_json
 from sfd.latents.pca import PCAEncoder
@@ -38,20 +43,6 @@ log = logging.getLogger(__name__)
 
 SEMANTIC_KINDS = ("none", "pca", "from")
 CLAIM_FILE = "derive.json"
-# meta.json keys that finalize_latent_set computes from the new shards; all others are carried.
-_COMPUTED_KEYS = {
-    "format",
-    "version",
-    "num_classes",
-    "count",
-    "views",
-    "tex_channels",
-    "sem_channels",
-    "size",
-    "repa_dim",
-    "shards",
-    "stats",
-}
 _ENCODE_ROWS = 64  # images PCA-encoded at a time
 
 
@@ -102,7 +93,7 @@ def derive_latent_set(
         sem = None if other is None else MappedShard(other.directory / info["file"])
         write_latent_shard(out_dir, k, _derived_tensors(shard, pca, sem))
         log.info("derived shard %d of %d", k + 1, len(base.meta["shards"]))
-    extra = {k: v for k, v in base.meta.items() if k not in _COMPUTED_KEYS}
+    extra = {k: v for k, v in base.meta.items() if k not in COMPUTED_META_KEYS}
     extra["derived_from"] = record
     return finalize_latent_set(out_dir, base.num_classes, len(base.meta["shards"]), extra)
 

@@ -24,7 +24,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from sfd.data.latent_shards import LatentDataset, finalize_latent_set, write_latent_shard
+from sfd.data.latent_shards import (
+    COMPUTED_META_KEYS,
+    LatentDataset,
+    finalize_latent_set,
+    write_latent_shard,
+)
 from sfd.data.latent_storage import PCA_FILE, SEMVAE_DIR, Storage
 from sfd.data.shards import finished_shard
 from sfd.data.tensor_files import MappedShard, atomic_save_safetensors
@@ -35,21 +40,6 @@ from sfd.locks import claim_settings
 log = logging.getLogger(__name__)
 
 CLAIM_FILE = "reencode.json"
-# meta.json keys that finalize_latent_set computes from the new shards; all others are carried
-_COMPUTED_KEYS = {
-    "format",
-    "version",
-    "num_classes",
-    "count",
-    "views",
-    "tex_channels",
-    "sem_channels",
-    "size",
-    "repa_dim",
-    "shards",
-    "stats",
-    "storage",
-}
 
 
 class RepaTargets(nn.Module):
@@ -162,7 +152,7 @@ def reencode_latent_set(
             shard = MappedShard(base.directory / info["file"])
             tensors = {key: torch.from_numpy(np.array(shard[key])) for key in shard.arrays}
             write_latent_shard(out_dir, k, tensors, storage, stored_pca)
-    extra = {k: v for k, v in base.meta.items() if k not in _COMPUTED_KEYS}
+    extra = {k: v for k, v in base.meta.items() if k not in COMPUTED_META_KEYS}
     extra["reencoded_from"] = record
     meta = finalize_latent_set(
         out_dir, base.num_classes, len(base.meta["shards"]), extra, storage, base.has_repa
