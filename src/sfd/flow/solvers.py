@@ -96,18 +96,12 @@ def dopri5(
     straddle the jumps, which costs accuracy. Like the release, the solver may evaluate the
     drift past ``1 + Δt`` (it steps past the last output time and interpolates back).
     """
-    from torchdiffeq import odeint  # only dopri5 needs torchdiffeq
-
     layout.check(x, "initial noise")
     delta_t = check_delta_t(delta_t)
-    nfe = 0
-
     end = torch.tensor(1.0 + delta_t, dtype=torch.float32)
     exact = boundary == "exact"
 
     def drift(tau: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        nonlocal nfe
-        nfe += 1
         # Masks compare tau in the solver's dtype (torchdiffeq nudges tau across a jump by one
         # ulp of that dtype); the model gets float32 times.
         t_tex, t_sem = part_times(tau.to(torch.float32), delta_t)
@@ -120,16 +114,10 @@ def dopri5(
         v = velocity_fn(state, t_tex, t_sem)
         return v * layout.per_channel(tex_on.float(), sem_on.float(), v)
 
-    grid = torch.linspace(0.0, 1.0 + delta_t, 2, dtype=torch.float32, device=x.device)
-    options = {}
-    if boundary == "exact":
-        jumps = sorted({b for b in (delta_t, 1.0) if 0.0 < b < 1.0 + delta_t})
-        if jumps:
-            options["jump_t"] = torch.tensor(jumps, dtype=x.dtype, device=x.device)
-    elif boundary != "release":
+    if boundary not in ("exact", "release"):
         raise ValueError(f"boundary must be 'exact' or 'release'; got {boundary!r}")
-    out = odeint(drift, x, grid, method="dopri5", atol=atol, rtol=rtol, options=options)
-    return Solution(out[-1], [], nfe)
+    jumps = sorted({b for b in (delta_t, 1.0) if 0.0 < b < 1.0 + delta_t}) if exact else []
+    return _integrate(drift, x, 1.0 + delta_t, jumps, atol, rtol)
 
 
 def dopri5_path(
@@ -143,16 +131,11 @@ def dopri5_path(
     """Adaptive dopri5 along any progress path over s in [0, span]: each part moves at its
     progress rate, and the path's kinks are jumps the solver steps to (``jump_t``). Past the
     end (the solver's look-ahead) the parts keep the rate and the time they had at the end."""
-    from torchdiffeq import odeint  # only dopri5 needs torchdiffeq
-
     layout.check(x, "initial noise")
-    nfe = 0
     end = torch.tensor(path.span, dtype=torch.float32)
     last = torch.nextafter(end, torch.zeros(()))  # inside the last segment
 
     def drift(s: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        nonlocal nfe
-        nfe += 1
         s32 = s.to(torch.float32).cpu()
         r_tex, r_sem = path.rate_at(torch.minimum(s32, last))
         t_tex, t_sem = path.at(s32)
@@ -162,12 +145,33 @@ def dopri5_path(
         v = velocity_fn(state, t_tex.to(x.device), t_sem.to(x.device))
         return v * layout.per_channel(r_tex.to(v), r_sem.to(v), v)
 
-    grid = torch.tensor([0.0, path.span], dtype=torch.float32, device=x.device)
+    return _integrate(drift, x, path.span, path.kinks(), atol, rtol)
+
+
+def _integrate(
+    drift: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    span: float,
+    jumps: list[float],
+    atol: float,
+    rtol: float,
+) -> Solution:
+    """torchdiffeq's dopri5 of ``drift`` from 0 to ``span`` (float32 times), told of the drift's
+    ``jumps`` (``jump_t``) if any; the drift's evaluations are counted as the solution's NFE."""
+    from torchdiffeq import odeint  # only dopri5 needs torchdiffeq
+
+    nfe = 0
+
+    def counted(time: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        nonlocal nfe
+        nfe += 1
+        return drift(time, state)
+
+    grid = torch.tensor([0.0, span], dtype=torch.float32, device=x.device)
     options = {}
-    jumps = path.kinks()
     if jumps:
         options["jump_t"] = torch.tensor(jumps, dtype=x.dtype, device=x.device)
-    out = odeint(drift, x, grid, method="dopri5", atol=atol, rtol=rtol, options=options)
+    out = odeint(counted, x, grid, method="dopri5", atol=atol, rtol=rtol, options=options)
     return Solution(out[-1], [], nfe)
 
 
