@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-from diffusers import AutoencoderKL
 
 from sfd.data.feature_shards import FeatureShards
 from sfd.data.latent_shards import LatentDataset
@@ -19,6 +18,7 @@ from sfd.data.shards import shard_name
 from sfd.extract import extract, extract_features
 from sfd.latents.semvae import SemanticVAE, SemVAEConfig
 from sfd.latents.texture import KLAutoencoder
+from sfd.tools.synthetic import tiny_autoencoder
 from tests.helpers import TINY_DINOV2
 
 N_IMAGES, SHARD, DIM = 10, 4, 6
@@ -65,16 +65,7 @@ class PoolEncoder(torch.nn.Module):
 @pytest.fixture(scope="module")
 def models():
     torch.manual_seed(0)
-    vae = AutoencoderKL(
-        in_channels=1,
-        out_channels=1,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(8, 8),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-    )
+    vae = tiny_autoencoder(1, widths=(8, 8))
     semvae = SemanticVAE(
         SemVAEConfig(in_dim=DIM, latent_channels=2, width=16, depth=1, num_heads=2, grid=8)
     ).eval()
@@ -264,17 +255,7 @@ def test_commands_run_the_default_pipeline_on_an_image_folder(tmp_path):
         for i in range(3):
             pixels = rng.integers(0, 256, (40, 36), dtype=np.uint8)
             Image.fromarray(pixels).save(tmp_path / "images" / cls / f"{i}.png")
-    torch.manual_seed(0)
-    AutoencoderKL(
-        in_channels=1,
-        out_channels=1,
-        down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3,
-        block_out_channels=(8, 8, 8),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-    ).save_pretrained(tmp_path / "vae")  # f4: 32 px -> 8 x 8
+    tiny_autoencoder(1).save_pretrained(tmp_path / "vae")  # f4: 32 px -> 8 x 8
     common = [
         "--dataset",
         "folder",

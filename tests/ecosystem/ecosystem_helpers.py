@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from sfd.cli import main
 from sfd.latents.composite import LatentStats
 from sfd.model import LightningDiT
+from sfd.tools.synthetic import tiny_autoencoder
 from sfd.training.checkpoint import save_checkpoint
 from tests.helpers import FIXTURES, tiny_config
 
@@ -23,17 +24,7 @@ NUM_CLASSES = 10
 
 def tiny_vae(latent_channels: int, image_channels: int = 3) -> AutoencoderKL:
     """A random f4 AutoencoderKL: (B, latent_channels, 8, 8) -> (B, image_channels, 32, 32)."""
-    torch.manual_seed(0)
-    return AutoencoderKL(
-        in_channels=image_channels,
-        out_channels=image_channels,
-        down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3,
-        block_out_channels=(8, 8, 8),
-        layers_per_block=1,
-        latent_channels=latent_channels,
-        norm_num_groups=4,
-    ).eval()
+    return tiny_autoencoder(image_channels, latent_channels=latent_channels)
 
 
 def perturbed(model: torch.nn.Module, seed: int) -> torch.nn.Module:

@@ -17,6 +17,7 @@ from sfd.latents.texture import (
     ldm_to_diffusers,
     load_texture_autoencoder,
 )
+from sfd.tools.synthetic import tiny_autoencoder
 
 SMALL_RELEASE = LDMLayout(
     ch=32, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, attn_levels=(4,), z_channels=32, embed_dim=32
@@ -24,17 +25,7 @@ SMALL_RELEASE = LDMLayout(
 
 
 def _tiny_vae(in_channels: int = 3) -> AutoencoderKL:
-    torch.manual_seed(0)
-    return AutoencoderKL(
-        in_channels=in_channels,
-        out_channels=in_channels,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-    ).eval()
+    return tiny_autoencoder(in_channels, widths=(8, 16))
 
 
 def test_diffusers_directory_shapes_and_no_scaling(tmp_path):

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL
 from PIL import Image
 
 from sfd.config import TextureVAETrainConfig, preset
 from sfd.latents.semvae import SemanticVAE, SemVAEConfig, save_semvae
-from sfd.tools.synthetic import write_feature_set, write_synthetic_latents
+from sfd.tools.synthetic import tiny_autoencoder, write_feature_set, write_synthetic_latents
 from sfd.training.texture_vae import build_texture_vae
 
 
@@ -73,17 +72,7 @@ def extract_inputs(root: Path) -> None:
 
     vae, semvae = root / "extract-vae", root / "extract-semvae"
     if not (vae / "config.json").exists():
-        torch.manual_seed(0)
-        AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * 3,
-            up_block_types=("UpDecoderBlock2D",) * 3,
-            block_out_channels=(8, 8, 8),
-            layers_per_block=1,
-            latent_channels=4,
-            norm_num_groups=4,
-        ).save_pretrained(vae)
+        tiny_autoencoder().save_pretrained(vae)
     if not (semvae / "semvae.json").exists():
         torch.manual_seed(0)
         cfg = SemVAEConfig(in_dim=40, latent_channels=2, width=16, depth=1, num_heads=2, grid=8)

@@ -1,12 +1,13 @@
 """Small synthetic data sets in the library's formats, for the crash campaign and the tests: a
-latent shard set whose latents depend on the label (learnable) and a feature set on a 3-d
-subspace (compressible to C_s = 3)."""
+latent shard set whose latents depend on the label (learnable), a feature set on a 3-d
+subspace (compressible to C_s = 3), and a tiny random pixel autoencoder."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
+from diffusers import AutoencoderKL
 
 from sfd.config import Config
 from sfd.data.feature_shards import finalize_feature_set
@@ -70,3 +71,24 @@ def write_feature_set(directory, count=40, shard_size=16, dim=12, grid=4, seed=0
     encoder = {"name": "synthetic", "dim": dim, "grid": grid}
     finalize_feature_set(directory, 3, shards, extra={"extraction": {"encoder": encoder}})
     return views
+
+
+def tiny_autoencoder(
+    image_channels: int = 3,
+    widths: tuple[int, ...] = (8, 8, 8),
+    latent_channels: int = 4,
+    seed: int = 0,
+) -> AutoencoderKL:
+    """A random diffusers ``AutoencoderKL`` (one block per level, no attention, in eval mode),
+    downsampling by ``2 ** (len(widths) - 1)``: the default maps 32 px to 8x8 latents."""
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        in_channels=image_channels,
+        out_channels=image_channels,
+        down_block_types=("DownEncoderBlock2D",) * len(widths),
+        up_block_types=("UpDecoderBlock2D",) * len(widths),
+        block_out_channels=widths,
+        layers_per_block=1,
+        latent_channels=latent_channels,
+        norm_num_groups=4,
+    ).eval()
