@@ -18,6 +18,9 @@ control), on the grid's embedded dataset:
 
     python scripts/probe_testbed.py --grid runs/ablate-composites --dataset composites \\
         --out experiments/regime/probe_composites.json
+
+``--reuse`` an earlier JSON of the same grid to probe only what it lacks (e.g. the control's
+latent, added to the grid since).
 """
 
 from __future__ import annotations
@@ -115,18 +118,37 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=5000)
     ap.add_argument("--test", type=int, default=2000)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument(
+        "--reuse",
+        type=Path,
+        default=None,
+        help="an earlier probe JSON of the same grid and settings: its entries are kept, only "
+        "the representations it lacks are probed (e.g. a control added to the grid since)",
+    )
     args = ap.parse_args()
+    earlier = json.loads(args.reuse.read_text()) if args.reuse else {}
+    for key in ("train", "test", "dataset"):
+        if earlier and earlier.get(key) != getattr(args, key):
+            ap.error(
+                f"--reuse {args.reuse}: its {key} is {earlier.get(key)!r}, "
+                f"not {getattr(args, key)!r}"
+            )
     t0 = time.perf_counter()
     (xtr, ytr), (xte, yte) = images(args.dataset, args.train, args.test, args.background_strength)
     rtr, rte = representations(args.grid, xtr), representations(args.grid, xte)
     results = {"chance": 0.1, "train": args.train, "test": args.test, "dataset": args.dataset}
     for name in rtr:
+        if name in earlier:
+            results[name] = earlier[name]
+            continue
         probe = train_probe(rtr[name].flatten(1), ytr, 10)
         acc = float((probe(rte[name].flatten(1)) == yte).float().mean())
         spatial = spatial_agreement(rte[name], rte["encoder features"])
         results[name] = {"dim": int(rtr[name][0].numel()), "probe": acc, "spatial": spatial}
         print(f"{name:32s} dim {results[name]['dim']:5d}  probe {acc:.3f}  spatial {spatial:.3f}")
-    results["seconds"] = round(time.perf_counter() - t0, 1)
+    results["seconds"] = round(time.perf_counter() - t0, 1)  # this run's; not the reused entries'
+    if args.reuse:
+        results["reused"] = {"file": str(args.reuse), "entries": sorted(set(earlier) & set(rtr))}
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2) + "\n")
