@@ -1,12 +1,15 @@
-"""Version a running composites grid's results in the repository and rebuild its report there.
+"""Version a running grid's results in the repository and rebuild its report there.
 
 Copies ``results/``, ``protocol.json``, the reference metrics and the learned rows' schedules
-of an `sfd ablate --dataset composites` grid directory into ``--to`` and writes its summary
+of an `sfd ablate` grid directory (``--dataset``: composites by default) into ``--to`` and
+writes its summary
 (``results.json``, ``table.md``, ``ablation.png``, ``nfe.png``) from whatever evaluations
 exist, as ``sfd ablate`` itself does when a run of it ends (docs/ABLATION.md, "A second testbed"):
 
     python scripts/regime_snapshot.py --grid runs/ablate-composites-t1500 \\
         --to experiments/regime/composites-t1500 --texture-steps 1500
+    python scripts/regime_snapshot.py --grid runs/ablate-fmnist --to experiments/ablation \
+        --dataset fashion-mnist --rows sfd,semvae-sync,learned
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--grid", type=Path, required=True)
     ap.add_argument("--to", type=Path, required=True)
+    ap.add_argument("--dataset", default="composites")
     ap.add_argument("--texture-steps", type=int, default=None)
     ap.add_argument("--rows", default=None, help="Comma-separated rows (default: those present).")
     args = ap.parse_args()
@@ -38,7 +42,7 @@ def main() -> None:
         (args.to / "schedules").mkdir(exist_ok=True)
         shutil.copy2(probe, args.to / "schedules" / probe.name)
     settings = AblationSettings(
-        dataset="composites", texture_steps=args.texture_steps, rows=tuple(rows), main_seeds=8
+        dataset=args.dataset, texture_steps=args.texture_steps, rows=tuple(rows), main_seeds=8
     )
     ref = json.loads(next(args.to.glob("reference_*.json")).read_text())
     summary = write_report(args.to, settings, ref, {"grid": str(args.grid)})
