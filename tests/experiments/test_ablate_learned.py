@@ -37,3 +37,48 @@ def test_a_learned_row_probes_once_per_seed_and_trains_on_it(tmp_path):
     assert again == got and target.stat().st_mtime_ns == stamp  # cached, not probed again
     path = path_of(with_schedule_file(got).flow)
     assert path.delta_t is None and path.span == 1.0
+
+
+def test_learned_lambda_rows_probe_with_their_lambda_and_are_paired(tmp_path):
+    import json
+    from pathlib import Path
+
+    import pytest
+
+    from sfd.experiments.ablate import _evaluations
+    from sfd.experiments.ablate_grid import Row
+    from sfd.experiments.ablate_nfe import nfe_summary
+
+    row = parse_row("learned-lam1")
+    assert (row.semantic, row.schedule, row.probe_lam, row.delta_t) == ("semvae", "learned", 1, 0)
+    assert row.schedule_key == "semvae-lam1" and parse_row("learned").schedule_key == "semvae"
+    assert parse_row("learned-lam0.5").schedule_key == "semvae-lam0.5"
+    assert row_delta_t("learned-lam1") is None
+    for bad in ("learned-lam", "learned-lam-1", "learned-lamx"):
+        with pytest.raises(ValueError, match="unknown ablation row"):
+            parse_row(bad)
+    with pytest.raises(ValueError, match="goes with a learned schedule"):
+        Row("x", "semvae", 0.3, probe_lam=1.0)
+    s = AblationSettings(steps=100, checkpoints=2, cfg_sweep=(2.0,), main_seeds=4, sweep_seeds=1)
+    assert s.seeds_of("learned-lam1") == 4
+    jobs = _evaluations(Path("/nonexistent"), s, "learned-lam1", 0)
+    assert (100, 2.0, None) in jobs and (100, 1.0, "euler-4") in jobs
+    # its probe runs with λ = 1 into its own file, beside the default probe's
+    base = tiny_config()
+    latents = write_synthetic_latents(tmp_path / "lat", base, count=16, repa=False)
+    cfg = row_config(base, row, 2, seed=1, steps=10)
+    got = with_learned_schedule(cfg, row, tmp_path, latents, 1, quick=True)
+    target = tmp_path / "schedules" / "semvae-lam1-seed1.json"
+    assert got.flow.schedule_file == str(target)
+    assert json.loads(target.read_text())["probe"]["settings"]["lam"] == 1.0
+    # the sampling-steps table pairs it with learned, semvae-sync and sfd
+    values = {"learned-lam1": [90.0, 91.0, 89.5], "learned": [95.0] * 3, "sfd": [92.0, 92.5, 91.0]}
+    results = [
+        {"row": r, "seed": k, "step": 100, "cfg_scale": 1.0, "sampler": "euler-4", "fd_fmnist": v}
+        for r, vals in values.items()
+        for k, v in enumerate(vals)
+    ]
+    paired = nfe_summary(results, s, "fd_fmnist")["euler-4"]["paired"]
+    assert paired["learned-lam1 - learned"]["differences"] == [-5.0, -4.0, -5.5]
+    assert paired["learned-lam1 - sfd"]["differences"] == [-2.0, -1.5, -1.5]
+    assert "learned-lam1 - semvae-sync" not in paired  # no such row in these results

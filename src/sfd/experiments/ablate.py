@@ -48,11 +48,12 @@ from sfd.experiments.ablate_eval import (
 from sfd.experiments.ablate_grid import (
     GRID_MODEL,
     MAIN_ROWS,
-    PAIRED_ROWS,
     SWEEP,
     AblationSettings,
     Row,
     base_config,
+    is_paired,
+    on_nfe_axis,
     parse_row,
     parse_shard,
     row_config,
@@ -240,9 +241,9 @@ def _evaluations(out: Path, s: AblationSettings, row: str, seed: int) -> list[tu
     """The (step, cfg scale, sampler) evaluations of one run that have no cached result yet:
     the curve and the guidance sweep with the grid's sampler (None), then the NFE axis."""
     wanted = [(k, s.cfg_scale, None) for k in s.checkpoint_steps()]
-    if row in PAIRED_ROWS:
+    if is_paired(row):
         wanted += [(s.steps, w, None) for w in s.cfg_sweep if w != s.cfg_scale]
-    if row in s.nfe_rows:
+    if on_nfe_axis(row, s.nfe_rows):
         own = f"{s.method}-{s.num_steps}"  # the curve's final point already is this one
         wanted += [(s.steps, s.cfg_scale, x) for x in s.nfe_samplers if x != own]
     return [job for job in wanted if not result_path(out, row, seed, *job).exists()]

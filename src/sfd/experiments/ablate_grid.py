@@ -29,6 +29,7 @@ class Row:
     repa: bool = True
     schedule: str = "offset"  # "learned": a probe's schedule (see the learned-schedule block)
     store: str | None = None  # a storage spec (``store-*`` rows, below); None: the set as given
+    probe_lam: float | None = None  # a learned row's probe λ (None: the probe's default)
 
     @property
     def latents(self) -> str:
@@ -38,6 +39,14 @@ class Row:
     def __post_init__(self) -> None:
         if not 0.0 <= self.delta_t <= 1.0:
             raise ValueError(f"row {self.name!r}: Δt must be in [0, 1]; got {self.delta_t}")
+        if self.probe_lam is not None and (self.schedule != "learned" or self.probe_lam < 0):
+            raise ValueError(f"row {self.name!r}: a probe λ >= 0 goes with a learned schedule")
+
+    @property
+    def schedule_key(self) -> str:
+        """The name of a learned row's probe schedules in OUT/schedules/ (``KEY-seedN.json``)."""
+        lam = "" if self.probe_lam is None else f"-lam{self.probe_lam:g}"
+        return f"{self.semantic}{lam}"
 
 
 MAIN_ROWS = ("baseline", "repa", "semvae-sync", "sfd", "redi", "redi-sf")
@@ -64,10 +73,13 @@ NFE_SAMPLERS = ("euler-4", "euler-8", "euler-16", "euler-32", "heun-10", "dopri5
 # --- learned schedules (docs/SCHEDULE.md) ----------------------------------------------------
 # `learned` / `redi-learned`: the SemVAE / PCA latent trained on a schedule that a probe learned
 # on that latent set with the row's training seed (cached in OUT/schedules/, made before the
-# run trains: :func:`with_learned_schedule`). Not in the default grid: ask for them by name.
+# run trains: :func:`with_learned_schedule`). `learned-lamX`: `learned` with the probe's
+# kinetic-energy weight λ = X (the default is 0.1; a larger λ keeps the path nearer the
+# diagonal). Not in the default grid: ask for them by name.
 LEARNED_ROWS = ("learned", "redi-learned")
+LEARNED_LAM_PREFIX = "learned-lam"
 # rows compared seed by seed with ``sfd`` / ``semvae-sync``: they get the main seeds, the guidance
-# sweep, the curves plot and the sampling-steps axis
+# sweep, the curves plot and the sampling-steps axis (with every `learned-lamX` row)
 PAIRED_ROWS = MAIN_ROWS + CONTROL_ROWS + LEARNED_ROWS
 _NAMED.update(
     {
@@ -83,9 +95,11 @@ def with_learned_schedule(cfg: Config, row: Row, out, latents, seed: int, quick:
     if row.schedule != "learned":
         return cfg
 
-    target = Path(out) / "schedules" / f"{row.semantic}-seed{seed}.json"
+    target = Path(out) / "schedules" / f"{row.schedule_key}-seed{seed}.json"
     if not target.exists():
         probe = ProbeSettings(steps=20, batch=16, seed=seed) if quick else ProbeSettings(seed=seed)
+        if row.probe_lam is not None:
+            probe = dataclasses.replace(probe, lam=row.probe_lam)
         learn_schedule(latents, target, probe)
     flow = dataclasses.replace(cfg.flow, schedule_file=str(target))
     return dataclasses.replace(cfg, flow=flow)
@@ -120,21 +134,36 @@ def _store_row(name: str) -> Row:
 
 
 def parse_row(name: str) -> Row:
-    """A named row, ``dt-X`` (the SemVAE latent at Δt = X in [0, 1]) or ``store-SPEC``."""
+    """A named row, ``dt-X`` (the SemVAE latent at Δt = X in [0, 1]), ``store-SPEC`` or
+    ``learned-lamX`` (a learned schedule probed with λ = X >= 0)."""
     if name in _NAMED:
         return _NAMED[name]
     if name.startswith(STORE_PREFIX):
         return _store_row(name)
+    lam = re.fullmatch(LEARNED_LAM_PREFIX + r"([0-9]*\.?[0-9]+)", name)
+    if lam is not None:
+        return Row(name, "semvae", 0.0, schedule="learned", probe_lam=float(lam.group(1)))
     m = re.fullmatch(r"dt-([0-9]*\.?[0-9]+)", name)
     if m is None:
         raise ValueError(
-            f"unknown ablation row {name!r}; expected one of {', '.join(_NAMED)} or dt-X "
-            f"with X in [0, 1] (e.g. dt-0.5)"
+            f"unknown ablation row {name!r}; expected one of {', '.join(_NAMED)}, dt-X "
+            f"with X in [0, 1] (e.g. dt-0.5), store-SPEC or learned-lamX (e.g. learned-lam1)"
         )
     value = float(m.group(1))
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"row {name!r}: Δt must be in [0, 1]; got {value}")
     return Row(name, "semvae", value)
+
+
+def is_paired(name: str) -> bool:
+    """Compared with ``sfd`` / ``semvae-sync`` seed by seed: main, control and learned (any λ)
+    rows get the main seeds, the guidance sweep and the curves plot (storage rows: the seeds)."""
+    return name in PAIRED_ROWS or name.startswith(LEARNED_LAM_PREFIX)
+
+
+def on_nfe_axis(name: str, nfe_rows: tuple[str, ...]) -> bool:
+    """Sampled at every sampler of the axis: the settings' rows and every learned-λ row."""
+    return name in nfe_rows or name.startswith(LEARNED_LAM_PREFIX)
 
 
 def row_delta_t(name: str) -> float | None:
@@ -238,7 +267,7 @@ class AblationSettings:
     def seeds_of(self, row: str) -> int:
         """Main, control, learned and storage rows (paired with ``sfd`` seed by seed) get the main
         seeds."""
-        main = row in PAIRED_ROWS or row.startswith(STORE_PREFIX)
+        main = is_paired(row) or row.startswith(STORE_PREFIX)
         return self.main_seeds if main else self.sweep_seeds
 
     def jobs(self) -> list[tuple[str, int]]:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from sfd.data.tensor_files import atomic_write_bytes
+from sfd.experiments.ablate_grid import LEARNED_LAM_PREFIX
 
 # (first, second): semantic-first against synchronous, on the SemVAE and the control latent;
 # a learned schedule against both of the SemVAE latent's fixed ones, and against the PCA
@@ -35,6 +36,8 @@ PAIRS = (
     ("learned", "semvae-sync"),
     ("redi-learned", "redi-sf"),
 )
+# each learned-λ row (`learned-lamX`) against these, seed by seed
+LEARNED_LAM_PAIRED = ("learned", "semvae-sync", "sfd")
 
 
 def paired(a: dict[int, float], b: dict[int, float]) -> dict:
@@ -90,9 +93,11 @@ def nfe_summary(results: list[dict], settings, metric: str) -> dict:
     own, final, w = grid_sampler(settings), settings.steps, settings.cfg_scale
     results = [r if "sampler" in r else {**r, "sampler": own} for r in results]  # older records
     out: dict = {}
+    extra = sorted({r["row"] for r in results if r["row"].startswith(LEARNED_LAM_PREFIX)})
+    pairs_wanted = [*PAIRS, *[(r, other) for r in extra for other in LEARNED_LAM_PAIRED]]
     for sampler in dict.fromkeys([*settings.nfe_samplers, own]):
         rows, nfes = {}, []
-        for row in settings.nfe_rows:
+        for row in [*settings.nfe_rows, *extra]:
             vals = by_seed(results, row, metric, final, cfg_scale=w, sampler=sampler)
             if vals:
                 v = np.array(list(vals.values()))
@@ -111,7 +116,7 @@ def nfe_summary(results: list[dict], settings, metric: str) -> dict:
             continue
         pairs = {
             f"{a} - {b}": paired(rows[a]["values"], rows[b]["values"])
-            for a, b in PAIRS
+            for a, b in pairs_wanted
             if a in rows and b in rows
         }
         out[sampler] = {

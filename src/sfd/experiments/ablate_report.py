@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from sfd.data.tensor_files import atomic_write_bytes
-from sfd.experiments.ablate_grid import PAIRED_ROWS, row_delta_t
+from sfd.experiments.ablate_grid import PAIRED_ROWS, is_paired, row_delta_t
 from sfd.experiments.ablate_nfe import (
     leads_markdown,
     learned_leads,
@@ -283,7 +283,9 @@ def plot_curves(results: list[dict], settings, path: Path) -> None:
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
 
     for ax, m in zip(axes[0], metrics, strict=True):
-        for row in [r for r in PAIRED_ROWS if r in cur]:
+        for row in [r for r in PAIRED_ROWS if r in cur] + sorted(
+            r for r in cur if r not in PAIRED_ROWS and is_paired(r)
+        ):
             seeds = cur[row].get(m, {})
             if not seeds:
                 continue
