@@ -293,10 +293,13 @@ def test_commands_run_the_default_pipeline_on_an_image_folder(tmp_path):
             str(tmp_path / "vae"),
             "--semvae",
             str(tmp_path / "semvae"),
+            "--store",
+            "f32",
         ],
     )
     assert result.exit_code == 0, result.output
     latents = LatentDataset(tmp_path / "latents")
+    assert latents.storage.legacy and latents.meta["version"] == 1
     assert len(latents) == 6 and latents.num_classes == 2 and latents.meta["repa_dim"] == 40
     assert latents.meta["extraction"]["texture_ae_path"] == str(tmp_path / "vae")
     assert latents.meta["class_names"] == ["a", "b"]  # the class folders, for runs and exports
@@ -384,3 +387,29 @@ def test_encoder_antialias_reaches_dinov2_and_is_refused_for_efficientnet(tmp_pa
     assert result.exit_code == 2, result.output
     assert "--encoder-antialias applies to dinov2 only" in result.output
     assert not (tmp_path / "effnet").exists()
+
+
+def test_extract_default_storage_and_a_resume_keeps_what_was_begun(tmp_path):
+    from click.testing import CliRunner
+
+    from sfd.cli import main
+    from sfd.data.latent_storage import DEFAULT_STORE
+    from sfd.extract import SETTINGS_FILE
+
+    def stored(*more, out="x"):
+        args = ["extract", "--data-root", ".", "--texture-ae", "t", "--semvae", "s"]
+        result = CliRunner().invoke(main, [*args, "--out", str(out), *more, "--dry-run"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)["store"]["spec"]
+
+    assert stored() == DEFAULT_STORE == "f16-semvae"
+    assert stored("--no-repa") == "f16"  # no targets to reconstruct
+    assert stored("--store", "f32") == "f32"
+    # an extraction begun before the default changed (its settings record no storage) resumes
+    # as the first layout; one begun with a storage resumes with it
+    begun = tmp_path / "begun"
+    begun.mkdir()
+    (begun / SETTINGS_FILE).write_text(json.dumps({"repa": True}))
+    assert stored(out=begun) == "f32"
+    (begun / SETTINGS_FILE).write_text(json.dumps({"storage": {"spec": "f16lv"}}))
+    assert stored(out=begun) == "f16lv"

@@ -22,9 +22,17 @@ from sfd.cli.options import (
     resolve_device,
 )
 from sfd.config import preset
-from sfd.data.latent_storage import PAPER_SHAPES, Shapes, Storage, bytes_per_image
+from sfd.data.latent_storage import (
+    DEFAULT_STORE,
+    DEFAULT_STORE_WITHOUT_REPA,
+    PAPER_SHAPES,
+    Shapes,
+    Storage,
+    bytes_per_image,
+    default_storage,
+)
 from sfd.errors import BadInputError
-from sfd.extract import extract, extract_features
+from sfd.extract import SETTINGS_FILE, extract, extract_features
 from sfd.latents.encoders import ENCODERS, load_encoder
 from sfd.latents.pca import CONFIG_FILE, fit_pca, load_pca
 from sfd.latents.semvae import load_semvae
@@ -117,10 +125,11 @@ def extract_features_command(grid, dry_run, **kw):
 @click.option("--repa/--no-repa", default=True, show_default=True, help="Store REPA targets")
 @click.option(
     "--store",
-    default="f32",
-    show_default=True,
+    default=None,
     help="What is stored and how: POSTERIOR[-pcaK|-semvae][-flip], POSTERIOR f32, f16 or f16lv "
-    "(docs/FORMATS.md; --dry-run prints each option's bytes per image)",
+    f"(docs/FORMATS.md; --dry-run prints each option's bytes per image) [{DEFAULT_STORE}; "
+    f"{DEFAULT_STORE_WITHOUT_REPA} with --no-repa; an extraction into --out resumes with what "
+    "it was begun with; f32: the first layout]",
 )
 @click.option(
     "--repa-pca",
@@ -133,7 +142,10 @@ def extract_command(texture_ae, semvae_path, repa, store, repa_pca, dry_run, **k
     """Write composite-latent shards (texture + semantic posteriors, REPA targets, labels)."""
     _check_encoder_options(kw)
     try:
-        storage = Storage.parse(store)
+        if store is None:
+            storage = default_storage(repa, Path(kw["out_dir"]) / SETTINGS_FILE)
+        else:
+            storage = Storage.parse(store)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="--store") from None
     if (storage.repa == "pca") != (repa_pca is not None):
