@@ -389,27 +389,43 @@ def test_encoder_antialias_reaches_dinov2_and_is_refused_for_efficientnet(tmp_pa
     assert not (tmp_path / "effnet").exists()
 
 
-def test_extract_default_storage_and_a_resume_keeps_what_was_begun(tmp_path):
+def test_extract_default_storage_and_a_resume_keeps_what_was_begun(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
     from sfd.cli import main
     from sfd.data.latent_storage import DEFAULT_STORE
     from sfd.extract import SETTINGS_FILE
 
-    def stored(*more, out="x"):
-        args = ["extract", "--data-root", ".", "--texture-ae", "t", "--semvae", "s"]
-        result = CliRunner().invoke(main, [*args, "--out", str(out), *more, "--dry-run"])
-        assert result.exit_code == 0, result.output
-        return json.loads(result.output)["store"]["spec"]
+    monkeypatch.chdir(tmp_path)  # the SemVAE records its features relative to where it trained
+    (tmp_path / "feats").mkdir()
+    (tmp_path / "semvae").mkdir()
+    (tmp_path / "semvae" / "semvae.json").write_text(json.dumps({"features": "feats"}))
 
-    assert stored() == DEFAULT_STORE == "f16-semvae"
-    assert stored("--no-repa") == "f16"  # no targets to reconstruct
-    assert stored("--store", "f32") == "f32"
+    def dry(*more, out="x", semvae="semvae"):
+        args = ["extract", "--data-root", ".", "--texture-ae", "t", "--semvae", semvae]
+        return CliRunner().invoke(main, [*args, "--out", str(out), *more, "--dry-run"])
+
+    def stored(*more, **kw):
+        result = dry(*more, **kw)
+        assert result.exit_code == 0, result.output
+        printed = json.loads(result.stdout)
+        return printed["store"]["spec"], printed["repa_pca"]
+
+    # the default's PCA is fitted on the features the SemVAE was trained on, or on --repa-pca
+    assert stored() == (DEFAULT_STORE, "feats") and DEFAULT_STORE == "f16-pca16"
+    (tmp_path / "other").mkdir()
+    assert stored("--repa-pca", "other") == ("f16-pca16", "other")
+    assert stored("--no-repa") == ("f16", None)  # no targets to compress
+    assert stored("--store", "f32") == ("f32", None)
+    (tmp_path / "semvae" / "semvae.json").write_text(json.dumps({"features": "gone"}))
+    result = dry()
+    assert result.exit_code == 2 and "pass --repa-pca DIR" in result.output
+    assert "its recorded features 'gone' are not here" in result.output
     # an extraction begun before the default changed (its settings record no storage) resumes
     # as the first layout; one begun with a storage resumes with it
     begun = tmp_path / "begun"
     begun.mkdir()
     (begun / SETTINGS_FILE).write_text(json.dumps({"repa": True}))
-    assert stored(out=begun) == "f32"
+    assert stored(out=begun) == ("f32", None)
     (begun / SETTINGS_FILE).write_text(json.dumps({"storage": {"spec": "f16lv"}}))
-    assert stored(out=begun) == "f16lv"
+    assert stored(out=begun) == ("f16lv", None)

@@ -89,6 +89,8 @@ def _loaders(tmp, evil, trained):
             evil,
             "--semvae",
             tmp,
+            "--store",  # the default storage would first ask for its PCA's features
+            "f32",
             "--dataset",
             "folder",
             "--data-root",

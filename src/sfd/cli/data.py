@@ -3,6 +3,7 @@ verify``: over :mod:`sfd.training.integrity`."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from collections.abc import Callable
@@ -35,6 +36,7 @@ from sfd.errors import BadInputError
 from sfd.extract import SETTINGS_FILE, extract, extract_features
 from sfd.latents.encoders import ENCODERS, load_encoder
 from sfd.latents.pca import CONFIG_FILE, fit_pca, load_pca
+from sfd.latents.semvae import CONFIG_FILE as SEMVAE_CONFIG
 from sfd.latents.semvae import load_semvae
 from sfd.latents.texture import load_texture_autoencoder
 from sfd.training.integrity import describe, verify_path
@@ -127,7 +129,8 @@ def extract_features_command(grid, dry_run, **kw):
     "--store",
     default=None,
     help="What is stored and how: POSTERIOR[-pcaK|-semvae][-flip], POSTERIOR f32, f16 or f16lv "
-    f"(docs/FORMATS.md; --dry-run prints each option's bytes per image) [{DEFAULT_STORE}; "
+    f"(docs/FORMATS.md; --dry-run prints each option's bytes per image) [{DEFAULT_STORE}, its "
+    "PCA fitted on --repa-pca or else the features the SemVAE was trained on; "
     f"{DEFAULT_STORE_WITHOUT_REPA} with --no-repa; an extraction into --out resumes with what "
     "it was begun with; f32: the first layout]",
 )
@@ -144,6 +147,8 @@ def extract_command(texture_ae, semvae_path, repa, store, repa_pca, dry_run, **k
     try:
         if store is None:
             storage = default_storage(repa, Path(kw["out_dir"]) / SETTINGS_FILE)
+            if storage.repa == "pca" and repa_pca is None:
+                repa_pca = semvae_features(semvae_path, storage)
         else:
             storage = Storage.parse(store)
     except ValueError as err:
@@ -157,6 +162,7 @@ def extract_command(texture_ae, semvae_path, repa, store, repa_pca, dry_run, **k
             texture_ae_path=texture_ae,
             semvae_path=semvae_path,
             store=storage.record(),
+            repa_pca=repa_pca,
             bytes_per_image=storage_sizes(storage),
         )
     with distributed.process_group(resolve_device(kw["device"])) as kw["device"]:
@@ -224,6 +230,25 @@ def storage_sizes(chosen: Storage) -> dict:
                 sizes[spec] = bytes_per_image(st, shapes)["total"]
         out[name] = {"shapes": dataclasses.asdict(shapes), "bytes": sizes}
     return out
+
+
+def semvae_features(semvae_path: str, storage: Storage) -> str:
+    """The feature set the SemVAE at ``semvae_path`` was trained on (its ``semvae.json``), to fit
+    the default storage's PCA on; a usage error naming what is missing otherwise."""
+    recorded = None
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # then: the usage error
+        recorded = json.loads((Path(semvae_path) / SEMVAE_CONFIG).read_text()).get("features")
+    if isinstance(recorded, str) and Path(recorded).is_dir():
+        click.echo(
+            f"--store {storage.spec}: its PCA from {recorded} (the SemVAE's features)", err=True
+        )
+        return recorded
+    where = f"its recorded features {recorded!r} are not here" if recorded else "none recorded"
+    raise click.UsageError(
+        f"--store defaults to {storage.spec}, whose PCA is fitted on training features: pass "
+        f"--repa-pca DIR (an `sfd extract-features` directory or a saved PCA of "
+        f"{storage.pca_components}; {semvae_path}: {where}), or choose --store f16 or f32"
+    )
 
 
 def repa_pca_of(path: str, k: int):

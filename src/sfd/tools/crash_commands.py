@@ -67,10 +67,13 @@ EXTRACT_COMMON = shlex.split(
 
 
 def extract_inputs(root: Path) -> None:
-    """A 3-level texture VAE (32 px -> 8 x 8) and an untrained SemVAE on the 8 x 8 grid of
-    EfficientNet-Lite0's stride-8 features (40-d): what ``sfd extract`` needs."""
+    """A 3-level texture VAE (32 px -> 8 x 8), an untrained SemVAE on the 8 x 8 grid of
+    EfficientNet-Lite0's stride-8 features (40-d) and a 40-d feature set to fit the default
+    storage's PCA of the REPA targets on: what ``sfd extract`` needs."""
 
     vae, semvae = root / "extract-vae", root / "extract-semvae"
+    if not (root / "extract-features" / "meta.json").exists():
+        write_feature_set(root / "extract-features", dim=40, grid=8)
     if not (vae / "config.json").exists():
         tiny_autoencoder().save_pretrained(vae)
     if not (semvae / "semvae.json").exists():
@@ -81,6 +84,7 @@ def extract_inputs(root: Path) -> None:
 
 def extract_args(images, root, out):
     paths = ["--texture-ae", root / "extract-vae", "--semvae", root / "extract-semvae"]
+    paths += ["--repa-pca", root / "extract-features"]  # the default storage's PCA
     return ["extract", "--data-root", images, *EXTRACT_COMMON, "--out", out, *paths]
 
 
