@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from sfd.data.tensor_files import atomic_write_bytes
-from sfd.experiments.ablate_grid import LEARNED_LAM_PREFIX
+from sfd.experiments.ablate_grid import on_nfe_axis
 
 # (first, second): semantic-first against synchronous, on the SemVAE and the control latent;
 # a learned schedule against both of the SemVAE latent's fixed ones, and against the PCA
@@ -93,7 +93,8 @@ def nfe_summary(results: list[dict], settings, metric: str) -> dict:
     own, final, w = grid_sampler(settings), settings.steps, settings.cfg_scale
     results = [r if "sampler" in r else {**r, "sampler": own} for r in results]  # older records
     out: dict = {}
-    extra = sorted({r["row"] for r in results if r["row"].startswith(LEARNED_LAM_PREFIX)})
+    axis = settings.nfe_rows
+    extra = sorted({r["row"] for r in results if on_nfe_axis(r["row"], axis)} - set(axis))
     pairs_wanted = [*PAIRS, *[(r, other) for r in extra for other in LEARNED_LAM_PAIRED]]
     for sampler in dict.fromkeys([*settings.nfe_samplers, own]):
         rows, nfes = {}, []
