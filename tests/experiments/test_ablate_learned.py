@@ -82,3 +82,65 @@ def test_learned_lambda_rows_probe_with_their_lambda_and_are_paired(tmp_path):
     assert paired["learned-lam1 - learned"]["differences"] == [-5.0, -4.0, -5.5]
     assert paired["learned-lam1 - sfd"]["differences"] == [-2.0, -1.5, -1.5]
     assert "learned-lam1 - semvae-sync" not in paired  # no such row in these results
+
+
+def test_warp_rows_keep_the_learned_time_warp_and_drop_the_lead(tmp_path):
+    import json
+
+    import pytest
+    import torch
+
+    from sfd.experiments.ablate_grid import is_paired, on_nfe_axis, paired_with, warp_table
+    from sfd.experiments.ablate_nfe import nfe_summary
+    from sfd.flow.progress import lead_at_middle, table_path
+    from sfd.training.schedule_file import load_schedule
+
+    row = parse_row("warp-lam1")
+    assert (row.schedule, row.probe_lam, row.warp, row.schedule_key) == (
+        "learned",
+        1.0,
+        True,
+        "semvae-lam1",
+    )  # the same probe file as learned-lam1
+    assert parse_row("warp").schedule_key == "semvae" and parse_row("warp").warp
+    assert not parse_row("learned-lam1").warp and row_delta_t("warp-lam1") is None
+    assert is_paired("warp-lam1") and on_nfe_axis("warp", ())
+    assert not is_paired("warpx") and not on_nfe_axis("warp-x", ())
+    assert paired_with("warp-lam1") == ("learned-lam1", "semvae-sync", "sfd")
+    assert paired_with("warp") == ("learned", "semvae-sync", "sfd")
+    assert paired_with("learned-lam1") == ("learned", "semvae-sync", "sfd")
+    with pytest.raises(ValueError, match="unknown ablation row"):
+        parse_row("warp-lam")
+    # closed form: a lagging semantic row and a leading texture row average to the diagonal
+    lead = torch.tensor([[0.0, 0.3, 0.6, 1.0], [0.0, 0.36, 0.74, 1.0]], dtype=torch.float64)
+    both = warp_table(lead)
+    assert torch.equal(both[0], both[1])
+    assert torch.allclose(both[0], torch.tensor([0.0, 0.33, 0.67, 1.0], dtype=torch.float64))
+    assert abs(lead_at_middle(table_path(both))) < 1e-6 and lead_at_middle(table_path(lead)) > 0
+    # in the grid: the learned-lam1 probe's file, then its warp beside it, made once
+    base = tiny_config()
+    latents = write_synthetic_latents(tmp_path / "lat", base, count=16, repa=False)
+    cfg = row_config(base, row, 2, seed=1, steps=10)
+    got = with_learned_schedule(cfg, row, tmp_path, latents, 1, quick=True)
+    learned = tmp_path / "schedules" / "semvae-lam1-seed1.json"
+    target = tmp_path / "schedules" / "semvae-lam1-seed1-warp.json"
+    assert got.flow.schedule_file == str(target) and learned.exists()
+    assert torch.equal(load_schedule(target), warp_table(load_schedule(learned)))
+    assert json.loads(target.read_text())["probe"]["warp_of"] == learned.name
+    stamp = target.stat().st_mtime_ns
+    assert with_learned_schedule(cfg, row, tmp_path, latents, 1, quick=True) == got
+    assert target.stat().st_mtime_ns == stamp
+    path = path_of(with_schedule_file(got).flow)
+    u_tex, u_sem = path.progress(torch.linspace(0, 1, 11))
+    assert torch.equal(u_tex, u_sem)
+    # the sampling-steps table pairs it with the learned path it comes from
+    s = AblationSettings(steps=100, checkpoints=2, cfg_sweep=(2.0,), main_seeds=2, sweep_seeds=1)
+    values = {"warp-lam1": [90.0, 91.0], "learned-lam1": [88.0, 92.0], "sfd": [95.0, 93.0]}
+    results = [
+        {"row": r, "seed": k, "step": 100, "cfg_scale": 1.0, "sampler": "euler-4", "fd_fmnist": v}
+        for r, vals in values.items()
+        for k, v in enumerate(vals)
+    ]
+    paired = nfe_summary(results, s, "fd_fmnist")["euler-4"]["paired"]
+    assert paired["warp-lam1 - learned-lam1"]["differences"] == [2.0, -1.0]
+    assert paired["warp-lam1 - sfd"]["differences"] == [-5.0, -2.0]

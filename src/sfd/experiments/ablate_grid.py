@@ -8,12 +8,16 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from sfd.config import Config, apply_overrides, preset
 from sfd.data.latent_storage import Storage
 from sfd.experiments.demo import DEMO_MODEL
+from sfd.flow.progress import check_table
 from sfd.flow.solvers import SOLVERS
 from sfd.training.probe import ProbeSettings, learn_schedule
 from sfd.training.run_dir import RESUMABLE_CHANGES
+from sfd.training.schedule_file import load_schedule, save_schedule
 
 # --------------------------------------------------------------------------------------------
 # Rows
@@ -30,6 +34,7 @@ class Row:
     schedule: str = "offset"  # "learned": a probe's schedule (see the learned-schedule block)
     store: str | None = None  # a storage spec (``store-*`` rows, below); None: the set as given
     probe_lam: float | None = None  # a learned row's probe λ (None: the probe's default)
+    warp: bool = False  # a learned row's path made synchronous: both parts on its mean curve
 
     @property
     def latents(self) -> str:
@@ -41,6 +46,8 @@ class Row:
             raise ValueError(f"row {self.name!r}: Δt must be in [0, 1]; got {self.delta_t}")
         if self.probe_lam is not None and (self.schedule != "learned" or self.probe_lam < 0):
             raise ValueError(f"row {self.name!r}: a probe λ >= 0 goes with a learned schedule")
+        if self.warp and self.schedule != "learned":
+            raise ValueError(f"row {self.name!r}: a warp row goes with a learned schedule")
 
     @property
     def schedule_key(self) -> str:
@@ -75,9 +82,13 @@ NFE_SAMPLERS = ("euler-4", "euler-8", "euler-16", "euler-32", "heun-10", "dopri5
 # on that latent set with the row's training seed (cached in OUT/schedules/, made before the
 # run trains: :func:`with_learned_schedule`). `learned-lamX`: `learned` with the probe's
 # kinetic-energy weight λ = X (the default is 0.1; a larger λ keeps the path nearer the
-# diagonal). Not in the default grid: ask for them by name.
+# diagonal). `warp` / `warp-lamX`: the control of a learned row's lead. Both parts follow the
+# mean of that probe's two curves (the same file, the same seed), so the run keeps the path's
+# time warp (where along t the noise levels fall) and loses its lead (lead_at_middle = 0).
+# Not in the default grid: ask for them by name.
 LEARNED_ROWS = ("learned", "redi-learned")
 LEARNED_LAM_PREFIX = "learned-lam"
+WARP_PREFIX = "warp"
 # rows compared seed by seed with ``sfd`` / ``semvae-sync``: they get the main seeds, the guidance
 # sweep, the curves plot and the sampling-steps axis (with every `learned-lamX` row)
 PAIRED_ROWS = MAIN_ROWS + CONTROL_ROWS + LEARNED_ROWS
@@ -85,8 +96,16 @@ _NAMED.update(
     {
         "learned": Row("learned", "semvae", 0.0, schedule="learned"),
         "redi-learned": Row("redi-learned", "pca", 0.0, schedule="learned"),
+        "warp": Row("warp", "semvae", 0.0, schedule="learned", warp=True),
     }
 )
+
+
+def warp_table(table: torch.Tensor) -> torch.Tensor:
+    """The synchronous path on a learned table's time warp: both rows the mean of its two
+    (2, M + 1) rows; endpoints stay exactly 0 and 1 and the mean of monotone rows is monotone."""
+    mean = check_table(table).mean(dim=0)
+    return torch.stack([mean, mean])
 
 
 def with_learned_schedule(cfg: Config, row: Row, out, latents, seed: int, quick: bool) -> Config:
@@ -101,6 +120,11 @@ def with_learned_schedule(cfg: Config, row: Row, out, latents, seed: int, quick:
         if row.probe_lam is not None:
             probe = dataclasses.replace(probe, lam=row.probe_lam)
         learn_schedule(latents, target, probe)
+    if row.warp:
+        learned, target = target, target.with_name(f"{target.stem}-warp.json")
+        if not target.exists():
+            note = {"warp_of": learned.name, "rule": "both parts on the mean of its curves"}
+            save_schedule(target, warp_table(load_schedule(learned)), note)
     flow = dataclasses.replace(cfg.flow, schedule_file=str(target))
     return dataclasses.replace(cfg, flow=flow)
 
@@ -134,20 +158,24 @@ def _store_row(name: str) -> Row:
 
 
 def parse_row(name: str) -> Row:
-    """A named row, ``dt-X`` (the SemVAE latent at Δt = X in [0, 1]), ``store-SPEC`` or
-    ``learned-lamX`` (a learned schedule probed with λ = X >= 0)."""
+    """A named row, ``dt-X`` (the SemVAE latent at Δt = X in [0, 1]), ``store-SPEC``,
+    ``learned-lamX`` (a learned schedule probed with λ = X >= 0) or ``warp-lamX`` (its
+    synchronous control)."""
     if name in _NAMED:
         return _NAMED[name]
     if name.startswith(STORE_PREFIX):
         return _store_row(name)
-    lam = re.fullmatch(LEARNED_LAM_PREFIX + r"([0-9]*\.?[0-9]+)", name)
+    lam = re.fullmatch(r"(learned|warp)-lam([0-9]*\.?[0-9]+)", name)
     if lam is not None:
-        return Row(name, "semvae", 0.0, schedule="learned", probe_lam=float(lam.group(1)))
+        warp = lam.group(1) == WARP_PREFIX
+        lam_value = float(lam.group(2))
+        return Row(name, "semvae", 0.0, schedule="learned", probe_lam=lam_value, warp=warp)
     m = re.fullmatch(r"dt-([0-9]*\.?[0-9]+)", name)
     if m is None:
         raise ValueError(
             f"unknown ablation row {name!r}; expected one of {', '.join(_NAMED)}, dt-X "
-            f"with X in [0, 1] (e.g. dt-0.5), store-SPEC or learned-lamX (e.g. learned-lam1)"
+            f"with X in [0, 1] (e.g. dt-0.5), store-SPEC, learned-lamX (e.g. learned-lam1) or "
+            f"warp-lamX"
         )
     value = float(m.group(1))
     if not 0.0 <= value <= 1.0:
@@ -155,15 +183,30 @@ def parse_row(name: str) -> Row:
     return Row(name, "semvae", value)
 
 
+def _learned_variant(name: str) -> bool:
+    """A `learned-lamX`, `warp` or `warp-lamX` row."""
+    return name.startswith(LEARNED_LAM_PREFIX) or name.split("-lam")[0] == WARP_PREFIX
+
+
 def is_paired(name: str) -> bool:
-    """Compared with ``sfd`` / ``semvae-sync`` seed by seed: main, control and learned (any λ)
-    rows get the main seeds, the guidance sweep and the curves plot (storage rows: the seeds)."""
-    return name in PAIRED_ROWS or name.startswith(LEARNED_LAM_PREFIX)
+    """Compared with ``sfd`` / ``semvae-sync`` seed by seed: main, control, learned (any λ) and
+    warp rows get the main seeds, the guidance sweep and the curves plot (storage rows: the
+    seeds)."""
+    return name in PAIRED_ROWS or _learned_variant(name)
 
 
 def on_nfe_axis(name: str, nfe_rows: tuple[str, ...]) -> bool:
-    """Sampled at every sampler of the axis: the settings' rows and every learned-λ row."""
-    return name in nfe_rows or name.startswith(LEARNED_LAM_PREFIX)
+    """Sampled at every sampler of the axis: the settings' rows, every learned-λ and warp row."""
+    return name in nfe_rows or _learned_variant(name)
+
+
+def paired_with(name: str) -> tuple[str, ...]:
+    """The rows a learned-λ or warp row is compared with seed by seed: the learned row whose
+    path it comes from (a warp row) or the default-λ one (a learned-λ row), then both of the
+    SemVAE latent's fixed schedules."""
+    if name.split("-lam")[0] == WARP_PREFIX:
+        return (name.replace(WARP_PREFIX, "learned", 1), "semvae-sync", "sfd")
+    return ("learned", "semvae-sync", "sfd")
 
 
 def row_delta_t(name: str) -> float | None:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from sfd.data.tensor_files import atomic_write_bytes
-from sfd.experiments.ablate_grid import on_nfe_axis
+from sfd.experiments.ablate_grid import on_nfe_axis, paired_with
 
 # (first, second): semantic-first against synchronous, on the SemVAE and the control latent;
 # a learned schedule against both of the SemVAE latent's fixed ones, and against the PCA
@@ -36,8 +36,6 @@ PAIRS = (
     ("learned", "semvae-sync"),
     ("redi-learned", "redi-sf"),
 )
-# each learned-λ row (`learned-lamX`) against these, seed by seed
-LEARNED_LAM_PAIRED = ("learned", "semvae-sync", "sfd")
 
 
 def paired(a: dict[int, float], b: dict[int, float]) -> dict:
@@ -95,7 +93,7 @@ def nfe_summary(results: list[dict], settings, metric: str) -> dict:
     out: dict = {}
     axis = settings.nfe_rows
     extra = sorted({r["row"] for r in results if on_nfe_axis(r["row"], axis)} - set(axis))
-    pairs_wanted = [*PAIRS, *[(r, other) for r in extra for other in LEARNED_LAM_PAIRED]]
+    pairs_wanted = [*PAIRS, *[(r, other) for r in extra for other in paired_with(r)]]
     for sampler in dict.fromkeys([*settings.nfe_samplers, own]):
         rows, nfes = {}, []
         for row in [*settings.nfe_rows, *extra]:
