@@ -4,6 +4,7 @@ ImageNet weights and FD_DINOv2 with a randomly initialised small DINOv2 saved to
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -47,6 +48,14 @@ def _dinov2_dir(path):
     return path
 
 
+def _eval_cli(samples, ref, out, space="efficientnet-lite0", *extra: str):
+    """``sfd eval SAMPLES --ref REF`` on the CPU into ``out``: (the CLI result, its JSON)."""
+    args = ["eval", str(samples), "--ref", str(ref), "--feature-space", space, *extra]
+    res = CliRunner().invoke(main, [*args, "--device", "cpu", "--no-progress", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    return res, json.loads(Path(out).read_text())
+
+
 def test_efficientnet_fd_equals_closed_form_on_its_features(npzs):
     a, b = npzs
     fn = offline_feature_fn("efficientnet-lite0")
@@ -65,46 +74,10 @@ def test_efficientnet_fd_equals_closed_form_on_its_features(npzs):
 
 def test_cli_offline_fd_is_zero_on_itself_and_symmetric(npzs, tmp_path):
     a, b = npzs
-    runner = CliRunner()
     out = tmp_path / "r.json"
-    res = runner.invoke(
-        main,
-        [
-            "eval",
-            str(a),
-            "--ref",
-            str(a),
-            "--feature-space",
-            "efficientnet-lite0",
-            "--device",
-            "cpu",
-            "--no-progress",
-            "--out",
-            str(out),
-        ],
-    )
-    assert res.exit_code == 0, res.output
-    assert abs(json.loads(out.read_text())["fd_efficientnet_lite0"]) < 1e-4  # fp64 rounding
-    fds = []
-    for x, y in ((a, b), (b, a)):
-        res = runner.invoke(
-            main,
-            [
-                "eval",
-                str(x),
-                "--ref",
-                str(y),
-                "--feature-space",
-                "efficientnet-lite0",
-                "--device",
-                "cpu",
-                "--no-progress",
-                "--out",
-                str(out),
-            ],
-        )
-        assert res.exit_code == 0, res.output
-        fds.append(json.loads(out.read_text())["fd_efficientnet_lite0"])
+    _, got = _eval_cli(a, a, out)
+    assert abs(got["fd_efficientnet_lite0"]) < 1e-4  # fp64 rounding
+    fds = [_eval_cli(x, y, out)[1]["fd_efficientnet_lite0"] for x, y in ((a, b), (b, a))]
     assert fds[0] == pytest.approx(fds[1], rel=1e-6) and fds[0] > 0  # eigh rounding
 
 
@@ -114,27 +87,8 @@ def test_cli_fd_dinov2_uses_the_cls_token_of_a_local_model(npzs, tmp_path):
     fn = offline_feature_fn("dinov2", path)
     feats = fn(torch.from_numpy(np.load(a)["arr_0"][:2]).permute(0, 3, 1, 2))
     assert feats.shape == (2, 32)
-    out = tmp_path / "d.json"
-    res = CliRunner().invoke(
-        main,
-        [
-            "eval",
-            str(a),
-            "--ref",
-            str(b),
-            "--feature-space",
-            "dinov2",
-            "--feature-weights",
-            str(path),
-            "--device",
-            "cpu",
-            "--no-progress",
-            "--out",
-            str(out),
-        ],
-    )
-    assert res.exit_code == 0, res.output
-    assert json.loads(out.read_text())["fd_dinov2"] > 0
+    _, got = _eval_cli(a, b, tmp_path / "d.json", "dinov2", "--feature-weights", str(path))
+    assert got["fd_dinov2"] > 0
 
 
 def test_cli_offline_fd_errors(npzs, tmp_path):
@@ -167,27 +121,7 @@ def test_grayscale_npz_is_scored_as_its_rgb_replication(tmp_path):
 
 def test_cli_feature_size_is_the_input_resolution(npzs, tmp_path):
     a, b = npzs
-    out = tmp_path / "r.json"
-    res = CliRunner().invoke(
-        main,
-        [
-            "eval",
-            str(a),
-            "--ref",
-            str(b),
-            "--feature-space",
-            "efficientnet-lite0",
-            "--feature-size",
-            "64",
-            "--device",
-            "cpu",
-            "--no-progress",
-            "--out",
-            str(out),
-        ],
-    )
-    assert res.exit_code == 0, res.output
-    got = json.loads(out.read_text())
+    res, got = _eval_cli(a, b, tmp_path / "r.json", "efficientnet-lite0", "--feature-size", "64")
     assert got["feature_size"] == 64 and "64 px" in res.output
     want = frechet_distance_with(offline_feature_fn("efficientnet-lite0", image_size=64), a, b)
     assert got["fd_efficientnet_lite0"] == pytest.approx(want, rel=1e-6)

@@ -62,32 +62,17 @@ def test_corrected_loss_weights_each_parts_noise_levels_uniformly(seed):
     n = 20_000
     t = (torch.arange(n, dtype=torch.float32) + 0.5) / n  # t ~ U[0, 1] as a midpoint rule
     ones = torch.ones(n, 6, 1, 1)
-    with torch.no_grad():
-        terms_tex = probe_loss(
-            OneMinusX(),
-            ones,
-            None,
-            x0=0 * ones,
-            t=t,
-            path=path,
-            layout=LAYOUT,
-            sem_weight=0.0,
-            lam=0.0,
-        )
-    assert float(terms_tex.flow.mean()) == pytest.approx(1 / 3, abs=2e-4)  # texture alone
-    with torch.no_grad():
-        both = probe_loss(
-            OneMinusX(),
-            ones,
-            None,
-            x0=0 * ones,
-            t=t,
-            path=path,
-            layout=LAYOUT,
-            sem_weight=1.0,
-            lam=0.0,
-        )
-    assert float(both.flow.mean()) == pytest.approx(2 / 3, abs=4e-4)
+
+    def flow(sem_weight: float) -> float:
+        with torch.no_grad():
+            terms = probe_loss(
+                OneMinusX(), ones, None, x0=0 * ones, t=t, path=path, layout=LAYOUT,
+                sem_weight=sem_weight, lam=0.0,
+            )  # fmt: skip
+        return float(terms.flow.mean())
+
+    assert flow(0.0) == pytest.approx(1 / 3, abs=2e-4)  # texture alone
+    assert flow(1.0) == pytest.approx(2 / 3, abs=4e-4)
     weights = noise_level_weights(path, bins=10)
     torch.testing.assert_close(
         weights, torch.full((2, 10), 0.1, dtype=torch.float64), atol=2e-3, rtol=0
