@@ -10,7 +10,7 @@ from pathlib import Path
 from sfd.config import Config, preset
 from sfd.tools.synthetic import write_feature_set, write_synthetic_latents
 
-__all__ = ["FIXTURES", "FIXTURES_ROOT", "TINY_DINOV2", "tiny_config"]
+__all__ = ["FIXTURES", "FIXTURES_ROOT", "TINY_DINOV2", "tiny_config", "tiny_train_args"]
 __all__ += ["write_feature_set", "write_synthetic_latents"]  # shared with the crash campaign
 
 # The release-produced parity sets ship in tests/fixtures (data only; MIT, see LICENSE-upstream).
@@ -33,3 +33,11 @@ def tiny_config(**train_overrides) -> Config:
     cfg = preset("tiny")
     train = dataclasses.replace(cfg.train, **train_overrides)
     return dataclasses.replace(cfg, train=train)
+
+
+def tiny_train_args(data, out, steps: int, *settings: str, batch: int = 4) -> list:
+    """``sfd train`` arguments for the ``tiny`` preset on the CPU: ``steps`` steps of global
+    batch ``batch``, then ``--set`` each of ``settings``."""
+    args = ["train", "--preset", "tiny", "--data", data, "--out", out, "--device", "cpu"]
+    args += ["--set", f"train.total_steps={steps}", "--set", f"train.global_batch_size={batch}"]
+    return args + [arg for s in settings for arg in ("--set", s)]

@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from sfd.cli import main
 from sfd.errors import EXIT_MISMATCH
-from tests.helpers import FIXTURES, tiny_config, write_synthetic_latents
+from tests.helpers import FIXTURES, tiny_config, tiny_train_args, write_synthetic_latents
 
 
 def run(*args):
@@ -40,21 +40,7 @@ def test_bad_inputs_are_clear_errors(tmp_path):
 def test_train_resume_and_sample(tmp_path):
     data = write_synthetic_latents(tmp_path / "lat", tiny_config(), count=12, shard_size=6)
     out = tmp_path / "run"
-    args = [
-        "train",
-        "--preset",
-        "tiny",
-        "--data",
-        data,
-        "--out",
-        out,
-        "--device",
-        "cpu",
-        "--set",
-        "train.total_steps=4",
-        "--set",
-        "train.global_batch_size=4",
-    ]
+    args = tiny_train_args(data, out, 4)
     assert run(*args, "--max-steps", "2").exit_code == 0
     res = run(*args)
     assert res.exit_code == 0 and "trained to step 4" in res.output

@@ -19,7 +19,7 @@ from sfd.generate import FixedBatch, image_noise, velocity_function
 from sfd.latents.composite import LatentLayout
 from sfd.training.schedule_file import save_schedule
 from sfd.upstream.config import config_from_kwargs
-from tests.helpers import FIXTURES, tiny_config, write_synthetic_latents
+from tests.helpers import FIXTURES, tiny_config, tiny_train_args, write_synthetic_latents
 
 
 def run(*args):
@@ -34,25 +34,8 @@ def test_train_on_a_schedule_file_and_sample_along_it(tmp_path):
     data = write_synthetic_latents(tmp_path / "lat", tiny_config(), count=12, shard_size=6)
     schedule = save_schedule(tmp_path / "schedule.json", TABLE)
     out = tmp_path / "run"
-    res = run(
-        "train",
-        "--preset",
-        "tiny",
-        "--data",
-        data,
-        "--out",
-        out,
-        "--device",
-        "cpu",
-        "--set",
-        "train.total_steps=3",
-        "--set",
-        "train.global_batch_size=4",
-        "--set",
-        "train.lr=0.02",  # a model that already moves its input
-        "--set",
-        f"flow.schedule_file={schedule}",
-    )
+    lr = "train.lr=0.02"  # a model that already moves its input
+    res = run(*tiny_train_args(data, out, 3, lr, f"flow.schedule_file={schedule}"))
     assert res.exit_code == 0, res.output
     schedule.unlink()  # the checkpoint carries the numbers, not the file
     loaded = sfd.load_model(out)

@@ -20,7 +20,7 @@ from sfd.config import Config
 from sfd.errors import EXIT_LOST_RANK
 from sfd.training.checkpoint import list_checkpoints, read_checkpoint
 from sfd.training.loop import train
-from tests.helpers import tiny_config, write_synthetic_latents
+from tests.helpers import tiny_config, tiny_train_args, write_synthetic_latents
 
 
 def _port() -> int:
@@ -36,21 +36,7 @@ def test_a_killed_rank_is_named_by_the_survivor_and_a_rerun_resumes(tmp_path):
         sys.executable,
         "-m",
         "sfd",
-        "train",
-        "--preset",
-        "tiny",
-        "--data",
-        data,
-        "--out",
-        run,
-        "--device",
-        "cpu",
-        "--set",
-        "train.total_steps=100000",
-        "--set",
-        "train.global_batch_size=4",
-        "--set",
-        "train.ckpt_every=2",
+        *tiny_train_args(data, run, 100000, "train.ckpt_every=2"),
     ]
     port, procs = _port(), []
     for rank in (0, 1):
