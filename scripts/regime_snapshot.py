@@ -10,6 +10,9 @@ exist, as ``sfd ablate`` itself does when a run of it ends (docs/ABLATION.md, "A
         --to experiments/regime/composites-t1500 --texture-steps 1500
     python scripts/regime_snapshot.py --grid runs/ablate-fmnist --to experiments/ablation \
         --dataset fashion-mnist --rows sfd,semvae-sync,learned
+
+Rows asked for that the grid has not evaluated yet are named and left out; the run length
+(the final checkpoint of the tables) is the grid's own, from its ``protocol.json``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,10 @@ def main() -> None:
     args.to.mkdir(parents=True, exist_ok=True)
     present = sorted(p.name for p in (args.grid / "results").iterdir())
     rows = args.rows.split(",") if args.rows else present
+    missing = [r for r in rows if r not in present]
+    if missing:
+        print(f"not in {args.grid}/results (left out): {', '.join(missing)}")
+    rows = [r for r in rows if r in present]
     for row in rows:  # only the rows asked for: another row may be half evaluated
         shutil.copytree(args.grid / "results" / row, args.to / "results" / row, dirs_exist_ok=True)
     for name in ["protocol.json", *[p.name for p in args.grid.glob("reference_*.json")]]:
@@ -41,8 +48,13 @@ def main() -> None:
     for probe in (args.grid / "schedules").glob("*-seed*.json"):  # the learned rows' schedules
         (args.to / "schedules").mkdir(exist_ok=True)
         shutil.copy2(probe, args.to / "schedules" / probe.name)
+    steps = json.loads((args.grid / "protocol.json").read_text())["steps"]  # its run length
     settings = AblationSettings(
-        dataset=args.dataset, texture_steps=args.texture_steps, rows=tuple(rows), main_seeds=8
+        dataset=args.dataset,
+        texture_steps=args.texture_steps,
+        rows=tuple(rows),
+        main_seeds=8,
+        steps=steps,
     )
     ref = json.loads(next(args.to.glob("reference_*.json")).read_text())
     summary = write_report(args.to, settings, ref, {"grid": str(args.grid)})
