@@ -151,10 +151,13 @@ def test_samplers_control_rows_and_dataset_settings():
     assert "dataset" not in AblationSettings().protocol()  # existing grids keep their protocol
     proto = AblationSettings(dataset="composites", background_strength=0.8).protocol()
     assert proto["dataset"] == "composites" and proto["background_strength"] == 0.8
-    from sfd.experiments.ablate_report import metric_label
+    from sfd.experiments.ablate_report import metric_label, short_label
 
     assert metric_label("fd_fmnist", proto).startswith("FD_COMP")
     assert metric_label("fd_fmnist", AblationSettings().protocol()).startswith("FD_FMNIST")
+    # the tables' and figures' short name: the composites' distance is never called FD_FMNIST
+    assert short_label({"primary_metric": "fd_fmnist", "protocol": proto}) == "FD_COMP"
+    assert short_label({"primary_metric": "acc", "protocol": proto}) == "class accuracy of samples"
     assert "texture_steps" not in AblationSettings().protocol()
     assert AblationSettings(texture_steps=1500).protocol()["texture_steps"] == 1500
     with pytest.raises(ValueError, match="texture_steps must be >= 1"):

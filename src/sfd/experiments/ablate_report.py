@@ -49,6 +49,11 @@ def metric_label(metric: str, protocol: dict) -> str:
     return METRICS[metric][0]
 
 
+def short_label(summary: dict) -> str:
+    """The primary metric's name without its note (``FD_COMP``, ``FD_FMNIST``, ...)."""
+    return metric_label(summary["primary_metric"], summary["protocol"]).split(" (")[0]
+
+
 def load_results(out: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((Path(out) / "results").rglob("*.json"))]
 
@@ -239,7 +244,7 @@ def markdown(summary: dict) -> str:
     if summary["speedup"]:
         lines += [
             "",
-            f"Steps to reach `sfd`'s final {summary['primary_metric']}, as a multiple of "
+            f"Steps to reach `sfd`'s final {short_label(summary)}, as a multiple of "
             f"`sfd`'s {summary['final_step']} steps (per seed; '>' = not reached in the run):",
             "",
             "| row | ratio (mean ± std) | per seed |",
@@ -252,7 +257,7 @@ def markdown(summary: dict) -> str:
                 f"| `{row}` | {sp['ratio_mean']:.2f} ± {sp['ratio_std']:.2f}{bound} | {seeds} |"
             )
     if summary["welch"]:
-        lines += ["", "Welch t-tests on the final " + summary["primary_metric"] + ":", ""]
+        lines += ["", "Welch t-tests on the final " + short_label(summary) + ":", ""]
         for name, t in summary["welch"].items():
             if t["p"] is None:
                 lines.append(f"- {name}: too few seeds (n = {t['n']})")
@@ -302,7 +307,7 @@ def plot_curves(results: list[dict], settings, path: Path) -> None:
                 std[many] = np.nanstd(vals[:, many], 0, ddof=1)
                 ax.fill_between(steps, mean - std, mean + std, alpha=0.2, color=line.get_color())
         ax.set_xlabel("training steps")
-        ax.set_ylabel(METRICS[m][0])
+        ax.set_ylabel(metric_label(m, settings.protocol()))
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.suptitle("mean ± std over training seeds")
@@ -341,7 +346,7 @@ def plot_delta_t(results: list[dict], settings, path: Path) -> None:
                     f"n={s[2]}", (x, s[0]), fontsize=7, xytext=(3, 3), textcoords="offset points"
                 )
         ax.set_xlabel("Δt (semantic lead)")
-        ax.set_ylabel(METRICS[m][0])
+        ax.set_ylabel(metric_label(m, settings.protocol()))
         ax.grid(alpha=0.3)
     fig.suptitle(f"final checkpoint (step {settings.steps}), SemVAE latent")
     fig.tight_layout()
@@ -366,14 +371,15 @@ def write_report(out: Path, settings, reference: dict | None, info: dict) -> dic
     text = json.dumps(payload, indent=1, sort_keys=True, default=_jsonable)
     if not path.exists() or path.read_text() != text or not (out / "table.md").exists():
         atomic_write_bytes(path, text.encode())
-        table = markdown(summary) + "\n" + nfe_markdown(summary["nfe"], summary["primary_metric"])
+        label = short_label(summary)
+        table = markdown(summary) + "\n" + nfe_markdown(summary["nfe"], label)
         table += "\n" + leads_markdown(summary.get("learned_leads", {}))
         atomic_write_bytes(out / "table.md", table.encode())
         if results:
             plot_curves(results, settings, out / "ablation.png")
             plot_delta_t(results, settings, out / "delta_t.png")
         if summary["nfe"]:
-            plot_nfe(summary["nfe"], summary["primary_metric"], out / "nfe.png")
+            plot_nfe(summary["nfe"], label, out / "nfe.png")
     return summary
 
 
