@@ -6,8 +6,8 @@ from sfd.experiments.ablate_grid import (
     parse_row,
     row_config,
     row_delta_t,
-    with_learned_schedule,
 )
+from sfd.experiments.ablate_schedules import with_learned_schedule
 from sfd.flow.run_path import path_of
 from sfd.training.schedule_file import with_schedule_file
 from tests.helpers import tiny_config, write_synthetic_latents
@@ -90,8 +90,9 @@ def test_warp_rows_keep_the_learned_time_warp_and_drop_the_lead(tmp_path):
     import pytest
     import torch
 
-    from sfd.experiments.ablate_grid import is_paired, on_nfe_axis, paired_with, warp_table
+    from sfd.experiments.ablate_grid import is_paired, on_nfe_axis, paired_with
     from sfd.experiments.ablate_nfe import nfe_summary
+    from sfd.experiments.ablate_schedules import warp_table
     from sfd.flow.progress import lead_at_middle, table_path
     from sfd.training.schedule_file import load_schedule
 

@@ -60,9 +60,9 @@ from sfd.experiments.ablate_grid import (
     row_delta_t,
     sample_config,
     sweep_rows,
-    with_learned_schedule,
 )
 from sfd.experiments.ablate_report import write_report
+from sfd.experiments.ablate_schedules import with_learned_schedule
 from sfd.latents.texture import load_texture_autoencoder
 from sfd.locks import DirLock as _JobLock
 from sfd.training.checkpoint import checkpoint_dir

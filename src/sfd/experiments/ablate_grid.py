@@ -6,18 +6,12 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
-from pathlib import Path
-
-import torch
 
 from sfd.config import Config, apply_overrides, preset
 from sfd.data.latent_storage import Storage
 from sfd.experiments.demo import DEMO_MODEL
-from sfd.flow.progress import check_table
 from sfd.flow.solvers import SOLVERS
-from sfd.training.probe import ProbeSettings, learn_schedule
 from sfd.training.run_dir import RESUMABLE_CHANGES
-from sfd.training.schedule_file import load_schedule, save_schedule
 
 # --------------------------------------------------------------------------------------------
 # Rows
@@ -80,7 +74,7 @@ NFE_SAMPLERS = ("euler-4", "euler-8", "euler-16", "euler-32", "heun-10", "dopri5
 # --- learned schedules (docs/SCHEDULE.md) ----------------------------------------------------
 # `learned` / `redi-learned`: the SemVAE / PCA latent trained on a schedule that a probe learned
 # on that latent set with the row's training seed (cached in OUT/schedules/, made before the
-# run trains: :func:`with_learned_schedule`). `learned-lamX`: `learned` with the probe's
+# run trains: sfd.experiments.ablate_schedules). `learned-lamX`: `learned` with the probe's
 # kinetic-energy weight λ = X (the default is 0.1; a larger λ keeps the path nearer the
 # diagonal). `warp` / `warp-lamX`: the control of a learned row's lead. Both parts follow the
 # mean of that probe's two curves (the same file, the same seed), so the run keeps the path's
@@ -99,34 +93,6 @@ _NAMED.update(
         "warp": Row("warp", "semvae", 0.0, schedule="learned", warp=True),
     }
 )
-
-
-def warp_table(table: torch.Tensor) -> torch.Tensor:
-    """The synchronous path on a learned table's time warp: both rows the mean of its two
-    (2, M + 1) rows; endpoints stay exactly 0 and 1 and the mean of monotone rows is monotone."""
-    mean = check_table(table).mean(dim=0)
-    return torch.stack([mean, mean])
-
-
-def with_learned_schedule(cfg: Config, row: Row, out, latents, seed: int, quick: bool) -> Config:
-    """``cfg`` trained on the probe's schedule for ``row`` (a learned row), probing ``latents``
-    with ``seed`` first if ``OUT/schedules/`` lacks it; other rows unchanged."""
-    if row.schedule != "learned":
-        return cfg
-
-    target = Path(out) / "schedules" / f"{row.schedule_key}-seed{seed}.json"
-    if not target.exists():
-        probe = ProbeSettings(steps=20, batch=16, seed=seed) if quick else ProbeSettings(seed=seed)
-        if row.probe_lam is not None:
-            probe = dataclasses.replace(probe, lam=row.probe_lam)
-        learn_schedule(latents, target, probe)
-    if row.warp:
-        learned, target = target, target.with_name(f"{target.stem}-warp.json")
-        if not target.exists():
-            note = {"warp_of": learned.name, "rule": "both parts on the mean of its curves"}
-            save_schedule(target, warp_table(load_schedule(learned)), note)
-    flow = dataclasses.replace(cfg.flow, schedule_file=str(target))
-    return dataclasses.replace(cfg, flow=flow)
 
 
 # ---------------------------------------------------------------------------------------------
