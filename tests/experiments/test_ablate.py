@@ -122,7 +122,8 @@ def test_steps_to_reach_interpolates_linear_curves_exactly():
 
 
 def test_samplers_control_rows_and_dataset_settings():
-    from sfd.experiments.ablate_grid import CONTROL_ROWS, parse_sampler
+    from sfd.experiments.ablate_grid import parse_sampler
+    from sfd.experiments.ablate_rows import CONTROL_ROWS
 
     assert parse_sampler("euler-8") == ("euler", 8) and parse_sampler("heun-10") == ("heun", 10)
     assert parse_sampler("dopri5") == ("dopri5", 0)

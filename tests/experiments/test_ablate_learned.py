@@ -1,12 +1,8 @@
 """The grid's learned-schedule rows: `learned` (SemVAE latent) and `redi-learned` (PCA latent)
 train on a probe's schedule made once per latent set and seed; they are not on the Δt curve."""
 
-from sfd.experiments.ablate_grid import (
-    AblationSettings,
-    parse_row,
-    row_config,
-    row_delta_t,
-)
+from sfd.experiments.ablate_grid import AblationSettings, row_config
+from sfd.experiments.ablate_rows import parse_row, row_delta_t
 from sfd.experiments.ablate_schedules import with_learned_schedule
 from sfd.flow.run_path import path_of
 from sfd.training.schedule_file import with_schedule_file
@@ -46,8 +42,8 @@ def test_learned_lambda_rows_probe_with_their_lambda_and_are_paired(tmp_path):
     import pytest
 
     from sfd.experiments.ablate import _evaluations
-    from sfd.experiments.ablate_grid import Row
     from sfd.experiments.ablate_nfe import nfe_summary
+    from sfd.experiments.ablate_rows import Row
 
     row = parse_row("learned-lam1")
     assert (row.semantic, row.schedule, row.probe_lam, row.delta_t) == ("semvae", "learned", 1, 0)
@@ -90,8 +86,8 @@ def test_warp_rows_keep_the_learned_time_warp_and_drop_the_lead(tmp_path):
     import pytest
     import torch
 
-    from sfd.experiments.ablate_grid import is_paired, on_nfe_axis, paired_with
     from sfd.experiments.ablate_nfe import nfe_summary
+    from sfd.experiments.ablate_rows import is_paired, on_nfe_axis, paired_with
     from sfd.experiments.ablate_schedules import warp_table
     from sfd.flow.progress import lead_at_middle, table_path
     from sfd.training.schedule_file import load_schedule
@@ -145,3 +141,36 @@ def test_warp_rows_keep_the_learned_time_warp_and_drop_the_lead(tmp_path):
     paired = nfe_summary(results, s, "fd_fmnist")["euler-4"]["paired"]
     assert paired["warp-lam1 - learned-lam1"]["differences"] == [2.0, -1.0]
     assert paired["warp-lam1 - sfd"]["differences"] == [-5.0, -2.0]
+
+
+def test_probe_length_rows_probe_for_their_steps_into_their_own_file(tmp_path):
+    import json
+
+    import pytest
+
+    from sfd.experiments.ablate_rows import Row, is_paired, on_nfe_axis, paired_with
+
+    row = parse_row("learned-p6")
+    assert (row.schedule, row.probe_steps, row.probe_lam, row.warp) == ("learned", 6, None, False)
+    assert row.schedule_key == "semvae-p6" and row_delta_t("learned-p6") is None
+    both = parse_row("learned-lam1-p600")
+    assert (both.probe_lam, both.probe_steps, both.schedule_key) == (1.0, 600, "semvae-lam1-p600")
+    warp = parse_row("warp-p600")
+    assert warp.warp and warp.schedule_key == "semvae-p600"
+    assert is_paired("learned-p600") and on_nfe_axis("learned-p600", ())
+    assert paired_with("learned-p600") == ("learned", "semvae-sync", "sfd")
+    assert paired_with("warp-p600") == ("learned-p600", "semvae-sync", "sfd")
+    for bad in ("learned-p", "learned-p0", "learned-p06", "learned-p600-lam1", "learned-px"):
+        with pytest.raises(ValueError, match="unknown ablation row"):
+            parse_row(bad)
+    with pytest.raises(ValueError, match="probe steps >= 1 go with a learned schedule"):
+        Row("x", "semvae", 0.3, probe_steps=100)
+    # its probe runs for its own number of steps (here 6, not the quick probe's 20), into its
+    # own file beside the default probe's
+    base = tiny_config()
+    latents = write_synthetic_latents(tmp_path / "lat", base, count=16, repa=False)
+    got = with_learned_schedule(row_config(base, row, 2, 1, 10), row, tmp_path, latents, 1, True)
+    target = tmp_path / "schedules" / "semvae-p6-seed1.json"
+    assert got.flow.schedule_file == str(target)
+    assert json.loads(target.read_text())["probe"]["settings"]["steps"] == 6
+    assert not (tmp_path / "schedules" / "semvae-seed1.json").exists()

@@ -180,9 +180,9 @@ def pipeline_command(
     default=None,
     help="Comma-separated rows (default: baseline,repa,semvae-sync,sfd,redi,redi-sf and the "
     "Δt sweep dt-0.1,dt-0.2,dt-0.5,dt-0.7,dt-1); dt-X is the SemVAE latent at Δt = X; also "
-    "random-sync,random-sf (control), learned, redi-learned, learned-lamX (a learned schedule, "
-    "its probe's λ = X), warp / warp-lamX (that path made synchronous: its time warp without "
-    "its lead) and store-SPEC (docs/ABLATION.md).",
+    "random-sync,random-sf (control), learned, redi-learned, learned-lamX / learned-pN / "
+    "learned-lamX-pN (a learned schedule, its probe's λ = X and N steps), warp / warp-lamX (that "
+    "path made synchronous: its time warp without its lead) and store-SPEC (docs/ABLATION.md).",
 )
 @click.option("--seeds", type=COUNT, default=None, help="Training seeds of the main rows [3].")
 @click.option("--sweep-seeds", type=COUNT, default=None, help="Seeds of the other rows [1].")

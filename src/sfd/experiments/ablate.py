@@ -47,21 +47,23 @@ from sfd.experiments.ablate_eval import (
 )
 from sfd.experiments.ablate_grid import (
     GRID_MODEL,
+    AblationSettings,
+    base_config,
+    parse_shard,
+    row_config,
+    sample_config,
+)
+from sfd.experiments.ablate_report import write_report
+from sfd.experiments.ablate_rows import (
     MAIN_ROWS,
     SWEEP,
-    AblationSettings,
     Row,
-    base_config,
     is_paired,
     on_nfe_axis,
     parse_row,
-    parse_shard,
-    row_config,
     row_delta_t,
-    sample_config,
     sweep_rows,
 )
-from sfd.experiments.ablate_report import write_report
 from sfd.experiments.ablate_schedules import with_learned_schedule
 from sfd.latents.texture import load_texture_autoencoder
 from sfd.locks import DirLock as _JobLock

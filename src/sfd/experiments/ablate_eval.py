@@ -26,7 +26,8 @@ from sfd.eval.fashion_classifier import (
 )
 from sfd.eval.metrics import frechet_distance
 from sfd.eval.stats import FeatureStats
-from sfd.experiments.ablate_grid import AblationSettings, parse_row, sample_config
+from sfd.experiments.ablate_grid import AblationSettings, sample_config
+from sfd.experiments.ablate_rows import parse_row
 from sfd.experiments.ablate_store import store_sets
 from sfd.experiments.control import random_encoder_latents
 from sfd.experiments.demo import DemoSettings, demo_stage_sizes, prepare_base

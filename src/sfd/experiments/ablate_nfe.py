@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from sfd.data.tensor_files import atomic_write_bytes
-from sfd.experiments.ablate_grid import on_nfe_axis, paired_with
+from sfd.experiments.ablate_rows import on_nfe_axis, paired_with
 
 # (first, second): semantic-first against synchronous, on the SemVAE and the control latent;
 # a learned schedule against both of the SemVAE latent's fixed ones, and against the PCA

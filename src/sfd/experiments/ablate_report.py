@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 from sfd.data.tensor_files import atomic_write_bytes
-from sfd.experiments.ablate_grid import PAIRED_ROWS, is_paired, row_delta_t
 from sfd.experiments.ablate_nfe import (
     leads_markdown,
     learned_leads,
@@ -31,6 +30,7 @@ from sfd.experiments.ablate_nfe import (
     save_figure,
     split_results,
 )
+from sfd.experiments.ablate_rows import PAIRED_ROWS, is_paired, row_delta_t
 from sfd.experiments.ablate_store import store_tests
 
 # metric -> (label, lower is better)

@@ -1,7 +1,7 @@
 """The schedules the grid's learned rows train on (docs/SCHEDULE.md, docs/ABLATION.md): a
-probe's schedule per latent set and training seed (`learned`, `redi-learned`, `learned-lamX`),
-and its synchronous control on the same time warp (`warp`, `warp-lamX`), each made once into
-``OUT/schedules/`` before the run trains."""
+probe's schedule per latent set and training seed (`learned`, `redi-learned` and the variants
+`learned-lamX`, `learned-pN`), and its synchronous control on the same time warp (`warp`,
+`warp-lamX`), each made once into ``OUT/schedules/`` before the run trains."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from sfd.config import Config
-from sfd.experiments.ablate_grid import Row
+from sfd.experiments.ablate_rows import Row
 from sfd.flow.progress import check_table
 from sfd.training.probe import ProbeSettings, learn_schedule
 from sfd.training.schedule_file import load_schedule, save_schedule
@@ -35,6 +35,8 @@ def with_learned_schedule(cfg: Config, row: Row, out, latents, seed: int, quick:
         probe = ProbeSettings(steps=20, batch=16, seed=seed) if quick else ProbeSettings(seed=seed)
         if row.probe_lam is not None:
             probe = dataclasses.replace(probe, lam=row.probe_lam)
+        if row.probe_steps is not None:
+            probe = dataclasses.replace(probe, steps=row.probe_steps)
         learn_schedule(latents, target, probe)
     if row.warp:
         learned, target = target, target.with_name(f"{target.stem}-warp.json")
