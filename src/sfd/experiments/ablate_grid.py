@@ -23,6 +23,8 @@ from sfd.experiments.demo import DEMO_MODEL
 from sfd.flow.solvers import SOLVERS
 from sfd.training.run_dir import RESUMABLE_CHANGES
 
+# the sampling-steps axis: the samplers each seed of the axis's rows (ablate_rows.NFE_ROWS and
+# every learned variant) is evaluated with at its final checkpoint; "heun-10" is the curves' own
 NFE_SAMPLERS = ("euler-4", "euler-8", "euler-16", "euler-32", "heun-10", "dopri5")
 GRID_MODEL = DEMO_MODEL  # the demo's backbone (sfd.experiments.demo)
 
