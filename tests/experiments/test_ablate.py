@@ -181,6 +181,28 @@ def test_paired_comparison_matches_its_closed_form():
     assert got["first_lower_in"] == 3
 
 
+def test_best_of_scales_pairs_each_row_at_its_own_best_scale():
+    from sfd.experiments.ablate_nfe import best_of_scales, paired
+
+    # row a is best at CFG 2 in both seeds, row b at CFG 1.5 in seed 0 and CFG 3 in seed 1;
+    # CFG 4 exists only for a's seed 0 and must not count (b has no such scale for that seed)
+    a = {0: {1.5: 50.0, 2.0: 40.0, 3.0: 45.0, 4.0: 30.0}, 1: {1.5: 52.0, 2.0: 41.0, 3.0: 47.0}}
+    b = {0: {1.5: 44.0, 2.0: 46.0, 3.0: 48.0}, 1: {1.5: 49.0, 2.0: 47.5, 3.0: 43.0}, 7: {2.0: 1.0}}
+    records = {
+        (row, seed, scale): v
+        for row, table in (("a", a), ("b", b))
+        for seed, values in table.items()
+        for scale, v in values.items()
+    }
+    got = best_of_scales(records, "a", "b")
+    assert got["scales"] == {"a": {"0": 2.0, "1": 2.0}, "b": {"0": 1.5, "1": 3.0}}
+    assert got["best"] == {"a": {"0": 40.0, "1": 41.0}, "b": {"0": 44.0, "1": 43.0}}
+    want = paired({0: 40.0, 1: 41.0}, {0: 44.0, 1: 43.0})
+    assert got["mean_difference"] == pytest.approx(-3.0)
+    assert got["ci95"] == pytest.approx(want["ci95"])
+    assert got["n"] == 2 and got["first_lower_in"] == 2
+
+
 def test_welch_t_test_matches_its_closed_form():
     a, b = [1.0, 2.0, 3.5], [4.0, 6.0, 5.5, 7.0]
     va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)

@@ -10,7 +10,9 @@ rule), without retraining. Each evaluation records the velocity evaluations per 
 Two rows trained with the same seed share their batches, noise and time draws, so their
 difference per seed is the cleaner measurement: :func:`paired` gives the mean difference, its
 95% interval (Student t over seeds), the paired t-test, the Wilcoxon signed-rank test and the
-count of seeds where the first row is lower (better, for a distance).
+count of seeds where the first row is lower (better, for a distance). :func:`best_of_scales`
+pairs two rows each at its own best guidance scale per seed, so that a guided gain which is only
+a shift of the best scale does not count.
 """
 
 from __future__ import annotations
@@ -57,6 +59,35 @@ def paired(a: dict[int, float], b: dict[int, float]) -> dict:
         "paired_t_p": float(stats.ttest_1samp(d, 0.0).pvalue) if nonzero else 1.0,
         "wilcoxon_p": float(stats.wilcoxon(d).pvalue) if nonzero else 1.0,
         "first_lower_in": int((d < 0).sum()),
+    }
+
+
+def best_of_scales(records: dict[tuple[str, int, float], float], first: str, second: str) -> dict:
+    """Two rows at their best scales: (row, seed, scale) -> FD in, the paired comparison out.
+
+    Each seed's best is the lowest FD over the scales that seed has for both rows; ``scales``
+    lists which scale won, per seed, for each row.
+    """
+    best: dict[str, dict[int, float]] = {first: {}, second: {}}
+    won: dict[str, dict[int, float]] = {first: {}, second: {}}
+
+    def scales_of(row: str, seed: int) -> set[float]:
+        return {c for (r, s, c) in records if r == row and s == seed}
+
+    seeds = sorted(
+        {s for (r, s, _) in records if r == first} & {s for (r, s, _) in records if r == second}
+    )
+    for seed in seeds:
+        common = sorted(scales_of(first, seed) & scales_of(second, seed))
+        if not common:
+            continue
+        for row in (first, second):
+            values = {c: records[(row, seed, c)] for c in common}
+            won[row][seed] = min(values, key=values.get)
+            best[row][seed] = values[won[row][seed]]
+    return paired(best[first], best[second]) | {
+        "best": {row: {str(s): v for s, v in b.items()} for row, b in best.items()},
+        "scales": {row: {str(s): c for s, c in w.items()} for row, w in won.items()},
     }
 
 
