@@ -48,6 +48,9 @@ def grid_settings(grid: Path, rows: tuple[str, ...]) -> AblationSettings:
         num_steps=int(num_steps),
         overrides=tuple(proto["overrides"]),
         sem_channels=proto.get("sem_channels"),
+        texture_steps=proto.get("texture_steps"),
+        dataset=proto.get("dataset", "fashion-mnist"),
+        background_strength=proto.get("background_strength", 0.6),
     )
 
 
