@@ -7,8 +7,9 @@ row paired by seed against one baseline row (docs/ABLATION.md, the 4x-training t
 
 It reads the grid's (or a snapshot's) ``results/ROW/seedS/*.json`` at the grid's final step
 (``protocol.json``), so it can follow a grid while it runs. Each cell is the mean ± std over the
-seeds the row has; each difference is row minus baseline over the seeds both have, with its
-95% interval and, below 0.1, the paired t-test's p (``sfd.experiments.ablate_nfe.paired``).
+seeds the row has (class accuracy, ``--metric acc``, in percent); each difference is row minus
+baseline over the seeds both have, with its 95% interval and, below 0.1, the paired t-test's p
+(``sfd.experiments.ablate_nfe.paired``).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def difference(a: dict[int, float], b: dict[int, float]) -> str:
         return "-"
     lo, hi = e["ci95"]
     p = e["paired_t_p"]
-    tail = f", p = {p:.1g}" if p < 0.1 else ""
+    tail = ", p < 0.001" if p < 0.001 else f", p = {p:.1g}" if p < 0.1 else ""
     return f"{signed(e['mean_difference'])} [{signed(lo)}, {signed(hi)}]{tail}"
 
 
@@ -64,8 +65,11 @@ def table(results: list[dict], step: int, rows: list[str], baseline: str, metric
     others = [r for r in rows if r != baseline]
     short = baseline.removeprefix("semvae-")
 
+    unit = 100.0 if metric == "acc" else 1.0  # class accuracy in percent
+
     def values(row: str, sampler: str, scale: float) -> dict[int, float]:
-        return by_seed(results, row, metric, step, sampler=sampler, cfg_scale=scale)
+        got = by_seed(results, row, metric, step, sampler=sampler, cfg_scale=scale)
+        return {seed: unit * v for seed, v in got.items()}
 
     counts = {
         r: len({x["seed"] for x in results if x["row"] == r and x["step"] == step}) for r in rows
@@ -91,8 +95,21 @@ def main() -> None:
     ap.add_argument("--rows", default="sfd,semvae-sync,learned,redi-learned")
     ap.add_argument("--baseline", default="semvae-sync")
     ap.add_argument("--metric", default="fd_fmnist")
+    ap.add_argument(
+        "--also",
+        type=Path,
+        default=None,
+        help="A second grid of the same protocol (another build of its data stages): each of\n"
+        "its (row, seed) runs replaces the first grid's, so pairs stay within one build.",
+    )
     args = ap.parse_args()
     results, proto = load(args.grid)
+    if args.also is not None:
+        more, other = load(args.also)
+        if other != proto:
+            raise SystemExit(f"{args.also}: another protocol than {args.grid}; not merged")
+        runs = {(r["row"], r["seed"]) for r in more}
+        results = [r for r in results if (r["row"], r["seed"]) not in runs] + more
     rows = [r for r in args.rows.split(",") if any(x["row"] == r for x in results)]
     print(table(results, int(proto["steps"]), rows, args.baseline, args.metric))
 

@@ -58,6 +58,8 @@ def restore(grid: Path, src: Path) -> None:
     for path in src.iterdir():
         if path.is_file():
             shutil.copy2(path, grid / path.name)
+    if (src / "schedules").exists():  # the learned rows' probes (scripts/regime_snapshot.py)
+        shutil.copytree(src / "schedules", grid / "schedules")
     if (src / "base").exists():  # variants of scripts/ablation_gaps.sh link the default's
         shutil.copytree(src / "base", grid / "base")
     print(f"restored {grid}; rerun `sfd ablate --out {grid}` to resume")

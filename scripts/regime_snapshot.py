@@ -11,6 +11,8 @@ exist, as ``sfd ablate`` itself does when a run of it ends (docs/ABLATION.md, "A
     python scripts/regime_snapshot.py --grid runs/ablate-fmnist --to experiments/ablation \
         --dataset fashion-mnist --rows sfd,semvae-sync,learned
 
+With ``--base`` it also keeps the grid's two autoencoders, so that `python
+scripts/ablation_snapshot.py restore --grid GRID --to SNAPSHOT` rebuilds the same latents.
 Rows asked for that the grid has not evaluated yet are named and left out; the run length
 (the final checkpoint of the tables) is the grid's own, from its ``protocol.json``.
 """
@@ -25,6 +27,23 @@ from pathlib import Path
 from sfd.experiments.ablate import AblationSettings
 from sfd.experiments.ablate_report import write_report
 
+BASE = ("texture_vae", "semvae")  # the base's trained stages; the rest is re-extracted from them
+
+
+def save_base(base: Path, dst: Path) -> None:
+    """Keep the grid's texture VAE and SemVAE (~2 MB) so that `ablation_snapshot.py restore`
+    rebuilds the same latents; one already kept that differs is refused, never overwritten."""
+    for name in BASE:
+        src, kept = base / name, dst / name
+        if kept.exists():
+            for f in src.iterdir():
+                if not (kept / f.name).exists() or (kept / f.name).read_bytes() != f.read_bytes():
+                    raise SystemExit(f"{kept}: holds another {name} than {src}; not overwritten")
+        shutil.copytree(src, kept, dirs_exist_ok=True)
+    stages = json.loads((base / "stages.json").read_text())
+    kept = {k: v for k, v in stages.items() if k in BASE}
+    (dst / "stages.json").write_text(json.dumps(kept, indent=2) + "\n")
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -33,6 +52,7 @@ def main() -> None:
     ap.add_argument("--dataset", default="composites")
     ap.add_argument("--texture-steps", type=int, default=None)
     ap.add_argument("--rows", default=None, help="Comma-separated rows (default: those present).")
+    ap.add_argument("--base", action="store_true", help="Also keep the base's two autoencoders.")
     args = ap.parse_args()
     args.to.mkdir(parents=True, exist_ok=True)
     present = sorted(p.name for p in (args.grid / "results").iterdir())
@@ -48,6 +68,8 @@ def main() -> None:
     for probe in (args.grid / "schedules").glob("*-seed*.json"):  # the learned rows' schedules
         (args.to / "schedules").mkdir(exist_ok=True)
         shutil.copy2(probe, args.to / "schedules" / probe.name)
+    if args.base:
+        save_base(args.grid / "base", args.to / "base")
     steps = json.loads((args.grid / "protocol.json").read_text())["steps"]  # its run length
     settings = AblationSettings(
         dataset=args.dataset,
