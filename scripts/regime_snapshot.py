@@ -11,8 +11,10 @@ exist, as ``sfd ablate`` itself does when a run of it ends (docs/ABLATION.md, "A
     python scripts/regime_snapshot.py --grid runs/ablate-fmnist --to experiments/ablation \
         --dataset fashion-mnist --rows sfd,semvae-sync,learned
 
-With ``--base`` it also keeps the grid's two autoencoders, so that `python
-scripts/ablation_snapshot.py restore --grid GRID --to SNAPSHOT` rebuilds the same latents.
+``--seeds`` keeps only those seeds' runs (a grid resumed on a rebuilt data stage holds copies
+of the original build's results so that it skips them). With ``--base`` it also keeps the
+grid's two autoencoders, so that `python scripts/ablation_snapshot.py restore --grid GRID --to
+SNAPSHOT` rebuilds the same latents.
 Rows asked for that the grid has not evaluated yet are named and left out; the run length
 (the final checkpoint of the tables) is the grid's own, from its ``protocol.json``.
 """
@@ -52,6 +54,7 @@ def main() -> None:
     ap.add_argument("--dataset", default="composites")
     ap.add_argument("--texture-steps", type=int, default=None)
     ap.add_argument("--rows", default=None, help="Comma-separated rows (default: those present).")
+    ap.add_argument("--seeds", default=None, help="Comma-separated seeds (default: all).")
     ap.add_argument("--base", action="store_true", help="Also keep the base's two autoencoders.")
     args = ap.parse_args()
     args.to.mkdir(parents=True, exist_ok=True)
@@ -61,8 +64,11 @@ def main() -> None:
     if missing:
         print(f"not in {args.grid}/results (left out): {', '.join(missing)}")
     rows = [r for r in rows if r in present]
+    seeds = None if args.seeds is None else {f"seed{int(k)}" for k in args.seeds.split(",")}
     for row in rows:  # only the rows asked for: another row may be half evaluated
-        shutil.copytree(args.grid / "results" / row, args.to / "results" / row, dirs_exist_ok=True)
+        for run in sorted((args.grid / "results" / row).iterdir()):
+            if seeds is None or run.name in seeds:
+                shutil.copytree(run, args.to / "results" / row / run.name, dirs_exist_ok=True)
     for name in ["protocol.json", *[p.name for p in args.grid.glob("reference_*.json")]]:
         shutil.copy2(args.grid / name, args.to / name)
     for probe in (args.grid / "schedules").glob("*-seed*.json"):  # the learned rows' schedules
