@@ -102,12 +102,32 @@ def main() -> None:
         help="A second grid of the same protocol (another build of its data stages): each of\n"
         "its (row, seed) runs replaces the first grid's, so pairs stay within one build.",
     )
+    ap.add_argument(
+        "--builds",
+        action="store_true",
+        help="With --also: each row of the second grid against the same row and seeds of the\n"
+        "first (what the rebuild of the data stages alone changes).",
+    )
     args = ap.parse_args()
     results, proto = load(args.grid)
     if args.also is not None:
         more, other = load(args.also)
         if other != proto:
             raise SystemExit(f"{args.also}: another protocol than {args.grid}; not merged")
+        if args.builds:
+            asked = args.rows.split(",")
+            for row in [r for r in asked if any(x["row"] == r for x in more)]:
+                again = [{**r, "row": f"{row} (--also)"} for r in more if r["row"] == row]
+                print(
+                    table(
+                        results + again,
+                        int(proto["steps"]),
+                        [f"{row} (--also)", row],
+                        row,
+                        args.metric,
+                    )
+                )
+            return
         runs = {(r["row"], r["seed"]) for r in more}
         results = [r for r in results if (r["row"], r["seed"]) not in runs] + more
     rows = [r for r in args.rows.split(",") if any(x["row"] == r for x in results)]
