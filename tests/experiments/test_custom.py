@@ -82,12 +82,13 @@ def _check_pipeline(tmp_path, caplog):
     )
     assert res.exit_code == EXIT_BAD_INPUT and "broken.jpg" in res.output
     assert "--on-error skip" in res.output
-    t0 = time.perf_counter()
+    # its own CPU time (one thread), which other processes on the machine do not inflate
+    t0 = time.process_time()
     with caplog.at_level("INFO"):
         res = _pipeline(folder, out)
-    seconds = time.perf_counter() - t0
+    seconds = time.process_time() - t0
     assert res.exit_code == 0, res.output
-    assert seconds < 60, f"the toy pipeline took {seconds:.0f} s"
+    assert seconds < 60, f"the toy pipeline took {seconds:.0f} CPU seconds"
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert sum("broken.jpg" in m for m in warned) == 1
     # before any stage: an estimate of each; then a progress bar per training stage
