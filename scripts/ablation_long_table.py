@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from sfd.experiments.ablate_nfe import by_seed, paired
+from sfd.experiments.ablate_report import load_results
 
 SAMPLERS = ("euler-4", "euler-8", "euler-16", "euler-32", "heun-10", "dopri5")
 
@@ -29,11 +30,7 @@ def load(grid: Path) -> tuple[list[dict], dict]:
     """Every evaluation JSON of the grid (the grid's sampler filled in) and its protocol."""
     proto = json.loads((grid / "protocol.json").read_text())
     own = proto.get("sampler", "heun 10").replace(" ", "-")
-    results = []
-    for path in sorted((grid / "results").glob("*/seed*/step*.json")):
-        record = json.loads(path.read_text())
-        results.append({**record, "sampler": record.get("sampler", own)})
-    return results, proto
+    return [{**r, "sampler": r.get("sampler", own)} for r in load_results(grid)], proto
 
 
 def signed(x: float) -> str:

@@ -26,6 +26,17 @@ FILES = ("protocol.json", "results.json", "table.md", "ablation.png", "delta_t.p
 BASE = ("texture_vae", "semvae")
 
 
+def save_base(base: Path, dst: Path) -> None:
+    """The base's two autoencoders and a stages.json naming only them (restore re-extracts the
+    rest from them)."""
+    stages = json.loads((base / "stages.json").read_text())
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in BASE:
+        shutil.copytree(base / name, dst / name, dirs_exist_ok=True)
+    kept = {k: v for k, v in stages.items() if k in BASE}
+    (dst / "stages.json").write_text(json.dumps(kept, indent=2))
+
+
 def save(grid: Path, dst: Path) -> None:
     dst.mkdir(parents=True, exist_ok=True)
     shutil.copytree(grid / "results", dst / "results", dirs_exist_ok=True)
@@ -39,12 +50,7 @@ def save(grid: Path, dst: Path) -> None:
     if (grid / "base").is_symlink():  # a variant sharing another grid's data stages
         print(f"saved {len(list((dst / 'results').rglob('*.json')))} results to {dst} (no base)")
         return
-    stages = json.loads((grid / "base" / "stages.json").read_text())
-    (dst / "base").mkdir(exist_ok=True)
-    for name in BASE:
-        shutil.copytree(grid / "base" / name, dst / "base" / name, dirs_exist_ok=True)
-    kept = {k: v for k, v in stages.items() if k in BASE}
-    (dst / "base" / "stages.json").write_text(json.dumps(kept, indent=2))
+    save_base(grid / "base", dst / "base")
     print(f"saved {len(list((dst / 'results').rglob('*.json')))} results to {dst}")
 
 

@@ -26,13 +26,13 @@ import json
 import shutil
 from pathlib import Path
 
+from ablation_snapshot import BASE, save_base  # scripts/ is on the path when run as a script
+
 from sfd.experiments.ablate import AblationSettings
 from sfd.experiments.ablate_report import write_report
 
-BASE = ("texture_vae", "semvae")  # the base's trained stages; the rest is re-extracted from them
 
-
-def save_base(base: Path, dst: Path) -> None:
+def keep_base(base: Path, dst: Path) -> None:
     """Keep the grid's texture VAE and SemVAE (~2 MB) so that `ablation_snapshot.py restore`
     rebuilds the same latents; one already kept that differs is refused, never overwritten."""
     for name in BASE:
@@ -41,10 +41,7 @@ def save_base(base: Path, dst: Path) -> None:
             for f in src.iterdir():
                 if not (kept / f.name).exists() or (kept / f.name).read_bytes() != f.read_bytes():
                     raise SystemExit(f"{kept}: holds another {name} than {src}; not overwritten")
-        shutil.copytree(src, kept, dirs_exist_ok=True)
-    stages = json.loads((base / "stages.json").read_text())
-    kept = {k: v for k, v in stages.items() if k in BASE}
-    (dst / "stages.json").write_text(json.dumps(kept, indent=2) + "\n")
+    save_base(base, dst)
 
 
 def main() -> None:
@@ -75,7 +72,7 @@ def main() -> None:
         (args.to / "schedules").mkdir(exist_ok=True)
         shutil.copy2(probe, args.to / "schedules" / probe.name)
     if args.base:
-        save_base(args.grid / "base", args.to / "base")
+        keep_base(args.grid / "base", args.to / "base")
     steps = json.loads((args.grid / "protocol.json").read_text())["steps"]  # its run length
     settings = AblationSettings(
         dataset=args.dataset,
